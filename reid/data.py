@@ -1,0 +1,67 @@
+"""Torch datasets and loaders over :class:`reid.datasets.ImageRecord` lists."""
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from models.embedder import open_image
+from models.transforms import build_transform
+
+from .datasets import ImageRecord
+
+__all__ = ['ImageDataset', 'make_loader', 'split_validation']
+
+
+class ImageDataset(Dataset):
+    def __init__(self, records: Sequence[ImageRecord], img_size: Sequence[int], train: bool = False) -> None:
+        self.records = list(records)
+        self.transform = build_transform(img_size, train=train)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int, int]:
+        r = self.records[i]
+        return self.transform(open_image(r.path)), r.pid, r.camid
+
+
+def make_loader(records: Sequence[ImageRecord], img_size: Sequence[int], batch_size: int, train: bool = False,
+                num_workers: int = 0, seed: int = 0) -> DataLoader:
+    """Training loaders shuffle with a seeded generator (and drop the last partial batch, which BatchNorm needs)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(ImageDataset(records, img_size, train=train), batch_size=batch_size, shuffle=train,
+                      drop_last=train and len(records) > batch_size, num_workers=num_workers, generator=generator,
+                      persistent_workers=False)
+
+
+def split_validation(train: List[ImageRecord], val_fraction: float, seed: int = 0
+                     ) -> Tuple[List[ImageRecord], Optional[Tuple[List[ImageRecord], List[ImageRecord]]]]:
+    """Hold out a fraction of training identities as a small query/gallery set for model selection.
+
+    Returns (train records relabelled 0..C-1, (val query, val gallery) or None). One image per (pid, camera) goes to
+    the validation query, the rest to its gallery; identities seen by one camera only stay in training.
+    """
+    if val_fraction <= 0:
+        return train, None
+    rng = np.random.default_rng(seed)
+    by_pid = {}
+    for r in train:
+        by_pid.setdefault(r.pid, []).append(r)
+    eligible = sorted(p for p, rs in by_pid.items() if len({r.camid for r in rs}) > 1)
+    n_val = int(round(len(by_pid) * val_fraction))
+    if n_val < 2 or len(eligible) < n_val:
+        return train, None
+    val_pids = set(rng.choice(eligible, size=n_val, replace=False).tolist())
+    query, gallery, kept = [], [], []
+    for pid, rs in sorted(by_pid.items()):
+        if pid not in val_pids:
+            kept += rs
+            continue
+        seen = set()
+        for r in rs:
+            (gallery if r.camid in seen else query).append(r)
+            seen.add(r.camid)
+    mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in kept}))}
+    kept = [ImageRecord(r.path, mapping[r.pid], r.camid) for r in kept]
+    return kept, (query, gallery)

@@ -1,0 +1,223 @@
+"""Training (the LA-Transformer recipe), feature extraction and evaluation."""
+import json
+import logging
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.checkpoints import load_model, read_metadata, save_checkpoint
+from models.embedder import Embedder
+from models.la_transformer import LATransformer, create_model
+
+from .data import make_loader, split_validation
+from .datasets import ImageRecord, load_dataset
+from .metrics import calibrate_threshold, compute_distance_matrix, evaluate_rank
+from .rerank import re_ranking
+
+__all__ = ['TrainConfig', 'train', 'train_one_epoch', 'part_ce_loss', 'extract_features', 'evaluate_model',
+           'set_seed', 'EpochCallback']
+
+_logger = logging.getLogger(__name__)
+# called after every epoch with (epoch, total_epochs, metrics); returning True stops training (job cancellation)
+EpochCallback = Callable[[int, int, Dict[str, float]], Optional[bool]]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def part_ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """LA-Transformer's loss: the sum over parts of each part classifier's cross-entropy. logits (B, P, C)."""
+    B, P, C = logits.shape
+    return F.cross_entropy(logits.reshape(B * P, C), y.repeat_interleave(P), reduction='mean') * P
+
+
+LossFn = Callable[[LATransformer, torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+
+
+def ce_step(model: LATransformer, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    logits = model.forward_logits(x)
+    return part_ce_loss(logits, y), logits
+
+
+def train_one_epoch(model: LATransformer, loader, optimizer: torch.optim.Optimizer, device: torch.device,
+                    loss_fn: LossFn = ce_step, desc: str = 'train', progress: bool = True) -> Dict[str, float]:
+    """One pass over ``loader``; ``loss_fn(model, x, y) -> (loss, part logits)``. Returns mean loss and accuracy."""
+    model.train()
+    total, correct, loss_sum = 0, 0, 0.0
+    bar = tqdm(loader, desc=desc, unit='batch', leave=False, disable=not progress)
+    for x, y, _ in bar:
+        x, y = x.to(device), y.to(device)
+        loss, logits = loss_fn(model, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # accuracy of the summed part scores, as LA-Transformer reports it
+        correct += int((logits.softmax(-1).sum(1).argmax(-1) == y).sum())
+        total += len(y)
+        loss_sum += float(loss) * len(y)
+        bar.set_postfix(loss=f'{loss_sum / total:.3f}', acc=f'{correct / total:.3f}')
+    return dict(loss=loss_sum / max(total, 1), acc=correct / max(total, 1))
+
+
+@torch.no_grad()
+def extract_features(model: LATransformer, records: Sequence[ImageRecord], batch_size: int = 64,
+                     flip: bool = False, device: torch.device = torch.device('cpu'), num_workers: int = 0,
+                     progress: bool = True, desc: str = 'features') -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features (N, D) float32, pids, camids) with deterministic test transforms."""
+    embedder = Embedder(model, device=device, flip=flip)
+    loader = make_loader(records, model.img_size, batch_size, train=False, num_workers=num_workers)
+    feats = [embedder.embed_tensor(x).cpu() for x, _, _ in tqdm(loader, desc=desc, leave=False, disable=not progress)]
+    pids = np.array([r.pid for r in records])
+    camids = np.array([r.camid for r in records])
+    return torch.cat(feats).numpy(), pids, camids
+
+
+def evaluate_model(model: LATransformer, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
+                   batch_size: int = 64, flip: bool = False, rerank: bool = False,
+                   protocols: Sequence[str] = ('standard', 'legacy'), device: torch.device = torch.device('cpu'),
+                   num_workers: int = 0, progress: bool = True) -> Dict[str, Dict[str, float]]:
+    """Embed query and gallery, rank, and score by each protocol (standard first)."""
+    qf, q_pids, q_camids = extract_features(model, query, batch_size, flip, device, num_workers, progress, 'query')
+    gf, g_pids, g_camids = extract_features(model, gallery, batch_size, flip, device, num_workers, progress, 'gallery')
+    distmat = compute_distance_matrix(qf, gf)
+    if rerank:
+        distmat = re_ranking(distmat, compute_distance_matrix(qf, qf), compute_distance_matrix(gf, gf))
+    return {p: evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, protocol=p) for p in protocols}
+
+
+@dataclass
+class TrainConfig:
+    """What ``amg-reid train`` takes. ``blockwise=None`` means: on when starting from weights, off from scratch."""
+    data_dir: str
+    name: str = 'LA-tiny'
+    model: str = 'amg_vit_tiny_patch16_224'
+    output_dir: str = 'runs'
+    dataset: Optional[str] = None
+    weight_path: Optional[str] = None
+    img_size: Tuple[int, int] = (224, 224)
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 5e-4
+    lmbd: float = 8.0
+    blockwise: Optional[bool] = None
+    unfreeze_every: int = 2
+    lr_decay: float = 0.8
+    val_fraction: float = 0.1
+    num_workers: int = 0
+    seed: int = 0
+    resume: bool = False
+    device: str = 'cpu'
+    extra: Dict = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def unfrozen_blocks(epoch: int, every: int) -> int:
+    """LA-Transformer's schedule: 2 top blocks trainable at epoch 0, one more every ``every`` epochs."""
+    return 2 + epoch // every
+
+
+def apply_blockwise(model: LATransformer, epoch: int, every: int) -> None:
+    depth = len(model.blocks)
+    n = unfrozen_blocks(epoch, every)
+    for i, block in enumerate(model.blocks):
+        block.requires_grad_(i >= depth - n)
+    for p in model.backbone_parameters():
+        p.requires_grad_(n >= depth)
+
+
+def _build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> LATransformer:
+    if cfg.weight_path:
+        model = load_model(cfg.weight_path, cfg.model, img_size=cfg.img_size, num_classes=0, lmbd=cfg.lmbd)
+        model.reset_classifier(num_classes)
+    else:
+        _logger.warning('no --weight-path: training %s from scratch (random init)', cfg.model)
+        model = create_model(cfg.model, img_size=cfg.img_size, num_classes=num_classes, lmbd=cfg.lmbd)
+    return model.to(device)
+
+
+def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallback] = None) -> Dict:
+    """Train an LA-Transformer; keeps ``last.safetensors`` (resumable) and ``best.safetensors`` (by validation mAP).
+
+    Returns the summary also written to ``<run_dir>/train.json``.
+    """
+    set_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    ds = load_dataset(Path(cfg.data_dir), cfg.dataset)
+    train_records, val = split_validation(ds.train, cfg.val_fraction, cfg.seed)
+    num_classes = len({r.pid for r in train_records})
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path, state_path = run_dir / 'last.safetensors', run_dir / 'best.safetensors', run_dir / 'last_state.pt'
+    blockwise = bool(cfg.weight_path) if cfg.blockwise is None else cfg.blockwise
+
+    start_epoch, best_map, history = 0, -1.0, []
+    if cfg.resume and last_path.exists() and state_path.exists():
+        model = load_model(last_path).to(device)
+        state = torch.load(state_path, map_location='cpu', weights_only=True)
+        start_epoch, best_map, history = state['epoch'] + 1, state['best_map'], json.loads(state['history'])
+        _logger.info('resuming %s at epoch %d', run_dir, start_epoch)
+    else:
+        model = _build_model(cfg, num_classes, device)
+        state = None
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if n in model.no_weight_decay() or p.ndim == 1 else decay).append(p)
+    optimizer = torch.optim.Adam([dict(params=decay, weight_decay=cfg.weight_decay),
+                                  dict(params=no_decay, weight_decay=0.0)], lr=cfg.lr)
+    if state is not None:
+        optimizer.load_state_dict(state['optimizer'])
+        torch.set_rng_state(state['rng'])
+    loader = make_loader(train_records, cfg.img_size, cfg.batch_size, train=True, num_workers=cfg.num_workers,
+                         seed=cfg.seed)
+    extra = dict(cfg.extra, dataset=str(ds.root), train_pids=num_classes)
+    for epoch in range(start_epoch, cfg.epochs):
+        if blockwise:
+            apply_blockwise(model, epoch, cfg.unfreeze_every)
+            if epoch % cfg.unfreeze_every == 0 and epoch > 0:
+                for g in optimizer.param_groups:
+                    g['lr'] *= cfg.lr_decay
+        loader.generator.manual_seed(cfg.seed + epoch)  # the same shuffles after a resume
+        metrics = train_one_epoch(model, loader, optimizer, device, desc=f'epoch {epoch + 1}/{cfg.epochs}',
+                                  progress=progress)
+        if val is not None:
+            val_metrics = evaluate_model(model, *val, batch_size=cfg.batch_size, protocols=('standard',),
+                                         device=device, progress=False)['standard']
+            metrics.update({f'val_{k}': v for k, v in val_metrics.items()})
+        metrics['epoch'] = epoch + 1
+        history.append(metrics)
+        score = metrics.get('val_mAP', -metrics['loss'])
+        if score > best_map:
+            best_map = score
+            save_checkpoint(model, best_path, dict(extra, epoch=epoch + 1, metrics=metrics))
+        save_checkpoint(model, last_path, dict(extra, epoch=epoch + 1, metrics=metrics))
+        torch.save(dict(epoch=epoch, best_map=best_map, optimizer=optimizer.state_dict(),
+                        rng=torch.get_rng_state(), history=json.dumps(history)), state_path)
+        _logger.info('epoch %d: %s', epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
+        if on_epoch is not None and on_epoch(epoch + 1, cfg.epochs, metrics):
+            _logger.info('training stopped by caller after epoch %d', epoch + 1)
+            break
+    if val is not None and best_path.exists():
+        # the "no match" threshold the service uses by default, calibrated on held-out identities
+        best = load_model(best_path).to(device)
+        qf, q_pids, q_cams = extract_features(best, val[0], cfg.batch_size, device=device, progress=False)
+        gf, g_pids, g_cams = extract_features(best, val[1], cfg.batch_size, device=device, progress=False)
+        _, best_extra = read_metadata(best_path)
+        best_extra['min_score'] = calibrate_threshold(qf @ gf.T, q_pids, g_pids, q_cams, g_cams)
+        save_checkpoint(best, best_path, best_extra)
+    summary = dict(config={k: v for k, v in asdict(cfg).items() if k != 'extra'}, history=history,
+                   best=str(best_path), last=str(last_path), num_classes=num_classes)
+    (run_dir / 'train.json').write_text(json.dumps(summary, indent=2, default=str))
+    return summary

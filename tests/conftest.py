@@ -1,0 +1,24 @@
+"""Shared fixtures: a small synthetic dataset (made once per session) and tiny model factories."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.la_transformer import create_model
+from reid.synthetic import SynthConfig, generate_dataset
+
+TINY_IMG = (64, 32)  # 4x2 patches: 4 LA parts, 9 tokens
+
+
+def tiny_model(depth: int = 3, num_classes: int = 5, img_size=TINY_IMG, **kwargs):
+    torch.manual_seed(0)
+    return create_model('amg_vit_tiny_patch16_224', depth=depth, img_size=img_size, num_classes=num_classes,
+                        **kwargs)
+
+
+@pytest.fixture(scope='session')
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('synth')
+    generate_dataset(root, SynthConfig(num_ids=12, num_cams=3, imgs_per_id=6, junk=3, distractors=3, seed=1),
+                     progress=False)
+    return root
