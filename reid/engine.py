@@ -163,7 +163,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallb
     last_path, best_path, state_path = run_dir / 'last.safetensors', run_dir / 'best.safetensors', run_dir / 'last_state.pt'
     blockwise = bool(cfg.weight_path) if cfg.blockwise is None else cfg.blockwise
 
-    start_epoch, best_map, history = 0, -1.0, []
+    start_epoch, best_map, history = 0, float('-inf'), []
     if cfg.resume and last_path.exists() and state_path.exists():
         model = load_model(last_path).to(device)
         state = torch.load(state_path, map_location='cpu', weights_only=True)

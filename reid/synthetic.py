@@ -69,17 +69,23 @@ def _pick(rng: np.random.Generator, items: list):
     return items[int(rng.integers(len(items)))]
 
 
+def _pick_common(rng: np.random.Generator, items: list):
+    """Earlier palette entries are more common (dark clothes, like real streets), so identities share more."""
+    p = 0.75 ** np.arange(len(items))
+    return items[int(rng.choice(len(items), p=p / p.sum()))]
+
+
 def sample_identity(seed: int, pid: int, difficulty: float = 0.5) -> Dict:
     """The fixed look of one identity."""
     rng = np.random.default_rng([seed, 1, pid])
     upper = _palette(UPPER, difficulty)
     bag_kind = _pick(rng, ['none', 'none', 'backpack', 'shoulder', 'handbag'])
     return dict(
-        upper=_pick(rng, upper), upper2=_pick(rng, UPPER),
+        upper=_pick_common(rng, upper), upper2=_pick(rng, UPPER),
         pattern=_pick(rng, ['solid', 'solid', 'stripes', 'two_tone', 'logo']),
         long_sleeves=bool(rng.random() < 0.6),
-        lower=_pick(rng, _palette(LOWER, difficulty)), lower_kind=_pick(rng, ['trousers', 'trousers', 'shorts', 'skirt']),
-        shoes=_pick(rng, SHOES), hair=_pick(rng, HAIR), long_hair=bool(rng.random() < 0.35),
+        lower=_pick_common(rng, _palette(LOWER, difficulty)), lower_kind=_pick(rng, ['trousers', 'trousers', 'shorts', 'skirt']),
+        shoes=_pick_common(rng, SHOES), hair=_pick_common(rng, HAIR), long_hair=bool(rng.random() < 0.35),
         skin=_pick(rng, SKIN), height=float(rng.uniform(0.82, 0.97)), build=float(rng.uniform(0.8, 1.2)),
         bag=bag_kind, bag_colour=_pick(rng, BAGS), bag_side=_pick(rng, [-1, 1]),
         hat=_pick(rng, UPPER) if rng.random() < 0.12 else None,
@@ -298,6 +304,9 @@ def generate_dataset(root: Path, cfg: SynthConfig = SynthConfig(), progress: boo
     frames: Dict[Tuple[int, int], int] = {}
     for i, (split, pid, cam, occ) in enumerate(tqdm(jobs, desc='synth', unit='img', disable=not progress)):
         rng = np.random.default_rng([cfg.seed, 4, i])
+        frame = frames.get((pid, cam), 0) + 1
+        frames[(pid, cam)] = frame
+        name = _name(pid, cam, 100 * frame + int(rng.integers(100)), 1)
         if pid > 0:
             ident, crop = sample_identity(cfg.seed, pid, cfg.difficulty), None
         elif pid == 0:  # distractor: part of a person no identity has
@@ -305,9 +314,7 @@ def generate_dataset(root: Path, cfg: SynthConfig = SynthConfig(), progress: boo
         else:  # junk: background only
             ident, crop = None, None
         img = draw_person_image(ident, cams[cam], rng, occlude=occ, seed=cfg.seed, crop=crop)
-        frame = frames.get((pid, cam), 0) + 1
-        frames[(pid, cam)] = frame
-        img.save(dirs[split] / _name(pid, cam, 100 * frame + int(rng.integers(100)), 1), quality=cams[cam]['quality'])
+        img.save(dirs[split] / name, quality=cams[cam]['quality'])
         counts[split] += 1
     (root / 'synth.json').write_text(json.dumps(dict(asdict(cfg), counts=counts), indent=2))
     _logger.info('wrote %s to %s', counts, root)

@@ -1,0 +1,32 @@
+import json
+
+import pytest
+
+from app.cli import main
+
+
+def test_synth_train_evaluate_complexity(tmp_path, capsys):
+    data = tmp_path / 'data'
+    assert main(['synth', str(data), '--ids', '8', '--cams', '2', '--imgs-per-id', '4', '--junk', '1',
+                 '--distractors', '1']) == 0
+    assert main(['train', '--data-dir', str(data), '--img-size', '64', '32', '--epochs', '1', '--batch-size', '8',
+                 '--name', 'cli', '--output-dir', str(tmp_path / 'runs'), '--val-fraction', '0']) == 0
+    ckpt = tmp_path / 'runs' / 'cli' / 'best.safetensors'
+    assert ckpt.exists()
+    out = tmp_path / 'eval.json'
+    assert main(['evaluate', '--data-dir', str(data), '--weight-path', str(ckpt), '--json', str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {'standard', 'legacy'} and 0 <= results['standard']['mAP'] <= 100
+    printed = capsys.readouterr().out
+    assert printed.index('standard Market-1501 protocol') < printed.index('legacy protocol')
+    assert main(['complexity']) == 0
+    assert '1.226 G' in capsys.readouterr().out
+
+
+def test_clear_errors_exit_2(tmp_path, capsys):
+    assert main(['evaluate', '--data-dir', str(tmp_path / 'missing')]) == 2
+    assert f'dataset folder not found: {tmp_path / "missing"}' in capsys.readouterr().err
+    assert main(['evaluate', '--data-dir', str(tmp_path), '--weight-path', str(tmp_path / 'x.safetensors')]) == 2
+    assert 'not a Re-ID dataset' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(['train', '--model'])
