@@ -75,6 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--weight-path', '--weight_path', dest='weight_path')
     p.add_argument('--img-size', nargs=2, type=int, metavar=('H', 'W'))
 
+    p = sub.add_parser('prune', help='AMG pruning (tokens, heads or both) with distillation fine-tuning')
+    _add_model_args(p)
+    p.add_argument('--name', default='pruned', help='run name: outputs go to OUTPUT_DIR/NAME/')
+    p.add_argument('--output-dir', default='runs')
+    p.add_argument('--prune_mode', '--prune-mode', dest='prune_mode', choices=['attn', 'head_entropy', 'head_attn'],
+                   default='attn', help='attn: key/value tokens; head_entropy: heads; head_attn: both')
+    p.add_argument('--prune_rate', '--prune-rate', dest='prune_rate', type=float, default=0.0,
+                   help='fraction to remove (tokens for attn, heads for head_entropy)')
+    p.add_argument('--head_rate', '--head-rate', dest='head_rate', type=float, default=0.0, help='head_attn only')
+    p.add_argument('--token_rate', '--token-rate', dest='token_rate', type=float, default=0.0, help='head_attn only')
+    p.add_argument('--iter_nums', '--iter-nums', dest='iter_nums', type=int, default=1, help='prune rounds')
+    p.add_argument('--finetune_nums', '--finetune-nums', dest='finetune_nums', type=int, default=0,
+                   help='fine-tune epochs after each round')
+    p.add_argument('--final_finetune', '--final-finetune', dest='final_finetune', type=int, default=10)
+    p.add_argument('--lr', type=float, default=1e-4)
+    p.add_argument('--wd', type=float, default=1e-3)
+    p.add_argument('--distill-type', '--distill_type', dest='distill_type', choices=['none', 'soft', 'hard'],
+                   default='soft')
+    p.add_argument('--distill-alpha', '--distill_alpha', dest='distill_alpha', type=float, default=0.2)
+    p.add_argument('--distill-tau', '--distill_tau', dest='distill_tau', type=float, default=1.0)
+    p.add_argument('--score-batches', type=int, default=None, help='limit the scoring pass to this many batches')
+    p.add_argument('--seed', type=int, default=0)
+
+    p = sub.add_parser('export', help='write CHECKPOINT.onnx (embedding, dynamic batch) beside the checkpoint')
+    p.add_argument('--weight-path', '--weight_path', dest='weight_path', required=True)
+    p.add_argument('--model', default=None, help='only for foreign checkpoints')
+    p.add_argument('--output', type=Path, help='default: the checkpoint path with .onnx')
+    p.add_argument('--img-size', nargs=2, type=int, metavar=('H', 'W'))
+
     sub.add_parser('models', help='list model names')
     return parser
 
@@ -155,13 +184,45 @@ def _cmd_complexity(a: argparse.Namespace) -> None:
     print(f"MSA params: {r['msa_params_m']:.3f} M   all params: {r['params_m']:.3f} M")
 
 
+def _cmd_prune(a: argparse.Namespace) -> None:
+    from pruning.schedule import PruneConfig, prune
+    _require_data_dir(a)
+    if not a.weight_path:
+        raise ValueError('--weight-path is required: pruning starts from a trained checkpoint')
+    cfg = PruneConfig(weight_path=a.weight_path, data_dir=a.data_dir, name=a.name, model=a.model,
+                      output_dir=a.output_dir, dataset=a.dataset, img_size=a.img_size, batch_size=a.batch_size,
+                      prune_mode=a.prune_mode, prune_rate=a.prune_rate, head_rate=a.head_rate,
+                      token_rate=a.token_rate, iter_nums=a.iter_nums, finetune_nums=a.finetune_nums,
+                      final_finetune=a.final_finetune, lr=a.lr, wd=a.wd, distill_type=a.distill_type,
+                      distill_alpha=a.distill_alpha, distill_tau=a.distill_tau, score_batches=a.score_batches,
+                      num_workers=a.workers, seed=a.seed, device=a.device)
+    cfg.rates()  # flag errors before any loading
+    s = prune(cfg)
+    b, f = s['before'], s['after']
+    print(f"checkpoint: {s['checkpoint']}")
+    print(f"heads {b['heads']} -> {f['heads']}   MSA params {b['msa_params_m']:.3f}M -> {f['msa_params_m']:.3f}M   "
+          f"seed FLOPs {b['seed_gflops']:.3f}G -> {f['seed_gflops']:.3f}G   real {b['real_gmacs']:.3f}G -> "
+          f"{f['real_gmacs']:.3f}G")
+    for p, r in s['results'].items():
+        print(f"{p:9s} Rank-1 {r['rank1']:.2f}  mAP {r['mAP']:.2f}")
+
+
+def _cmd_export(a: argparse.Namespace) -> None:
+    from models.checkpoints import load_model
+    from models.export import export_onnx, file_sha256
+    model = load_model(a.weight_path, a.model, img_size=a.img_size)
+    out = a.output or Path(a.weight_path).with_suffix('.onnx')
+    export_onnx(model, out, checkpoint_sha256=file_sha256(a.weight_path))
+    print(out)
+
+
 def _cmd_models(a: argparse.Namespace) -> None:
     from models.la_transformer import list_models
     print('\n'.join(list_models()))
 
 
 COMMANDS = dict(synth=_cmd_synth, prepare=_cmd_prepare, train=_cmd_train, evaluate=_cmd_evaluate,
-                complexity=_cmd_complexity, models=_cmd_models)
+                complexity=_cmd_complexity, prune=_cmd_prune, export=_cmd_export, models=_cmd_models)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -173,7 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from reid.datasets import DatasetError
     try:
         COMMANDS[args.command](args)
-    except (DatasetError, CheckpointError, ImageError, ValueError, FileNotFoundError) as e:
+    except (DatasetError, CheckpointError, ImageError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f'amg-reid {args.command}: error: {e}', file=sys.stderr)
         return 2
     return 0

@@ -21,7 +21,7 @@ from .metrics import calibrate_threshold, compute_distance_matrix, evaluate_rank
 from .rerank import re_ranking
 
 __all__ = ['TrainConfig', 'train', 'train_one_epoch', 'part_ce_loss', 'extract_features', 'evaluate_model',
-           'set_seed', 'EpochCallback']
+           'calibrate_model_threshold', 'set_seed', 'EpochCallback']
 
 _logger = logging.getLogger(__name__)
 # called after every epoch with (epoch, total_epochs, metrics); returning True stops training (job cancellation)
@@ -92,6 +92,14 @@ def evaluate_model(model: LATransformer, query: Sequence[ImageRecord], gallery: 
     if rerank:
         distmat = re_ranking(distmat, compute_distance_matrix(qf, qf), compute_distance_matrix(gf, gf))
     return {p: evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, protocol=p) for p in protocols}
+
+
+def calibrate_model_threshold(model: LATransformer, val: Tuple[Sequence[ImageRecord], Sequence[ImageRecord]],
+                              batch_size: int = 64, device: torch.device = torch.device('cpu')) -> float:
+    """The "no match" similarity threshold the service uses by default, calibrated on held-out identities."""
+    qf, q_pids, q_cams = extract_features(model, val[0], batch_size, device=device, progress=False)
+    gf, g_pids, g_cams = extract_features(model, val[1], batch_size, device=device, progress=False)
+    return calibrate_threshold(qf @ gf.T, q_pids, g_pids, q_cams, g_cams)
 
 
 @dataclass
@@ -182,7 +190,9 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallb
         torch.set_rng_state(state['rng'])
     loader = make_loader(train_records, cfg.img_size, cfg.batch_size, train=True, num_workers=cfg.num_workers,
                          seed=cfg.seed)
-    extra = dict(cfg.extra, dataset=str(ds.root), train_pids=num_classes)
+    # the split is recorded so that pruning fine-tunes with the same identity labels
+    extra = dict(cfg.extra, dataset=str(ds.root), train_pids=num_classes,
+                 split=dict(val_fraction=cfg.val_fraction, seed=cfg.seed))
     for epoch in range(start_epoch, cfg.epochs):
         if blockwise:
             apply_blockwise(model, epoch, cfg.unfreeze_every)
@@ -210,12 +220,9 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallb
             _logger.info('training stopped by caller after epoch %d', epoch + 1)
             break
     if val is not None and best_path.exists():
-        # the "no match" threshold the service uses by default, calibrated on held-out identities
         best = load_model(best_path).to(device)
-        qf, q_pids, q_cams = extract_features(best, val[0], cfg.batch_size, device=device, progress=False)
-        gf, g_pids, g_cams = extract_features(best, val[1], cfg.batch_size, device=device, progress=False)
         _, best_extra = read_metadata(best_path)
-        best_extra['min_score'] = calibrate_threshold(qf @ gf.T, q_pids, g_pids, q_cams, g_cams)
+        best_extra['min_score'] = calibrate_model_threshold(best, val, cfg.batch_size, device)
         save_checkpoint(best, best_path, best_extra)
     summary = dict(config={k: v for k, v in asdict(cfg).items() if k != 'extra'}, history=history,
                    best=str(best_path), last=str(last_path), num_classes=num_classes)
