@@ -104,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output', type=Path, help='default: the checkpoint path with .onnx')
     p.add_argument('--img-size', nargs=2, type=int, metavar=('H', 'W'))
 
+    p = sub.add_parser('serve', help='run the REST service (settings from AMG_* environment variables / .env)')
+    p.add_argument('--host', default='127.0.0.1')
+    p.add_argument('--port', type=int, default=8000)
+    p.add_argument('--data-dir', dest='data_dir', type=Path, help='overrides AMG_DATA_DIR')
+    p.add_argument('--weight-path', '--model-path', dest='weight_path', type=Path, help='overrides AMG_MODEL_PATH')
+
+    p = sub.add_parser('index', help='bulk-load a dataset folder into the service gallery (server stopped)')
+    p.add_argument('folder', type=Path, help='Market-1501 or ImageFolder layout')
+    p.add_argument('--split', choices=['gallery', 'query', 'train', 'all'], default='gallery')
+    p.add_argument('--data-dir', dest='data_dir', type=Path, help='overrides AMG_DATA_DIR')
+    p.add_argument('--weight-path', '--model-path', dest='weight_path', type=Path, help='overrides AMG_MODEL_PATH')
+
     sub.add_parser('models', help='list model names')
     return parser
 
@@ -216,13 +228,38 @@ def _cmd_export(a: argparse.Namespace) -> None:
     print(out)
 
 
+def _service_settings(a: argparse.Namespace):
+    from app.settings import Settings
+    overrides = {}
+    if a.data_dir is not None:
+        overrides['data_dir'] = a.data_dir
+    if a.weight_path is not None:
+        overrides['model_path'] = a.weight_path
+    return Settings(**overrides)
+
+
+def _cmd_serve(a: argparse.Namespace) -> None:
+    from app.serve import serve
+    serve(_service_settings(a), host=a.host, port=a.port)
+
+
+def _cmd_index(a: argparse.Namespace) -> None:
+    from app.serve import index_folder
+    from app.state import NoModel
+    try:
+        print(json.dumps(index_folder(a.folder, _service_settings(a), split=a.split)))
+    except NoModel as e:
+        raise ValueError(str(e)) from None
+
+
 def _cmd_models(a: argparse.Namespace) -> None:
     from models.la_transformer import list_models
     print('\n'.join(list_models()))
 
 
 COMMANDS = dict(synth=_cmd_synth, prepare=_cmd_prepare, train=_cmd_train, evaluate=_cmd_evaluate,
-                complexity=_cmd_complexity, prune=_cmd_prune, export=_cmd_export, models=_cmd_models)
+                complexity=_cmd_complexity, prune=_cmd_prune, export=_cmd_export, serve=_cmd_serve,
+                index=_cmd_index, models=_cmd_models)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -63,7 +63,7 @@ def train_one_epoch(model: LATransformer, loader, optimizer: torch.optim.Optimiz
         # accuracy of the summed part scores, as LA-Transformer reports it
         correct += int((logits.softmax(-1).sum(1).argmax(-1) == y).sum())
         total += len(y)
-        loss_sum += float(loss) * len(y)
+        loss_sum += loss.item() * len(y)
         bar.set_postfix(loss=f'{loss_sum / total:.3f}', acc=f'{correct / total:.3f}')
     return dict(loss=loss_sum / max(total, 1), acc=correct / max(total, 1))
 

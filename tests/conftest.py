@@ -22,3 +22,22 @@ def synth_root(tmp_path_factory) -> Path:
     generate_dataset(root, SynthConfig(num_ids=12, num_cams=3, imgs_per_id=6, junk=3, distractors=3, seed=1),
                      progress=False)
     return root
+
+
+@pytest.fixture(scope='session')
+def learnable_root(tmp_path_factory) -> Path:
+    """Big enough for a tiny model to learn in seconds: 20 train and 20 test identities, 3 cameras."""
+    root = tmp_path_factory.mktemp('learnable')
+    generate_dataset(root, SynthConfig(num_ids=40, num_cams=3, imgs_per_id=10, junk=2, distractors=2, seed=2,
+                                       difficulty=0.3), progress=False)
+    return root
+
+
+@pytest.fixture(scope='session')
+def trained_run(learnable_root, tmp_path_factory):
+    """LA-Tiny (128x64) trained from scratch for 12 epochs; shared by the training and service tests."""
+    from reid.engine import TrainConfig, train
+    out = tmp_path_factory.mktemp('trained')
+    cfg = TrainConfig(data_dir=str(learnable_root), name='run', output_dir=str(out), img_size=(128, 64),
+                      epochs=12, batch_size=32, lr=5e-4, val_fraction=0.2, seed=0)
+    return cfg, train(cfg, progress=False)

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -7,7 +8,6 @@ from models.checkpoints import load_model, read_metadata
 from models.la_transformer import create_model
 from reid.datasets import load_dataset
 from reid.engine import TrainConfig, apply_blockwise, evaluate_model, part_ce_loss, train
-from reid.synthetic import SynthConfig, generate_dataset
 
 
 def test_part_loss_is_the_sum_of_per_part_cross_entropies():
@@ -29,19 +29,9 @@ def test_blockwise_unfreezing_schedule():
     assert all(p.requires_grad for p in model.classifiers.parameters())
 
 
-@pytest.fixture(scope='module')
-def learnable_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('learnable')
-    generate_dataset(root, SynthConfig(num_ids=40, num_cams=3, imgs_per_id=10, junk=2, distractors=2, seed=2,
-                                       difficulty=0.3), progress=False)
-    return root
-
-
 @pytest.mark.slow
-def test_training_from_scratch_beats_untrained_and_resumes(learnable_root, tmp_path):
-    cfg = TrainConfig(data_dir=str(learnable_root), name='run', output_dir=str(tmp_path), img_size=(128, 64),
-                      epochs=12, batch_size=32, lr=5e-4, val_fraction=0.2, seed=0)
-    summary = train(cfg, progress=False)
+def test_training_from_scratch_beats_untrained_and_resumes(learnable_root, trained_run, tmp_path):
+    cfg, summary = trained_run
     assert len(summary['history']) == 12
     ds = load_dataset(learnable_root)
     trained = load_model(summary['best'])
@@ -53,8 +43,10 @@ def test_training_from_scratch_beats_untrained_and_resumes(learnable_root, tmp_p
     r_untrained = evaluate_model(untrained, ds.query, ds.gallery, progress=False)['standard']
     assert r_trained['mAP'] > r_untrained['mAP'] + 10, (r_trained, r_untrained)
 
-    # resume: two more epochs continue the same run from last.safetensors
-    resumed = train(TrainConfig(**{**cfg.__dict__, 'epochs': 14, 'resume': True}), progress=False)
+    # resume: two more epochs continue the same run from last.safetensors (in a copy: the run is shared)
+    shutil.copytree(cfg.run_dir, tmp_path / 'run')
+    resumed = train(TrainConfig(**{**cfg.__dict__, 'output_dir': str(tmp_path), 'epochs': 14, 'resume': True}),
+                    progress=False)
     assert [h['epoch'] for h in resumed['history']] == list(range(1, 15))
     assert json.loads((tmp_path / 'run' / 'train.json').read_text())['history'][-1]['epoch'] == 14
 

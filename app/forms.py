@@ -1,0 +1,70 @@
+"""Parsing of multipart form fields, with errors that say which field and why (422)."""
+from datetime import datetime
+from typing import List, Optional
+
+from fastapi import HTTPException, UploadFile
+
+from .imaging import DecodedImage, ImageRejected, decode_upload
+from .settings import Settings
+
+
+def bad(field: str, message: str) -> HTTPException:
+    return HTTPException(status_code=422, detail=f'{field}: {message}')
+
+
+def int_list(field: str, value: Optional[str]) -> Optional[List[int]]:
+    """'1,2, 3' -> [1, 2, 3]; None or '' -> None."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return [int(v) for v in value.split(',') if v.strip()]
+    except ValueError:
+        raise bad(field, f'expected integers separated by commas, got {value!r}') from None
+
+
+def str_list(value: Optional[str]) -> Optional[List[str]]:
+    if value is None or not value.strip():
+        return None
+    return [v.strip() for v in value.split(',') if v.strip()]
+
+
+def when(field: str, value: Optional[str]) -> Optional[datetime]:
+    if value is None or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace('Z', '+00:00'))
+    except ValueError:
+        raise bad(field, f'expected an ISO 8601 date-time, got {value!r}') from None
+    if parsed.tzinfo is not None:  # stored as naive UTC
+        parsed = (parsed - parsed.utcoffset()).replace(tzinfo=None)
+    return parsed
+
+
+def per_file(field: str, values: Optional[List[int]], n: int, default: Optional[int] = None) -> List[int]:
+    """One value for every file, or one value for all of them."""
+    if values is None:
+        if default is None:
+            raise bad(field, 'required')
+        return [default] * n
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise bad(field, f'give one value, or one per file ({n}); got {len(values)}')
+    return values
+
+
+async def read_images(files: List[UploadFile], settings: Settings) -> List[DecodedImage]:
+    """Decode every upload first: one bad file rejects the request before anything is written."""
+    if not files:
+        raise bad('images', 'at least one image file is required')
+    if len(files) > settings.max_files_per_request:
+        raise HTTPException(status_code=413, detail=f'at most {settings.max_files_per_request} files per request')
+    decoded = []
+    for f in files:
+        data = await f.read(settings.max_upload_bytes + 1)
+        try:
+            decoded.append(decode_upload(data, f.filename or 'upload', settings.max_upload_bytes,
+                                         settings.max_pixels))
+        except ImageRejected as e:
+            raise HTTPException(status_code=e.status, detail=str(e)) from None
+    return decoded

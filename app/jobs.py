@@ -1,0 +1,155 @@
+"""Background train / prune / fine-tune jobs, each in its own worker process (queries stay fast).
+
+Job state lives in the database: the worker writes progress, metrics and a log tail there and reads the
+``cancelling`` flag from it, so the API process and the worker share nothing else.
+"""
+import json
+import logging
+import multiprocessing as mp
+import queue
+import threading
+import traceback
+from typing import Any, Dict, Optional
+
+from storage import crud
+from storage.db import make_engine, make_sessionmaker
+
+__all__ = ['JobManager', 'run_job', 'JOB_KINDS']
+
+_logger = logging.getLogger(__name__)
+JOB_KINDS = ('train', 'prune', 'finetune')
+ACTIVE_STATES = ('queued', 'running', 'cancelling')
+
+
+def _summarise(event: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in event.items()
+            if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def run_job(job_id: int, database_url: str, data_dir: str) -> None:
+    """Worker-process entry point: run the job recorded in the database and record how it ended."""
+    from pathlib import Path
+
+    from app.state import register_checkpoint
+    from pruning.schedule import PruneConfig, prune
+    from reid.engine import TrainConfig, train
+
+    logging.basicConfig(level=logging.INFO)
+    Session = make_sessionmaker(make_engine(database_url))
+    with Session.begin() as s:
+        job = crud.get_job(session=s, job_id=job_id)
+        if job is None or job.state != 'queued':
+            return
+        kind, params = job.kind, dict(job.params)
+        crud.update_job(session=s, job_id=job_id, state='running', log_line=f'started {kind} job')
+
+    def on_event(event: Dict[str, Any]) -> bool:
+        info = _summarise(event)
+        metrics = {k: v for k, v in info.items() if k in ('loss', 'acc') or k.startswith('val_')}
+        with Session.begin() as s:
+            job = crud.update_job(session=s, job_id=job_id, progress=float(event.get('progress', 0.0)),
+                                  current=info, log_line=json.dumps(info),
+                                  **({'metrics': metrics} if metrics else {}))
+            return job is not None and job.state == 'cancelling'
+
+    out_dir = str(Path(data_dir) / 'runs')
+    try:
+        if kind == 'train':
+            cfg = TrainConfig(output_dir=out_dir, name=f'job{job_id}', **params)
+            summary = train(cfg, progress=False, on_epoch=lambda e, n, m: on_event(
+                dict(stage='train', epoch=e, epochs=n, progress=e / n, **m)))
+            with Session() as s:
+                if crud.get_job(session=s, job_id=job_id).state == 'cancelling':
+                    raise InterruptedError('training cancelled')
+            checkpoint, results = summary['best'], summary['history'][-1] if summary['history'] else {}
+        else:
+            if kind == 'finetune':  # a fine-tune is a prune run that removes nothing
+                params = dict(params, prune_mode='attn', prune_rate=0.0, iter_nums=1, finetune_nums=0)
+            summary = prune(PruneConfig(output_dir=out_dir, name=f'job{job_id}', **params), progress=False,
+                            on_event=on_event)
+            checkpoint, results = summary['checkpoint'], summary['results']
+        with Session.begin() as s:
+            model = register_checkpoint(s, checkpoint, name=f'{kind} job {job_id}', info=dict(job_id=job_id))
+            crud.update_job(session=s, job_id=job_id, state='succeeded', progress=1.0, result_model_id=model.id,
+                            metrics=_summarise(results.get('standard', results)) if isinstance(results, dict) else {},
+                            log_line=f'done: model {model.id} at {checkpoint}')
+    except InterruptedError:
+        with Session.begin() as s:
+            crud.update_job(session=s, job_id=job_id, state='cancelled', log_line='cancelled')
+    except Exception as e:  # any failure is reported through the API, not lost in the worker
+        with Session.begin() as s:
+            crud.update_job(session=s, job_id=job_id, state='failed', error=f'{e.__class__.__name__}: {e}',
+                            log_line=traceback.format_exc(limit=5))
+
+
+class JobManager:
+    """Queues jobs and runs at most ``max_workers`` worker processes at once."""
+
+    def __init__(self, Session, database_url: str, data_dir: str, max_workers: int = 1,
+                 cancel_grace_seconds: float = 20.0) -> None:
+        self.Session = Session
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self.cancel_grace_seconds = cancel_grace_seconds
+        self._ctx = mp.get_context('spawn')
+        self._queue: 'queue.Queue[int]' = queue.Queue()
+        self._procs: Dict[int, Any] = {}
+        self._slots = threading.Semaphore(max_workers)
+        self._dispatcher = threading.Thread(target=self._dispatch, name='job-dispatcher', daemon=True)
+        self._dispatcher.start()
+
+    def submit(self, kind: str, params: Dict[str, Any]) -> int:
+        with self.Session.begin() as s:
+            job_id = crud.create_job(session=s, kind=kind, params=params).id
+        self._queue.put(job_id)
+        return job_id
+
+    def _dispatch(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            self._slots.acquire()
+            with self.Session() as s:
+                job = crud.get_job(session=s, job_id=job_id)
+                if job is None or job.state != 'queued':  # cancelled while waiting
+                    self._slots.release()
+                    continue
+            proc = self._ctx.Process(target=run_job, args=(job_id, self.database_url, self.data_dir),
+                                     name=f'amg-job-{job_id}', daemon=True)
+            proc.start()
+            self._procs[job_id] = proc
+            threading.Thread(target=self._watch, args=(job_id, proc), daemon=True).start()
+
+    def _watch(self, job_id: int, proc) -> None:
+        proc.join()
+        self._procs.pop(job_id, None)
+        self._slots.release()
+        with self.Session.begin() as s:
+            job = crud.get_job(session=s, job_id=job_id)
+            if job is not None and job.state in ACTIVE_STATES:  # the worker died before recording an outcome
+                cancelled = job.state == 'cancelling'
+                crud.update_job(session=s, job_id=job_id, state='cancelled' if cancelled else 'failed',
+                                error=None if cancelled else f'worker exited with code {proc.exitcode}',
+                                log_line='worker stopped')
+
+    def cancel(self, job_id: int) -> Optional[str]:
+        """Ask a job to stop (it stops at its next progress report; killed after a grace period)."""
+        with self.Session.begin() as s:
+            job = crud.get_job(session=s, job_id=job_id)
+            if job is None:
+                return None
+            if job.state == 'queued':
+                crud.update_job(session=s, job_id=job_id, state='cancelled', log_line='cancelled before start')
+            elif job.state == 'running':
+                crud.update_job(session=s, job_id=job_id, state='cancelling', log_line='cancel requested')
+                threading.Timer(self.cancel_grace_seconds, self._kill, args=(job_id,)).start()
+            return job.state
+
+    def _kill(self, job_id: int) -> None:
+        proc = self._procs.get(job_id)
+        if proc is not None and proc.is_alive():
+            proc.terminate()
+
+    def shutdown(self) -> None:
+        for proc in list(self._procs.values()):
+            if proc.is_alive():
+                proc.terminate()

@@ -1,0 +1,99 @@
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import ValidationError
+
+from reid.datasets import DatasetError, load_dataset
+from storage import crud
+
+from ..deps import SessionDep, StateDep, require_api_key
+from ..schemas import (FinetuneJobParams, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
+                       PruneJobParams, TrainJobParams)
+
+router = APIRouter(prefix='/v1/admin', tags=['admin'], dependencies=[Depends(require_api_key)])
+PARAMS = {'train': TrainJobParams, 'prune': PruneJobParams, 'finetune': FinetuneJobParams}
+
+
+def job_public(job) -> JobPublic:
+    out = JobPublic.model_validate(job)
+    out.log_tail = '\n'.join((job.log or '').splitlines()[-20:])
+    return out
+
+
+@router.post('/jobs', response_model=JobPublic, status_code=202)
+def start_job(body: JobCreate, state: StateDep, request: Request):
+    """Start a train / prune / fine-tune job in a worker process (same options as the CLI)."""
+    try:
+        params = PARAMS[body.kind](**body.params)
+    except ValidationError as e:
+        raise HTTPException(status_code=422, detail=e.errors(include_url=False, include_context=False)) from None
+    try:
+        load_dataset(Path(params.data_dir))
+    except DatasetError as e:
+        raise HTTPException(status_code=400, detail=f'data_dir: {e}') from None
+    values = params.model_dump()
+    if body.kind != 'train':
+        if values.get('weight_path') is None:
+            with state.Session() as s:
+                active = crud.active_model(session=s)
+            if active is None:
+                raise HTTPException(status_code=409, detail='no active model to start from: give weight_path')
+            values['weight_path'] = active.path
+        if not Path(values['weight_path']).is_file():
+            raise HTTPException(status_code=400, detail=f'weight_path not found: {values["weight_path"]}')
+        if body.kind == 'prune':
+            from pruning.schedule import PruneConfig
+            try:
+                PruneConfig(**values).rates()
+            except ValueError as e:
+                raise HTTPException(status_code=422, detail=str(e)) from None
+    job_id = request.app.state.jobs.submit(body.kind, values)
+    with state.Session() as s:
+        return job_public(crud.get_job(session=s, job_id=job_id))
+
+
+@router.get('/jobs', response_model=JobsPublic)
+def list_jobs(session: SessionDep, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)):
+    """Jobs, newest first."""
+    jobs, total = crud.list_jobs(session=session, offset=offset, limit=limit)
+    return JobsPublic(data=[job_public(j) for j in jobs], count=total)
+
+
+@router.get('/jobs/{job_id}', response_model=JobPublic)
+def get_job(job_id: int, session: SessionDep):
+    """State, progress, current epoch/round, latest metrics and the log tail of a job."""
+    job = crud.get_job(session=session, job_id=job_id)
+    if job is None:
+        raise HTTPException(status_code=404, detail=f'job {job_id} not found')
+    return job_public(job)
+
+
+@router.post('/jobs/{job_id}/cancel', response_model=Message, status_code=202)
+def cancel_job(job_id: int, request: Request):
+    """Ask a job to stop."""
+    previous = request.app.state.jobs.cancel(job_id)
+    if previous is None:
+        raise HTTPException(status_code=404, detail=f'job {job_id} not found')
+    if previous not in ('queued', 'running'):
+        raise HTTPException(status_code=409, detail=f'job {job_id} is {previous}: nothing to cancel')
+    return Message(detail=f'job {job_id}: cancel requested')
+
+
+@router.get('/models', response_model=ModelsPublic)
+def list_models(state: StateDep, session: SessionDep):
+    """Registered models; the active one serves queries."""
+    models = crud.list_models(session=session)
+    return ModelsPublic(data=[ModelPublic.model_validate(m) for m in models], count=len(models),
+                        activation=state.activation)
+
+
+@router.post('/models/{model_id}/activate', response_model=Message, status_code=202)
+def activate_model(model_id: int, state: StateDep):
+    """Switch to a model: the gallery is re-embedded in the background, then the swap is atomic."""
+    try:
+        state.activate(model_id)
+    except KeyError:
+        raise HTTPException(status_code=404, detail=f'model {model_id} not found') from None
+    except RuntimeError as e:
+        raise HTTPException(status_code=409, detail=str(e)) from None
+    return Message(detail=f'activating model {model_id}: follow GET /v1/admin/models (activation)')

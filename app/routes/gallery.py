@@ -1,0 +1,109 @@
+import io
+from typing import List, Optional
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from storage import crud
+from storage.db import GalleryImage
+
+from ..deps import SessionDep, SnapshotDep, StateDep
+from ..forms import int_list, per_file, read_images, str_list, when
+from ..imaging import load_stored
+from ..schemas import GalleryItemPublic, GalleryItemsPublic, Message
+
+router = APIRouter(prefix='/v1', tags=['gallery'])
+
+
+def public(row: GalleryImage, request: Request) -> GalleryItemPublic:
+    item = GalleryItemPublic.model_validate(row)
+    item.image_url = str(request.url_for('gallery_image', image_id=row.id).path)
+    item.thumbnail_url = str(request.url_for('gallery_thumbnail', image_id=row.id).path)
+    return item
+
+
+@router.post('/gallery', response_model=GalleryItemsPublic, status_code=201)
+async def upload_gallery(
+        request: Request, state: StateDep, _snap: SnapshotDep,
+        images: List[UploadFile] = File(..., description='one or more person crops'),
+        person_id: str = Form(..., description='one id for all files, or comma-separated, one per file'),
+        camera_id: Optional[str] = Form(None, description='one for all, or one per file (default 0)'),
+        timestamp: Optional[str] = Form(None, description='ISO 8601, for all files'),
+        tags: Optional[str] = Form(None, description='comma-separated, for all files'),
+):
+    """Add images to the gallery (embedded in batches). Nothing is stored unless every file and field is valid."""
+    decoded = await read_images(images, state.settings)
+    n = len(decoded)
+    pids = per_file('person_id', int_list('person_id', person_id), n)
+    cams = per_file('camera_id', int_list('camera_id', camera_id), n, default=0)
+    if any(p < 0 for p in pids) or any(c < 0 for c in cams):
+        raise HTTPException(status_code=422, detail='person_id and camera_id must be >= 0')
+    ts, tag_list = when('timestamp', timestamp), str_list(tags) or []
+    metas = [dict(person_id=p, camera_id=c, timestamp=ts, tags=tag_list) for p, c in zip(pids, cams)]
+    # the model forward runs off the event loop
+    rows = await run_in_threadpool(state.add_gallery, decoded, metas)
+    return GalleryItemsPublic(data=[public(r, request) for r in rows], count=len(rows))
+
+
+@router.get('/gallery', response_model=GalleryItemsPublic)
+def list_gallery(request: Request, session: SessionDep,
+                 offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500),
+                 person_id: Optional[int] = None, camera_id: Optional[str] = None, tags: Optional[str] = None,
+                 after: Optional[str] = None, before: Optional[str] = None):
+    """Gallery images, paginated and filtered."""
+    rows, total = crud.list_images(session=session, offset=offset, limit=limit, person_id=person_id,
+                                   camera_ids=int_list('camera_id', camera_id), tags=str_list(tags),
+                                   after=when('after', after), before=when('before', before))
+    return GalleryItemsPublic(data=[public(r, request) for r in rows], count=total)
+
+
+def _row(session, image_id: int) -> GalleryImage:
+    row = crud.get_image(session=session, image_id=image_id)
+    if row is None:
+        raise HTTPException(status_code=404, detail=f'gallery image {image_id} not found')
+    return row
+
+
+@router.get('/gallery/{image_id}', response_model=GalleryItemPublic)
+def get_gallery_item(image_id: int, request: Request, session: SessionDep):
+    """One gallery image's metadata."""
+    return public(_row(session, image_id), request)
+
+
+@router.delete('/gallery/{image_id}', response_model=Message)
+def delete_gallery_item(image_id: int, state: StateDep):
+    """Remove an image from the database, the index and the image store."""
+    if not state.delete_image(image_id):
+        raise HTTPException(status_code=404, detail=f'gallery image {image_id} not found')
+    return Message(detail=f'gallery image {image_id} deleted')
+
+
+@router.get('/gallery/{image_id}/image', name='gallery_image')
+def gallery_image(image_id: int, state: StateDep, session: SessionDep):
+    """The original image file."""
+    row = _row(session, image_id)
+    path = state.images.resolve(row.image_path)
+    return FileResponse(path, media_type='image/jpeg' if path.suffix == '.jpg' else 'image/png')
+
+
+@router.get('/gallery/{image_id}/thumbnail', name='gallery_thumbnail')
+def gallery_thumbnail(image_id: int, state: StateDep, session: SessionDep):
+    """A small JPEG (at most 64x128) for result lists."""
+    row = _row(session, image_id)
+    im = load_stored(state.images.resolve(row.image_path))
+    im.thumbnail((64, 128), Image.BICUBIC)
+    buf = io.BytesIO()
+    im.save(buf, format='JPEG', quality=85)
+    return Response(buf.getvalue(), media_type='image/jpeg', headers={'Cache-Control': 'max-age=3600'})
+
+
+@router.get('/persons/{person_id}', response_model=GalleryItemsPublic, tags=['persons'])
+def person_images(person_id: int, request: Request, session: SessionDep,
+                  offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=500)):
+    """All gallery images of one person."""
+    rows, total = crud.list_images(session=session, offset=offset, limit=limit, person_id=person_id)
+    if total == 0:
+        raise HTTPException(status_code=404, detail=f'person {person_id} has no gallery images')
+    return GalleryItemsPublic(data=[public(r, request) for r in rows], count=total)

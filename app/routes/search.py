@@ -1,0 +1,69 @@
+from typing import List, Optional
+
+import numpy as np
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from storage import crud
+
+from ..deps import SnapshotDep, StateDep
+from ..forms import int_list, read_images, str_list, when
+from ..schemas import QueryResult, SearchMatch, SearchResponse
+
+router = APIRouter(prefix='/v1', tags=['search'])
+
+
+@router.post('/search', response_model=SearchResponse)
+async def search(
+        request: Request, state: StateDep, snap: SnapshotDep,
+        images: List[UploadFile] = File(..., description='one or more query images (batch query)'),
+        k: Optional[int] = Form(None, ge=1, le=100, description='matches per query (default from settings)'),
+        min_score: Optional[float] = Form(None, ge=-1, le=1,
+                                          description="below this cosine similarity: no match (default: the "
+                                                      "model's calibrated threshold)"),
+        camera_id: Optional[str] = Form(None, description='only gallery images from these cameras (comma list)'),
+        person_id: Optional[int] = Form(None, description='only this person'),
+        after: Optional[str] = Form(None), before: Optional[str] = Form(None),
+        tags: Optional[str] = Form(None, description='gallery images having all these tags (comma list)'),
+        query_camera_id: Optional[str] = Form(None, description="the queries' camera (one, or one per image)"),
+        exclude_same_camera: bool = Form(False, description="skip gallery images from the query's camera"),
+):
+    """Who is this? Top-k gallery matches per query image, or an explicit no-match below ``min_score``."""
+    decoded = await read_images(images, state.settings)
+    k = k or state.settings.default_k
+    threshold = snap.min_score if min_score is None else min_score
+    query_cams = int_list('query_camera_id', query_camera_id)
+    if exclude_same_camera and (query_cams is None or len(query_cams) not in (1, len(decoded))):
+        raise HTTPException(status_code=422,
+                            detail='exclude_same_camera needs query_camera_id: one value, or one per image')
+    filters = dict(person_id=person_id, camera_ids=int_list('camera_id', camera_id),
+                   after=when('after', after), before=when('before', before), tags=str_list(tags))
+    xq = await run_in_threadpool(state.embed, snap.embedder, [d.image for d in decoded])
+    with state.Session() as s:
+        filtered = any(v for v in filters.values()) or exclude_same_camera
+        allowed = np.asarray(crud.filter_image_ids(session=s, **filters), dtype=np.int64) if filtered else None
+        results = []
+        for qi, item in enumerate(decoded):
+            ids = allowed
+            if exclude_same_camera:
+                cam = query_cams[0] if len(query_cams) == 1 else query_cams[qi]
+                excluded = set(crud.filter_image_ids(session=s, camera_ids=[cam]))
+                ids = np.asarray([i for i in allowed if int(i) not in excluded], dtype=np.int64)
+            D, I = (snap.index.search(xq[qi:qi + 1], k, ids) if ids is None or len(ids)
+                    else (np.zeros((1, 0)), np.zeros((1, 0), dtype=np.int64)))
+            matches = []
+            for score, image_id in zip(D[0], I[0]):
+                row = crud.get_image(session=s, image_id=int(image_id)) if image_id >= 0 else None
+                if row is None:
+                    continue
+                matches.append(SearchMatch(
+                    image_id=row.id, score=float(score), person_id=row.person_id, camera_id=row.camera_id,
+                    timestamp=row.timestamp, tags=row.tags or [], source_name=row.source_name,
+                    thumbnail_url=str(request.url_for('gallery_thumbnail', image_id=row.id).path),
+                    above_threshold=bool(score >= threshold)))
+            best = matches[0] if matches else None
+            hit = best is not None and best.above_threshold
+            results.append(QueryResult(query_index=qi, filename=item.filename, no_match=not hit,
+                                       person_id=best.person_id if hit else None,
+                                       best_score=best.score if best else None, matches=matches))
+    return SearchResponse(model_id=snap.model_id, min_score=threshold, k=k, results=results)

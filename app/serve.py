@@ -1,0 +1,79 @@
+"""Running the service, bulk-loading a gallery, and the demo's serve step."""
+import logging
+from pathlib import Path
+from typing import Dict, Optional
+
+from tqdm import tqdm
+
+from .imaging import ImageRejected, decode_upload
+from .settings import Settings
+
+__all__ = ['serve', 'index_folder', 'serve_demo']
+
+_logger = logging.getLogger(__name__)
+
+
+def serve(settings: Settings, host: str = '127.0.0.1', port: int = 8000) -> None:
+    import uvicorn
+
+    from .main import create_app
+    uvicorn.run(create_app(settings), host=host, port=port, log_level='info')
+
+
+def index_folder(folder: Path, settings: Settings, split: str = 'gallery', batch_size: int = 64,
+                 progress: bool = True) -> Dict[str, int]:
+    """Bulk-load a dataset split (Market-1501 or ImageFolder layout) into the gallery of the configured service.
+
+    Run it while the server is stopped (or upload through POST /v1/gallery): a running server reconciles its index
+    with the database only at start-up.
+    """
+    from reid.datasets import load_dataset
+
+    from .state import ServiceState
+    ds = load_dataset(Path(folder))
+    records = {'gallery': ds.gallery, 'query': ds.query, 'train': ds.train,
+               'all': ds.gallery + ds.query}.get(split)
+    if records is None:
+        raise ValueError(f'unknown split {split!r}; choose from gallery, query, train, all')
+    records = [r for r in records if r.pid >= 0]  # junk images have no identity to store
+    state = ServiceState(settings)
+    state.startup()
+    state.snapshot()  # fails with the "how to get a model" message when none is configured
+    added, skipped = 0, 0
+    try:
+        bar = tqdm(total=len(records), desc='indexing', unit='img', disable=not progress)
+        for start in range(0, len(records), batch_size):
+            items, metas = [], []
+            for r in records[start:start + batch_size]:
+                try:
+                    items.append(decode_upload(Path(r.path).read_bytes(), Path(r.path).name,
+                                               settings.max_upload_bytes, settings.max_pixels))
+                    metas.append(dict(person_id=r.pid, camera_id=r.camid, tags=[split]))
+                except (ImageRejected, OSError) as e:
+                    _logger.warning('skipping %s: %s', r.path, e)
+                    skipped += 1
+            if items:
+                added += len(state.add_gallery(items, metas))
+            bar.update(len(records[start:start + batch_size]))
+        bar.close()
+    finally:
+        state.shutdown()
+    return dict(added=added, skipped=skipped)
+
+
+def serve_demo(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0.1', port: int = 8000,
+               api_key: Optional[str] = None) -> None:
+    """Serve ``checkpoint`` with the synthetic gallery indexed (once) under ``workdir/service``."""
+    import secrets
+    key_file = workdir / 'service-api-key.txt'
+    if api_key is None:
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(24))
+        api_key = key_file.read_text().strip()
+    settings = Settings(data_dir=workdir / 'service', model_path=checkpoint, api_key=api_key)
+    marker = workdir / 'service' / 'indexed.txt'
+    if not marker.exists():
+        counts = index_folder(data, settings)
+        marker.write_text(str(counts))
+    print(f'admin API key: {api_key} (header X-API-Key; stored in {key_file})', flush=True)
+    serve(settings, host=host, port=port)

@@ -1,0 +1,37 @@
+"""Service settings from environment variables (prefix ``AMG_``) or a ``.env`` file."""
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ['Settings']
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix='AMG_', env_file='.env', env_ignore_empty=True, extra='ignore')
+
+    data_dir: Path = Field(Path('amg-data'), description='images, FAISS index, SQLite database, job outputs')
+    database_url: Optional[str] = Field(None, description='SQLAlchemy URL; default sqlite:///DATA_DIR/amg.db')
+    model_path: Optional[Path] = Field(None, description='checkpoint to serve; registered and activated at start')
+    api_key: Optional[str] = Field(None, description='admin API key (header X-API-Key); admin is off without it')
+    device: str = 'cpu'
+    embed_batch_size: int = Field(32, ge=1, le=1024)
+    index_kind: Literal['exact', 'approx', 'auto'] = Field(
+        'exact', description="exact (flat); approx (IVF); auto: IVF once the gallery exceeds approx_threshold")
+    approx_threshold: int = Field(200_000, ge=1000)
+    nprobe: int = Field(16, ge=1)
+    index_save_seconds: float = Field(10.0, gt=0, description='how often a changed index is written to disk')
+    default_k: int = Field(10, ge=1, le=100)
+    default_min_score: float = Field(0.5, description="used when the model has no calibrated threshold")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description='per image')
+    max_request_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(25_000_000, ge=1024, description='width x height limit (decompression bombs)')
+    max_files_per_request: int = Field(256, ge=1)
+    job_workers: int = Field(1, ge=1, description='background job processes at once')
+
+    @model_validator(mode='after')
+    def _default_database(self) -> 'Settings':
+        if self.database_url is None:
+            self.database_url = f'sqlite:///{(self.data_dir / "amg.db").resolve()}'
+        return self

@@ -1,0 +1,178 @@
+"""Pruning benchmark: accuracy, counted FLOPs and measured CPU speed of AMG-pruned LA-Tiny, side by side.
+
+Stages (each cached in --workdir, so a rerun only measures):
+  1. a synthetic occluded dataset (reid.synthetic), 2. LA-Tiny trained from scratch on it, 3. the pruned configs
+  (token 40%, head 67%, head 67% + token 40%, each fine-tuned with soft distillation), 4. one table: seed-convention
+  FLOPs, MSA params, real MACs, CPU images/s at batch 1 and 32 (one process, interleaved, median), standard-protocol
+  Rank-1/mAP (legacy protocol beside it), and the targets' verdicts; 5. the seed's six table configs at full size.
+
+    python -m bench.pruning --workdir bench-work            # CPU, a few hours at 224x224; see --help for sizes
+"""
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Dict
+
+import torch
+
+from bench.timing import embed_fn, interleaved_throughput
+from models.checkpoints import load_model
+from models.complexity import complexity_report, msa_params, seed_flops
+from models.la_transformer import create_model
+from pruning.heads import apply_heads, head_prune_count, select_heads
+from pruning.schedule import PruneConfig, prune
+from pruning.scoring import score_model
+from pruning.tokens import apply_kv_tokens, select_kv_tokens, token_prune_count
+from reid.datasets import load_dataset
+from reid.engine import TrainConfig, ce_step, evaluate_model, train
+from reid.synthetic import SynthConfig, generate_dataset
+
+_logger = logging.getLogger('bench.pruning')
+
+CONFIGS = {
+    'token40': dict(prune_mode='attn', prune_rate=0.4),
+    'head67': dict(prune_mode='head_entropy', prune_rate=0.67),
+    'head67+token40': dict(prune_mode='head_attn', head_rate=0.67, token_rate=0.4),
+}
+
+
+def stage_data(work: Path, a) -> Path:
+    root = work / 'data'
+    if not (root / 'synth.json').exists():
+        generate_dataset(root, SynthConfig(num_ids=a.ids, num_cams=6, imgs_per_id=a.imgs_per_id, occluded=True,
+                                           difficulty=a.difficulty, seed=a.seed))
+    return root
+
+
+def stage_train(work: Path, data: Path, a) -> Path:
+    best = work / 'runs' / 'unpruned' / 'best.safetensors'
+    if not best.exists():
+        train(TrainConfig(data_dir=str(data), name='unpruned', output_dir=str(work / 'runs'),
+                          img_size=tuple(a.img_size), epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                          seed=a.seed, device=a.device, num_workers=a.workers))
+    return best
+
+
+def stage_prune(work: Path, data: Path, teacher: Path, a) -> Dict[str, Path]:
+    paths = {'unpruned': teacher}
+    for name, flags in CONFIGS.items():
+        out = work / 'runs' / name / 'pruned.safetensors'
+        if not out.exists():
+            prune(PruneConfig(weight_path=str(teacher), data_dir=str(data), name=name, output_dir=str(work / 'runs'),
+                              batch_size=a.batch_size, iter_nums=a.iter_nums, finetune_nums=a.finetune_nums,
+                              final_finetune=a.final_finetune, lr=a.prune_lr, distill_type='soft',
+                              distill_alpha=0.2, distill_tau=1.0, seed=a.seed, device=a.device,
+                              num_workers=a.workers, **flags))
+        paths[name] = out
+    return paths
+
+
+def stage_measure(paths: Dict[str, Path], data: Path, a) -> Dict[str, Dict]:
+    torch.set_num_threads(a.threads)
+    models = {name: load_model(p) for name, p in paths.items()}
+    ds = load_dataset(data)
+    rows = {name: dict(complexity_report(m)) for name, m in models.items()}
+    for name, m in models.items():
+        r = evaluate_model(m, ds.query, ds.gallery, batch_size=64, progress=False)
+        rows[name].update(rank1=r['standard']['rank1'], mAP=r['standard']['mAP'],
+                          legacy_rank1=r['legacy']['rank1'], legacy_mAP=r['legacy']['mAP'])
+    for batch in (1, 32):
+        speed = interleaved_throughput({n: embed_fn(m, batch) for n, m in models.items()}, batch,
+                                       repeats=a.repeats)
+        for name, ips in speed.items():
+            rows[name][f'ips_b{batch}'] = ips
+    return rows
+
+
+def seed_table() -> Dict[str, Dict[str, float]]:
+    """The seed's six configs at full size, pruned to the same counts after scoring random data."""
+    torch.manual_seed(0)
+    specs = {'LA-Base token40': ('amg_vit_base_patch16_224', 0.0, 0.40),
+             'LA-Base head40': ('amg_vit_base_patch16_224', 0.40, 0.0),
+             'LA-Base head25+token25': ('amg_vit_base_patch16_224', 0.25, 0.25),
+             'LA-Tiny token40': ('amg_vit_tiny_patch16_224', 0.0, 0.40),
+             'LA-Tiny head67': ('amg_vit_tiny_patch16_224', 0.67, 0.0),
+             'LA-Tiny head15+token25': ('amg_vit_tiny_patch16_224', 0.15, 0.25)}
+    out = {}
+    for label, (name, head_rate, token_rate) in specs.items():
+        model = create_model(name, num_classes=10)
+        x, y = torch.randn(2, 3, 224, 224), torch.randint(0, 10, (2,))
+        scores = score_model(model, [(x, y, None)], torch.device('cpu'), ce_step, progress=False)
+        if token_rate:
+            n = token_prune_count(model.num_tokens - 1, len(model.blocks), token_rate)
+            apply_kv_tokens(model, select_kv_tokens(scores.token, model.kv_index_per_block(), n))
+        if head_rate:
+            apply_heads(model, select_heads(scores.entropy, head_prune_count(model.heads_per_block(), head_rate)))
+        out[label] = dict(heads=sum(model.heads_per_block()), msa_params_m=msa_params(model) / 1e6,
+                          seed_gflops=seed_flops(model) / 1e9)
+    return out
+
+
+def print_table(rows: Dict[str, Dict], a) -> Dict[str, bool]:
+    base = rows['unpruned']
+    print(f"\nLA-Tiny {a.img_size[0]}x{a.img_size[1]} on synthetic occluded data; CPU threads {a.threads}")
+    print('| config | heads | seed GFLOPs | MSA params (M) | real GMACs | img/s b1 | img/s b32 | speed/FLOPs ratio b1 '
+          '| b32 | Rank-1 | mAP | legacy Rank-1 | legacy mAP |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+    verdict_speed = True
+    for name, r in rows.items():
+        flops_ratio = base['real_gmacs'] / r['real_gmacs']
+        ratios = [(r[f'ips_b{b}'] / base[f'ips_b{b}']) / flops_ratio for b in (1, 32)]
+        if name != 'unpruned':
+            verdict_speed &= all(x >= 0.9 for x in ratios)
+        print(f"| {name} | {r['heads']} | {r['seed_gflops']:.3f} | {r['msa_params_m']:.3f} | {r['real_gmacs']:.3f} | "
+              f"{r['ips_b1']:.1f} | {r['ips_b32']:.1f} | {ratios[0]:.2f} | {ratios[1]:.2f} | {r['rank1']:.2f} | "
+              f"{r['mAP']:.2f} | {r['legacy_rank1']:.2f} | {r['legacy_mAP']:.2f} |")
+    loss = base['mAP'] - rows['head67+token40']['mAP']
+    verdict_map = loss <= 1.0
+    print(f"\ntarget: measured speed-up >= 90% of the real-FLOPs ratio, every config, b1 and b32: "
+          f"{'PASS' if verdict_speed else 'FAIL'}")
+    print(f"target: head67+token40 loses <= 1.0 mAP point (loses {loss:.2f}): {'PASS' if verdict_map else 'FAIL'}")
+    print(f"unpruned mAP {base['mAP']:.2f} (benchmark difficulty wants 50-90)")
+    return dict(speed=verdict_speed, mAP=verdict_map)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--workdir', type=Path, default=Path('bench-work'))
+    p.add_argument('--img-size', nargs=2, type=int, default=[224, 224])
+    p.add_argument('--ids', type=int, default=300)
+    p.add_argument('--imgs-per-id', type=int, default=16)
+    p.add_argument('--difficulty', type=float, default=0.5)
+    p.add_argument('--epochs', type=int, default=30)
+    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--lr', type=float, default=5e-4)
+    p.add_argument('--iter-nums', type=int, default=4)
+    p.add_argument('--finetune-nums', type=int, default=1)
+    p.add_argument('--final-finetune', type=int, default=8)
+    p.add_argument('--prune-lr', type=float, default=1e-4)
+    p.add_argument('--device', default='cpu', help='for training and fine-tuning; speed is always measured on CPU')
+    p.add_argument('--workers', type=int, default=0)
+    p.add_argument('--threads', type=int, default=torch.get_num_threads())
+    p.add_argument('--repeats', type=int, default=7)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--stages', default='data,train,prune,measure,seed',
+                   help='comma list; e.g. "data,train,prune" on a GPU box, "measure,seed" on the CPU')
+    a = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    stages = set(a.stages.split(','))
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    data = stage_data(a.workdir, a) if 'data' in stages else a.workdir / 'data'
+    teacher = stage_train(a.workdir, data, a) if 'train' in stages else a.workdir / 'runs/unpruned/best.safetensors'
+    paths = stage_prune(a.workdir, data, teacher, a) if 'prune' in stages else {
+        'unpruned': teacher, **{n: a.workdir / 'runs' / n / 'pruned.safetensors' for n in CONFIGS}}
+    if 'measure' in stages:
+        rows = stage_measure(paths, data, a)
+        verdicts = print_table(rows, a)
+        (a.workdir / 'results.json').write_text(json.dumps(dict(rows=rows, verdicts=verdicts), indent=2))
+    if 'seed' in stages:
+        print('\nThe seed\'s table configs at full size (224x224), pruned after scoring random data:')
+        print('| config | heads | MSA params (M) | seed-convention GFLOPs |')
+        print('|---|---|---|---|')
+        for label, r in seed_table().items():
+            print(f"| {label} | {r['heads']} | {r['msa_params_m']:.3f} | {r['seed_gflops']:.3f} |")
+
+
+if __name__ == '__main__':
+    main()

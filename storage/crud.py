@@ -1,0 +1,159 @@
+"""SQL access as keyword-only functions taking a session (API schemas live in app/, tables in storage.db)."""
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from .db import GalleryImage, Job, ModelVersion, utcnow
+
+__all__ = ['add_images', 'get_image', 'list_images', 'delete_image', 'filter_image_ids', 'all_image_ids', 'all_images',
+           'count_by_sha',
+           'images_needing_vectors', 'set_model_version', 'add_model', 'get_model', 'list_models', 'active_model',
+           'activate_model', 'create_job', 'get_job', 'list_jobs', 'update_job', 'interrupt_running_jobs']
+
+
+# ---- gallery ----------------------------------------------------------------------------------------------------
+def add_images(*, session: Session, rows: Sequence[Dict[str, Any]]) -> List[GalleryImage]:
+    images = [GalleryImage(**row) for row in rows]
+    session.add_all(images)
+    session.flush()
+    return images
+
+
+def get_image(*, session: Session, image_id: int) -> Optional[GalleryImage]:
+    return session.get(GalleryImage, image_id)
+
+
+def _filtered(stmt, *, person_id: Optional[int] = None, camera_ids: Optional[Sequence[int]] = None,
+              after: Optional[datetime] = None, before: Optional[datetime] = None,
+              tags: Optional[Sequence[str]] = None):
+    if person_id is not None:
+        stmt = stmt.where(GalleryImage.person_id == person_id)
+    if camera_ids:
+        stmt = stmt.where(GalleryImage.camera_id.in_(list(camera_ids)))
+    if after is not None:
+        stmt = stmt.where(GalleryImage.timestamp >= after)
+    if before is not None:
+        stmt = stmt.where(GalleryImage.timestamp <= before)
+    return stmt
+
+
+def _has_tags(image: GalleryImage, tags: Optional[Sequence[str]]) -> bool:
+    return not tags or set(tags) <= set(image.tags or [])
+
+
+def list_images(*, session: Session, offset: int = 0, limit: int = 50, **filters: Any) -> Tuple[List[GalleryImage], int]:
+    """A page of images (newest id last) and the total count matching the filters."""
+    tags = filters.pop('tags', None)
+    stmt = _filtered(select(GalleryImage), **filters).order_by(GalleryImage.id)
+    if tags:  # JSON containment is not portable across databases: filter tags in Python
+        matching = [i for i in session.scalars(stmt) if _has_tags(i, tags)]
+        return matching[offset:offset + limit], len(matching)
+    total = session.scalar(_filtered(select(func.count(GalleryImage.id)), **filters)) or 0
+    return list(session.scalars(stmt.offset(offset).limit(limit))), total
+
+
+def filter_image_ids(*, session: Session, **filters: Any) -> List[int]:
+    tags = filters.pop('tags', None)
+    if tags:
+        return [i.id for i in session.scalars(_filtered(select(GalleryImage), **filters)) if _has_tags(i, tags)]
+    return list(session.scalars(_filtered(select(GalleryImage.id), **filters)))
+
+
+def all_image_ids(*, session: Session) -> List[int]:
+    return list(session.scalars(select(GalleryImage.id)))
+
+
+def all_images(*, session: Session) -> List[GalleryImage]:
+    return list(session.scalars(select(GalleryImage).order_by(GalleryImage.id)))
+
+
+def count_by_sha(*, session: Session, sha256: str) -> int:
+    return session.scalar(select(func.count(GalleryImage.id)).where(GalleryImage.image_sha256 == sha256)) or 0
+
+
+def images_needing_vectors(*, session: Session, indexed_ids: Sequence[int], model_id: Optional[int]
+                           ) -> List[GalleryImage]:
+    """Rows that the index lacks, or whose vector came from another model."""
+    indexed = set(int(i) for i in indexed_ids)
+    return [i for i in all_images(session=session) if i.id not in indexed or i.model_version != model_id]
+
+
+def set_model_version(*, session: Session, image_ids: Sequence[int], model_id: int) -> None:
+    if image_ids:
+        session.execute(update(GalleryImage).where(GalleryImage.id.in_(list(image_ids)))
+                        .values(model_version=model_id))
+
+
+def delete_image(*, session: Session, image_id: int) -> bool:
+    image = session.get(GalleryImage, image_id)
+    if image is None:
+        return False
+    session.delete(image)
+    return True
+
+
+# ---- models -----------------------------------------------------------------------------------------------------
+def add_model(*, session: Session, path: str, name: str = '', sha256: str = '', min_score: Optional[float] = None,
+              info: Optional[Dict[str, Any]] = None) -> ModelVersion:
+    model = ModelVersion(path=path, name=name, sha256=sha256, min_score=min_score, info=info or {})
+    session.add(model)
+    session.flush()
+    return model
+
+
+def get_model(*, session: Session, model_id: int) -> Optional[ModelVersion]:
+    return session.get(ModelVersion, model_id)
+
+
+def list_models(*, session: Session) -> List[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+
+def active_model(*, session: Session) -> Optional[ModelVersion]:
+    return session.scalars(select(ModelVersion).where(ModelVersion.active.is_(True))).first()
+
+
+def activate_model(*, session: Session, model_id: int) -> None:
+    """Make ``model_id`` the only active model and mark every gallery vector as made by it (one transaction)."""
+    session.execute(update(ModelVersion).values(active=False))
+    session.execute(update(ModelVersion).where(ModelVersion.id == model_id).values(active=True))
+    session.execute(update(GalleryImage).values(model_version=model_id))
+
+
+# ---- jobs -------------------------------------------------------------------------------------------------------
+def create_job(*, session: Session, kind: str, params: Dict[str, Any]) -> Job:
+    job = Job(kind=kind, params=params, state='queued')
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(*, session: Session, job_id: int) -> Optional[Job]:
+    return session.get(Job, job_id)
+
+
+def list_jobs(*, session: Session, offset: int = 0, limit: int = 50) -> Tuple[List[Job], int]:
+    total = session.scalar(select(func.count(Job.id))) or 0
+    return list(session.scalars(select(Job).order_by(Job.id.desc()).offset(offset).limit(limit))), total
+
+
+def update_job(*, session: Session, job_id: int, log_line: Optional[str] = None, max_log_chars: int = 20000,
+               **values: Any) -> Optional[Job]:
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    for key, value in values.items():
+        setattr(job, key, value)
+    if log_line:
+        job.log = ((job.log or '') + log_line.rstrip('\n') + '\n')[-max_log_chars:]
+    job.updated_at = utcnow()
+    return job
+
+
+def interrupt_running_jobs(*, session: Session) -> int:
+    """At start-up: jobs that were running when the service stopped can no longer finish."""
+    result = session.execute(update(Job).where(Job.state.in_(['running', 'queued', 'cancelling']))
+                             .values(state='interrupted', error='the service restarted while the job was running'))
+    return result.rowcount or 0

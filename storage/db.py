@@ -1,0 +1,82 @@
+"""Gallery metadata, models and jobs in SQL (SQLAlchemy 2; SQLite by default, any SQLAlchemy URL works)."""
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+__all__ = ['Base', 'GalleryImage', 'ModelVersion', 'Job', 'make_engine', 'make_sessionmaker', 'utcnow']
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {Dict[str, Any]: JSON, List[str]: JSON}
+
+
+class ModelVersion(Base):
+    """A checkpoint the service can embed with; exactly one is active."""
+    __tablename__ = 'model_versions'
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    name: Mapped[str] = mapped_column(String(256), default='')
+    sha256: Mapped[str] = mapped_column(String(64), default='')
+    active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    min_score: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    info: Mapped[Dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class GalleryImage(Base):
+    __tablename__ = 'gallery_images'
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(Integer, index=True)
+    camera_id: Mapped[int] = mapped_column(Integer, index=True, default=0)
+    timestamp: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True, index=True)
+    tags: Mapped[List[str]] = mapped_column(default=list)
+    source_name: Mapped[str] = mapped_column(String(512), default='')
+    image_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    image_path: Mapped[str] = mapped_column(String(1024))
+    model_version: Mapped[Optional[int]] = mapped_column(ForeignKey('model_versions.id'), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Job(Base):
+    """A background prune / fine-tune / train job; state survives restarts."""
+    __tablename__ = 'jobs'
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32), default='queued', index=True)
+    params: Mapped[Dict[str, Any]] = mapped_column(default=dict)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    current: Mapped[Dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[Dict[str, Any]] = mapped_column(default=dict)
+    log: Mapped[str] = mapped_column(Text, default='')
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    result_model_id: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the tables created; SQLite gets WAL and a busy timeout (API and job worker share the file)."""
+    kwargs: Dict[str, Any] = {}
+    if url.startswith('sqlite'):
+        kwargs['connect_args'] = {'check_same_thread': False, 'timeout': 30}
+    engine = create_engine(url, **kwargs)
+    if url.startswith('sqlite'):
+        @event.listens_for(engine, 'connect')
+        def _sqlite_pragmas(conn, _record):  # noqa: ANN001
+            cur = conn.cursor()
+            cur.execute('PRAGMA journal_mode=WAL')
+            cur.execute('PRAGMA synchronous=FULL')  # an acknowledged upload survives power loss
+            cur.close()
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,208 @@
+import io
+from collections import Counter
+from datetime import datetime
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.app.conftest import API_KEY, files_for, make_client, png_bytes
+
+ADMIN = {'X-API-Key': API_KEY}
+
+
+def test_without_a_model_the_service_starts_and_explains(tmp_path, dataset):
+    with make_client(tmp_path) as client:
+        assert client.get('/healthz').status_code == 200
+        r = client.get('/readyz')
+        assert r.status_code == 503 and 'AMG_MODEL_PATH' in r.json()['detail']
+        r = client.post('/v1/search', files=files_for([dataset.query[0].path]))
+        assert r.status_code == 503 and 'POST /v1/admin/jobs' in r.json()['detail']
+        assert client.get('/v1/admin/jobs', headers=ADMIN).json() == {'data': [], 'count': 0}
+        assert client.get('/v1/admin/models', headers=ADMIN).json()['count'] == 0
+        assert client.get('/metrics').status_code == 200
+
+
+@pytest.fixture(scope='module')
+def gallery_client(tmp_path_factory, service_model, dataset):
+    """A service with the synthetic test gallery uploaded through the API (camera-tagged, timestamps by camera)."""
+    data_dir = tmp_path_factory.mktemp('service')
+    with make_client(data_dir, service_model) as client:
+        gallery = [r for r in dataset.gallery if r.pid > 0]
+        for start in range(0, len(gallery), 40):
+            chunk = gallery[start:start + 40]
+            r = client.post('/v1/gallery', files=files_for([g.path for g in chunk]), data={
+                'person_id': ','.join(str(g.pid) for g in chunk),
+                'camera_id': ','.join(str(g.camid) for g in chunk),
+                'timestamp': '2026-01-01T10:00:00', 'tags': 'synthetic,test'})
+            assert r.status_code == 201, r.text
+        yield client, data_dir, gallery
+
+
+def test_upload_and_search_finds_the_right_person(gallery_client, dataset):
+    client, _, gallery = gallery_client
+    assert client.get('/v1/gallery', params={'limit': 1}).json()['count'] == len(gallery)
+    queries = dataset.query
+    r = client.post('/v1/search', files=files_for([q.path for q in queries]), data={'k': '5', 'min_score': '-1'})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body['results']) == len(queries)
+    top1 = [res['matches'][0]['person_id'] for res in body['results']]
+    accuracy = np.mean([p == q.pid for p, q in zip(top1, queries)])
+    assert accuracy > 0.5, accuracy
+    first = body['results'][0]['matches']
+    assert [m['score'] for m in first] == sorted([m['score'] for m in first], reverse=True)
+    assert client.get(first[0]['thumbnail_url']).headers['content-type'] == 'image/jpeg'
+
+
+def test_filters_and_same_camera_exclusion(gallery_client, dataset):
+    client, _, _ = gallery_client
+    q = dataset.query[0]
+    files = files_for([q.path])
+    r = client.post('/v1/search', files=files, data={'k': '20', 'camera_id': '2', 'min_score': '-1'}).json()
+    assert {m['camera_id'] for m in r['results'][0]['matches']} == {2}
+    r = client.post('/v1/search', files=files, data={'k': '20', 'person_id': str(q.pid), 'min_score': '-1'}).json()
+    assert {m['person_id'] for m in r['results'][0]['matches']} == {q.pid}
+    r = client.post('/v1/search', files=files, data={
+        'k': '50', 'exclude_same_camera': 'true', 'query_camera_id': str(q.camid), 'min_score': '-1'}).json()
+    assert q.camid not in {m['camera_id'] for m in r['results'][0]['matches']}
+    r = client.post('/v1/search', files=files, data={'tags': 'nope', 'min_score': '-1'}).json()
+    assert r['results'][0]['matches'] == [] and r['results'][0]['no_match']
+    r = client.post('/v1/search', files=files, data={'after': '2026-02-01T00:00:00'}).json()
+    assert r['results'][0]['matches'] == []
+    r = client.post('/v1/search', files=files, data={'before': '2026-02-01T00:00:00Z', 'min_score': '-1'}).json()
+    assert len(r['results'][0]['matches']) == 10
+    r = client.post('/v1/search', files=files, data={'exclude_same_camera': 'true'})
+    assert r.status_code == 422 and 'query_camera_id' in r.json()['detail']
+
+
+def test_min_score_gives_an_explicit_no_match(gallery_client, dataset):
+    client, _, _ = gallery_client
+    r = client.post('/v1/search', files=files_for([dataset.query[0].path]), data={'min_score': '0.9999'}).json()
+    result = r['results'][0]
+    assert result['no_match'] and result['person_id'] is None
+    assert not any(m['above_threshold'] for m in result['matches'])
+    # the default threshold is the one calibrated at training time
+    assert 0 < client.post('/v1/search', files=files_for([dataset.query[0].path])).json()['min_score'] < 1
+
+
+def test_person_listing_and_item_endpoints(gallery_client):
+    client, _, gallery = gallery_client
+    pid = gallery[0].pid
+    r = client.get(f'/v1/persons/{pid}').json()
+    assert r['count'] == sum(g.pid == pid for g in gallery)
+    item = r['data'][0]
+    assert client.get(f"/v1/gallery/{item['id']}").json()['person_id'] == pid
+    assert client.get(item['image_url']).content[:2] == b'\xff\xd8'
+    assert client.get('/v1/persons/999999').status_code == 404
+    assert client.get('/v1/gallery/999999').status_code == 404
+    page = client.get('/v1/gallery', params={'camera_id': '1', 'limit': 5}).json()
+    assert len(page['data']) == 5 and all(i['camera_id'] == 1 for i in page['data'])
+    assert page['count'] == sum(g.camid == 1 for g in gallery)
+
+
+def _gallery_count(client):
+    return client.get('/v1/gallery', params={'limit': 1}).json()['count']
+
+
+def _bad_images():
+    ok = Image.new('RGB', (64, 128), (200, 30, 30))
+    jpeg = io.BytesIO()
+    ok.save(jpeg, format='JPEG')
+    bomb = io.BytesIO()
+    Image.new('1', (20000, 20000)).save(bomb, format='PNG')
+    return {
+        'empty.jpg': b'',
+        'text.jpg': b'this is not an image, just text pretending',
+        'truncated.jpg': jpeg.getvalue()[:200],
+        'truncated.png': png_bytes(ok)[:100],
+        'bomb.png': bomb.getvalue(),
+    }
+
+
+@pytest.mark.parametrize('name', ['empty.jpg', 'text.jpg', 'truncated.jpg', 'truncated.png', 'bomb.png'])
+def test_bad_images_are_refused_and_nothing_is_written(gallery_client, name):
+    client, data_dir, _ = gallery_client
+    before = _gallery_count(client)
+    files_before = sorted(p.name for p in (data_dir / 'images').rglob('*') if p.is_file())
+    data = _bad_images()[name]
+    r = client.post('/v1/gallery', files=[('images', (name, data, 'image/jpeg'))], data={'person_id': '1'})
+    assert 400 <= r.status_code < 500 and name in r.json()['detail']
+    r = client.post('/v1/search', files=[('images', (name, data, 'image/jpeg'))])
+    assert 400 <= r.status_code < 500
+    assert _gallery_count(client) == before
+    assert sorted(p.name for p in (data_dir / 'images').rglob('*') if p.is_file()) == files_before
+    assert client.get('/readyz').status_code == 200
+
+
+def test_unusual_but_valid_images_are_embedded(gallery_client):
+    client, _, _ = gallery_client
+    rgb = np.random.default_rng(0).integers(0, 255, (128, 64, 3), dtype=np.uint8)
+    variants = {
+        'gray.png': Image.fromarray(rgb[..., 0]),
+        'palette.png': Image.fromarray(rgb).convert('P'),
+        'alpha.png': Image.fromarray(np.dstack([rgb, np.full((128, 64), 128, np.uint8)])),
+        '16bit.png': Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)),
+    }
+    files = [('images', (n, png_bytes(im), 'image/png')) for n, im in variants.items()]
+    cmyk = io.BytesIO()
+    Image.fromarray(rgb).convert('CMYK').save(cmyk, format='JPEG')
+    files.append(('images', ('cmyk.jpg', cmyk.getvalue(), 'image/jpeg')))
+    r = client.post('/v1/search', files=files, data={'min_score': '-1'})
+    assert r.status_code == 200 and len(r.json()['results']) == 5
+
+
+def test_malformed_fields_and_unknown_ids(gallery_client, dataset):
+    client, _, _ = gallery_client
+    before = _gallery_count(client)
+    two = files_for([dataset.gallery[0].path, dataset.gallery[1].path])
+    for data, needle in [({'person_id': 'abc'}, 'person_id'), ({'person_id': '1,2,3'}, 'one per file'),
+                         ({'person_id': '1', 'timestamp': 'yesterday'}, 'timestamp'),
+                         ({'person_id': '1', 'camera_id': '-4'}, '>= 0')]:
+        r = client.post('/v1/gallery', files=two, data=data)
+        assert r.status_code == 422 and needle in str(r.json()['detail']), (data, r.text)
+    assert client.post('/v1/gallery', files=two).status_code == 422  # person_id missing
+    assert client.post('/v1/search', data={'k': '3'}).status_code == 422  # no image
+    assert client.post('/v1/search', files=two, data={'k': '0'}).status_code == 422
+    assert client.delete('/v1/gallery/987654').status_code == 404
+    assert _gallery_count(client) == before
+
+
+def test_admin_needs_the_key(gallery_client):
+    client, _, _ = gallery_client
+    for headers in ({}, {'X-API-Key': 'wrong'}):
+        assert client.get('/v1/admin/jobs', headers=headers).status_code == 401
+        assert client.post('/v1/admin/jobs', headers=headers, json={'kind': 'train', 'params': {}}).status_code == 401
+        assert client.post('/v1/admin/models/1/activate', headers=headers).status_code == 401
+    assert client.get('/v1/admin/jobs', headers=ADMIN).status_code == 200
+    r = client.post('/v1/admin/jobs', headers=ADMIN, json={'kind': 'train', 'params': {'data_dir': '/nowhere'}})
+    assert r.status_code == 400 and '/nowhere' in r.json()['detail']
+    r = client.post('/v1/admin/jobs', headers=ADMIN, json={'kind': 'explode', 'params': {}})
+    assert r.status_code == 422
+
+
+def test_metrics_report_requests_and_gallery(gallery_client):
+    client, _, gallery = gallery_client
+    text = client.get('/metrics').text
+    assert 'amg_request_seconds_count{method="POST",route="/v1/search"' in text
+    assert 'amg_embed_batch_size_bucket' in text
+    assert f'amg_gallery_vectors {float(len(gallery))}' in text
+
+
+def test_delete_removes_from_db_and_index_and_restart_keeps_everything(gallery_client, service_model, dataset):
+    client, data_dir, gallery = gallery_client
+    q = dataset.query[0]
+    top = client.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1'}).json()
+    victim = top['results'][0]['matches'][0]['image_id']
+    assert client.delete(f'/v1/gallery/{victim}').status_code == 200
+    assert client.get(f'/v1/gallery/{victim}').status_code == 404
+    after = client.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '100'}).json()
+    assert victim not in [m['image_id'] for m in after['results'][0]['matches']]
+    ready = client.get('/readyz').json()
+    assert ready['status'] == 'ready' and ready['gallery_vectors'] == len(gallery) - 1
+    # a second service on the same data dir (a restart) sees the same gallery and gives the same answers
+    with make_client(data_dir, service_model) as again:
+        assert again.get('/readyz').json()['gallery_vectors'] == len(gallery) - 1
+        same = again.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '100'}).json()
+        assert [m['image_id'] for m in same['results'][0]['matches']] == \
+            [m['image_id'] for m in after['results'][0]['matches']]
