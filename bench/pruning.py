@@ -3,8 +3,9 @@
 Stages (each cached in --workdir, so a rerun only measures):
   1. a synthetic occluded dataset (reid.synthetic), 2. LA-Tiny trained from scratch on it, 3. the pruned configs
   (token 40%, head 67%, head 67% + token 40%, each fine-tuned with soft distillation), 4. one table: seed-convention
-  FLOPs, MSA params, real MACs, CPU images/s at batch 1 and 32 (one process, interleaved, median), standard-protocol
-  Rank-1/mAP (legacy protocol beside it), and the targets' verdicts; 5. the seed's six table configs at full size.
+  FLOPs, MSA params, real MACs, standard-protocol Rank-1/mAP (legacy protocol beside it) and CPU images/s at batch
+  1 and 32 (one process, interleaved, median), with the targets' verdicts; 5. the seed's six table configs at full
+  size. Training, pruning and evaluation may run on a GPU (--device cuda); speed is always measured on the CPU.
 
     python -m bench.pruning --workdir bench-work            # CPU, a few hours at 224x224; see --help for sizes
 """
@@ -68,15 +69,26 @@ def stage_prune(work: Path, data: Path, teacher: Path, a) -> Dict[str, Path]:
     return paths
 
 
-def stage_measure(paths: Dict[str, Path], data: Path, a) -> Dict[str, Dict]:
+def stage_evaluate(paths: Dict[str, Path], data: Path, work: Path, a) -> Dict[str, Dict]:
+    """Standard (and legacy) protocol accuracy of every config, saved to accuracy.json (device: --device)."""
+    ds = load_dataset(data)
+    accuracy = {}
+    for name, p in paths.items():
+        model = load_model(p, device=a.device)
+        r = evaluate_model(model, ds.query, ds.gallery, batch_size=128, device=torch.device(a.device),
+                           num_workers=a.workers, progress=False)
+        accuracy[name] = dict(rank1=r['standard']['rank1'], mAP=r['standard']['mAP'],
+                              legacy_rank1=r['legacy']['rank1'], legacy_mAP=r['legacy']['mAP'],
+                              heads=model.heads_per_block(), kv_index=model.kv_index_per_block())
+    (work / 'accuracy.json').write_text(json.dumps(accuracy, indent=2))
+    return accuracy
+
+
+def stage_speed(paths: Dict[str, Path], a) -> Dict[str, Dict]:
+    """Complexity and CPU images/s at batch 1 and 32, all configs in one process, interleaved (median)."""
     torch.set_num_threads(a.threads)
     models = {name: load_model(p) for name, p in paths.items()}
-    ds = load_dataset(data)
     rows = {name: dict(complexity_report(m)) for name, m in models.items()}
-    for name, m in models.items():
-        r = evaluate_model(m, ds.query, ds.gallery, batch_size=64, progress=False)
-        rows[name].update(rank1=r['standard']['rank1'], mAP=r['standard']['mAP'],
-                          legacy_rank1=r['legacy']['rank1'], legacy_mAP=r['legacy']['mAP'])
     for batch in (1, 32):
         speed = interleaved_throughput({n: embed_fn(m, batch) for n, m in models.items()}, batch,
                                        repeats=a.repeats)
@@ -152,8 +164,8 @@ def main() -> None:
     p.add_argument('--threads', type=int, default=torch.get_num_threads())
     p.add_argument('--repeats', type=int, default=7)
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--stages', default='data,train,prune,measure,seed',
-                   help='comma list; e.g. "data,train,prune" on a GPU box, "measure,seed" on the CPU')
+    p.add_argument('--stages', default='data,train,prune,evaluate,speed,seed',
+                   help='comma list; e.g. "data,train,prune,evaluate" on a GPU box, then "speed,seed" on the CPU')
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     stages = set(a.stages.split(','))
@@ -162,8 +174,13 @@ def main() -> None:
     teacher = stage_train(a.workdir, data, a) if 'train' in stages else a.workdir / 'runs/unpruned/best.safetensors'
     paths = stage_prune(a.workdir, data, teacher, a) if 'prune' in stages else {
         'unpruned': teacher, **{n: a.workdir / 'runs' / n / 'pruned.safetensors' for n in CONFIGS}}
-    if 'measure' in stages:
-        rows = stage_measure(paths, data, a)
+    if 'evaluate' in stages:
+        stage_evaluate(paths, data, a.workdir, a)
+    if 'speed' in stages:
+        accuracy = json.loads((a.workdir / 'accuracy.json').read_text())
+        rows = stage_speed(paths, a)
+        for name in rows:
+            rows[name].update({k: v for k, v in accuracy[name].items() if k not in ('heads', 'kv_index')})
         verdicts = print_table(rows, a)
         (a.workdir / 'results.json').write_text(json.dumps(dict(rows=rows, verdicts=verdicts), indent=2))
     if 'seed' in stages:
