@@ -57,7 +57,7 @@ def run_job(job_id: int, database_url: str, data_dir: str) -> None:
         if kind == 'train':
             cfg = TrainConfig(output_dir=out_dir, name=f'job{job_id}', **params)
             summary = train(cfg, progress=False, on_epoch=lambda e, n, m: on_event(
-                dict(stage='train', epoch=e, epochs=n, progress=e / n, **m)))
+                dict(m, stage='train', epoch=e, epochs=n, progress=e / n)))
             with Session() as s:
                 if crud.get_job(session=s, job_id=job_id).state == 'cancelling':
                     raise InterruptedError('training cancelled')
@@ -95,6 +95,7 @@ class JobManager:
         self._queue: 'queue.Queue[int]' = queue.Queue()
         self._procs: Dict[int, Any] = {}
         self._slots = threading.Semaphore(max_workers)
+        self._stopping = False
         self._dispatcher = threading.Thread(target=self._dispatch, name='job-dispatcher', daemon=True)
         self._dispatcher.start()
 
@@ -126,10 +127,13 @@ class JobManager:
         with self.Session.begin() as s:
             job = crud.get_job(session=s, job_id=job_id)
             if job is not None and job.state in ACTIVE_STATES:  # the worker died before recording an outcome
-                cancelled = job.state == 'cancelling'
-                crud.update_job(session=s, job_id=job_id, state='cancelled' if cancelled else 'failed',
-                                error=None if cancelled else f'worker exited with code {proc.exitcode}',
-                                log_line='worker stopped')
+                if self._stopping:
+                    outcome, error = 'interrupted', 'the service stopped while the job was running'
+                elif job.state == 'cancelling':
+                    outcome, error = 'cancelled', None
+                else:
+                    outcome, error = 'failed', f'worker exited with code {proc.exitcode}'
+                crud.update_job(session=s, job_id=job_id, state=outcome, error=error, log_line='worker stopped')
 
     def cancel(self, job_id: int) -> Optional[str]:
         """Ask a job to stop (it stops at its next progress report; killed after a grace period)."""
@@ -137,12 +141,15 @@ class JobManager:
             job = crud.get_job(session=s, job_id=job_id)
             if job is None:
                 return None
-            if job.state == 'queued':
+            previous = job.state
+            if previous == 'queued':
                 crud.update_job(session=s, job_id=job_id, state='cancelled', log_line='cancelled before start')
-            elif job.state == 'running':
+            elif previous == 'running':
                 crud.update_job(session=s, job_id=job_id, state='cancelling', log_line='cancel requested')
-                threading.Timer(self.cancel_grace_seconds, self._kill, args=(job_id,)).start()
-            return job.state
+                timer = threading.Timer(self.cancel_grace_seconds, self._kill, args=(job_id,))
+                timer.daemon = True
+                timer.start()
+            return previous
 
     def _kill(self, job_id: int) -> None:
         proc = self._procs.get(job_id)
@@ -150,6 +157,8 @@ class JobManager:
             proc.terminate()
 
     def shutdown(self) -> None:
+        self._stopping = True
         for proc in list(self._procs.values()):
             if proc.is_alive():
                 proc.terminate()
+                proc.join(timeout=10)
