@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                    default='soft')
     p.add_argument('--distill-alpha', '--distill_alpha', dest='distill_alpha', type=float, default=0.2)
     p.add_argument('--distill-tau', '--distill_tau', dest='distill_tau', type=float, default=1.0)
+    p.add_argument('--token_mode', '--token-mode', dest='token_mode', choices=['kv', 'drop'], default='kv',
+                   help='kv: prune keys/values only (the paper); drop: tokens leave the sequence from --drop_blocks')
+    p.add_argument('--drop_blocks', '--drop-blocks', dest='drop_blocks', default='3,6,9',
+                   help='blocks before which tokens are dropped (token_mode drop); each drop removes the token rate')
+    p.add_argument('--fuse_token', '--fuse-token', dest='fuse_token', action='store_true',
+                   help='merge dropped tokens into one extra token (token_mode drop)')
     p.add_argument('--score-batches', type=int, default=None, help='limit the scoring pass to this many batches')
     p.add_argument('--seed', type=int, default=0)
 
@@ -206,7 +212,9 @@ def _cmd_prune(a: argparse.Namespace) -> None:
                       prune_mode=a.prune_mode, prune_rate=a.prune_rate, head_rate=a.head_rate,
                       token_rate=a.token_rate, iter_nums=a.iter_nums, finetune_nums=a.finetune_nums,
                       final_finetune=a.final_finetune, lr=a.lr, wd=a.wd, distill_type=a.distill_type,
-                      distill_alpha=a.distill_alpha, distill_tau=a.distill_tau, score_batches=a.score_batches,
+                      distill_alpha=a.distill_alpha, distill_tau=a.distill_tau, token_mode=a.token_mode,
+                      drop_blocks=tuple(int(b) for b in a.drop_blocks.split(',') if b.strip()),
+                      fuse_token=a.fuse_token, score_batches=a.score_batches,
                       num_workers=a.workers, seed=a.seed, device=a.device)
     cfg.rates()  # flag errors before any loading
     s = prune(cfg)

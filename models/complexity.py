@@ -16,12 +16,13 @@ def seed_flops(model: LATransformer) -> int:
 
     Per block with c kept key tokens, t = 64·heads, d = dim, N tokens:
     attention 3ctd + c²t + heads·c² + c²t + ctd, MLP 2·N·d·4d (the seed uses c for the projections too).
+    With token dropping N (and c) are the block's own sequence length.
     """
-    N, d = model.num_tokens, model.embed_dim
+    d = model.embed_dim
     total = 0
-    for block in model.blocks:
+    for i, block in enumerate(model.blocks):
         attn: Attention = block.attn
-        c = N if attn.kv_index is None else attn.kv_index.numel()
+        N, c = len(model.sequence_positions()[i]), len(model.key_positions(i))
         t, h = attn.attn_dim, attn.num_heads
         total += 3 * c * t * d + c * c * t + h * c * c + c * c * t + c * t * d
         total += 2 * N * d * int(d * model.mlp_ratio)

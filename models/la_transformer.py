@@ -48,6 +48,10 @@ class LATransformer(nn.Module):
         depth: number of blocks.
         num_heads: heads per block, one int for all or one per block (head_dim is fixed at 64).
         kv_index: per block, the token positions kept as keys/values (None keeps all), CLS (0) always kept.
+        token_keep: token dropping: per block, the token positions that stay in the sequence from that block on
+            (None: no drop before this block); each list must be a subset of the one before, CLS (0) included.
+            Dropped tokens leave queries, residual and MLP; the LA rows are pooled over each row's survivors.
+        fuse_dropped: merge the dropped tokens into one extra token (their running mean), EViT-style.
         num_classes: identities for the part classifiers; 0 builds an embedding-only model.
         lmbd: λ, the weight of the row average against CLS in each part.
         mlp_ratio: MLP hidden width / D.
@@ -63,6 +67,8 @@ class LATransformer(nn.Module):
             depth: int = 12,
             num_heads: Union[int, Sequence[int]] = 3,
             kv_index: Optional[Sequence[Optional[Sequence[int]]]] = None,
+            token_keep: Optional[Sequence[Optional[Sequence[int]]]] = None,
+            fuse_dropped: bool = False,
             num_classes: int = 0,
             lmbd: float = 8.0,
             mlp_ratio: float = 4.0,
@@ -97,6 +103,7 @@ class LATransformer(nn.Module):
             for i, h in enumerate(heads)])
         for block, index in zip(self.blocks, kv_index):
             block.attn.set_kv_index(index)
+        self.set_token_keep(token_keep, fuse_dropped)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.classifiers = nn.ModuleList(
             [ClassBlock(embed_dim, num_classes) for _ in range(self.num_parts)] if num_classes > 0 else [])
@@ -119,12 +126,70 @@ class LATransformer(nn.Module):
     def kv_index_per_block(self) -> List[Optional[List[int]]]:
         return [None if b.attn.kv_index is None else b.attn.kv_index.tolist() for b in self.blocks]
 
+    def set_token_keep(self, token_keep: Optional[Sequence[Optional[Sequence[int]]]], fuse: bool = False) -> None:
+        """Configure token dropping (see the class docstring); None turns it off."""
+        depth, N = len(self.blocks), self.num_tokens
+        keep = [None] * depth if token_keep is None else [None if k is None else sorted(int(t) for t in k)
+                                                           for k in token_keep]
+        if len(keep) != depth:
+            raise ValueError(f'token_keep needs one entry per block ({depth})')
+        if any(k is not None for k in keep) and any(b.attn.kv_index is not None for b in self.blocks):
+            raise ValueError('token dropping and key/value pruning cannot be combined in one model')
+        self.token_keep = keep
+        self.fuse_dropped = bool(fuse) and any(k is not None for k in keep)
+        alive, fused_count = list(range(N)), 0
+        self._sequence: List[List[int]] = []  # per block: absolute positions entering it (-1: the fused token)
+        self._drops: List[Optional[Tuple[int, int]]] = []  # per block: (dropped count, fused count before)
+        for i, k in enumerate(keep):
+            for name in (f'keep_index_{i}', f'drop_index_{i}'):
+                self._buffers.pop(name, None)
+            if k is None:
+                self._drops.append(None)
+            else:
+                if not k or k[0] != 0 or not set(k) <= set(alive):
+                    raise ValueError(f'token_keep[{i}] must keep CLS (0) and only tokens still alive')
+                rel = {p: j for j, p in enumerate(alive)}
+                keep_rel = [rel[p] for p in k]
+                drop_rel = [rel[p] for p in alive if p not in set(k)]
+                device = self.cls_token.device
+                self.register_buffer(f'keep_index_{i}', torch.tensor(keep_rel, device=device), persistent=False)
+                self.register_buffer(f'drop_index_{i}', torch.tensor(drop_rel, device=device, dtype=torch.long),
+                                     persistent=False)
+                self._drops.append((len(drop_rel), fused_count))
+                if self.fuse_dropped:
+                    fused_count += len(drop_rel)
+                alive = list(k)
+            self._sequence.append(alive + ([-1] if self.fuse_dropped and fused_count else []))
+        # LA rows over the surviving patch tokens: a fixed averaging matrix, CLS stands in for an emptied row
+        final = [p for p in alive if p > 0]
+        weights = torch.zeros(self.grid_size[0], len(final))
+        for j, p in enumerate(final):
+            weights[(p - 1) // self.grid_size[1], j] = 1.0
+        counts = weights.sum(1, keepdim=True)
+        device = self.cls_token.device
+        self.register_buffer('row_weights', (weights / counts.clamp_min(1)).to(device), persistent=False)
+        self.register_buffer('row_empty', (counts.squeeze(1) == 0).to(device), persistent=False)
+
+    @property
+    def drops_tokens(self) -> bool:
+        return any(k is not None for k in self.token_keep)
+
+    def sequence_positions(self) -> List[List[int]]:
+        """Per block, the absolute positions of the tokens entering it (-1 for the fused token)."""
+        return [list(s) for s in self._sequence]
+
+    def key_positions(self, block: int) -> List[int]:
+        seq = self._sequence[block]
+        kv = self.blocks[block].attn.kv_index
+        return seq if kv is None else [seq[i] for i in kv.tolist()]
+
     def architecture(self) -> Dict[str, Any]:
         """Everything needed to rebuild this (possibly pruned) model, JSON-serialisable."""
         return dict(
             version=ARCHITECTURE_VERSION, model=self.name, img_size=list(self.img_size), patch_size=self.patch_size,
             embed_dim=self.embed_dim, depth=len(self.blocks), mlp_ratio=self.mlp_ratio, lmbd=self.lmbd,
-            num_classes=self.num_classes, num_heads=self.heads_per_block(), kv_index=self.kv_index_per_block())
+            num_classes=self.num_classes, num_heads=self.heads_per_block(), kv_index=self.kv_index_per_block(),
+            token_keep=self.token_keep, fuse_dropped=self.fuse_dropped)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -142,17 +207,40 @@ class LATransformer(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image batch (B, 3, H, W) -> normalised tokens (B, 1 + num_patches, D); equals timm's forward_features."""
+        """Image batch (B, 3, H, W) -> normalised tokens (B, N, D); without token dropping N = 1 + num_patches and
+        the result equals timm's forward_features."""
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        x = self.blocks(x)
+        if not self.drops_tokens:
+            return self.norm(self.blocks(x))
+        for i, block in enumerate(self.blocks):
+            if self._drops[i] is not None:
+                x = self._drop_tokens(x, i)
+            x = block(x)
         return self.norm(x)
 
+    def _drop_tokens(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        # N changes here: the dropped tokens leave the sequence (or are folded into the fused token at the end)
+        n_drop, n_fused = self._drops[i]
+        keep, drop = getattr(self, f'keep_index_{i}'), getattr(self, f'drop_index_{i}')
+        if not self.fuse_dropped:
+            return x.index_select(1, keep)
+        body = x[:, :-1] if n_fused else x
+        total = body.index_select(1, drop).sum(1)
+        if n_fused:
+            total = total + x[:, -1] * n_fused
+        fused = total / max(n_drop + n_fused, 1)
+        return torch.cat([body.index_select(1, keep), fused.unsqueeze(1)], dim=1)
+
     def pool_rows(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Tokens (B, N, D) -> (cls (B, D), row averages (B, parts, D))."""
+        """Tokens (B, N, D) -> (cls (B, D), row averages (B, parts, D)) over each row's surviving patch tokens."""
         B, N, D = tokens.shape
-        rows = tokens[:, 1:].reshape(B, self.grid_size[0], self.grid_size[1], D).mean(dim=2)
-        return tokens[:, 0], rows
+        cls = tokens[:, 0]
+        if not self.drops_tokens:
+            return cls, tokens[:, 1:].reshape(B, self.grid_size[0], self.grid_size[1], D).mean(dim=2)
+        patches = tokens[:, 1:1 + self.row_weights.shape[1]]
+        rows = torch.einsum('rm,bmd->brd', self.row_weights, patches)
+        return cls, torch.where(self.row_empty[None, :, None], cls[:, None], rows)
 
     def forward_parts(self, tokens: torch.Tensor) -> torch.Tensor:
         """The LA parts (B, parts, D): (cls + λ·row) / (1 + λ)."""
@@ -218,4 +306,5 @@ def model_from_architecture(arch: Dict[str, Any]) -> LATransformer:
     return LATransformer(
         img_size=tuple(arch['img_size']), patch_size=arch['patch_size'], embed_dim=arch['embed_dim'],
         depth=arch['depth'], num_heads=arch['num_heads'], kv_index=arch['kv_index'],
+        token_keep=arch.get('token_keep'), fuse_dropped=arch.get('fuse_dropped', False),
         num_classes=arch['num_classes'], lmbd=arch['lmbd'], mlp_ratio=arch['mlp_ratio'], name=arch['model'])

@@ -21,7 +21,7 @@ from reid.engine import calibrate_model_threshold, ce_step, evaluate_model, set_
 from .distill import DistillKind, distillation_loss
 from .heads import apply_heads, head_prune_count, select_heads
 from .scoring import score_model
-from .tokens import apply_kv_tokens, select_kv_tokens, token_prune_count
+from .tokens import apply_kv_tokens, select_dropped_tokens, select_kv_tokens, token_prune_count
 
 __all__ = ['PruneConfig', 'prune', 'prune_round', 'PRUNE_MODES']
 
@@ -55,6 +55,9 @@ class PruneConfig:
     distill_type: DistillKind = 'soft'
     distill_alpha: float = 0.2
     distill_tau: float = 1.0
+    token_mode: Literal['kv', 'drop'] = 'kv'
+    drop_blocks: Tuple[int, ...] = (3, 6, 9)
+    fuse_token: bool = False
     score_batches: Optional[int] = None
     num_workers: int = 0
     seed: int = 0
@@ -81,6 +84,10 @@ class PruneConfig:
             raise ValueError('finetune_nums and final_finetune must be >= 0')
         if self.distill_type not in ('none', 'soft', 'hard'):
             raise ValueError(f'unknown distill type {self.distill_type!r}; choose from none, soft, hard')
+        if self.token_mode not in ('kv', 'drop'):
+            raise ValueError(f'unknown token mode {self.token_mode!r}; choose from kv, drop')
+        if self.token_mode == 'drop' and not self.drop_blocks:
+            raise ValueError('token mode drop needs --drop_blocks')
         return head, token
 
     @property
@@ -88,9 +95,17 @@ class PruneConfig:
         return Path(self.output_dir) / self.name
 
 
-def prune_round(model: LATransformer, scores, heads_to_remove: int, tokens_to_remove: int) -> None:
-    """Apply one round's decisions from one scoring pass (tokens first: head removal renumbers heads only)."""
-    if tokens_to_remove:
+def prune_round(model: LATransformer, scores, heads_to_remove: int, tokens_to_remove: int,
+                drop: Optional[Tuple[Tuple[int, ...], float, bool]] = None) -> None:
+    """Apply one round's decisions from one scoring pass (tokens first: head removal renumbers heads only).
+
+    ``drop`` = (blocks, keep ratio, fuse) switches tokens from key/value pruning to token dropping.
+    """
+    if drop is not None:
+        blocks, keep_ratio, fuse = drop
+        model.set_token_keep(select_dropped_tokens(scores.token, model.sequence_positions(), blocks, keep_ratio),
+                             fuse)
+    elif tokens_to_remove:
         kept = select_kv_tokens(scores.token, model.kv_index_per_block(), tokens_to_remove)
         apply_kv_tokens(model, kept)
     if heads_to_remove:
@@ -111,7 +126,8 @@ def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCa
     model = load_model(cfg.weight_path, cfg.model, img_size=cfg.img_size, device=device)
     _, extra = read_metadata(cfg.weight_path) if str(cfg.weight_path).endswith('.safetensors') else (None, {})
     total_heads = head_prune_count(model.heads_per_block(), head_rate)
-    total_tokens = token_prune_count(model.num_tokens - 1, len(model.blocks), token_rate)
+    total_tokens = 0 if cfg.token_mode == 'drop' else token_prune_count(model.num_tokens - 1, len(model.blocks),
+                                                                        token_rate)
 
     ds = load_dataset(Path(cfg.data_dir), cfg.dataset)
     split = extra.get('split', dict(val_fraction=0.0, seed=cfg.seed))
@@ -144,9 +160,14 @@ def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCa
     cancelled = False
     for r, (n_heads, n_tokens) in enumerate(zip(_round_targets(total_heads, cfg.iter_nums),
                                                 _round_targets(total_tokens, cfg.iter_nums)), start=1):
-        loader.generator.manual_seed(cfg.seed + 1000 * r)
-        scores = score_model(model, loader, device, ce_step, cfg.score_batches, progress)
-        prune_round(model, scores, n_heads, n_tokens)
+        drop = None
+        if cfg.token_mode == 'drop' and token_rate:
+            # the drop rate grows over the rounds; each round re-ranks the survivors with fresh scores
+            drop = (tuple(cfg.drop_blocks), 1 - token_rate * r / cfg.iter_nums, cfg.fuse_token)
+        if n_heads or n_tokens or drop:
+            loader.generator.manual_seed(cfg.seed + 1000 * r)
+            scores = score_model(model, loader, device, ce_step, cfg.score_batches, progress)
+            prune_round(model, scores, n_heads, n_tokens, drop)
         done += 1
         cancelled = report('pruned', round=r, removed_heads=n_heads, removed_tokens=n_tokens)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
@@ -180,7 +201,7 @@ def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCa
     results = evaluate_model(model, ds.query, ds.gallery, batch_size=cfg.batch_size, device=device,
                              progress=progress)
     summary = dict(checkpoint=str(path), before=before, after=after, heads=model.heads_per_block(),
-                   kv_tokens=[len(k) if k is not None else model.num_tokens for k in model.kv_index_per_block()],
+                   kv_tokens=[len(model.key_positions(i)) for i in range(len(model.blocks))],
                    results=results, history=history)
     (cfg.run_dir / 'prune.json').write_text(json.dumps(summary, indent=2, default=str))
     report('done', results=results)

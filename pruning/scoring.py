@@ -57,8 +57,10 @@ def score_model(model: LATransformer, loader, device: torch.device, loss_fn, max
             samples += x.shape[0]
             for layer, a in enumerate(attns):
                 attn_map = a.attn_map
-                kv = torch.arange(N) if a.kv_index is None else a.kv_index.cpu()
-                token[layer][kv] += token_scores_from_map(attn_map.detach(), attn_map.grad).double().cpu()
+                keys = torch.tensor(model.key_positions(layer))
+                real = keys >= 0  # the fused token (-1) has no position to score
+                scores = token_scores_from_map(attn_map.detach(), attn_map.grad).double().cpu()
+                token[layer][keys[real]] += scores[real]
                 batch_sum = attn_map.detach().sum(0).double().cpu()
                 map_sums[layer] = batch_sum if map_sums[layer] is None else map_sums[layer] + batch_sum
     finally:

@@ -5,7 +5,7 @@ import torch
 
 from models.la_transformer import LATransformer
 
-__all__ = ['token_prune_count', 'select_kv_tokens', 'apply_kv_tokens']
+__all__ = ['token_prune_count', 'select_kv_tokens', 'apply_kv_tokens', 'select_dropped_tokens']
 
 
 def token_prune_count(num_patches: int, depth: int, rate: float) -> int:
@@ -51,3 +51,33 @@ def apply_kv_tokens(model: LATransformer, kept: Sequence[Sequence[int]]) -> None
     N = model.num_tokens
     for block, k in zip(model.blocks, kept):
         block.attn.set_kv_index(None if len(k) == N else k)
+
+
+def select_dropped_tokens(scores: Sequence[torch.Tensor], alive: Sequence[Sequence[int]], drop_blocks: Sequence[int],
+                          keep_ratio: float) -> List[Optional[List[int]]]:
+    """Token dropping: at each block of ``drop_blocks`` keep the best ``keep_ratio`` of the surviving patch tokens.
+
+    Args:
+        scores: per layer (N,) key scores at token positions (the same attention x gradient scores).
+        alive: per block, the positions currently entering it (``model.sequence_positions()``); a token dropped
+            earlier cannot come back, so only those are candidates.
+        drop_blocks: blocks before which tokens leave the sequence.
+        keep_ratio: fraction of the patch tokens kept at each drop (the k-th drop keeps keep_ratio^k of all).
+
+    Returns ``token_keep`` for :meth:`LATransformer.set_token_keep`. Selection at block b ranks by block b's scores.
+    """
+    if not 0 < keep_ratio <= 1:
+        raise ValueError(f'keep ratio must be in (0, 1], got {keep_ratio}')
+    depth = len(scores)
+    if any(not 0 <= b < depth for b in drop_blocks):
+        raise ValueError(f'drop blocks must lie in 0..{depth - 1}, got {list(drop_blocks)}')
+    num_patches = scores[0].numel() - 1
+    keep: List[Optional[List[int]]] = [None] * depth
+    survivors = set(range(num_patches + 1))
+    for stage, b in enumerate(sorted(set(drop_blocks)), start=1):
+        candidates = [p for p in alive[b] if p > 0 and p in survivors]
+        target = max(1, min(len(candidates), int(round(num_patches * keep_ratio ** stage))))
+        order = sorted(candidates, key=lambda p: (-float(scores[b][p]), p))
+        survivors = {0, *order[:target]}
+        keep[b] = sorted(survivors)
+    return keep

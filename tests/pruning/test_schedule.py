@@ -104,3 +104,21 @@ def test_cli_prune_and_onnx_export(trained, synth_root, tmp_path, capsys):
     assert main(['prune', '--data-dir', str(synth_root), '--weight-path', str(trained), '--prune_mode', 'attn',
                  '--prune_rate', '1.5']) == 2
     assert 'token rate must be in [0, 1)' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('fuse', [False, True])
+def test_token_drop_mode_end_to_end_and_onnx(trained, synth_root, tmp_path, fuse):
+    cfg = PruneConfig(weight_path=str(trained), data_dir=str(synth_root), name='drop', output_dir=str(tmp_path),
+                      batch_size=8, prune_mode='attn', prune_rate=0.5, token_mode='drop', drop_blocks=(3, 6, 9),
+                      fuse_token=fuse, iter_nums=2, finetune_nums=0, final_finetune=1, score_batches=2)
+    summary = prune(cfg, progress=False)
+    model = load_model(summary['checkpoint'])
+    lengths = [len(s) for s in model.sequence_positions()]
+    # 8 patches: 4, then 2, then 1 survive (+ CLS, + the fused token)
+    assert lengths == [9, 9, 9] + [5 + fuse] * 3 + [3 + fuse] * 3 + [2 + fuse] * 3
+    assert summary['after']['real_gmacs'] < 0.7 * summary['before']['real_gmacs']
+    path = export_onnx(model, tmp_path / 'drop.onnx')
+    x = torch.randn(4, 3, 64, 32)
+    out = ort.InferenceSession(str(path)).run(None, {'images': x.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(out - model.embed(x).numpy()).max() < 1e-4

@@ -107,3 +107,17 @@ def test_scoring_pass_shapes_and_candidates(synth_root):
     assert [e.shape for e in scores.entropy] == [(3,), (3,)]
     assert all(p.grad is None for p in model.parameters())
     assert all(not b.attn.record_attn for b in model.blocks)
+
+
+def test_token_drop_selection_is_monotone_and_follows_each_blocks_scores():
+    from pruning.tokens import select_dropped_tokens
+    scores = [torch.tensor([0., 1, 2, 3, 4]), torch.tensor([0., 4, 3, 2, 1]), torch.tensor([0., 1, 9, 9, 1])]
+    alive = [list(range(5))] * 3
+    keep = select_dropped_tokens(scores, alive, drop_blocks=[1, 2], keep_ratio=0.5)
+    # block 1 keeps 2 of 4 patches by block 1's scores (1, 2); block 2 keeps 1 of those by block 2's (2)
+    assert keep == [None, [0, 1, 2], [0, 2]]
+    # tokens dropped earlier are never candidates again
+    keep = select_dropped_tokens(scores, [list(range(5)), [0, 3, 4], [0, 3, 4]], drop_blocks=[1], keep_ratio=0.5)
+    assert keep == [None, [0, 3, 4], None]
+    with pytest.raises(ValueError, match='drop blocks'):
+        select_dropped_tokens(scores, alive, drop_blocks=[5], keep_ratio=0.5)
