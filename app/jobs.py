@@ -30,7 +30,7 @@ def run_job(job_id: int, database_url: str, data_dir: str) -> None:
     """Worker-process entry point: run the job recorded in the database and record how it ended."""
     from pathlib import Path
 
-    from app.state import register_checkpoint
+    from app.state import ensure_onnx, register_checkpoint
     from pruning.schedule import PruneConfig, prune
     from reid.engine import TrainConfig, train
 
@@ -68,6 +68,8 @@ def run_job(job_id: int, database_url: str, data_dir: str) -> None:
             summary = prune(PruneConfig(output_dir=out_dir, name=f'job{job_id}', **params), progress=False,
                             on_event=on_event)
             checkpoint, results = summary['checkpoint'], summary['results']
+        on_event(dict(stage='export', progress=1.0))
+        ensure_onnx(checkpoint)  # the ONNX Runtime backend can serve it as soon as it is activated
         with Session.begin() as s:
             model = register_checkpoint(s, checkpoint, name=f'{kind} job {job_id}', info=dict(job_id=job_id))
             crud.update_job(session=s, job_id=job_id, state='succeeded', progress=1.0, result_model_id=model.id,

@@ -13,3 +13,5 @@ class Metrics:
                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
         self.gallery_size = Gauge('amg_gallery_vectors', 'vectors in the gallery index', registry=self.registry)
         self.jobs = Gauge('amg_jobs', 'background jobs by state', ['state'], registry=self.registry)
+        self.backend = Gauge('amg_embed_backend', 'the embedding backend in use (1)', ['backend'],
+                             registry=self.registry)

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     model_path: Optional[Path] = Field(None, description='checkpoint to serve; registered and activated at start')
     api_key: Optional[str] = Field(None, description='admin API key (header X-API-Key); admin is off without it')
     device: str = 'cpu'
+    backend: Literal['torch', 'onnx', 'auto'] = Field(
+        'auto', description='auto: ONNX Runtime when CHECKPOINT.onnx is fresh, else eager torch')
+    onnx_threads: Optional[int] = Field(None, ge=1, description='ONNX Runtime threads (default: all cores)')
     embed_batch_size: int = Field(32, ge=1, le=1024)
     index_kind: Literal['exact', 'approx', 'auto'] = Field(
         'exact', description="exact (flat); approx (IVF); auto: IVF once the gallery exceeds approx_threshold")

@@ -15,7 +15,8 @@ import numpy as np
 
 from models.checkpoints import load_model, read_metadata
 from models.embedder import Embedder
-from models.export import file_sha256
+from models.export import export_onnx, file_sha256
+from models.onnx_backend import onnx_path_for, onnx_status
 from storage import crud
 from storage.db import GalleryImage, ModelVersion, make_engine, make_sessionmaker
 from storage.images import ImageStore
@@ -25,7 +26,7 @@ from .imaging import DecodedImage, load_stored
 from .metrics import Metrics
 from .settings import Settings
 
-__all__ = ['ServiceState', 'Snapshot', 'NoModel', 'register_checkpoint']
+__all__ = ['ServiceState', 'Snapshot', 'NoModel', 'register_checkpoint', 'ensure_onnx']
 
 _logger = logging.getLogger(__name__)
 
@@ -50,6 +51,18 @@ def register_checkpoint(session, path: str, name: str = '', info: Optional[Dict]
     return crud.add_model(session=session, path=str(Path(path).resolve()), name=name, sha256=file_sha256(path),
                           min_score=extra.get('min_score'), info=dict(info or {}, **{
                               k: extra[k] for k in ('complexity', 'metrics', 'pruned_from') if k in extra}))
+
+
+def ensure_onnx(checkpoint: str) -> bool:
+    """Export ``checkpoint`` to ONNX beside it unless a fresh export exists; False (logged) when export fails."""
+    if onnx_status(onnx_path_for(checkpoint), checkpoint)[0]:
+        return True
+    try:
+        export_onnx(load_model(checkpoint), onnx_path_for(checkpoint), checkpoint_sha256=file_sha256(checkpoint))
+        return True
+    except Exception:  # the service then runs eager torch
+        _logger.exception('ONNX export of %s failed; serving with eager torch', checkpoint)
+        return False
 
 
 class ServiceState:
@@ -101,8 +114,10 @@ class ServiceState:
         return self.data_dir / f'index-model{model_id}.faiss'
 
     def _open(self, model: ModelVersion) -> Snapshot:
-        embedder = Embedder(load_model(model.path, device=self.settings.device), device=self.settings.device,
-                            batch_size=self.settings.embed_batch_size)
+        embedder = Embedder(model.path, device=self.settings.device, batch_size=self.settings.embed_batch_size,
+                            backend=self.settings.backend, threads=self.settings.onnx_threads)
+        self.metrics.backend.clear()
+        self.metrics.backend.labels(backend=embedder.backend).set(1)
         kind = 'exact' if self.settings.index_kind == 'auto' else self.settings.index_kind
         index = VectorIndex.load(self._index_path(model.id), embedder.dim, kind, self.settings.nprobe)
         min_score = model.min_score if model.min_score is not None else self.settings.default_min_score
@@ -236,6 +251,8 @@ class ServiceState:
 
     def _activate(self, model: ModelVersion) -> None:
         try:
+            if self.settings.backend != 'torch':
+                ensure_onnx(model.path)  # here, in the background, never on a request
             new = self._open(model)
             new.index.remove(new.index.ids())  # start clean: any stale file for this model is rebuilt
             with self.Session() as s:

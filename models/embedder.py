@@ -1,7 +1,7 @@
 """A small user-facing API: load a checkpoint once, embed images in batches (like torchreid's FeatureExtractor)."""
 import logging
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, List, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -9,6 +9,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .checkpoints import PathLike, load_model
 from .la_transformer import LATransformer
+from .onnx_backend import OnnxEmbedding, onnx_path_for, onnx_status
 from .transforms import build_transform
 
 __all__ = ['Embedder', 'ImageInput', 'open_image', 'ImageError']
@@ -42,6 +43,10 @@ class Embedder:
         device: 'cpu', 'cuda', ...
         batch_size: images per forward pass.
         flip: average the embeddings of each image and its mirror (then re-normalise).
+        backend: 'torch' (eager), 'onnx' (ONNX Runtime on the CPU, from ``CHECKPOINT.onnx``) or 'auto' (ONNX
+            Runtime when that file is present and fresh, else torch). A stale or corrupt ``.onnx`` falls back to
+            torch with a warning; :attr:`backend` says which one runs.
+        threads: ONNX Runtime intra-op threads (default: the machine's cores).
 
     Call it with a path, a PIL image, an HWC uint8 array, a (C, H, W) / (B, C, H, W) normalised tensor, or a list of
     those; it returns a float32 array (B, D) of unit-norm embeddings.
@@ -53,13 +58,35 @@ class Embedder:
     """
 
     def __init__(self, model: Union[PathLike, LATransformer], model_name: Optional[str] = None,
-                 device: Union[str, torch.device] = 'cpu', batch_size: int = 64, flip: bool = False) -> None:
+                 device: Union[str, torch.device] = 'cpu', batch_size: int = 64, flip: bool = False,
+                 backend: Literal['torch', 'onnx', 'auto'] = 'torch', threads: Optional[int] = None) -> None:
         self.model = model if isinstance(model, LATransformer) else load_model(model, model_name, device=device)
         self.model.eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.flip = flip
         self.transform = build_transform(self.model.img_size)
+        self.backend = 'torch'
+        self._onnx: Optional[OnnxEmbedding] = None
+        if backend not in ('torch', 'onnx', 'auto'):
+            raise ValueError(f'unknown backend {backend!r}; choose from torch, onnx, auto')
+        if backend != 'torch':
+            if isinstance(model, LATransformer):
+                raise ValueError('the onnx backend needs a checkpoint path (its .onnx lies beside it)')
+            self._try_onnx(Path(model), threads, warn=backend == 'onnx')
+
+    def _try_onnx(self, checkpoint: Path, threads: Optional[int], warn: bool) -> None:
+        onnx_file = onnx_path_for(checkpoint)
+        usable, reason = onnx_status(onnx_file, checkpoint)
+        if usable:
+            try:
+                self._onnx = OnnxEmbedding(onnx_file, threads)
+                self.backend = 'onnx'
+                return
+            except Exception as e:  # onnxruntime missing or refusing the graph
+                usable, reason = False, f'ONNX Runtime cannot run {onnx_file}: {e}'
+        if warn or onnx_file.exists():
+            _logger.warning('using eager torch: %s', reason)
 
     @property
     def dim(self) -> int:
@@ -81,13 +108,17 @@ class Embedder:
             raise ImageError(f'unsupported input type {type(item).__name__}')
         return self.transform(item)
 
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._onnx is not None:
+            return torch.from_numpy(self._onnx(x.cpu().numpy()))
+        return self.model.embed(x.to(self.device))
+
     @torch.no_grad()
     def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """A normalised batch (B, 3, H, W) -> (B, D) embeddings (flip-averaged when ``flip``)."""
-        x = x.to(self.device)
-        f = self.model.embed(x)
+        f = self._forward(x)
         if self.flip:
-            f = torch.nn.functional.normalize(f + self.model.embed(x.flip(-1)), dim=1)
+            f = torch.nn.functional.normalize(f + self._forward(x.flip(-1)), dim=1)
         return f
 
     def __call__(self, inputs: Union[ImageInput, Sequence[ImageInput]]) -> np.ndarray:

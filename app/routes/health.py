@@ -25,7 +25,7 @@ def readyz(state: StateDep):
     except NoModel as e:
         return JSONResponse(status_code=503, content={'status': 'no model', 'detail': str(e)})
     body = {'status': 'ready', 'model_id': snap.model_id, 'model_name': snap.model_name,
-            'gallery_vectors': snap.index.ntotal, 'index_kind': snap.index.kind, 'backend': 'torch',
+            'gallery_vectors': snap.index.ntotal, 'index_kind': snap.index.kind, 'backend': snap.embedder.backend,
             'activation': state.activation}
     if not state.consistent():
         return JSONResponse(status_code=503, content=dict(body, status='index inconsistent'))

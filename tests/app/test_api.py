@@ -187,6 +187,9 @@ def test_metrics_report_requests_and_gallery(gallery_client):
     assert 'amg_request_seconds_count{method="POST",route="/v1/search"' in text
     assert 'amg_embed_batch_size_bucket' in text
     assert f'amg_gallery_vectors {float(len(gallery))}' in text
+    # no export beside the checkpoint: eager torch serves, and says so
+    assert 'amg_embed_backend{backend="torch"} 1.0' in text
+    assert client.get('/readyz').json()['backend'] == 'torch'
 
 
 def test_delete_removes_from_db_and_index_and_restart_keeps_everything(gallery_client, service_model, dataset):

@@ -1,0 +1,54 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoints import load_model, save_checkpoint
+from models.embedder import Embedder
+from models.export import export_onnx, file_sha256
+from models.onnx_backend import onnx_status
+from tests.conftest import tiny_model
+
+
+def _variants():
+    unpruned = tiny_model(depth=3)
+    heads = tiny_model(depth=3, num_heads=[3, 1, 2])
+    kv = tiny_model(depth=3, kv_index=[None, [0, 2, 5, 7], [0, 1]])
+    drop = tiny_model(depth=3)
+    drop.set_token_keep([None, [0, 1, 3, 5, 8], [0, 3, 8]], fuse=True)
+    return dict(unpruned=unpruned, heads=heads, kv=kv, drop=drop)
+
+
+@pytest.mark.parametrize('kind', ['unpruned', 'heads', 'kv', 'drop'])
+def test_onnx_runtime_equals_torch(tmp_path, kind):
+    ckpt = save_checkpoint(_variants()[kind], tmp_path / f'{kind}.safetensors')
+    export_onnx(load_model(ckpt),
+                ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+    x = torch.randn(5, 3, 64, 32)
+    eager = Embedder(ckpt, backend='torch')
+    ort = Embedder(ckpt, backend='auto')
+    assert eager.backend == 'torch' and ort.backend == 'onnx'
+    for batch in (x[:1], x):
+        assert np.abs(ort(batch) - eager(batch)).max() < 1e-4
+
+
+def test_stale_or_corrupt_onnx_falls_back_to_torch(tmp_path, caplog):
+    model = tiny_model(depth=2)
+    ckpt = save_checkpoint(model, tmp_path / 'm.safetensors')
+    export_onnx(model, ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+    assert onnx_status(ckpt.with_suffix('.onnx'), ckpt) == (True, 'fresh')
+    with torch.no_grad():
+        model.blocks[0].attn.proj.bias.add_(1.0)
+    save_checkpoint(model, ckpt)  # the checkpoint changed: its export is stale
+    with caplog.at_level(logging.WARNING):
+        embedder = Embedder(ckpt, backend='auto')
+    assert embedder.backend == 'torch' and 'stale' in caplog.text
+    ckpt.with_suffix('.onnx').write_bytes(b'garbage')
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        embedder = Embedder(ckpt, backend='onnx')
+    assert embedder.backend == 'torch' and 'corrupt' in caplog.text
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        assert np.allclose(embedder(x), model.eval().embed(x).numpy(), atol=1e-6)
