@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml docker/install-deps.sh
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed
+	bash docker/install-test-deps.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed

@@ -1,8 +1,14 @@
 """Service fixtures: apps over temporary data dirs, a trained model, and synthetic gallery/query images."""
 import io
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import List, Tuple
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -11,6 +17,7 @@ from app.settings import Settings
 from reid.datasets import load_dataset
 
 API_KEY = 'test-key'
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_client(data_dir: Path, model_path=None, **overrides) -> TestClient:
@@ -37,3 +44,27 @@ def service_model(trained_run) -> Path:
 @pytest.fixture(scope='session')
 def dataset(learnable_root):
     return load_dataset(learnable_root)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def start_server(data_dir: Path, model: Path, port: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_INDEX_SAVE_SECONDS='0.3', AMG_API_KEY='k')
+    proc = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
+                             str(data_dir), '--weight-path', str(model)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f'http://127.0.0.1:{port}/readyz', timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, 'server exited during start-up'
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError('server did not become ready')

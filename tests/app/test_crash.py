@@ -2,43 +2,13 @@
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.app.conftest import files_for
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def start_server(data_dir: Path, model: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_INDEX_SAVE_SECONDS='0.3', AMG_API_KEY='k')
-    proc = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
-                             str(data_dir), '--weight-path', str(model)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f'http://127.0.0.1:{port}/readyz', timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, 'server exited during start-up'
-        time.sleep(0.3)
-    proc.kill()
-    raise AssertionError('server did not become ready')
+from tests.app.conftest import files_for, free_port, start_server
 
 
 @pytest.mark.slow

@@ -1,0 +1,93 @@
+"""The web page in real headless Chromium: a query shows ranked thumbnails; an upload appears in the gallery."""
+import shutil
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.app.conftest import files_for, free_port, start_server
+
+CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    not (CHROMIUM and DRIVER), reason='needs Debian packages chromium and chromium-driver (make test installs them)')]
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory, service_model, dataset):
+    port = free_port()
+    proc = start_server(tmp_path_factory.mktemp('web'), service_model, port)
+    base = f'http://127.0.0.1:{port}'
+    gallery = [g for g in dataset.gallery if g.pid > 0]
+    with httpx.Client(base_url=base, timeout=60) as client:
+        r = client.post('/v1/gallery', files=files_for([g.path for g in gallery]), data={
+            'person_id': ','.join(str(g.pid) for g in gallery), 'camera_id': ','.join(str(g.camid) for g in gallery)})
+        assert r.status_code == 201
+    yield base
+    proc.terminate()
+    proc.wait()
+
+
+@pytest.fixture(scope='module')
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                 '--disable-background-networking', '--disable-component-update', '--disable-sync',
+                 '--window-size=1200,900'):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _wait(condition, timeout=60):
+    from selenium.common.exceptions import StaleElementReferenceException
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            value = condition()
+        except StaleElementReferenceException:  # the page re-rendered under us: look again
+            value = None
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError('timed out waiting for the page')
+
+
+def test_search_shows_ranked_thumbnails(server, browser, dataset, tmp_path):
+    from selenium.webdriver.common.by import By
+    query = dataset.query[0]
+    browser.get(server + '/')
+    browser.find_element(By.ID, 'query-pid').send_keys(str(query.pid))
+    browser.find_element(By.ID, 'query-file').send_keys(query.path)
+    cards = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#ranked .card.result'))
+    assert len(cards) == 10
+    scores = [float(c.text.split()[1]) for c in cards]
+    assert scores == sorted(scores, reverse=True)
+    classes = [c.get_attribute('class') for c in cards]
+    assert all(('match' in c) != ('miss' in c) for c in classes)  # every result coloured by correctness
+    _wait(lambda: all(browser.execute_script('return arguments[0].naturalWidth', c.find_element(By.TAG_NAME, 'img'))
+                      for c in cards))  # thumbnails loaded
+    shot = tmp_path / "search.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    assert browser.find_element(By.CLASS_NAME, 'verdict').text
+
+
+def test_upload_appears_in_the_gallery(server, browser, dataset):
+    from selenium.webdriver.common.by import By
+    browser.get(server + '/')
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab=upload]').click()
+    browser.find_element(By.ID, 'u-files').send_keys(dataset.query[1].path)
+    browser.find_element(By.ID, 'u-pid').send_keys('4242')
+    browser.find_element(By.ID, 'u-send').click()
+    _wait(lambda: 'Added 1' in browser.find_element(By.ID, 'u-result').text)
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab=gallery]').click()
+    browser.find_element(By.ID, 'g-pid').send_keys('4242')
+    browser.find_element(By.ID, 'g-load').click()
+    texts = _wait(lambda: [i.text for i in browser.find_elements(By.CSS_SELECTOR, '#g-grid .gallery-item')
+                           if 'id 4242' in i.text])
+    assert len(texts) == 1
