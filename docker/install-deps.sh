@@ -9,5 +9,10 @@ EXTRAS=${2:-}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 "$PY" -m pip install --upgrade --quiet pip
 # shellcheck disable=SC2086
-"$PY" -m pip install --quiet $TORCH_SPEC
-"$PY" -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
+"$PY" -m pip install --quiet ${PIP_NO_CACHE:+--no-cache-dir} $TORCH_SPEC
+# editable for development (make); a regular install for images (EDITABLE=0)
+if [ "${EDITABLE:-1}" = 1 ]; then
+  "$PY" -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
+else
+  "$PY" -m pip install --quiet --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
+fi
