@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--flip', action='store_true', help='average features of each image and its mirror')
     p.add_argument('--rerank', action='store_true', help='k-reciprocal re-ranking')
     p.add_argument('--json', type=Path, help='also write the results here')
+    p.add_argument('--visualize', type=Path, metavar='DIR', help='write ranked-result PNGs and a CMC curve here')
 
     p = sub.add_parser('complexity', help='FLOPs (seed convention and real count) and MSA parameters')
     p.add_argument('--model', default='amg_vit_tiny_patch16_224')
@@ -180,7 +181,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
     model = _load_for_eval(a)
     protocols = ('standard', 'legacy') if a.protocol == 'both' else (a.protocol,)
     results = evaluate_model(model, ds.query, ds.gallery, batch_size=a.batch_size, flip=a.flip, rerank=a.rerank,
-                             protocols=protocols, device=a.device, num_workers=a.workers)
+                             protocols=protocols, device=a.device, num_workers=a.workers,
+                             visualize_dir=a.visualize)
     for p in protocols:
         label = 'standard Market-1501 protocol' if p == 'standard' else 'legacy protocol (seed; top-10, inflated)'
         r = results[p]

@@ -28,6 +28,7 @@ from pruning.tokens import apply_kv_tokens, select_kv_tokens, token_prune_count
 from reid.datasets import load_dataset
 from reid.engine import TrainConfig, ce_step, evaluate_model, train
 from reid.synthetic import SynthConfig, generate_dataset
+from reid.visualize import save_scatter
 
 _logger = logging.getLogger('bench.pruning')
 
@@ -204,6 +205,11 @@ def main() -> None:
             rows[name].update({k: v for k, v in accuracy[name].items() if k != 'architecture'})
         verdicts = print_table(rows, a)
         (a.workdir / 'results.json').write_text(json.dumps(dict(rows=rows, verdicts=verdicts), indent=2))
+        save_scatter({n: (r['real_gmacs'], r['mAP']) for n, r in rows.items()}, a.workdir / 'map_vs_flops.png',
+                     'real GMACs', 'mAP %', 'accuracy vs FLOPs (standard protocol)')
+        save_scatter({n: (r['ips_b32'], r['mAP']) for n, r in rows.items()}, a.workdir / 'map_vs_speed.png',
+                     'CPU images/s, batch 32', 'mAP %', 'accuracy vs speed')
+        print(f"plots: {a.workdir / 'map_vs_flops.png'}, {a.workdir / 'map_vs_speed.png'}")
     if 'seed' in stages:
         print('\nThe seed\'s table configs at full size (224x224), pruned after scoring random data:')
         print('| config | heads | MSA params (M) | seed-convention GFLOPs |')

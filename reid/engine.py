@@ -84,14 +84,24 @@ def extract_features(model: LATransformer, records: Sequence[ImageRecord], batch
 def evaluate_model(model: LATransformer, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
                    batch_size: int = 64, flip: bool = False, rerank: bool = False,
                    protocols: Sequence[str] = ('standard', 'legacy'), device: torch.device = torch.device('cpu'),
-                   num_workers: int = 0, progress: bool = True) -> Dict[str, Dict[str, float]]:
-    """Embed query and gallery, rank, and score by each protocol (standard first)."""
+                   num_workers: int = 0, progress: bool = True,
+                   visualize_dir: Optional[Path] = None) -> Dict[str, Dict[str, float]]:
+    """Embed query and gallery, rank, and score by each protocol (standard first).
+
+    ``visualize_dir`` also writes ranked-result PNGs (query + top-10) and the CMC curve there."""
     qf, q_pids, q_camids = extract_features(model, query, batch_size, flip, device, num_workers, progress, 'query')
     gf, g_pids, g_camids = extract_features(model, gallery, batch_size, flip, device, num_workers, progress, 'gallery')
     distmat = compute_distance_matrix(qf, gf)
     if rerank:
         distmat = re_ranking(distmat, compute_distance_matrix(qf, qf), compute_distance_matrix(gf, gf))
-    return {p: evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, protocol=p) for p in protocols}
+    results = {p: evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, protocol=p) for p in protocols}
+    if visualize_dir is not None:
+        from .metrics import eval_market1501
+        from .visualize import save_cmc_curve, save_ranked_results
+        save_ranked_results(distmat, query, gallery, Path(visualize_dir) / 'ranked')
+        cmc, _, _ = eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids)
+        save_cmc_curve({model.name: cmc}, Path(visualize_dir) / 'cmc.png')
+    return results
 
 
 def calibrate_model_threshold(model: LATransformer, val: Tuple[Sequence[ImageRecord], Sequence[ImageRecord]],

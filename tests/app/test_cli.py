@@ -14,7 +14,12 @@ def test_synth_train_evaluate_complexity(tmp_path, capsys):
     ckpt = tmp_path / 'runs' / 'cli' / 'best.safetensors'
     assert ckpt.exists()
     out = tmp_path / 'eval.json'
-    assert main(['evaluate', '--data-dir', str(data), '--weight-path', str(ckpt), '--json', str(out)]) == 0
+    assert main(['evaluate', '--data-dir', str(data), '--weight-path', str(ckpt), '--json', str(out),
+                 '--visualize', str(tmp_path / 'vis')]) == 0
+    ranked = sorted((tmp_path / 'vis' / 'ranked').glob('*.png'))
+    assert ranked and (tmp_path / 'vis' / 'cmc.png').stat().st_size > 1000
+    from PIL import Image
+    assert Image.open(ranked[0]).size[0] > 10 * 64  # the query and its top 10
     results = json.loads(out.read_text())
     assert set(results) == {'standard', 'legacy'} and 0 <= results['standard']['mAP'] <= 100
     printed = capsys.readouterr().out
