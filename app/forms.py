@@ -1,4 +1,4 @@
-"""Parsing of multipart form fields, with errors that say which field and why (422)."""
+"""Parsing of multipart form fields, with errors that say which field and why (400)."""
 from datetime import datetime
 from typing import List, Optional
 
@@ -9,7 +9,8 @@ from .settings import Settings
 
 
 def bad(field: str, message: str) -> HTTPException:
-    return HTTPException(status_code=422, detail=f'{field}: {message}')
+    # 400, not 422: FastAPI documents 422 with its own error list; these messages are plain strings
+    return HTTPException(status_code=400, detail=f'{field}: {message}')
 
 
 def int_list(field: str, value: Optional[str]) -> Optional[List[int]]:

@@ -4,13 +4,20 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ['GalleryItemPublic', 'GalleryItemsPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
+__all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
            'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JobCreate', 'JobPublic', 'JobsPublic',
-           'ModelPublic', 'ModelsPublic', 'Message']
+           'ModelPublic', 'ModelsPublic']
 
 
 class Message(BaseModel):
     detail: str
+
+
+# error answers every route may give, documented in OpenAPI with their shape
+ERRORS: Dict[Any, Dict[str, Any]] = {code: {'model': Message, 'description': text} for code, text in {
+    400: 'malformed input (the message names the field or file)', 401: 'missing or wrong API key',
+    404: 'unknown id', 409: 'conflicts with the current state', 413: 'too large',
+    503: 'no model is loaded yet'}.items()}
 
 
 class GalleryItemPublic(BaseModel):

@@ -7,10 +7,10 @@ from reid.datasets import DatasetError, load_dataset
 from storage import crud
 
 from ..deps import SessionDep, StateDep, require_api_key
-from ..schemas import (FinetuneJobParams, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
+from ..schemas import (ERRORS, FinetuneJobParams, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
                        PruneJobParams, TrainJobParams)
 
-router = APIRouter(prefix='/v1/admin', tags=['admin'], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix='/v1/admin', tags=['admin'], dependencies=[Depends(require_api_key)], responses=ERRORS)
 PARAMS = {'train': TrainJobParams, 'prune': PruneJobParams, 'finetune': FinetuneJobParams}
 
 

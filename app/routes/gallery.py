@@ -12,9 +12,9 @@ from storage.db import GalleryImage
 from ..deps import SessionDep, SnapshotDep, StateDep
 from ..forms import int_list, per_file, read_images, str_list, when
 from ..imaging import load_stored
-from ..schemas import GalleryItemPublic, GalleryItemsPublic, Message
+from ..schemas import ERRORS, GalleryItemPublic, GalleryItemsPublic, Message
 
-router = APIRouter(prefix='/v1', tags=['gallery'])
+router = APIRouter(prefix='/v1', tags=['gallery'], responses=ERRORS)
 
 
 def public(row: GalleryImage, request: Request) -> GalleryItemPublic:
@@ -39,7 +39,7 @@ async def upload_gallery(
     pids = per_file('person_id', int_list('person_id', person_id), n)
     cams = per_file('camera_id', int_list('camera_id', camera_id), n, default=0)
     if any(p < 0 for p in pids) or any(c < 0 for c in cams):
-        raise HTTPException(status_code=422, detail='person_id and camera_id must be >= 0')
+        raise HTTPException(status_code=400, detail='person_id and camera_id must be >= 0')
     ts, tag_list = when('timestamp', timestamp), str_list(tags) or []
     metas = [dict(person_id=p, camera_id=c, timestamp=ts, tags=tag_list) for p, c in zip(pids, cams)]
     # the model forward runs off the event loop
@@ -80,7 +80,8 @@ def delete_gallery_item(image_id: int, state: StateDep):
     return Message(detail=f'gallery image {image_id} deleted')
 
 
-@router.get('/gallery/{image_id}/image', name='gallery_image')
+@router.get('/gallery/{image_id}/image', name='gallery_image', response_class=Response,
+            responses={200: {'content': {'image/jpeg': {}, 'image/png': {}}, 'description': 'the image file'}})
 def gallery_image(image_id: int, state: StateDep, session: SessionDep):
     """The original image file."""
     row = _row(session, image_id)
@@ -88,7 +89,8 @@ def gallery_image(image_id: int, state: StateDep, session: SessionDep):
     return FileResponse(path, media_type='image/jpeg' if path.suffix == '.jpg' else 'image/png')
 
 
-@router.get('/gallery/{image_id}/thumbnail', name='gallery_thumbnail')
+@router.get('/gallery/{image_id}/thumbnail', name='gallery_thumbnail', response_class=Response,
+            responses={200: {'content': {'image/jpeg': {}}, 'description': 'a JPEG thumbnail'}})
 def gallery_thumbnail(image_id: int, state: StateDep, session: SessionDep):
     """A small JPEG (at most 64x128) for result lists."""
     row = _row(session, image_id)

@@ -1,5 +1,5 @@
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
@@ -17,7 +17,7 @@ def healthz() -> dict:
     return {'status': 'ok'}
 
 
-@router.get('/readyz')
+@router.get('/readyz', responses={503: {'description': 'no model, or the index is being repaired'}})
 def readyz(state: StateDep):
     """Ready to search: a model is loaded and the index holds exactly the gallery's vectors."""
     try:
@@ -32,7 +32,8 @@ def readyz(state: StateDep):
     return body
 
 
-@router.get('/metrics')
+@router.get('/metrics', response_class=PlainTextResponse,
+            responses={200: {'content': {CONTENT_TYPE_LATEST.split(';')[0]: {}}, 'description': 'Prometheus text'}})
 def metrics(state: StateDep) -> Response:
     """Prometheus metrics."""
     with state.Session() as s:

@@ -8,9 +8,9 @@ from storage import crud
 
 from ..deps import SnapshotDep, StateDep
 from ..forms import int_list, read_images, str_list, when
-from ..schemas import QueryResult, SearchMatch, SearchResponse
+from ..schemas import ERRORS, QueryResult, SearchMatch, SearchResponse
 
-router = APIRouter(prefix='/v1', tags=['search'])
+router = APIRouter(prefix='/v1', tags=['search'], responses=ERRORS)
 
 
 @router.post('/search', response_model=SearchResponse)
@@ -34,7 +34,7 @@ async def search(
     threshold = snap.min_score if min_score is None else min_score
     query_cams = int_list('query_camera_id', query_camera_id)
     if exclude_same_camera and (query_cams is None or len(query_cams) not in (1, len(decoded))):
-        raise HTTPException(status_code=422,
+        raise HTTPException(status_code=400,
                             detail='exclude_same_camera needs query_camera_id: one value, or one per image')
     filters = dict(person_id=person_id, camera_ids=int_list('camera_id', camera_id),
                    after=when('after', after), before=when('before', before), tags=str_list(tags))

@@ -73,7 +73,7 @@ def test_filters_and_same_camera_exclusion(gallery_client, dataset):
     r = client.post('/v1/search', files=files, data={'before': '2026-02-01T00:00:00Z', 'min_score': '-1'}).json()
     assert len(r['results'][0]['matches']) == 10
     r = client.post('/v1/search', files=files, data={'exclude_same_camera': 'true'})
-    assert r.status_code == 422 and 'query_camera_id' in r.json()['detail']
+    assert r.status_code == 400 and 'query_camera_id' in r.json()['detail']
 
 
 def test_min_score_gives_an_explicit_no_match(gallery_client, dataset):
@@ -160,7 +160,7 @@ def test_malformed_fields_and_unknown_ids(gallery_client, dataset):
                          ({'person_id': '1', 'timestamp': 'yesterday'}, 'timestamp'),
                          ({'person_id': '1', 'camera_id': '-4'}, '>= 0')]:
         r = client.post('/v1/gallery', files=two, data=data)
-        assert r.status_code == 422 and needle in str(r.json()['detail']), (data, r.text)
+        assert r.status_code == 400 and needle in str(r.json()['detail']), (data, r.text)
     assert client.post('/v1/gallery', files=two).status_code == 422  # person_id missing
     assert client.post('/v1/search', data={'k': '3'}).status_code == 422  # no image
     assert client.post('/v1/search', files=two, data={'k': '0'}).status_code == 422
