@@ -2,10 +2,14 @@
 import secrets
 from typing import Annotated, Iterator, Optional
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
 from .state import NoModel, ServiceState, Snapshot
+
+
+MAX_ID = 2 ** 62  # ids and filters stay far inside a 64-bit database integer
+IdPath = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
 def get_state(request: Request) -> ServiceState:

@@ -4,6 +4,7 @@ from typing import List, Optional
 
 from fastapi import HTTPException, UploadFile
 
+from .deps import MAX_ID
 from .imaging import DecodedImage, ImageRejected, decode_upload
 from .settings import Settings
 
@@ -18,9 +19,12 @@ def int_list(field: str, value: Optional[str]) -> Optional[List[int]]:
     if value is None or not value.strip():
         return None
     try:
-        return [int(v) for v in value.split(',') if v.strip()]
+        values = [int(v) for v in value.split(',') if v.strip()]
     except ValueError:
         raise bad(field, f'expected integers separated by commas, got {value!r}') from None
+    if any(not -MAX_ID <= v <= MAX_ID for v in values):
+        raise bad(field, f'values must lie within +-{MAX_ID}')
+    return values
 
 
 def str_list(value: Optional[str]) -> Optional[List[str]]:

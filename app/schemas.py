@@ -1,12 +1,16 @@
 """API shapes (never the ORM tables)."""
-from datetime import datetime
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from datetime import datetime, timezone
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
            'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JobCreate', 'JobPublic', 'JobsPublic',
            'ModelPublic', 'ModelsPublic']
+
+
+# the database stores naive UTC; answers carry the offset, as RFC 3339 date-times must
+UtcDatetime = Annotated[datetime, AfterValidator(lambda d: d if d.tzinfo else d.replace(tzinfo=timezone.utc))]
 
 
 class Message(BaseModel):
@@ -25,12 +29,12 @@ class GalleryItemPublic(BaseModel):
     id: int
     person_id: int
     camera_id: int
-    timestamp: Optional[datetime] = None
+    timestamp: Optional[UtcDatetime] = None
     tags: List[str] = []
     source_name: str = ''
     image_sha256: str
     model_version: Optional[int] = None
-    created_at: datetime
+    created_at: UtcDatetime
     image_url: str = ''
     thumbnail_url: str = ''
 
@@ -45,7 +49,7 @@ class SearchMatch(BaseModel):
     score: float
     person_id: int
     camera_id: int
-    timestamp: Optional[datetime] = None
+    timestamp: Optional[UtcDatetime] = None
     tags: List[str] = []
     source_name: str = ''
     thumbnail_url: str
@@ -130,8 +134,8 @@ class JobPublic(BaseModel):
     log_tail: str = ''
     error: Optional[str] = None
     result_model_id: Optional[int] = None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class JobsPublic(BaseModel):
@@ -148,7 +152,7 @@ class ModelPublic(BaseModel):
     active: bool
     min_score: Optional[float] = None
     info: Dict[str, Any]
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class ModelsPublic(BaseModel):

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from reid.datasets import DatasetError, load_dataset
 from storage import crud
 
-from ..deps import SessionDep, StateDep, require_api_key
+from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_api_key
 from ..schemas import (ERRORS, FinetuneJobParams, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
                        PruneJobParams, TrainJobParams)
 
@@ -53,14 +53,14 @@ def start_job(body: JobCreate, state: StateDep, request: Request):
 
 
 @router.get('/jobs', response_model=JobsPublic)
-def list_jobs(session: SessionDep, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)):
+def list_jobs(session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(50, ge=1, le=500)):
     """Jobs, newest first."""
     jobs, total = crud.list_jobs(session=session, offset=offset, limit=limit)
     return JobsPublic(data=[job_public(j) for j in jobs], count=total)
 
 
 @router.get('/jobs/{job_id}', response_model=JobPublic)
-def get_job(job_id: int, session: SessionDep):
+def get_job(job_id: IdPath, session: SessionDep):
     """State, progress, current epoch/round, latest metrics and the log tail of a job."""
     job = crud.get_job(session=session, job_id=job_id)
     if job is None:
@@ -69,7 +69,7 @@ def get_job(job_id: int, session: SessionDep):
 
 
 @router.post('/jobs/{job_id}/cancel', response_model=Message, status_code=202)
-def cancel_job(job_id: int, request: Request):
+def cancel_job(job_id: IdPath, request: Request):
     """Ask a job to stop."""
     previous = request.app.state.jobs.cancel(job_id)
     if previous is None:
@@ -88,7 +88,7 @@ def list_models(state: StateDep, session: SessionDep):
 
 
 @router.post('/models/{model_id}/activate', response_model=Message, status_code=202)
-def activate_model(model_id: int, state: StateDep):
+def activate_model(model_id: IdPath, state: StateDep):
     """Switch to a model: the gallery is re-embedded in the background, then the swap is atomic."""
     try:
         state.activate(model_id)

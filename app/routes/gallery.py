@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from storage import crud
 from storage.db import GalleryImage
 
-from ..deps import SessionDep, SnapshotDep, StateDep
+from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep
 from ..forms import int_list, per_file, read_images, str_list, when
 from ..imaging import load_stored
 from ..schemas import ERRORS, GalleryItemPublic, GalleryItemsPublic, Message
@@ -49,8 +49,9 @@ async def upload_gallery(
 
 @router.get('/gallery', response_model=GalleryItemsPublic)
 def list_gallery(request: Request, session: SessionDep,
-                 offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500),
-                 person_id: Optional[int] = None, camera_id: Optional[str] = None, tags: Optional[str] = None,
+                 offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(50, ge=1, le=500),
+                 person_id: Optional[int] = Query(None, ge=0, le=MAX_ID), camera_id: Optional[str] = None,
+                 tags: Optional[str] = None,
                  after: Optional[str] = None, before: Optional[str] = None):
     """Gallery images, paginated and filtered."""
     rows, total = crud.list_images(session=session, offset=offset, limit=limit, person_id=person_id,
@@ -67,13 +68,13 @@ def _row(session, image_id: int) -> GalleryImage:
 
 
 @router.get('/gallery/{image_id}', response_model=GalleryItemPublic)
-def get_gallery_item(image_id: int, request: Request, session: SessionDep):
+def get_gallery_item(image_id: IdPath, request: Request, session: SessionDep):
     """One gallery image's metadata."""
     return public(_row(session, image_id), request)
 
 
 @router.delete('/gallery/{image_id}', response_model=Message)
-def delete_gallery_item(image_id: int, state: StateDep):
+def delete_gallery_item(image_id: IdPath, state: StateDep):
     """Remove an image from the database, the index and the image store."""
     if not state.delete_image(image_id):
         raise HTTPException(status_code=404, detail=f'gallery image {image_id} not found')
@@ -82,7 +83,7 @@ def delete_gallery_item(image_id: int, state: StateDep):
 
 @router.get('/gallery/{image_id}/image', name='gallery_image', response_class=Response,
             responses={200: {'content': {'image/jpeg': {}, 'image/png': {}}, 'description': 'the image file'}})
-def gallery_image(image_id: int, state: StateDep, session: SessionDep):
+def gallery_image(image_id: IdPath, state: StateDep, session: SessionDep):
     """The original image file."""
     row = _row(session, image_id)
     path = state.images.resolve(row.image_path)
@@ -91,7 +92,7 @@ def gallery_image(image_id: int, state: StateDep, session: SessionDep):
 
 @router.get('/gallery/{image_id}/thumbnail', name='gallery_thumbnail', response_class=Response,
             responses={200: {'content': {'image/jpeg': {}}, 'description': 'a JPEG thumbnail'}})
-def gallery_thumbnail(image_id: int, state: StateDep, session: SessionDep):
+def gallery_thumbnail(image_id: IdPath, state: StateDep, session: SessionDep):
     """A small JPEG (at most 64x128) for result lists."""
     row = _row(session, image_id)
     im = load_stored(state.images.resolve(row.image_path))
@@ -102,8 +103,8 @@ def gallery_thumbnail(image_id: int, state: StateDep, session: SessionDep):
 
 
 @router.get('/persons/{person_id}', response_model=GalleryItemsPublic, tags=['persons'])
-def person_images(person_id: int, request: Request, session: SessionDep,
-                  offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=500)):
+def person_images(person_id: IdPath, request: Request, session: SessionDep,
+                  offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(100, ge=1, le=500)):
     """All gallery images of one person."""
     rows, total = crud.list_images(session=session, offset=offset, limit=limit, person_id=person_id)
     if total == 0:

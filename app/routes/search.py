@@ -6,7 +6,7 @@ from starlette.concurrency import run_in_threadpool
 
 from storage import crud
 
-from ..deps import SnapshotDep, StateDep
+from ..deps import MAX_ID, SnapshotDep, StateDep
 from ..forms import int_list, read_images, str_list, when
 from ..schemas import ERRORS, QueryResult, SearchMatch, SearchResponse
 
@@ -22,7 +22,7 @@ async def search(
                                           description="below this cosine similarity: no match (default: the "
                                                       "model's calibrated threshold)"),
         camera_id: Optional[str] = Form(None, description='only gallery images from these cameras (comma list)'),
-        person_id: Optional[int] = Form(None, description='only this person'),
+        person_id: Optional[int] = Form(None, ge=0, le=MAX_ID, description='only this person'),
         after: Optional[str] = Form(None), before: Optional[str] = Form(None),
         tags: Optional[str] = Form(None, description='gallery images having all these tags (comma list)'),
         query_camera_id: Optional[str] = Form(None, description="the queries' camera (one, or one per image)"),

@@ -209,3 +209,18 @@ def test_delete_removes_from_db_and_index_and_restart_keeps_everything(gallery_c
         same = again.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '100'}).json()
         assert [m['image_id'] for m in same['results'][0]['matches']] == \
             [m['image_id'] for m in after['results'][0]['matches']]
+
+
+def test_exif_rotation_is_applied(gallery_client):
+    client, _, _ = gallery_client
+    sideways = Image.new('RGB', (128, 64), (20, 120, 200))  # stored sideways, EXIF says "rotate 90"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    sideways.save(buf, format='JPEG', exif=exif)
+    r = client.post('/v1/gallery', files=[('images', ('exif.jpg', buf.getvalue(), 'image/jpeg'))],
+                    data={'person_id': '777'})
+    assert r.status_code == 201
+    thumb = client.get(r.json()['data'][0]['thumbnail_url'])
+    assert Image.open(io.BytesIO(thumb.content)).size == (64, 128)  # upright person crop
+    assert client.delete(f"/v1/gallery/{r.json()['data'][0]['id']}").status_code == 200

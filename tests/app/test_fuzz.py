@@ -6,6 +6,8 @@ import pytest
 schemathesis = pytest.importorskip('schemathesis')
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
+from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
+
 from tests.app.conftest import API_KEY, make_client  # noqa: E402
 
 BACKGROUND_WORK = {('POST', '/v1/admin/jobs'), ('POST', '/v1/admin/models/{model_id}/activate')}
@@ -25,7 +27,10 @@ def test_api_never_fails_and_follows_its_schema(tmp_path, service_model):
                 @given(case=operation.as_strategy())
                 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
                 def fuzz(case):
-                    case.call_and_validate(headers=headers)
+                    # every other check runs (no 5xx, documented status codes, content types and bodies); "schema-
+                    # valid request rejected" is left out: a schema cannot say "these bytes must decode as an
+                    # image", so random schema-valid bytes are rightly refused with a 400
+                    case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
                 fuzz()
             checked.append(f'{operation.method.upper()} {operation.path}')
         assert 'POST /v1/search' in checked and 'POST /v1/gallery' in checked
