@@ -1,7 +1,8 @@
 """Gallery vectors in FAISS with 64-bit ids (our image ids), inner-product (= cosine on unit vectors).
 
-``exact`` is a flat index; ``approx`` an IVF index (nlist ~ 4·sqrt(n), nprobe settable) that is (re)built from
-the vectors when asked. Both sit under ``IndexIDMap2`` so ids are ours and vectors can be removed and read back.
+``exact`` is a flat index under ``IndexIDMap2``; ``approx`` an IVF index (nlist ~ 4·sqrt(n), nprobe settable)
+with our ids stored natively and a hashtable direct map, (re)built from the vectors when asked. Either way ids are
+ours and vectors can be removed and read back.
 """
 import os
 import threading
@@ -36,12 +37,21 @@ class VectorIndex:
             self.index.add_with_ids(xb, ids)
             self.dirty = True
 
+    def _ivf(self) -> Optional[faiss.IndexIVF]:
+        return self.index if isinstance(self.index, faiss.IndexIVF) else None
+
     def remove(self, ids: Iterable[int]) -> int:
-        ids = np.asarray(list(ids), dtype=np.int64)
+        ids = np.ascontiguousarray(list(ids), dtype=np.int64)
         if len(ids) == 0:
             return 0
         with self._lock:
-            n = self.index.remove_ids(faiss.IDSelectorBatch(ids))
+            if self._ivf() is not None:
+                # a hashtable direct map removes by an explicit id array only
+                present = np.ascontiguousarray(ids[np.isin(ids, self.ids())])
+                n = self.index.remove_ids(faiss.IDSelectorArray(len(present), faiss.swig_ptr(present))) \
+                    if len(present) else 0
+            else:
+                n = self.index.remove_ids(faiss.IDSelectorBatch(ids))
             self.dirty = self.dirty or n > 0
             return n
 
@@ -56,8 +66,9 @@ class VectorIndex:
                 ivf.train(xb)
                 ivf.nprobe = self.nprobe
                 ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-                index = faiss.IndexIDMap2(ivf)
+                index = ivf
             else:
+                kind = 'exact'
                 index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
             if len(ids):
                 index.add_with_ids(xb, ids)
@@ -70,7 +81,13 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         with self._lock:
-            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+            ivf = self._ivf()
+            if ivf is None:
+                return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+            lists = ivf.invlists
+            parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                     for i in range(ivf.nlist) if lists.list_size(i)]
+            return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def vectors(self) -> np.ndarray:
         with self._lock:
@@ -84,9 +101,9 @@ class VectorIndex:
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         with self._lock:
             if allowed_ids is not None:
-                params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64)))
-                if isinstance(faiss.downcast_index(self.index.index), faiss.IndexIVF):
-                    params = faiss.SearchParametersIVF(sel=params.sel, nprobe=self.nprobe)
+                sel = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
+                params = (faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe) if self._ivf() is not None
+                          else faiss.SearchParameters(sel=sel))
                 return self.index.search(xq, k, params=params)
             return self.index.search(xq, k)
 
@@ -114,8 +131,8 @@ class VectorIndex:
                 return index
             if loaded.d == dim:
                 index.index = loaded
-                inner = faiss.downcast_index(loaded.index)
-                index.kind = 'approx' if isinstance(inner, faiss.IndexIVF) else 'exact'
-                if isinstance(inner, faiss.IndexIVF):
-                    inner.nprobe = nprobe
+                index.kind = 'approx' if isinstance(loaded, faiss.IndexIVF) else 'exact'
+                if isinstance(loaded, faiss.IndexIVF):
+                    loaded.nprobe = nprobe
+                    loaded.set_direct_map_type(faiss.DirectMap.Hashtable)  # rebuilt from the lists
         return index

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from storage.images import ImageStore
+from storage.index import VectorIndex
+
+
+def knn_reference(xq, xb, ids, k):
+    """Brute-force inner-product search: (D, I)."""
+    sims = xq @ xb.T
+    order = np.argsort(-sims, axis=1, kind='stable')[:, :k]
+    return np.take_along_axis(sims, order, 1), ids[order]
+
+
+def _data(nb=2000, nq=20, d=32, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, d))
+    xb = centres[rng.integers(0, 50, nb)] + 0.3 * rng.normal(size=(nb, d))
+    xq = centres[rng.integers(0, 50, nq)] + 0.3 * rng.normal(size=(nq, d))
+    norm = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    return norm(xq), norm(xb), np.arange(1000, 1000 + nb, dtype=np.int64)
+
+
+def test_exact_search_matches_brute_force_and_keeps_our_ids():
+    xq, xb, ids = _data()
+    index = VectorIndex(32)
+    index.add(ids, xb)
+    D, I = index.search(xq, 10)
+    D_ref, I_ref = knn_reference(xq, xb, ids, 10)
+    assert np.allclose(D, D_ref, atol=1e-5)
+    assert (I == I_ref).mean() > 0.99  # equal up to distance ties
+
+
+def test_remove_readd_filter_and_persist(tmp_path):
+    xq, xb, ids = _data(nb=100)
+    index = VectorIndex(32)
+    index.add(ids, xb)
+    assert index.remove(ids[:10]) == 10 and index.ntotal == 90
+    index.add(ids[20:21], xb[:1])  # re-adding an id replaces its vector
+    assert index.ntotal == 90 and np.allclose(index.vectors()[index.ids() == ids[20]][0], xb[0])
+    allowed = ids[50:60]
+    D, I = index.search(xq, 5, allowed_ids=allowed)
+    assert set(I.ravel()) <= set(allowed)
+    index.save(tmp_path / 'g.faiss')
+    loaded = VectorIndex.load(tmp_path / 'g.faiss', 32)
+    assert sorted(loaded.ids()) == sorted(index.ids())
+    assert VectorIndex.load(tmp_path / 'missing.faiss', 32).ntotal == 0
+    assert VectorIndex.load(tmp_path / 'g.faiss', 64).ntotal == 0  # another model's dimension: rebuilt
+    with pytest.raises(ValueError):
+        index.add(ids[:2], xb[:3])
+
+
+def test_approximate_index_recall_and_ids():
+    xq, xb, ids = _data(nb=4000, nq=50)
+    index = VectorIndex(32, nprobe=16)
+    index.add(ids, xb)
+    index.rebuild('approx')
+    assert index.kind == 'approx' and index.ntotal == 4000
+    _, I = index.search(xq, 10)
+    _, I_ref = knn_reference(xq, xb, ids, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I, I_ref)])
+    assert recall >= 0.9
+    assert index.remove(ids[:5]) == 5
+    D, I = index.search(xq, 5, allowed_ids=ids[100:200])
+    assert set(I.ravel()) - {-1} <= set(ids[100:200])
+
+
+def test_image_store_is_content_addressed_and_confined(tmp_path):
+    store = ImageStore(tmp_path / 'images')
+    sha, path = store.put(b'abc', 'jpg')
+    assert store.put(b'abc', 'jpg') == (sha, path) and path.read_bytes() == b'abc'
+    assert store.resolve(str(path)) == path
+    with pytest.raises(ValueError):
+        store.resolve(str(tmp_path / 'elsewhere.jpg'))
+    with pytest.raises(ValueError):
+        store.path_for('../../etc/passwd', 'jpg')
+
+
+def test_approximate_index_persists(tmp_path):
+    xq, xb, ids = _data(nb=1000)
+    index = VectorIndex(32)
+    index.add(ids, xb)
+    index.rebuild('approx')
+    index.save(tmp_path / 'ivf.faiss')
+    loaded = VectorIndex.load(tmp_path / 'ivf.faiss', 32)
+    assert loaded.kind == 'approx' and np.array_equal(np.sort(loaded.ids()), ids)
+    assert loaded.remove(ids[:3]) == 3
+    assert np.allclose(loaded.vectors()[0], xb[3], atol=1e-6)
