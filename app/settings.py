@@ -20,6 +20,8 @@ class Settings(BaseSettings):
         'auto', description='auto: ONNX Runtime when CHECKPOINT.onnx is fresh, else eager torch')
     onnx_threads: Optional[int] = Field(None, ge=1, description='ONNX Runtime threads (default: all cores)')
     embed_batch_size: int = Field(32, ge=1, le=1024)
+    batch_wait_ms: float = Field(5.0, ge=0, le=1000,
+                                 description='concurrent queries wait up to this long to share a forward pass; 0: off')
     index_kind: Literal['exact', 'approx', 'auto'] = Field(
         'exact', description="exact (flat); approx (IVF); auto: IVF once the gallery exceeds approx_threshold")
     approx_threshold: int = Field(200_000, ge=1000)

@@ -22,6 +22,7 @@ from storage.db import GalleryImage, ModelVersion, make_engine, make_sessionmake
 from storage.images import ImageStore
 from storage.index import VectorIndex
 
+from .batching import DynamicBatcher
 from .imaging import DecodedImage, load_stored
 from .metrics import Metrics
 from .settings import Settings
@@ -79,6 +80,8 @@ class ServiceState:
         self.activation: Dict[str, Any] = {'state': 'idle'}
         self._stop = threading.Event()
         self._saver: Optional[threading.Thread] = None
+        self.batcher = DynamicBatcher(max_batch=settings.embed_batch_size, max_wait_ms=settings.batch_wait_ms,
+                                      on_batch=self.metrics.embed_batch.observe) if settings.batch_wait_ms > 0 else None
 
     # ---- life cycle ------------------------------------------------------------------------------------------
     def startup(self) -> None:
@@ -135,6 +138,12 @@ class ServiceState:
         return self._snapshot is not None
 
     # ---- embedding -------------------------------------------------------------------------------------------
+    def embed_queries(self, embedder: Embedder, images: Sequence) -> np.ndarray:
+        """Query embeddings; concurrent queries are batched together when dynamic batching is on."""
+        if self.batcher is None:
+            return self.embed(embedder, images)
+        return self.batcher.embed(embedder, images)
+
     def embed(self, embedder: Embedder, images: Sequence) -> np.ndarray:
         bs = embedder.batch_size
         for i in range(0, len(images), bs):

@@ -38,7 +38,7 @@ async def search(
                             detail='exclude_same_camera needs query_camera_id: one value, or one per image')
     filters = dict(person_id=person_id, camera_ids=int_list('camera_id', camera_id),
                    after=when('after', after), before=when('before', before), tags=str_list(tags))
-    xq = await run_in_threadpool(state.embed, snap.embedder, [d.image for d in decoded])
+    xq = await run_in_threadpool(state.embed_queries, snap.embedder, [d.image for d in decoded])
     with state.Session() as s:
         filtered = any(v for v in filters.values()) or exclude_same_camera
         allowed = np.asarray(crud.filter_image_ids(session=s, **filters), dtype=np.int64) if filtered else None

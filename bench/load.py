@@ -1,0 +1,141 @@
+"""Service throughput under concurrent queries (dynamic batching) against the bare model, on loopback.
+
+Starts `amg-reid serve` with an LA-Tiny checkpoint and a small synthetic gallery, then a load generator in a second
+process sends POST /v1/search from 1, 8 and 32 concurrent clients for a fixed time each (bounded, loopback only).
+Prints throughput, p50/p99 latency, and the ratio of service throughput to the bare model's images/s at a batch
+size equal to the concurrency (target >= 0.8).
+
+    python -m bench.load [--seconds 10] [--backend torch|onnx] [--img-size 224 224]
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def client_main(url: str, concurrency: int, seconds: float, image: str) -> None:
+    """Load generator (runs in its own process): prints {'requests', 'seconds', 'latencies_ms'} as JSON."""
+    import httpx
+    data = Path(image).read_bytes()
+    latencies, errors = [], 0
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker() -> None:
+        nonlocal errors
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                r = client.post('/v1/search', files=[('images', ('q.jpg', data, 'image/jpeg'))], data={'k': '10'})
+                with lock:
+                    if r.status_code == 200:
+                        latencies.append(1000 * (time.perf_counter() - t0))
+                    else:
+                        errors += 1
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps(dict(requests=len(latencies), errors=errors, seconds=time.perf_counter() - start,
+                          latencies_ms=latencies)))
+
+
+def bare_throughput(checkpoint: Path, image: str, batch: int, backend: str, seconds: float = 5.0) -> float:
+    from models.embedder import Embedder, open_image
+    embedder = Embedder(checkpoint, backend=backend, batch_size=batch)
+    x = embedder.preprocess(open_image(image)).unsqueeze(0).repeat(batch, 1, 1, 1)
+    embedder.embed_tensor(x)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        embedder.embed_tensor(x)
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--seconds', type=float, default=10)
+    p.add_argument('--backend', choices=['torch', 'onnx'], default='torch')
+    p.add_argument('--img-size', nargs=2, type=int, default=[224, 224])
+    p.add_argument('--concurrency', default='1,8,32')
+    p.add_argument('--client', nargs=4, metavar=('URL', 'CONCURRENCY', 'SECONDS', 'IMAGE'), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.client:
+        client_main(a.client[0], int(a.client[1]), float(a.client[2]), a.client[3])
+        return
+
+    import httpx
+
+    from models.checkpoints import save_checkpoint
+    from models.export import export_onnx, file_sha256
+    from models.la_transformer import create_model
+    from reid.datasets import load_dataset
+    from reid.synthetic import SynthConfig, generate_dataset
+
+    work = Path(tempfile.mkdtemp(prefix='amg-load-'))
+    generate_dataset(work / 'data', SynthConfig(num_ids=20, num_cams=3, imgs_per_id=6, seed=0), progress=False)
+    ds = load_dataset(work / 'data')
+    ckpt = save_checkpoint(create_model('amg_vit_tiny_patch16_224', img_size=tuple(a.img_size)).eval(),
+                           work / 'model.safetensors')
+    if a.backend == 'onnx':
+        from models.checkpoints import load_model
+        export_onnx(load_model(ckpt), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_BACKEND=a.backend, AMG_BATCH_WAIT_MS='5')
+    server = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
+                               str(work / 'service'), '--weight-path', str(ckpt)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f'http://127.0.0.1:{port}'
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(url + '/readyz', timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        gallery = [g for g in ds.gallery if g.pid > 0]
+        files = [('images', (Path(g.path).name, Path(g.path).read_bytes(), 'image/jpeg')) for g in gallery]
+        httpx.post(url + '/v1/gallery', files=files, data={'person_id': ','.join(str(g.pid) for g in gallery)},
+                   timeout=120).raise_for_status()
+        image = ds.query[0].path
+        rows = []
+        for c in [int(x) for x in a.concurrency.split(',')]:
+            out = subprocess.run([sys.executable, '-m', 'bench.load', '--client', url, str(c), str(a.seconds), image],
+                                 env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                                 timeout=a.seconds * 10 + 60, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            lat = sorted(r['latencies_ms'])
+            rps = r['requests'] / r['seconds']
+            bare = bare_throughput(ckpt, image, c, a.backend)
+            rows.append((c, rps, statistics.median(lat), lat[min(len(lat) - 1, int(0.99 * len(lat)))], bare,
+                         r['errors']))
+    finally:
+        server.terminate()
+        server.wait()
+    print(f'LA-Tiny {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, gallery {len(gallery)}, dynamic batching '
+          f'5 ms, {a.seconds:.0f} s per level, load from a second process on loopback')
+    print('| clients | queries/s | p50 ms | p99 ms | bare model img/s at batch = clients | service / bare | errors |')
+    print('|---|---|---|---|---|---|---|')
+    ok = True
+    for c, rps, p50, p99, bare, errors in rows:
+        ok &= rps / bare >= 0.8
+        print(f'| {c} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {bare:.1f} | {rps / bare:.2f} | {errors} |')
+    print(f"target: service throughput >= 0.8x bare model at the same batch size: {'PASS' if ok else 'FAIL'}")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,58 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.batching import DynamicBatcher
+
+
+class FakeModel:
+    def __init__(self, offset=0.0):
+        self.calls = []
+        self.offset = offset
+
+    def __call__(self, images):
+        self.calls.append(len(images))
+        time.sleep(0.01)
+        return np.asarray(images, dtype=np.float32)[:, None] + self.offset
+
+
+def test_concurrent_requests_share_a_forward_pass_and_get_their_own_rows():
+    seen = []
+    batcher = DynamicBatcher(max_batch=64, max_wait_ms=50, on_batch=seen.append)
+    model = FakeModel()
+    results = {}
+
+    def ask(i):
+        results[i] = batcher.embed(model, [i, i + 100])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        assert results[i].ravel().tolist() == [i, i + 100]
+    assert max(model.calls) > 2  # requests were merged
+    assert sum(model.calls) == 16 and seen == model.calls
+
+
+def test_models_are_never_mixed_and_errors_reach_the_caller():
+    batcher = DynamicBatcher(max_batch=64, max_wait_ms=30)
+    old, new = FakeModel(), FakeModel(offset=1000)
+    out = {}
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, batcher.embed(old if i % 2 else new, [i])))
+               for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(6):
+        assert out[i][0, 0] == i + (0 if i % 2 else 1000)
+
+    def broken(images):
+        raise RuntimeError('model failed')
+    with pytest.raises(RuntimeError, match='model failed'):
+        batcher.embed(broken, [1])
+    assert batcher.embed(old, [5])[0, 0] == 5  # still serving
