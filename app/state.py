@@ -100,6 +100,8 @@ class ServiceState:
 
     def shutdown(self) -> None:
         self._stop.set()
+        if self._saver is not None:
+            self._saver.join(timeout=60)  # no faiss call may be running in a thread while the interpreter exits
         self.save_index()
 
     def _register_configured_model(self, s) -> None:

@@ -32,6 +32,8 @@ def start_job(body: JobCreate, state: StateDep, request: Request):
     except DatasetError as e:
         raise HTTPException(status_code=400, detail=f'data_dir: {e}') from None
     values = params.model_dump()
+    if body.kind == 'train' and values.get('weight_path') and not Path(values['weight_path']).is_file():
+        raise HTTPException(status_code=400, detail=f'weight_path not found: {values["weight_path"]}')
     if body.kind != 'train':
         if values.get('weight_path') is None:
             with state.Session() as s:
@@ -46,7 +48,7 @@ def start_job(body: JobCreate, state: StateDep, request: Request):
             try:
                 PruneConfig(**values).rates()
             except ValueError as e:
-                raise HTTPException(status_code=422, detail=str(e)) from None
+                raise HTTPException(status_code=400, detail=str(e)) from None
     job_id = request.app.state.jobs.submit(body.kind, values)
     with state.Session() as s:
         return job_public(crud.get_job(session=s, job_id=job_id))
