@@ -56,6 +56,8 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
         for name in rows:
             rows[name]['ips'] = speed[name]
         table.write_text(json.dumps(rows, indent=2))
+    else:
+        print(f'[4/5] results: reusing {table}')
     rows = json.loads(table.read_text())
     print('\n| model | heads | Rank-1 | mAP | seed GFLOPs | real GMACs | MSA params (M) | img/s (b32, CPU) |')
     print('|---|---|---|---|---|---|---|---|')
