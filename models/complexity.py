@@ -19,10 +19,11 @@ def seed_flops(model: LATransformer) -> int:
     With token dropping N (and c) are the block's own sequence length.
     """
     d = model.embed_dim
+    sequences = model.sequence_positions()
     total = 0
     for i, block in enumerate(model.blocks):
         attn: Attention = block.attn
-        N, c = len(model.sequence_positions()[i]), len(model.key_positions(i))
+        N, c = len(sequences[i]), len(model.key_positions(i))
         t, h = attn.attn_dim, attn.num_heads
         total += 3 * c * t * d + c * c * t + h * c * c + c * c * t + c * t * d
         total += 2 * N * d * int(d * model.mlp_ratio)

@@ -4,7 +4,7 @@ import logging
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,8 +17,9 @@ from models.la_transformer import LATransformer, create_model
 
 from .data import make_loader, split_validation
 from .datasets import ImageRecord, load_dataset
-from .metrics import calibrate_threshold, compute_distance_matrix, evaluate_rank
+from .metrics import calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank
 from .rerank import re_ranking
+from .visualize import save_cmc_curve, save_ranked_results
 
 __all__ = ['TrainConfig', 'train', 'train_one_epoch', 'part_ce_loss', 'extract_features', 'evaluate_model',
            'calibrate_model_threshold', 'set_seed', 'EpochCallback']
@@ -96,8 +97,6 @@ def evaluate_model(model: LATransformer, query: Sequence[ImageRecord], gallery: 
         distmat = re_ranking(distmat, compute_distance_matrix(qf, qf), compute_distance_matrix(gf, gf))
     results = {p: evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, protocol=p) for p in protocols}
     if visualize_dir is not None:
-        from .metrics import eval_market1501
-        from .visualize import save_cmc_curve, save_ranked_results
         save_ranked_results(distmat, query, gallery, Path(visualize_dir) / 'ranked')
         cmc, _, _ = eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids)
         save_cmc_curve({model.name: cmc}, Path(visualize_dir) / 'cmc.png')

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from .db import GalleryImage, Job, ModelVersion, utcnow
 
-__all__ = ['add_images', 'get_image', 'list_images', 'delete_image', 'filter_image_ids', 'all_image_ids', 'all_images',
+__all__ = ['add_images', 'get_image', 'get_images', 'list_images', 'delete_image', 'filter_image_ids', 'all_image_ids', 'all_images',
            'count_by_sha',
            'images_needing_vectors', 'set_model_version', 'add_model', 'get_model', 'list_models', 'active_model',
            'activate_model', 'create_job', 'get_job', 'list_jobs', 'update_job', 'interrupt_running_jobs']
@@ -25,13 +25,23 @@ def get_image(*, session: Session, image_id: int) -> Optional[GalleryImage]:
     return session.get(GalleryImage, image_id)
 
 
+def get_images(*, session: Session, image_ids: Sequence[int]) -> Dict[int, GalleryImage]:
+    """Rows by id in one query (missing ids are simply absent)."""
+    ids = [int(i) for i in image_ids]
+    if not ids:
+        return {}
+    return {r.id: r for r in session.scalars(select(GalleryImage).where(GalleryImage.id.in_(ids)))}
+
+
 def _filtered(stmt, *, person_id: Optional[int] = None, camera_ids: Optional[Sequence[int]] = None,
-              after: Optional[datetime] = None, before: Optional[datetime] = None,
-              tags: Optional[Sequence[str]] = None):
+              exclude_camera: Optional[int] = None, after: Optional[datetime] = None,
+              before: Optional[datetime] = None):
     if person_id is not None:
         stmt = stmt.where(GalleryImage.person_id == person_id)
     if camera_ids:
         stmt = stmt.where(GalleryImage.camera_id.in_(list(camera_ids)))
+    if exclude_camera is not None:
+        stmt = stmt.where(GalleryImage.camera_id != exclude_camera)
     if after is not None:
         stmt = stmt.where(GalleryImage.timestamp >= after)
     if before is not None:

@@ -46,10 +46,8 @@ class VectorIndex:
             return 0
         with self._lock:
             if self._ivf() is not None:
-                # a hashtable direct map removes by an explicit id array only
-                present = np.ascontiguousarray(ids[np.isin(ids, self.ids())])
-                n = self.index.remove_ids(faiss.IDSelectorArray(len(present), faiss.swig_ptr(present))) \
-                    if len(present) else 0
+                # a hashtable direct map removes by an explicit id array only (absent ids are skipped)
+                n = self.index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
             else:
                 n = self.index.remove_ids(faiss.IDSelectorBatch(ids))
             self.dirty = self.dirty or n > 0

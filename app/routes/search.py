@@ -40,27 +40,28 @@ async def search(
                    after=when('after', after), before=when('before', before), tags=str_list(tags))
     xq = await run_in_threadpool(state.embed_queries, snap.embedder, [d.image for d in decoded])
     with state.Session() as s:
-        filtered = any(v for v in filters.values()) or exclude_same_camera
-        allowed = np.asarray(crud.filter_image_ids(session=s, **filters), dtype=np.int64) if filtered else None
+        allowed_by_camera = {}  # query camera (None: no exclusion) -> allowed ids, or None for the whole gallery
+
+        def allowed_for(cam):
+            if cam not in allowed_by_camera:
+                active = any(v for v in filters.values()) or cam is not None
+                allowed_by_camera[cam] = np.asarray(crud.filter_image_ids(
+                    session=s, exclude_camera=cam, **filters), dtype=np.int64) if active else None
+            return allowed_by_camera[cam]
+
         results = []
         for qi, item in enumerate(decoded):
-            ids = allowed
-            if exclude_same_camera:
-                cam = query_cams[0] if len(query_cams) == 1 else query_cams[qi]
-                excluded = set(crud.filter_image_ids(session=s, camera_ids=[cam]))
-                ids = np.asarray([i for i in allowed if int(i) not in excluded], dtype=np.int64)
+            cam = (query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if exclude_same_camera else None
+            ids = allowed_for(cam)
             D, I = (snap.index.search(xq[qi:qi + 1], k, ids) if ids is None or len(ids)
                     else (np.zeros((1, 0)), np.zeros((1, 0), dtype=np.int64)))
-            matches = []
-            for score, image_id in zip(D[0], I[0]):
-                row = crud.get_image(session=s, image_id=int(image_id)) if image_id >= 0 else None
-                if row is None:
-                    continue
-                matches.append(SearchMatch(
-                    image_id=row.id, score=float(score), person_id=row.person_id, camera_id=row.camera_id,
-                    timestamp=row.timestamp, tags=row.tags or [], source_name=row.source_name,
-                    thumbnail_url=str(request.url_for('gallery_thumbnail', image_id=row.id).path),
-                    above_threshold=bool(score >= threshold)))
+            rows = crud.get_images(session=s, image_ids=[i for i in I[0] if i >= 0])
+            matches = [SearchMatch(
+                image_id=row.id, score=float(score), person_id=row.person_id, camera_id=row.camera_id,
+                timestamp=row.timestamp, tags=row.tags or [], source_name=row.source_name,
+                thumbnail_url=str(request.url_for('gallery_thumbnail', image_id=row.id).path),
+                above_threshold=bool(score >= threshold))
+                for score, image_id in zip(D[0], I[0]) if (row := rows.get(int(image_id))) is not None]
             best = matches[0] if matches else None
             hit = best is not None and best.above_threshold
             results.append(QueryResult(query_index=qi, filename=item.filename, no_match=not hit,

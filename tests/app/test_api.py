@@ -1,6 +1,5 @@
+import functools
 import io
-from collections import Counter
-from datetime import datetime
 
 import numpy as np
 import pytest
@@ -105,6 +104,7 @@ def _gallery_count(client):
     return client.get('/v1/gallery', params={'limit': 1}).json()['count']
 
 
+@functools.lru_cache(maxsize=1)  # the 20000x20000 PNG takes a second to encode: once per session
 def _bad_images():
     ok = Image.new('RGB', (64, 128), (200, 30, 30))
     jpeg = io.BytesIO()

@@ -1,6 +1,5 @@
 """The web page in real headless Chromium: a query shows ranked thumbnails; an upload appears in the gallery."""
 import shutil
-import subprocess
 import time
 
 import httpx

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from models.complexity import msa_params, real_macs, seed_flops
 from models.la_transformer import create_model

@@ -1,11 +1,10 @@
 import shutil
 
 import pytest
-import torch
 
 from models.embedder import ImageError
 from reid.data import ImageDataset, split_validation
-from reid.datasets import DatasetError, load_dataset, parse_market_name
+from reid.datasets import DatasetError, ImageRecord, load_dataset, parse_market_name
 from reid.prepare import build_occluded_duke, market_to_imagefolder
 
 
@@ -56,7 +55,7 @@ def test_missing_and_broken_datasets_name_the_path(tmp_path):
 def test_corrupt_image_names_the_file(synth_root, tmp_path):
     bad = tmp_path / '0001_c1s1_000001_01.jpg'
     bad.write_bytes(b'\xff\xd8\xff\xe0 truncated')
-    ds = ImageDataset([type(load_dataset(synth_root).train[0])(str(bad), 0, 1)], (64, 32))
+    ds = ImageDataset([ImageRecord(str(bad), 0, 1)], (64, 32))
     with pytest.raises(ImageError, match='0001_c1s1_000001_01.jpg'):
         ds[0]
 
