@@ -15,15 +15,21 @@ EmbedFn = Callable[[List[Any]], np.ndarray]
 
 
 class DynamicBatcher:
-    """Collects embedding requests for up to ``max_wait_ms`` (or ``max_batch`` images) and runs them together.
+    """Runs queued embedding requests together, as one forward pass of up to ``max_batch`` images.
+
+    Whatever queued while the previous batch ran is taken at once (continuous batching). The worker lingers up to
+    ``max_wait_ms`` for more requests only under concurrency (the previous batch merged several requests): a lone
+    client never waits for company that is not coming.
 
     Requests for different models (a model switch in flight) are never mixed: each batch goes to one embed function.
     ``on_batch(n)`` is told every batch size (for metrics).
     """
 
     def __init__(self, max_batch: int = 32, max_wait_ms: float = 5.0,
-                 on_batch: Optional[Callable[[int], None]] = None) -> None:
+                 on_batch: Optional[Callable[[int], None]] = None,
+                 run: Callable[..., np.ndarray] = lambda fn, images: fn(images)) -> None:
         self.max_batch = max_batch
+        self.run = run  # how a batch's forward is executed (the service runs it on its model thread)
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
         self._queue: 'queue.Queue[Tuple[EmbedFn, Sequence[Any], Future]]' = queue.Queue()
@@ -37,18 +43,17 @@ class DynamicBatcher:
 
     def _run(self) -> None:
         pending: Optional[Tuple[EmbedFn, Sequence[Any], Future]] = None
+        concurrent = False
         while True:
             first = pending or self._queue.get()
             pending = None
             batch = [first]
             count = len(first[1])
-            deadline = time.perf_counter() + self.max_wait
+            deadline = time.perf_counter() + (self.max_wait if concurrent else 0.0)
             while count < self.max_batch:
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
                 try:
-                    item = self._queue.get(timeout=remaining)
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item[0] is not first[0]:
@@ -56,11 +61,12 @@ class DynamicBatcher:
                     break
                 batch.append(item)
                 count += len(item[1])
+            concurrent = len(batch) > 1
             self._process(first[0], batch, count)
 
     def _process(self, fn: EmbedFn, batch, count: int) -> None:
         try:
-            vectors = fn([image for _, images, _ in batch for image in images])
+            vectors = self.run(fn, [image for _, images, _ in batch for image in images])
         except Exception as e:  # every caller gets the error, the batcher keeps running
             for _, _, future in batch:
                 future.set_exception(e)

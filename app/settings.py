@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     approx_threshold: int = Field(200_000, ge=1000)
     nprobe: int = Field(16, ge=1)
     index_save_seconds: float = Field(10.0, gt=0, description='how often a changed index is written to disk')
+    index_dir: Optional[Path] = Field(None, description="this replica's FAISS index files (default: data_dir)")
+    sync_seconds: float = Field(1.0, gt=0, description='how often the index follows the gallery change log and '
+                                                         'the active model (changes made by other replicas)')
+    sync_gap_seconds: float = Field(60.0, gt=0, description='how long a missing change sequence number is '
+                                                             'awaited (concurrent writers commit out of order)')
     default_k: int = Field(10, ge=1, le=100)
     default_min_score: float = Field(0.5, description="used when the model has no calibrated threshold")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description='per image')

@@ -2,22 +2,29 @@
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sqlalchemy import func, select, update
+import numpy as np
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from .db import GalleryImage, Job, ModelVersion, utcnow
+from .db import GalleryChange, GalleryImage, GalleryVector, Job, ModelVersion, utcnow
 
-__all__ = ['add_images', 'get_image', 'get_images', 'list_images', 'delete_image', 'filter_image_ids', 'all_image_ids', 'all_images',
-           'count_by_sha',
-           'images_needing_vectors', 'set_model_version', 'add_model', 'get_model', 'list_models', 'active_model',
-           'activate_model', 'create_job', 'get_job', 'list_jobs', 'update_job', 'interrupt_running_jobs']
+__all__ = ['add_images', 'get_image', 'get_images', 'list_images', 'delete_image', 'filter_image_ids',
+           'all_image_ids', 'all_images', 'count_images', 'count_by_sha', 'put_vectors', 'get_vectors',
+           'last_change_seq', 'changes_after', 'images_needing_vectors', 'set_model_version', 'add_model',
+           'get_model', 'list_models', 'active_model', 'activate_model', 'create_job', 'get_job', 'list_jobs',
+           'update_job', 'interrupt_running_jobs']
 
 
 # ---- gallery ----------------------------------------------------------------------------------------------------
-def add_images(*, session: Session, rows: Sequence[Dict[str, Any]]) -> List[GalleryImage]:
+def add_images(*, session: Session, rows: Sequence[Dict[str, Any]], vectors: Optional[np.ndarray] = None,
+               model_id: Optional[int] = None) -> List[GalleryImage]:
+    """New gallery rows (with their vectors by ``model_id`` when given), logged as changes for the indexes."""
     images = [GalleryImage(**row) for row in rows]
     session.add_all(images)
     session.flush()
+    if vectors is not None:
+        put_vectors(session=session, model_id=model_id, image_ids=[i.id for i in images], vectors=vectors)
+    session.add_all([GalleryChange(image_id=i.id, op='add') for i in images])
     return images
 
 
@@ -100,8 +107,54 @@ def delete_image(*, session: Session, image_id: int) -> bool:
     image = session.get(GalleryImage, image_id)
     if image is None:
         return False
+    session.execute(delete(GalleryVector).where(GalleryVector.image_id == image_id))
     session.delete(image)
+    session.add(GalleryChange(image_id=image_id, op='delete'))
     return True
+
+
+def count_images(*, session: Session) -> int:
+    return session.scalar(select(func.count(GalleryImage.id))) or 0
+
+
+# ---- vectors and the change log ---------------------------------------------------------------------------------
+def put_vectors(*, session: Session, model_id: int, image_ids: Sequence[int], vectors: np.ndarray) -> None:
+    """Store (or replace) the vectors of ``image_ids`` by ``model_id``, as float16."""
+    ids = [int(i) for i in image_ids]
+    if not ids:
+        return
+    if len(ids) != len(vectors):
+        raise ValueError(f'{len(ids)} ids for {len(vectors)} vectors')
+    session.execute(delete(GalleryVector).where(GalleryVector.model_id == model_id, GalleryVector.image_id.in_(ids)))
+    data = np.asarray(vectors, dtype=np.float16)
+    session.add_all([GalleryVector(image_id=i, model_id=model_id, vector=v.tobytes()) for i, v in zip(ids, data)])
+    session.flush()
+
+
+def get_vectors(*, session: Session, model_id: int, image_ids: Sequence[int]) -> Dict[int, np.ndarray]:
+    """Stored float32 vectors (from float16) by image id; ids without a vector by ``model_id`` are absent."""
+    out: Dict[int, np.ndarray] = {}
+    ids = [int(i) for i in image_ids]
+    for start in range(0, len(ids), 10_000):  # bounded IN lists
+        stmt = select(GalleryVector.image_id, GalleryVector.vector).where(
+            GalleryVector.model_id == model_id, GalleryVector.image_id.in_(ids[start:start + 10_000]))
+        for image_id, blob in session.execute(stmt):
+            out[image_id] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+    return out
+
+
+def last_change_seq(*, session: Session) -> int:
+    return session.scalar(select(func.max(GalleryChange.seq))) or 0
+
+
+def changes_after(*, session: Session, seq: int, also: Sequence[int] = (), limit: int = 100_000
+                  ) -> List[Tuple[int, int, str]]:
+    """(seq, image_id, op) after ``seq`` plus the listed older seqs (gaps still awaited), in seq order."""
+    cond = GalleryChange.seq > seq
+    if also:
+        cond = cond | GalleryChange.seq.in_([int(x) for x in also])
+    stmt = select(GalleryChange.seq, GalleryChange.image_id, GalleryChange.op).where(cond)
+    return [tuple(r) for r in session.execute(stmt.order_by(GalleryChange.seq).limit(limit))]
 
 
 # ---- models -----------------------------------------------------------------------------------------------------

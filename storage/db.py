@@ -2,11 +2,13 @@
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
+                        event)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-__all__ = ['Base', 'GalleryImage', 'ModelVersion', 'Job', 'make_engine', 'make_sessionmaker', 'utcnow']
+__all__ = ['Base', 'GalleryImage', 'GalleryVector', 'GalleryChange', 'ModelVersion', 'Job', 'make_engine',
+           'make_sessionmaker', 'utcnow']
 
 
 def utcnow() -> datetime:
@@ -41,6 +43,26 @@ class GalleryImage(Base):
     image_sha256: Mapped[str] = mapped_column(String(64), index=True)
     image_path: Mapped[str] = mapped_column(String(1024))
     model_version: Mapped[Optional[int]] = mapped_column(ForeignKey('model_versions.id'), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class GalleryVector(Base):
+    """An image's embedding by one model, float16 bytes. Indexes are built from these: a replica, a restart or a
+    rebuild never re-embeds what some process already embedded."""
+    __tablename__ = 'gallery_vectors'
+    image_id: Mapped[int] = mapped_column(ForeignKey('gallery_images.id'), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey('model_versions.id'), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class GalleryChange(Base):
+    """Append-only log of gallery additions and deletions, written in the same transaction as the change itself.
+    Every replica's index follows it (``seq`` > the last one it applied)."""
+    __tablename__ = 'gallery_changes'
+    __table_args__ = {'sqlite_autoincrement': True}  # seqs are never reused
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[int] = mapped_column(Integer)
+    op: Mapped[str] = mapped_column(String(8))  # 'add' | 'delete'
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

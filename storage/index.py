@@ -7,7 +7,7 @@ ours and vectors can be removed and read back.
 import os
 import threading
 from pathlib import Path
-from typing import Iterable, Literal, Optional, Tuple
+from typing import Dict, Iterable, Literal, Optional, Tuple
 
 import faiss
 import numpy as np
@@ -25,6 +25,8 @@ class VectorIndex:
         self._lock = threading.RLock()
         self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.dirty = False
+        self.applied_seq = 0  # the gallery change log is applied up to here (app.state.sync)
+        self.awaited: Dict[int, float] = {}  # older change seqs not visible yet -> since when (monotonic s)
 
     # ---- mutation --------------------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, xb: np.ndarray) -> None:

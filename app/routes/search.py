@@ -38,7 +38,6 @@ async def search(
                             detail='exclude_same_camera needs query_camera_id: one value, or one per image')
     filters = dict(person_id=person_id, camera_ids=int_list('camera_id', camera_id),
                    after=when('after', after), before=when('before', before), tags=str_list(tags))
-    xq = await run_in_threadpool(state.embed_queries, snap.embedder, [d.image for d in decoded])
     with state.Session() as s:
         allowed_by_camera = {}  # query camera (None: no exclusion) -> allowed ids, or None for the whole gallery
 
@@ -49,19 +48,19 @@ async def search(
                     session=s, exclude_camera=cam, **filters), dtype=np.int64) if active else None
             return allowed_by_camera[cam]
 
+        cams = [(query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if exclude_same_camera else None
+                for qi in range(len(decoded))]
+        hits = await run_in_threadpool(state.search, snap, [d.image for d in decoded], k,
+                                       [allowed_for(cam) for cam in cams])
         results = []
-        for qi, item in enumerate(decoded):
-            cam = (query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if exclude_same_camera else None
-            ids = allowed_for(cam)
-            D, I = (snap.index.search(xq[qi:qi + 1], k, ids) if ids is None or len(ids)
-                    else (np.zeros((1, 0)), np.zeros((1, 0), dtype=np.int64)))
-            rows = crud.get_images(session=s, image_ids=[i for i in I[0] if i >= 0])
+        for qi, (item, (D, I)) in enumerate(zip(decoded, hits)):
+            rows = crud.get_images(session=s, image_ids=[i for i in I if i >= 0])
             matches = [SearchMatch(
                 image_id=row.id, score=float(score), person_id=row.person_id, camera_id=row.camera_id,
                 timestamp=row.timestamp, tags=row.tags or [], source_name=row.source_name,
                 thumbnail_url=str(request.url_for('gallery_thumbnail', image_id=row.id).path),
                 above_threshold=bool(score >= threshold))
-                for score, image_id in zip(D[0], I[0]) if (row := rows.get(int(image_id))) is not None]
+                for score, image_id in zip(D, I) if (row := rows.get(int(image_id))) is not None]
             best = matches[0] if matches else None
             hit = best is not None and best.above_threshold
             results.append(QueryResult(query_index=qi, filename=item.filename, no_match=not hit,

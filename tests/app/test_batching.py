@@ -56,3 +56,13 @@ def test_models_are_never_mixed_and_errors_reach_the_caller():
     with pytest.raises(RuntimeError, match='model failed'):
         batcher.embed(broken, [1])
     assert batcher.embed(old, [5])[0, 0] == 5  # still serving
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    batcher = DynamicBatcher(max_batch=64, max_wait_ms=2000)
+    model = FakeModel()
+    t0 = time.perf_counter()
+    for i in range(3):
+        assert batcher.embed(model, [i])[0, 0] == i
+    assert time.perf_counter() - t0 < 1.0  # three sequential requests, none lingered the 2 s window
+    assert model.calls == [1, 1, 1]
