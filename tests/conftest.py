@@ -41,3 +41,33 @@ def trained_run(learnable_root, tmp_path_factory):
     cfg = TrainConfig(data_dir=str(learnable_root), name='run', output_dir=str(out), img_size=(128, 64),
                       epochs=12, batch_size=32, lr=5e-4, val_fraction=0.2, seed=0)
     return cfg, train(cfg, progress=False)
+
+
+@pytest.fixture(scope='session')
+def postgres_server():
+    import shutil
+    import tempfile
+
+    from tests.databases import start_postgres
+    workdir = Path(tempfile.mkdtemp(prefix='amg-postgres-'))  # not under pytest's 0700 tree: postgres must reach it
+    url, why, stop = start_postgres(workdir)
+    yield url, why
+    stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def database_url_for(request, kind: str, tmp_path_factory) -> str:
+    """An empty database of ``kind`` ('sqlite' or 'postgresql'); PostgreSQL skips with the reason if unavailable."""
+    if kind == 'sqlite':
+        return f'sqlite:///{tmp_path_factory.mktemp("sqlite") / "amg.db"}'
+    from tests.databases import new_database
+    url, why = request.getfixturevalue('postgres_server')
+    if url is None:
+        pytest.skip(f'PostgreSQL variant skipped: {why}')
+    return new_database(url)
+
+
+@pytest.fixture(params=['sqlite', 'postgresql'])
+def database_url(request, tmp_path_factory) -> str:
+    """A fresh database per test, on SQLite and on PostgreSQL."""
+    return database_url_for(request, request.param, tmp_path_factory)

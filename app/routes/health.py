@@ -24,10 +24,11 @@ def readyz(state: StateDep):
         snap = state.snapshot()
     except NoModel as e:
         return JSONResponse(status_code=503, content={'status': 'no model', 'detail': str(e)})
+    consistent = state.consistent()  # catches up with the change log first
     body = {'status': 'ready', 'model_id': snap.model_id, 'model_name': snap.model_name,
             'gallery_vectors': snap.index.ntotal, 'index_kind': snap.index.kind, 'backend': snap.embedder.backend,
             'activation': state.activation}
-    if not state.consistent():
+    if not consistent:
         return JSONResponse(status_code=503, content=dict(body, status='index inconsistent'))
     return body
 

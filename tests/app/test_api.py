@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.app.conftest import API_KEY, files_for, make_client, png_bytes
+from tests.conftest import database_url_for
 
 ADMIN = {'X-API-Key': API_KEY}
 
@@ -22,11 +23,13 @@ def test_without_a_model_the_service_starts_and_explains(tmp_path, dataset):
         assert client.get('/metrics').status_code == 200
 
 
-@pytest.fixture(scope='module')
-def gallery_client(tmp_path_factory, service_model, dataset):
-    """A service with the synthetic test gallery uploaded through the API (camera-tagged, timestamps by camera)."""
+@pytest.fixture(scope='module', params=['sqlite', 'postgresql'])
+def gallery_client(request, tmp_path_factory, service_model, dataset):
+    """A service with the synthetic test gallery uploaded through the API (camera-tagged, timestamps by camera),
+    with its metadata on SQLite and on PostgreSQL."""
     data_dir = tmp_path_factory.mktemp('service')
-    with make_client(data_dir, service_model) as client:
+    database_url = database_url_for(request, request.param, tmp_path_factory)
+    with make_client(data_dir, service_model, database_url=database_url) as client:
         gallery = [r for r in dataset.gallery if r.pid > 0]
         for start in range(0, len(gallery), 40):
             chunk = gallery[start:start + 40]
@@ -204,7 +207,7 @@ def test_delete_removes_from_db_and_index_and_restart_keeps_everything(gallery_c
     ready = client.get('/readyz').json()
     assert ready['status'] == 'ready' and ready['gallery_vectors'] == len(gallery) - 1
     # a second service on the same data dir (a restart) sees the same gallery and gives the same answers
-    with make_client(data_dir, service_model) as again:
+    with make_client(data_dir, service_model, database_url=client.app.state.service.settings.database_url) as again:
         assert again.get('/readyz').json()['gallery_vectors'] == len(gallery) - 1
         same = again.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '100'}).json()
         assert [m['image_id'] for m in same['results'][0]['matches']] == \

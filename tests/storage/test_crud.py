@@ -1,11 +1,13 @@
 from datetime import datetime
 
+import numpy as np
+
 from storage import crud
 from storage.db import make_engine, make_sessionmaker
 
 
-def test_gallery_filters_models_and_jobs(tmp_path):
-    Session = make_sessionmaker(make_engine(f'sqlite:///{tmp_path / "t.db"}'))
+def test_gallery_filters_models_and_jobs(database_url):
+    Session = make_sessionmaker(make_engine(database_url))
     with Session.begin() as s:
         rows = crud.add_images(session=s, rows=[
             dict(person_id=p, camera_id=c, timestamp=datetime(2026, 1, d), tags=t, image_sha256=f'{i:064x}',
@@ -32,3 +34,34 @@ def test_gallery_filters_models_and_jobs(tmp_path):
         assert crud.interrupt_running_jobs(session=s) == 1
     with Session() as s:
         assert crud.get_job(session=s, job_id=job.id).state == 'interrupted'
+
+
+def test_vectors_round_trip_as_float16_and_every_change_is_logged(database_url):
+    Session = make_sessionmaker(make_engine(database_url))
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((3, 8)).astype(np.float32)
+    with Session.begin() as s:
+        model = crud.add_model(session=s, path='/m.safetensors')
+        other = crud.add_model(session=s, path='/n.safetensors')
+        rows = crud.add_images(session=s, vectors=xb, model_id=model.id, rows=[
+            dict(person_id=i, image_sha256=f'{i:064x}', image_path=f'/x/{i}.jpg') for i in range(3)])
+        ids = [r.id for r in rows]
+    with Session.begin() as s:
+        got = crud.get_vectors(session=s, model_id=model.id, image_ids=ids + [10 ** 6])
+        assert sorted(got) == ids
+        for i, row_id in enumerate(ids):
+            np.testing.assert_array_equal(got[row_id], xb[i].astype(np.float16).astype(np.float32))
+        assert crud.get_vectors(session=s, model_id=other.id, image_ids=ids) == {}
+        crud.put_vectors(session=s, model_id=model.id, image_ids=ids[:1], vectors=xb[1:2])  # replaces
+        assert crud.delete_image(session=s, image_id=ids[1])
+    with Session() as s:
+        got = crud.get_vectors(session=s, model_id=model.id, image_ids=ids)
+        assert sorted(got) == [ids[0], ids[2]]  # the deleted image's vector went with it
+        np.testing.assert_allclose(got[ids[0]], xb[1], atol=1e-2)
+        log = crud.changes_after(session=s, seq=0)
+        assert [(image_id, op) for _, image_id, op in log] == [(i, 'add') for i in ids] + [(ids[1], 'delete')]
+        seqs = [seq for seq, _, _ in log]
+        assert seqs == sorted(seqs) and crud.last_change_seq(session=s) == seqs[-1]
+        assert crud.changes_after(session=s, seq=seqs[2]) == log[3:]
+        assert crud.changes_after(session=s, seq=seqs[-1], also=[seqs[0]]) == log[:1]  # an awaited older seq
+        assert crud.count_images(session=s) == 2

@@ -1,0 +1,73 @@
+"""Two API replicas on one database (SQLite file and PostgreSQL): each keeps its own FAISS index and follows the
+other's uploads, deletions and model activations through the database's gallery change log."""
+import time
+
+import pytest
+import torch
+
+from app.state import register_checkpoint
+from models.checkpoints import load_model, save_checkpoint
+from tests.app.conftest import API_KEY, files_for, make_client
+from tests.conftest import database_url_for
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(check, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError('the replica did not catch up in time')
+
+
+def matches(client, path, k=20):
+    r = client.post('/v1/search', files=files_for([path]), data={'min_score': '-1', 'k': str(k)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return body['model_id'], [(m['image_id'], round(m['score'], 5)) for m in body['results'][0]['matches']]
+
+
+@pytest.mark.parametrize('kind', ['sqlite', 'postgresql'])
+def test_two_replicas_share_one_database(request, kind, tmp_path, tmp_path_factory, service_model, dataset):
+    url = database_url_for(request, kind, tmp_path_factory)
+    shared = tmp_path / 'shared'  # images on a shared volume; indexes per replica
+    common = dict(database_url=url, sync_seconds=0.2)
+    with make_client(shared, service_model, index_dir=tmp_path / 'a', **common) as a, \
+            make_client(shared, service_model, index_dir=tmp_path / 'b', **common) as b:
+        gallery = [r for r in dataset.gallery if r.pid > 0][:30]
+        r = a.post('/v1/gallery', files=files_for([g.path for g in gallery]),
+                   data={'person_id': ','.join(str(g.pid) for g in gallery)})
+        assert r.status_code == 201
+        query = dataset.query[0].path
+        model_a, on_a = matches(a, query)
+        assert len(on_a) == 20
+        wait_for(lambda: matches(b, query) == (model_a, on_a))  # same ids, same scores (float16 vectors in the DB)
+
+        victim = on_a[0][0]
+        assert b.delete(f'/v1/gallery/{victim}').status_code == 200
+        wait_for(lambda: a.app.state.service.snapshot().index.ntotal == len(gallery) - 1)
+        assert victim not in [i for i, _ in matches(a, query)[1]]
+        assert a.get('/readyz').json()['gallery_vectors'] == len(gallery) - 1
+
+        # a second model, activated on replica A: B follows, reading the vectors A stored instead of re-embedding
+        model = load_model(service_model)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        path = save_checkpoint(model, tmp_path / 'second.safetensors')
+        with a.app.state.service.Session.begin() as s:
+            second = register_checkpoint(s, str(path), name='second').id
+        embeds_on_b = b.app.state.service.metrics.embed_batch._sum.get()
+        assert a.post(f'/v1/admin/models/{second}/activate', headers={'X-API-Key': API_KEY}).status_code == 202
+        wait_for(lambda: matches(a, query)[0] == second)
+        model_b, on_b = wait_for(lambda: (lambda m: m if m[0] == second else None)(matches(b, query)))
+        assert on_b == matches(a, query)[1] and on_b != on_a
+        assert b.app.state.service.metrics.embed_batch._sum.get() - embeds_on_b <= 2  # only the queries
+        for client in (a, b):
+            ready = client.get('/readyz').json()
+            assert ready['status'] == 'ready' and ready['model_id'] == second
+            assert ready['gallery_vectors'] == len(gallery) - 1
