@@ -160,6 +160,8 @@ def _cmd_train(a: argparse.Namespace) -> None:
                       val_fraction=a.val_fraction, num_workers=a.workers, seed=a.seed, resume=a.resume,
                       device=a.device)
     summary = train(cfg)
+    if 'rank' in summary:  # a torchrun worker other than rank 0: rank 0 reports
+        return
     last = summary['history'][-1] if summary['history'] else {}
     print(json.dumps(dict(best=summary['best'], last_epoch=last), indent=2))
 
@@ -220,6 +222,8 @@ def _cmd_prune(a: argparse.Namespace) -> None:
                       num_workers=a.workers, seed=a.seed, device=a.device)
     cfg.rates()  # flag errors before any loading
     s = prune(cfg)
+    if 'rank' in s:  # a torchrun worker other than rank 0: rank 0 reports
+        return
     b, f = s['before'], s['after']
     print(f"checkpoint: {s['checkpoint']}")
     print(f"heads {b['heads']} -> {f['heads']}   MSA params {b['msa_params_m']:.3f}M -> {f['msa_params_m']:.3f}M   "

@@ -16,6 +16,7 @@ from models.complexity import complexity_report
 from models.la_transformer import LATransformer
 from reid.data import make_loader, split_validation
 from reid.datasets import load_dataset
+from reid.distributed import setup_distributed
 from reid.engine import calibrate_model_threshold, ce_step, evaluate_model, set_seed, train_one_epoch
 
 from .distill import DistillKind, distillation_loss
@@ -119,10 +120,15 @@ def _round_targets(total: int, rounds: int) -> List[int]:
 
 
 def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCallback] = None) -> Dict:
-    """Prune a trained checkpoint and fine-tune it with distillation; writes ``<run_dir>/pruned.safetensors``."""
+    """Prune a trained checkpoint and fine-tune it with distillation; writes ``<run_dir>/pruned.safetensors``.
+
+    Under ``torchrun`` every rank scores and fine-tunes its slice of each global batch (DistributedDataParallel);
+    the decisions are the same on every rank, and rank 0 evaluates and writes the outputs."""
     head_rate, token_rate = cfg.rates()
     set_seed(cfg.seed)
-    device = torch.device(cfg.device)
+    dist = setup_distributed(cfg.device)
+    device = dist.device
+    progress = progress and dist.is_main
     model = load_model(cfg.weight_path, cfg.model, img_size=cfg.img_size, device=device)
     _, extra = read_metadata(cfg.weight_path) if str(cfg.weight_path).endswith('.safetensors') else (None, {})
     total_heads = head_prune_count(model.heads_per_block(), head_rate)
@@ -136,8 +142,11 @@ def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCa
     if model.num_classes != num_classes:
         raise ValueError(f'{cfg.weight_path} has {model.num_classes} classes but {ds.root} gives {num_classes} '
                          f'training identities: prune with the dataset the model was trained on')
-    loader = make_loader(train_records, model.img_size, cfg.batch_size, train=True, num_workers=cfg.num_workers,
-                         seed=cfg.seed)
+    loader = dist.shard(make_loader(train_records, model.img_size, cfg.batch_size, train=True,
+                                    num_workers=cfg.num_workers, seed=cfg.seed))
+    # scores come from un-augmented images (random flips would make them depend on the RNG and the rank count)
+    score_loader = dist.shard(make_loader(train_records, model.img_size, cfg.batch_size, train=True, augment=False,
+                                          num_workers=cfg.num_workers, seed=cfg.seed))
     teacher = copy.deepcopy(model).eval().requires_grad_(False) if cfg.distill_type != 'none' else None
     before = complexity_report(model)
 
@@ -154,8 +163,11 @@ def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCa
     def report(stage: str, **info) -> bool:
         event = dict(stage=stage, progress=done / total_steps, heads=sum(model.heads_per_block()), **info)
         history.append(event)
+        if not dist.is_main:  # rank 0 reports; its cancel flag reaches every rank
+            return bool(dist.all_reduce(torch.zeros(1)).item())
         _logger.info('%s', {k: (round(v, 4) if isinstance(v, float) else v) for k, v in event.items()})
-        return bool(on_event and on_event(event))
+        cancel = bool(on_event and on_event(event))
+        return bool(dist.all_reduce(torch.tensor([float(cancel)])).item())
 
     cancelled = False
     for r, (n_heads, n_tokens) in enumerate(zip(_round_targets(total_heads, cfg.iter_nums),
@@ -165,16 +177,17 @@ def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCa
             # the drop rate grows over the rounds; each round re-ranks the survivors with fresh scores
             drop = (tuple(cfg.drop_blocks), 1 - token_rate * r / cfg.iter_nums, cfg.fuse_token)
         if n_heads or n_tokens or drop:
-            loader.generator.manual_seed(cfg.seed + 1000 * r)
-            scores = score_model(model, loader, device, ce_step, cfg.score_batches, progress)
+            score_loader.generator.manual_seed(cfg.seed + 1000 * r)
+            scores = score_model(model, score_loader, device, ce_step, cfg.score_batches, progress, dist)
             prune_round(model, scores, n_heads, n_tokens, drop)
         done += 1
         cancelled = report('pruned', round=r, removed_heads=n_heads, removed_tokens=n_tokens)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
+        net = dist.wrap(model)  # after this round's pruning: DDP must see the new shapes
         for e in range(cfg.finetune_nums):
             if cancelled:
                 break
-            metrics = train_one_epoch(model, loader, optimizer, device, step, f'round {r} finetune {e + 1}', progress)
+            metrics = train_one_epoch(net, loader, optimizer, device, step, f'round {r} finetune {e + 1}', progress)
             done += 1
             cancelled = report('finetune', round=r, epoch=e + 1, **metrics)
         if cancelled:
@@ -182,8 +195,9 @@ def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCa
     if not cancelled and cfg.final_finetune:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.7)
+        net = dist.wrap(model)
         for e in range(cfg.final_finetune):
-            metrics = train_one_epoch(model, loader, optimizer, device, step, f'final finetune {e + 1}', progress)
+            metrics = train_one_epoch(net, loader, optimizer, device, step, f'final finetune {e + 1}', progress)
             scheduler.step()
             done += 1
             if report('final', epoch=e + 1, **metrics):
@@ -191,6 +205,10 @@ def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCa
                 break
     if cancelled:
         raise InterruptedError('pruning cancelled')
+    if not dist.is_main:
+        dist.barrier()  # rank 0 evaluates and writes
+        return dict(checkpoint=str(cfg.run_dir / 'pruned.safetensors'), heads=model.heads_per_block(),
+                    kv_tokens=[len(model.key_positions(i)) for i in range(len(model.blocks))], rank=dist.rank)
 
     after = complexity_report(model)
     out_extra = dict(extra, pruned_from=str(cfg.weight_path), prune=asdict(cfg), complexity=after)
@@ -204,5 +222,7 @@ def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCa
                    kv_tokens=[len(model.key_positions(i)) for i in range(len(model.blocks))],
                    results=results, history=history)
     (cfg.run_dir / 'prune.json').write_text(json.dumps(summary, indent=2, default=str))
-    report('done', results=results)
+    if on_event:
+        on_event(dict(stage='done', progress=1.0, heads=sum(model.heads_per_block()), results=results))
+    dist.barrier()
     return summary

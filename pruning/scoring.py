@@ -6,6 +6,7 @@ import torch
 from tqdm import tqdm
 
 from models.la_transformer import LATransformer
+from reid.distributed import SINGLE, Distributed
 
 __all__ = ['AttentionScores', 'score_model', 'token_scores_from_map', 'head_entropy_from_mean_map']
 
@@ -32,10 +33,13 @@ def head_entropy_from_mean_map(mean_map: torch.Tensor) -> torch.Tensor:
 
 
 def score_model(model: LATransformer, loader, device: torch.device, loss_fn, max_batches: Optional[int] = None,
-                progress: bool = True) -> AttentionScores:
+                progress: bool = True, dist: Distributed = SINGLE) -> AttentionScores:
     """Forward + backward over ``loader`` without an optimiser step; ``loss_fn(model, x, y) -> (loss, logits)``.
 
     Runs in eval mode (no dropout: the same data always gives the same scores), and leaves no gradients behind.
+    Under torchrun each rank holds a slice of every global batch: its loss is weighted so that the gradients are
+    those of the global batch's mean loss, and the signed sums are added across ranks before the absolute value,
+    so every rank gets the scores (and pruning decision) of one process.
     """
     was_training = model.training
     model.eval()
@@ -51,18 +55,25 @@ def score_model(model: LATransformer, loader, device: torch.device, loss_fn, max
             if max_batches is not None and i >= max_batches:
                 break
             x, y = x.to(device), y.to(device)
+            batch = int(dist.all_reduce(torch.tensor([x.shape[0]], dtype=torch.float64)).item())
             model.zero_grad(set_to_none=True)
             loss, _ = loss_fn(model, x, y)
-            loss.backward()
-            samples += x.shape[0]
-            for layer, a in enumerate(attns):
+            (loss * (x.shape[0] / batch)).backward()
+            samples += batch
+            sums, maps = [], []
+            for a in attns:
                 attn_map = a.attn_map
+                sums.append((attn_map.detach() * attn_map.grad).sum(dim=(0, 1, 2)).double().cpu())
+                maps.append(attn_map.detach().sum(0).double().cpu())
+            flat = dist.all_reduce(torch.cat([t.flatten() for t in sums + maps]))  # one collective per batch
+            sums, maps = _unflatten(flat, sums), _unflatten(flat[sum(t.numel() for t in sums):], maps)
+            for layer, a in enumerate(attns):
+                _, H, Nq, _ = a.attn_map.shape
                 keys = torch.tensor(model.key_positions(layer))
                 real = keys >= 0  # the fused token (-1) has no position to score
-                scores = token_scores_from_map(attn_map.detach(), attn_map.grad).double().cpu()
+                scores = (sums[layer] / (batch * H * Nq)).abs()
                 token[layer][keys[real]] += scores[real]
-                batch_sum = attn_map.detach().sum(0).double().cpu()
-                map_sums[layer] = batch_sum if map_sums[layer] is None else map_sums[layer] + batch_sum
+                map_sums[layer] = maps[layer] if map_sums[layer] is None else map_sums[layer] + maps[layer]
     finally:
         for a in attns:
             a.record_attn = False
@@ -75,3 +86,11 @@ def score_model(model: LATransformer, loader, device: torch.device, loss_fn, max
         t[0] = 0.0  # CLS is never a candidate
     entropy = [head_entropy_from_mean_map(s / samples) for s in map_sums]
     return AttentionScores(token=token, entropy=entropy, num_samples=samples)
+
+
+def _unflatten(flat: torch.Tensor, like: List[torch.Tensor]) -> List[torch.Tensor]:
+    out, start = [], 0
+    for t in like:
+        out.append(flat[start:start + t.numel()].view_as(t))
+        start += t.numel()
+    return out

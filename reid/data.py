@@ -27,10 +27,12 @@ class ImageDataset(Dataset):
 
 
 def make_loader(records: Sequence[ImageRecord], img_size: Sequence[int], batch_size: int, train: bool = False,
-                num_workers: int = 0, seed: int = 0) -> DataLoader:
-    """Training loaders shuffle with a seeded generator (and drop the last partial batch, which BatchNorm needs)."""
+                num_workers: int = 0, seed: int = 0, augment: Optional[bool] = None) -> DataLoader:
+    """Training loaders shuffle with a seeded generator (and drop the last partial batch, which BatchNorm needs);
+    they flip images at random unless ``augment=False`` (the pruning scores: the same on any number of ranks)."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(ImageDataset(records, img_size, train=train), batch_size=batch_size, shuffle=train,
+    augment = train if augment is None else augment
+    return DataLoader(ImageDataset(records, img_size, train=augment), batch_size=batch_size, shuffle=train,
                       drop_last=train and len(records) > batch_size, num_workers=num_workers, generator=generator,
                       persistent_workers=False)
 

@@ -17,6 +17,7 @@ from models.la_transformer import LATransformer, create_model
 
 from .data import make_loader, split_validation
 from .datasets import ImageRecord, load_dataset
+from .distributed import setup_distributed
 from .metrics import calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank
 from .rerank import re_ranking
 from .visualize import save_cmc_curve, save_ranked_results
@@ -168,10 +169,13 @@ def _build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> LA
 def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallback] = None) -> Dict:
     """Train an LA-Transformer; keeps ``last.safetensors`` (resumable) and ``best.safetensors`` (by validation mAP).
 
-    Returns the summary also written to ``<run_dir>/train.json``.
+    Returns the summary also written to ``<run_dir>/train.json``. Under ``torchrun`` every rank trains on its slice
+    of each global batch (DistributedDataParallel); rank 0 validates and writes the checkpoints.
     """
     set_seed(cfg.seed)
-    device = torch.device(cfg.device)
+    dist = setup_distributed(cfg.device)
+    device = dist.device
+    progress = progress and dist.is_main
     ds = load_dataset(Path(cfg.data_dir), cfg.dataset)
     train_records, val = split_validation(ds.train, cfg.val_fraction, cfg.seed)
     num_classes = len({r.pid for r in train_records})
@@ -197,8 +201,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallb
     if state is not None:
         optimizer.load_state_dict(state['optimizer'])
         torch.set_rng_state(state['rng'])
-    loader = make_loader(train_records, cfg.img_size, cfg.batch_size, train=True, num_workers=cfg.num_workers,
-                         seed=cfg.seed)
+    loader = dist.shard(make_loader(train_records, cfg.img_size, cfg.batch_size, train=True,
+                                    num_workers=cfg.num_workers, seed=cfg.seed))
     # the split is recorded so that pruning fine-tunes with the same identity labels
     extra = dict(cfg.extra, dataset=str(ds.root), train_pids=num_classes,
                  split=dict(val_fraction=cfg.val_fraction, seed=cfg.seed))
@@ -209,25 +213,31 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallb
                 for g in optimizer.param_groups:
                     g['lr'] *= cfg.lr_decay
         loader.generator.manual_seed(cfg.seed + epoch)  # the same shuffles after a resume
-        metrics = train_one_epoch(model, loader, optimizer, device, desc=f'epoch {epoch + 1}/{cfg.epochs}',
-                                  progress=progress)
-        if val is not None:
-            val_metrics = evaluate_model(model, *val, batch_size=cfg.batch_size, protocols=('standard',),
-                                         device=device, progress=False)['standard']
-            metrics.update({f'val_{k}': v for k, v in val_metrics.items()})
-        metrics['epoch'] = epoch + 1
-        history.append(metrics)
-        score = metrics.get('val_mAP', -metrics['loss'])
-        if score > best_map:
-            best_map = score
-            save_checkpoint(model, best_path, dict(extra, epoch=epoch + 1, metrics=metrics))
-        save_checkpoint(model, last_path, dict(extra, epoch=epoch + 1, metrics=metrics))
-        torch.save(dict(epoch=epoch, best_map=best_map, optimizer=optimizer.state_dict(),
-                        rng=torch.get_rng_state(), history=json.dumps(history)), state_path)
-        _logger.info('epoch %d: %s', epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
-        if on_epoch is not None and on_epoch(epoch + 1, cfg.epochs, metrics):
+        metrics = train_one_epoch(dist.wrap(model), loader, optimizer, device,  # wrapped after (un)freezing
+                                  desc=f'epoch {epoch + 1}/{cfg.epochs}', progress=progress)
+        stop = False
+        if dist.is_main:
+            if val is not None:
+                val_metrics = evaluate_model(model, *val, batch_size=cfg.batch_size, protocols=('standard',),
+                                             device=device, progress=False)['standard']
+                metrics.update({f'val_{k}': v for k, v in val_metrics.items()})
+            metrics['epoch'] = epoch + 1
+            history.append(metrics)
+            score = metrics.get('val_mAP', -metrics['loss'])
+            if score > best_map:
+                best_map = score
+                save_checkpoint(model, best_path, dict(extra, epoch=epoch + 1, metrics=metrics))
+            save_checkpoint(model, last_path, dict(extra, epoch=epoch + 1, metrics=metrics))
+            torch.save(dict(epoch=epoch, best_map=best_map, optimizer=optimizer.state_dict(),
+                            rng=torch.get_rng_state(), history=json.dumps(history)), state_path)
+            _logger.info('epoch %d: %s', epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
+            stop = on_epoch is not None and bool(on_epoch(epoch + 1, cfg.epochs, metrics))
+        if dist.all_reduce(torch.tensor([float(stop)])).item():
             _logger.info('training stopped by caller after epoch %d', epoch + 1)
             break
+    if not dist.is_main:
+        dist.barrier()  # rank 0 calibrates and writes the summary
+        return dict(best=str(best_path), last=str(last_path), num_classes=num_classes, rank=dist.rank)
     if val is not None and best_path.exists():
         best = load_model(best_path).to(device)
         _, best_extra = read_metadata(best_path)
@@ -236,4 +246,5 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallb
     summary = dict(config={k: v for k, v in asdict(cfg).items() if k != 'extra'}, history=history,
                    best=str(best_path), last=str(last_path), num_classes=num_classes)
     (run_dir / 'train.json').write_text(json.dumps(summary, indent=2, default=str))
+    dist.barrier()
     return summary

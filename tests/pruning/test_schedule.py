@@ -11,7 +11,6 @@ from models.checkpoints import load_model
 from models.export import export_onnx
 from pruning.distill import distillation_loss
 from pruning.schedule import PruneConfig, _round_targets, prune
-from reid.engine import TrainConfig, train
 
 
 def test_soft_distillation_matches_the_formula():
@@ -45,15 +44,6 @@ def test_round_targets_add_up():
 def test_bad_flags(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PruneConfig(weight_path='x', data_dir='y', **kwargs).rates()
-
-
-@pytest.fixture(scope='module')
-def trained(synth_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp('runs')
-    cfg = TrainConfig(data_dir=str(synth_root), name='teacher', output_dir=str(out), img_size=(64, 32), epochs=1,
-                      batch_size=8, val_fraction=0.34, extra={}, seed=0)
-    train(cfg, progress=False)
-    return out / 'teacher' / 'best.safetensors'
 
 
 @pytest.mark.parametrize('mode, rates, heads', [
