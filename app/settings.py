@@ -22,9 +22,12 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, le=1024)
     batch_wait_ms: float = Field(5.0, ge=0, le=1000,
                                  description='concurrent queries wait up to this long to share a forward pass; 0: off')
-    index_kind: Literal['exact', 'approx', 'auto'] = Field(
-        'exact', description="exact (flat); approx (IVF); auto: IVF once the gallery exceeds approx_threshold")
+    index_kind: Literal['exact', 'approx', 'compressed', 'auto'] = Field(
+        'exact', description='exact (flat); approx (IVF, full vectors); compressed (PCA + IVF + float16 codes: '
+                             'million-image galleries of LA-Base vectors); auto: IVF above approx_threshold')
     approx_threshold: int = Field(200_000, ge=1000)
+    pca_dim: int = Field(256, ge=8, description='compressed index: dimensions kept by the PCA')
+    index_train_size: int = Field(100_000, ge=1000, description='vectors sampled to train an IVF/PCA index')
     nprobe: int = Field(16, ge=1)
     index_save_seconds: float = Field(10.0, gt=0, description='how often a changed index is written to disk')
     index_dir: Optional[Path] = Field(None, description="this replica's FAISS index files (default: data_dir)")

@@ -22,7 +22,7 @@ from models.onnx_backend import onnx_path_for, onnx_status
 from storage import crud
 from storage.db import GalleryImage, ModelVersion, make_engine, make_sessionmaker
 from storage.images import ImageStore
-from storage.index import VectorIndex
+from storage.index import MIN_TRAIN, IndexKind, VectorIndex
 
 from .batching import DynamicBatcher
 from .imaging import DecodedImage, load_stored
@@ -102,6 +102,7 @@ class ServiceState:
         self.write_lock = threading.RLock()  # uploads, deletes and the model swap
         self._snapshot: Optional[Snapshot] = None
         self.activation: Dict[str, Any] = {'state': 'idle'}
+        self.index_build: Dict[str, Any] = {'state': 'idle'}
         self._stop = threading.Event()
         self._saver: Optional[threading.Thread] = None
         # Every model load, forward and FAISS call runs on this one thread: once a second long-lived thread owns an
@@ -156,8 +157,7 @@ class ServiceState:
                                         threads=self.settings.onnx_threads)
         self.metrics.backend.clear()
         self.metrics.backend.labels(backend=embedder.backend).set(1)
-        kind = 'exact' if self.settings.index_kind == 'auto' else self.settings.index_kind
-        index = VectorIndex.load(self._index_path(model.id), embedder.dim, kind, self.settings.nprobe)
+        index = VectorIndex.load(self._index_path(model.id), embedder.dim, self.settings.nprobe, self.settings.pca_dim)
         min_score = model.min_score if model.min_score is not None else self.settings.default_min_score
         return Snapshot(embedder, index, model.id, model.name, float(min_score))
 
@@ -244,7 +244,7 @@ class ServiceState:
             with self.Session.begin() as s:
                 crud.set_model_version(session=s, image_ids=done, model_id=snap.model_id)
             snap.index.applied_seq, snap.index.awaited = seq, {}
-            self._maybe_go_approximate(snap)
+        self._maybe_rebuild(snap)
         if stray or missing:
             _logger.info('reconciled: removed %d stray vectors, added %d', len(stray), len(done))
         return dict(removed=len(stray), embedded=len(done))
@@ -290,13 +290,66 @@ class ServiceState:
             if now - since > self.settings.sync_gap_seconds:
                 del index.awaited[hole]
 
-    def _build(self, snap: Snapshot) -> None:
-        """Fill a new model's empty index from the whole gallery without blocking uploads (sync() catches up)."""
+    def _build(self, snap: Snapshot, kind: Optional[IndexKind] = None, chunk: int = 10_000) -> None:
+        """(Re)build the snapshot's index from the whole gallery as ``kind`` (default: what the settings want for
+        its size): trained on a sample, filled by chunks on the side, then swapped in and caught up with the change
+        log. Searches keep using the old contents until the swap; uploads are not blocked."""
         with self.Session() as s:
             seq = crud.last_change_seq(session=s)
-            rows = crud.all_images(session=s)
-        self._fill(snap, rows)
-        snap.index.applied_seq = seq
+            ids = crud.all_image_ids(session=s)
+        kind = kind or self.wanted_index_kind(len(ids))
+        rng = np.random.default_rng(0)
+        sample = []
+        if kind != 'exact' and len(ids) >= MIN_TRAIN:
+            picked = rng.choice(ids, size=min(len(ids), self.settings.index_train_size), replace=False)
+            sample = self._vectors_for(snap, self._rows(picked))[1]
+        fresh = snap.index.trained_like(kind, sample if len(sample) else np.zeros((0, snap.index.dim)), len(ids))
+        for start in range(0, len(ids), chunk):
+            got, vectors = self._vectors_for(snap, self._rows(ids[start:start + chunk]))
+            if got:
+                fresh.add(np.asarray(got), vectors)
+            if self.index_build.get('state') == 'running':
+                self.index_build['done'] = min(len(ids), start + chunk)
+        with self.write_lock:
+            snap.index.swap(fresh)
+            snap.index.applied_seq, snap.index.awaited = seq, {}
+            self.sync(snap)  # what changed while the new index was filled
+
+    def _rows(self, ids) -> List[GalleryImage]:
+        with self.Session() as s:
+            rows = crud.get_images(session=s, image_ids=[int(i) for i in ids])
+        return [rows[int(i)] for i in ids if int(i) in rows]
+
+    def wanted_index_kind(self, n: int) -> IndexKind:
+        kind = self.settings.index_kind
+        if kind == 'auto':
+            kind = 'approx' if n >= self.settings.approx_threshold else 'exact'
+        return kind if kind == 'exact' or n >= MIN_TRAIN else 'exact'
+
+    def _maybe_rebuild(self, snap: Snapshot) -> None:
+        """Start a background rebuild when the index is not of the kind the settings want for its size."""
+        if snap.index.kind != self.wanted_index_kind(snap.index.ntotal):
+            try:
+                self.rebuild_index()
+            except RuntimeError:  # one is running already
+                pass
+
+    def rebuild_index(self, kind: Optional[IndexKind] = None) -> None:
+        """Rebuild the active model's index in the background (``kind``: default from the settings)."""
+        snap = self.snapshot()
+        if self.index_build.get('state') == 'running':
+            raise RuntimeError('an index build is running already')
+        self.index_build = dict(state='running', kind=kind or 'auto', done=0, total=snap.index.ntotal, error=None)
+
+        def run() -> None:
+            try:
+                self._build(snap, kind)
+                self.index_build.update(state='done', kind=snap.index.kind, done=snap.index.ntotal)
+                _logger.info('index rebuilt as %s (%d vectors)', snap.index.kind, snap.index.ntotal)
+            except Exception as e:  # reported through the API; the old index keeps serving
+                _logger.exception('index rebuild failed')
+                self.index_build.update(state='failed', error=str(e))
+        threading.Thread(target=run, name='index-build', daemon=True).start()
 
     def consistent(self) -> bool:
         """Cheap check for /readyz: after catching up with the change log, as many vectors as gallery rows."""
@@ -306,11 +359,6 @@ class ServiceState:
         self.sync(snap)
         with self.Session() as s:
             return crud.count_images(session=s) == snap.index.ntotal
-
-    def _maybe_go_approximate(self, snap: Snapshot) -> None:
-        if self.settings.index_kind == 'auto' and snap.index.kind == 'exact' \
-                and snap.index.ntotal >= self.settings.approx_threshold:
-            self.on_model_thread(snap.index.rebuild, 'approx')
 
     def save_index(self) -> None:
         snap = self._snapshot
@@ -324,6 +372,8 @@ class ServiceState:
             try:
                 self.sync()
                 self._follow_active_model()
+                if self._snapshot is not None and self.activation.get('state') != 'running':
+                    self._maybe_rebuild(self._snapshot)  # e.g. auto: the gallery grew past approx_threshold
                 if time.monotonic() - last_save >= self.settings.index_save_seconds:
                     self.save_index()
                     last_save = time.monotonic()
@@ -399,7 +449,6 @@ class ServiceState:
             self._build(new)  # old model keeps serving meanwhile
             with self.write_lock:  # catch up with uploads and deletes made during the build
                 self.sync(new)
-                self._maybe_go_approximate(new)
                 new.index.save(self._index_path(model.id))  # before the commit: a crash leaves a usable file
                 with self.Session.begin() as s:
                     crud.activate_model(session=s, model_id=model.id)

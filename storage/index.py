@@ -1,8 +1,14 @@
-"""Gallery vectors in FAISS with 64-bit ids (our image ids), inner-product (= cosine on unit vectors).
+"""Gallery vectors in FAISS with 64-bit ids (our image ids); scores are cosine similarities of unit vectors.
 
-``exact`` is a flat index under ``IndexIDMap2``; ``approx`` an IVF index (nlist ~ 4·sqrt(n), nprobe settable)
-with our ids stored natively and a hashtable direct map, (re)built from the vectors when asked. Either way ids are
-ours and vectors can be removed and read back.
+Three kinds, all keeping our ids, removable, and searchable with an id filter:
+
+- ``exact``: a flat inner-product index under ``IndexIDMap2`` (every vector, full precision).
+- ``approx``: IVF-Flat (nlist ~ 4·sqrt(n)), ``nprobe`` lists searched; vectors kept in full.
+- ``compressed``: for large galleries of long vectors (LA-Base: 14 x 768 = 10,752 dims, 43 KB each): PCA to
+  ``pca_dim`` dimensions, then IVF with float16 codes (``PCA256,IVFn,SQfp16``: 512 bytes a vector). Searched in L2
+  on the projection; scores are reported as cosines (1 - d/2, exact for unit vectors up to the PCA residual).
+
+:meth:`VectorIndex.trained_like` + :meth:`VectorIndex.swap` build a new index on the side while searches go on.
 """
 import os
 import threading
@@ -12,21 +18,66 @@ from typing import Dict, Iterable, Literal, Optional, Tuple
 import faiss
 import numpy as np
 
-__all__ = ['VectorIndex', 'IndexKind']
+__all__ = ['VectorIndex', 'IndexKind', 'INDEX_KINDS']
 
-IndexKind = Literal['exact', 'approx']
+IndexKind = Literal['exact', 'approx', 'compressed']
+INDEX_KINDS = ('exact', 'approx', 'compressed')
+MIN_TRAIN = 256  # below this many vectors an IVF index is pointless: exact instead
+
+
+def _nlist(n: int) -> int:
+    return int(max(16, min(4 * np.sqrt(n), n // 39)))
 
 
 class VectorIndex:
-    def __init__(self, dim: int, kind: IndexKind = 'exact', nprobe: int = 16) -> None:
+    def __init__(self, dim: int, kind: IndexKind = 'exact', nprobe: int = 16, pca_dim: int = 256) -> None:
         self.dim = dim
-        self.kind = kind
+        self.kind: IndexKind = 'exact'
         self.nprobe = nprobe
+        self.pca_dim = pca_dim
         self._lock = threading.RLock()
-        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.dirty = False
         self.applied_seq = 0  # the gallery change log is applied up to here (app.state.sync)
         self.awaited: Dict[int, float] = {}  # older change seqs not visible yet -> since when (monotonic s)
+
+    # ---- building --------------------------------------------------------------------------------------------
+    def trained_like(self, kind: IndexKind, sample: np.ndarray, expected: Optional[int] = None) -> 'VectorIndex':
+        """An empty index of ``kind`` trained on ``sample`` (vectors like the gallery's), sized for ``expected``
+        vectors; with fewer than 256 sample vectors an IVF kind falls back to exact."""
+        if kind not in INDEX_KINDS:
+            raise ValueError(f'unknown index kind {kind!r}; choose from {", ".join(INDEX_KINDS)}')
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        out = VectorIndex(self.dim, 'exact', self.nprobe, self.pca_dim)
+        if kind == 'exact' or len(sample) < MIN_TRAIN:
+            return out
+        nlist = _nlist(max(expected or 0, len(sample)))
+        nlist = min(nlist, len(sample) // 39) if len(sample) < 39 * nlist else nlist  # >= 39 points per centroid
+        if kind == 'approx':
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            pca_dim = min(self.pca_dim, self.dim, len(sample))
+            index = faiss.index_factory(self.dim, f'PCA{pca_dim},IVF{nlist},SQfp16', faiss.METRIC_L2)
+        index.train(sample)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = self.nprobe
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        out.index, out.kind = index, kind
+        return out
+
+    def swap(self, other: 'VectorIndex') -> None:
+        """Take ``other``'s contents (searches see the old or the new index, never a mix)."""
+        with self._lock:
+            self.index, self.kind, self.dirty = other.index, other.kind, True
+
+    def rebuild(self, kind: Optional[IndexKind] = None) -> None:
+        """Re-create the index from its own vectors (small galleries; large ones are rebuilt from the database
+        in the background by the service). A compressed index's own vectors are approximations."""
+        with self._lock:
+            ids, xb = self.ids(), self.vectors()
+            new = self.trained_like(kind or self.kind, xb, len(xb))
+            new.add(ids, xb)
+            self.swap(new)
 
     # ---- mutation --------------------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, xb: np.ndarray) -> None:
@@ -40,7 +91,10 @@ class VectorIndex:
             self.dirty = True
 
     def _ivf(self) -> Optional[faiss.IndexIVF]:
-        return self.index if isinstance(self.index, faiss.IndexIVF) else None
+        try:
+            return faiss.extract_index_ivf(self.index)
+        except RuntimeError:  # flat
+            return None
 
     def remove(self, ids: Iterable[int]) -> int:
         ids = np.ascontiguousarray(list(ids), dtype=np.int64)
@@ -54,25 +108,6 @@ class VectorIndex:
                 n = self.index.remove_ids(faiss.IDSelectorBatch(ids))
             self.dirty = self.dirty or n > 0
             return n
-
-    def rebuild(self, kind: Optional[IndexKind] = None) -> None:
-        """Re-create the index (e.g. switch to IVF once the gallery is large); ids and vectors are kept."""
-        with self._lock:
-            ids, xb = self.ids(), self.vectors()
-            kind = kind or self.kind
-            if kind == 'approx' and len(ids) >= 256:
-                nlist = int(max(16, min(4 * np.sqrt(len(ids)), len(ids) // 39)))
-                ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-                ivf.train(xb)
-                ivf.nprobe = self.nprobe
-                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-                index = ivf
-            else:
-                kind = 'exact'
-                index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-            if len(ids):
-                index.add_with_ids(xb, ids)
-            self.index, self.kind, self.dirty = index, kind, True
 
     # ---- reading ---------------------------------------------------------------------------------------------
     @property
@@ -97,15 +132,22 @@ class VectorIndex:
             return np.stack([self.index.reconstruct(int(i)) for i in ids])
 
     def search(self, xq: np.ndarray, k: int, allowed_ids: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """(D, I) of shape (nq, k): scores and ids, -1 ids where fewer than k candidates exist."""
+        """(D, I) of shape (nq, k): cosine scores and ids, -1 ids where fewer than k candidates exist."""
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         with self._lock:
+            params = None
             if allowed_ids is not None:
                 sel = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
-                params = (faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe) if self._ivf() is not None
-                          else faiss.SearchParameters(sel=sel))
-                return self.index.search(xq, k, params=params)
-            return self.index.search(xq, k)
+                if self._ivf() is None:
+                    params = faiss.SearchParameters(sel=sel)
+                else:
+                    params = faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
+                    if isinstance(self.index, faiss.IndexPreTransform):
+                        params = faiss.SearchParametersPreTransform(index_params=params)
+            D, I = self.index.search(xq, k, params=params)
+        if self.kind == 'compressed':
+            D = np.where(I >= 0, 1 - D / 2, -np.inf).astype(np.float32)  # squared L2 of unit vectors -> cosine
+        return D, I
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -120,9 +162,9 @@ class VectorIndex:
             self.dirty = False
 
     @classmethod
-    def load(cls, path: Path, dim: int, kind: IndexKind = 'exact', nprobe: int = 16) -> 'VectorIndex':
-        """Read ``path`` if it exists and fits ``dim``; otherwise an empty index (reconciliation refills it)."""
-        index = cls(dim, kind, nprobe)
+    def load(cls, path: Path, dim: int, nprobe: int = 16, pca_dim: int = 256) -> 'VectorIndex':
+        """Read ``path`` if it exists and fits ``dim``; otherwise an empty exact index (reconciliation refills it)."""
+        index = cls(dim, 'exact', nprobe, pca_dim)
         path = Path(path)
         if path.exists():
             try:
@@ -131,8 +173,9 @@ class VectorIndex:
                 return index
             if loaded.d == dim:
                 index.index = loaded
-                index.kind = 'approx' if isinstance(loaded, faiss.IndexIVF) else 'exact'
-                if isinstance(loaded, faiss.IndexIVF):
-                    loaded.nprobe = nprobe
-                    loaded.set_direct_map_type(faiss.DirectMap.Hashtable)  # rebuilt from the lists
+                ivf = index._ivf()
+                if ivf is not None:
+                    index.kind = 'compressed' if isinstance(loaded, faiss.IndexPreTransform) else 'approx'
+                    ivf.nprobe = nprobe
+                    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # rebuilt from the lists
         return index

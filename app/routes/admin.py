@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import ValidationError
@@ -7,6 +8,7 @@ from reid.datasets import DatasetError, load_dataset
 from storage import crud
 
 from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_api_key
+from ..state import NoModel
 from ..schemas import (ERRORS, FinetuneJobParams, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
                        PruneJobParams, TrainJobParams)
 
@@ -99,3 +101,17 @@ def activate_model(model_id: IdPath, state: StateDep):
     except RuntimeError as e:
         raise HTTPException(status_code=409, detail=str(e)) from None
     return Message(detail=f'activating model {model_id}: follow GET /v1/admin/models (activation)')
+
+
+@router.post('/index/rebuild', response_model=Message, status_code=202)
+def rebuild_index(state: StateDep, kind: Optional[Literal['exact', 'approx', 'compressed']] = Query(
+        None, description='index kind (default: AMG_INDEX_KIND for the gallery size)')):
+    """Rebuild the active model's FAISS index in the background from the vectors in the database (e.g. switch a
+    grown gallery to ``compressed``); searches use the old index until the new one is complete."""
+    try:
+        state.rebuild_index(kind)
+    except NoModel as e:
+        raise HTTPException(status_code=503, detail=str(e)) from None
+    except RuntimeError as e:
+        raise HTTPException(status_code=409, detail=str(e)) from None
+    return Message(detail='rebuilding the index: follow GET /readyz (index_build)')

@@ -27,7 +27,7 @@ def readyz(state: StateDep):
     consistent = state.consistent()  # catches up with the change log first
     body = {'status': 'ready', 'model_id': snap.model_id, 'model_name': snap.model_name,
             'gallery_vectors': snap.index.ntotal, 'index_kind': snap.index.kind, 'backend': snap.embedder.backend,
-            'activation': state.activation}
+            'activation': state.activation, 'index_build': state.index_build}
     if not consistent:
         return JSONResponse(status_code=503, content=dict(body, status='index inconsistent'))
     return body

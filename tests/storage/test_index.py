@@ -86,3 +86,46 @@ def test_approximate_index_persists(tmp_path):
     assert loaded.kind == 'approx' and np.array_equal(np.sort(loaded.ids()), ids)
     assert loaded.remove(ids[:3]) == 3
     assert np.allclose(loaded.vectors()[0], xb[3], atol=1e-6)
+
+
+def _low_rank(nb, nq, d=512, latent=24, seed=0):
+    """Identity-structured vectors: identity centres and per-image variation in a low-dimensional subspace, plus a
+    little full-dimensional noise (like real embeddings, whose spectrum falls fast)."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(latent, d)) / np.sqrt(latent)
+    centres = rng.normal(size=(nb // 8, latent))
+    def draw(n):
+        z = centres[rng.integers(0, len(centres), n)] + 0.35 * rng.normal(size=(n, latent))
+        x = z @ basis + 0.05 * rng.normal(size=(n, d))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return draw(nq), draw(nb), np.arange(5000, 5000 + nb, dtype=np.int64)
+
+
+def test_compressed_index_recall_scores_ids_and_persistence(tmp_path):
+    xq, xb, ids = _low_rank(nb=6000, nq=50)
+    index = VectorIndex(512, nprobe=16, pca_dim=64)
+    fresh = index.trained_like('compressed', xb[:3000], expected=len(xb))
+    fresh.add(ids, xb)
+    index.swap(fresh)
+    assert index.kind == 'compressed' and index.ntotal == len(xb)
+    D, I = index.search(xq, 10)
+    D_ref, I_ref = knn_reference(xq, xb, ids, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I, I_ref)])
+    assert recall >= 0.9
+    assert np.abs(D[:, 0] - D_ref[:, 0]).max() < 0.05  # reported as cosines
+    assert index.remove(ids[:10]) == 10 and index.ntotal == len(xb) - 10
+    allowed = ids[100:150]
+    _, I = index.search(xq, 5, allowed_ids=allowed)
+    assert set(I.ravel()) - {-1} <= set(allowed)
+    index.save(tmp_path / 'pq.faiss')
+    loaded = VectorIndex.load(tmp_path / 'pq.faiss', 512, nprobe=16)
+    assert loaded.kind == 'compressed' and np.array_equal(loaded.ids(), np.sort(ids[10:]))
+    assert np.array_equal(loaded.search(xq, 10)[1], index.search(xq, 10)[1])
+
+
+def test_small_samples_fall_back_to_exact_and_unknown_kinds_are_refused():
+    xq, xb, ids = _data(nb=100)
+    index = VectorIndex(32)
+    assert index.trained_like('compressed', xb).kind == 'exact'  # 100 < 256 training vectors
+    with pytest.raises(ValueError, match='unknown index kind'):
+        index.trained_like('hnsw', xb)
