@@ -26,9 +26,21 @@ def _summarise(event: Dict[str, Any]) -> Dict[str, Any]:
             if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def run_job(job_id: int, database_url: str, data_dir: str) -> None:
+def _yield_to_queries(nice: int) -> None:
+    """A job must not slow the queries down: lower the worker's CPU priority and leave it one core less."""
+    import os
+
+    import torch
+    if nice:
+        os.nice(nice)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+
+
+def run_job(job_id: int, database_url: str, data_dir: str, nice: int = 10) -> None:
     """Worker-process entry point: run the job recorded in the database and record how it ended."""
     from pathlib import Path
+
+    _yield_to_queries(nice)
 
     from app.state import ensure_onnx, register_checkpoint
     from pruning.schedule import PruneConfig, prune
@@ -88,8 +100,9 @@ class JobManager:
     """Queues jobs and runs at most ``max_workers`` worker processes at once."""
 
     def __init__(self, Session, database_url: str, data_dir: str, max_workers: int = 1,
-                 cancel_grace_seconds: float = 20.0) -> None:
+                 cancel_grace_seconds: float = 20.0, nice: int = 10) -> None:
         self.Session = Session
+        self.nice = nice
         self.database_url = database_url
         self.data_dir = data_dir
         self.cancel_grace_seconds = cancel_grace_seconds
@@ -116,7 +129,7 @@ class JobManager:
                 if job is None or job.state != 'queued':  # cancelled while waiting
                     self._slots.release()
                     continue
-            proc = self._ctx.Process(target=run_job, args=(job_id, self.database_url, self.data_dir),
+            proc = self._ctx.Process(target=run_job, args=(job_id, self.database_url, self.data_dir, self.nice),
                                      name=f'amg-job-{job_id}', daemon=True)
             proc.start()
             self._procs[job_id] = proc

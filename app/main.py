@@ -28,7 +28,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         service.startup()
         app.state.service = service
         app.state.jobs = JobManager(service.Session, settings.database_url, str(service.data_dir),
-                                    max_workers=settings.job_workers)
+                                    max_workers=settings.job_workers, nice=settings.job_nice)
         yield
         app.state.jobs.shutdown()
         service.shutdown()

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_pixels: int = Field(25_000_000, ge=1024, description='width x height limit (decompression bombs)')
     max_files_per_request: int = Field(256, ge=1)
     job_workers: int = Field(1, ge=1, description='background job processes at once')
+    job_nice: int = Field(10, ge=0, le=19, description='CPU priority of job processes (nice): queries come first')
 
     @model_validator(mode='after')
     def _default_database(self) -> 'Settings':

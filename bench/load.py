@@ -3,9 +3,10 @@
 Starts `amg-reid serve` with an LA-Tiny checkpoint and a small synthetic gallery, then a load generator in a second
 process sends POST /v1/search from 1, 8 and 32 concurrent clients for a fixed time each (bounded, loopback only).
 Prints throughput, p50/p99 latency, and the ratio of service throughput to the bare model's images/s at a batch
-size equal to the concurrency (target >= 0.8).
+size equal to the concurrency (target >= 0.8). Then one client's p50/p99 latency idle and while a prune job
+fine-tunes in the service's worker process (target: p99 within 2x of idle).
 
-    python -m bench.load [--seconds 10] [--rounds 3] [--backend torch|onnx] [--img-size 224 224]
+    python -m bench.load [--seconds 10] [--rounds 3] [--job-seconds 10] [--backend torch|onnx] [--img-size 224 224]
 """
 import argparse
 import json
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+KEY = 'bench-key'  # admin key of the throwaway server
 
 
 def client_main(url: str, concurrency: int, seconds: float, image: str) -> None:
@@ -51,6 +53,39 @@ def client_main(url: str, concurrency: int, seconds: float, image: str) -> None:
     print(json.dumps(dict(requests=len(latencies), errors=errors, seconds=elapsed, latencies_ms=latencies)))
 
 
+def run_clients(url: str, concurrency: int, seconds: float, image: str) -> dict:
+    out = subprocess.run([sys.executable, '-m', 'bench.load', '--client', url, str(concurrency), str(seconds), image],
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                         timeout=seconds * 10 + 60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def percentiles(latencies) -> tuple:
+    lat = sorted(latencies)
+    return statistics.median(lat), lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+
+
+def latency_during_job(url: str, image: str, data_dir: Path, seconds: float) -> tuple:
+    """((p50, p99) idle, (p50, p99) while a prune job fine-tunes in the worker process) for one client."""
+    import httpx
+    idle = percentiles(run_clients(url, 1, seconds, image)['latencies_ms'])
+    headers = {'X-API-Key': KEY}
+    job = httpx.post(url + '/v1/admin/jobs', headers=headers, timeout=30, json=dict(kind='prune', params=dict(
+        data_dir=str(data_dir), batch_size=16, prune_mode='head_attn', head_rate=0.5, token_rate=0.3,
+        final_finetune=1000))).json()['id']
+    deadline = time.time() + 120
+    while httpx.get(f'{url}/v1/admin/jobs/{job}', headers=headers).json()['progress'] <= 0:  # scored, pruned
+        if time.time() > deadline:
+            raise RuntimeError('the prune job did not start fine-tuning')
+        time.sleep(0.5)
+    busy = percentiles(run_clients(url, 1, seconds, image)['latencies_ms'])
+    state = httpx.get(f'{url}/v1/admin/jobs/{job}', headers=headers).json()['state']
+    httpx.post(f'{url}/v1/admin/jobs/{job}/cancel', headers=headers)
+    if state != 'running':
+        raise RuntimeError(f'the prune job was {state} before the measurement ended')
+    return idle, busy
+
+
 def bare_throughput(checkpoint: Path, image: str, batch: int, backend: str, seconds: float = 5.0) -> float:
     from models.embedder import Embedder, open_image
     embedder = Embedder(checkpoint, backend=backend, batch_size=batch)
@@ -70,6 +105,8 @@ def main() -> None:
     p.add_argument('--img-size', nargs=2, type=int, default=[224, 224])
     p.add_argument('--concurrency', default='1,8,32')
     p.add_argument('--rounds', type=int, default=3, help='interleaved service/bare rounds per level (median)')
+    p.add_argument('--job-seconds', type=float, default=10,
+                   help='also measure 1-client latency idle and while a prune job runs, this long each (0: skip)')
     p.add_argument('--client', nargs=4, metavar=('URL', 'CONCURRENCY', 'SECONDS', 'IMAGE'), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.client:
@@ -87,15 +124,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix='amg-load-'))
     generate_dataset(work / 'data', SynthConfig(num_ids=20, num_cams=3, imgs_per_id=6, seed=0), progress=False)
     ds = load_dataset(work / 'data')
-    ckpt = save_checkpoint(create_model('amg_vit_tiny_patch16_224', img_size=tuple(a.img_size)).eval(),
-                           work / 'model.safetensors')
+    train_ids = len({r.pid for r in ds.train})  # so that a prune job can fine-tune it on this dataset
+    ckpt = save_checkpoint(create_model('amg_vit_tiny_patch16_224', img_size=tuple(a.img_size),
+                                        num_classes=train_ids).eval(), work / 'model.safetensors')
     if a.backend == 'onnx':
         from models.checkpoints import load_model
         export_onnx(load_model(ckpt), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_BACKEND=a.backend, AMG_BATCH_WAIT_MS='5')
+    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_BACKEND=a.backend, AMG_BATCH_WAIT_MS='5', AMG_API_KEY=KEY)
     server = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
                                str(work / 'service'), '--weight-path', str(ckpt)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -117,17 +155,14 @@ def main() -> None:
             # interleaved rounds (service, then bare model), medians: the 2 shared cores drift by 10% or more
             rounds = []
             for _ in range(a.rounds):
-                out = subprocess.run([sys.executable, '-m', 'bench.load', '--client', url, str(c), str(a.seconds),
-                                      image], env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
-                                     text=True, timeout=a.seconds * 10 + 60, check=True)
-                r = json.loads(out.stdout.strip().splitlines()[-1])
+                r = run_clients(url, c, a.seconds, image)
                 rounds.append((r, bare_throughput(ckpt, image, c, a.backend, seconds=a.seconds / 2)))
-            lat = sorted(x for r, _ in rounds for x in r['latencies_ms'])
             rps = statistics.median(r['requests'] / r['seconds'] for r, _ in rounds)
             bare = statistics.median(b for _, b in rounds)
             ratio = statistics.median(r['requests'] / r['seconds'] / b for r, b in rounds)
-            rows.append((c, rps, statistics.median(lat), lat[min(len(lat) - 1, int(0.99 * len(lat)))], bare, ratio,
+            rows.append((c, rps, *percentiles([x for r, _ in rounds for x in r['latencies_ms']]), bare, ratio,
                          sum(r['errors'] for r, _ in rounds)))
+        during_job = latency_during_job(url, image, work / 'data', a.job_seconds) if a.job_seconds else None
     finally:
         server.terminate()
         server.wait()
@@ -141,6 +176,11 @@ def main() -> None:
         ok &= ratio >= 0.8
         print(f'| {c} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {bare:.1f} | {ratio:.2f} | {errors} |')
     print(f"target: service throughput >= 0.8x bare model at the same batch size: {'PASS' if ok else 'FAIL'}")
+    if during_job:
+        (i50, i99), (j50, j99) = during_job
+        print(f'\n1 client, {a.job_seconds:.0f} s each: idle p50 {i50:.1f} ms / p99 {i99:.1f} ms; while a prune job '
+              f'runs in the worker: p50 {j50:.1f} ms / p99 {j99:.1f} ms ({j99 / i99:.2f}x)')
+        print(f"target: p99 during a prune job within 2x of idle: {'PASS' if j99 <= 2 * i99 else 'FAIL'}")
 
 
 if __name__ == '__main__':

@@ -1,61 +1,168 @@
-"""kill -9 the server during batch uploads; after a restart every acknowledged upload is there, DB and index agree."""
+"""kill -9 the server at random moments - during a 2,000-image upload and during a model switch - and restart it:
+every acknowledged upload is there and searchable, no vector lacks a row, no row lacks a vector, and the index holds
+one model's vectors only."""
+import io
 import os
 import random
 import signal
 import threading
 import time
+from pathlib import Path
+from typing import Dict, Set, Tuple
 
+import faiss
 import httpx
+import numpy as np
 import pytest
+import torch
+from PIL import Image
+from sqlalchemy import select
 
-from tests.app.conftest import files_for, free_port, start_server
+from app.state import register_checkpoint
+from models.checkpoints import load_model, save_checkpoint
+from storage.db import GalleryImage, ModelVersion, make_engine, make_sessionmaker
+from tests.app.conftest import free_port, start_server
+
+pytestmark = pytest.mark.slow
 
 
-@pytest.mark.slow
-def test_kill_9_during_batch_upload_loses_no_acknowledged_image(tmp_path, service_model, dataset):
+def distinct_images(count: int, seed: int = 0):
+    """Small JPEGs that all differ (coloured blocks with noise), so every one has its own nearest neighbour."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        blocks = rng.integers(0, 256, (4, 2, 3)).repeat(16, 0).repeat(16, 1)
+        pixels = np.clip(blocks + rng.normal(0, 20, blocks.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format='JPEG', quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def stored_ids(data_dir: Path) -> Tuple[Set[int], Set[int], int]:
+    """(database ids, ids in the active model's saved index, active model id), read from the files of a stopped
+    server."""
+    Session = make_sessionmaker(make_engine(f'sqlite:///{data_dir / "amg.db"}'))
+    with Session() as s:
+        db_ids = set(s.scalars(select(GalleryImage.id)))
+        active = s.scalars(select(ModelVersion.id).where(ModelVersion.active.is_(True))).one()
+    index = faiss.read_index(str(data_dir / f'index-model{active}.faiss'))
+    return db_ids, set(faiss.vector_to_array(index.id_map).tolist()), active
+
+
+def restart(data_dir: Path, model: Path):
+    proc = start_server(data_dir, model, free_port())  # start-up reconciles database and index
+    return proc, f'http://127.0.0.1:{proc.args[proc.args.index("--port") + 1]}'
+
+
+def stop(proc) -> None:
+    proc.terminate()  # a clean stop saves the index
+    proc.wait(timeout=60)
+
+
+def test_kill_9_during_a_2000_image_upload(tmp_path, service_model):
     rng = random.Random(0)
-    images = [g for g in dataset.gallery if g.pid > 0]
-    acknowledged = {}  # image id -> source file
-    for cycle in range(3):
-        port = free_port()
-        proc = start_server(tmp_path, service_model, port)
-        stop = threading.Event()
+    images = distinct_images(2000)
+    acknowledged: Dict[int, int] = {}  # gallery id -> image number
+    next_image, kills = 0, 0
+    while next_image < len(images):
+        proc, url = restart(tmp_path, service_model)
+        stop_uploading = threading.Event()
 
         def upload() -> None:
-            with httpx.Client(base_url=f'http://127.0.0.1:{port}', timeout=30) as client:
-                while not stop.is_set():
-                    batch = rng.sample(images, 8)
+            nonlocal next_image
+            with httpx.Client(base_url=url, timeout=60) as client:
+                while not stop_uploading.is_set() and next_image < len(images):
+                    batch = list(range(next_image, min(len(images), next_image + 50)))
                     try:
-                        r = client.post('/v1/gallery', files=files_for([b.path for b in batch]),
-                                        data={'person_id': ','.join(str(b.pid) for b in batch)})
+                        r = client.post('/v1/gallery', data={'person_id': ','.join(str(i) for i in batch)}, files=[
+                            ('images', (f'{i}.jpg', images[i], 'image/jpeg')) for i in batch])
                     except httpx.HTTPError:
-                        return  # the server died mid-request: not acknowledged
-                    if r.status_code == 201:
-                        for item, b in zip(r.json()['data'], batch):
-                            acknowledged[item['id']] = b.path
+                        return  # killed mid-request: not acknowledged, sent again after the restart
+                    assert r.status_code == 201, r.text
+                    for item, i in zip(r.json()['data'], batch):
+                        acknowledged[item['id']] = i
+                    next_image = batch[-1] + 1
 
         worker = threading.Thread(target=upload)
         worker.start()
-        time.sleep(rng.uniform(1.0, 4.0))
+        if kills < 8:  # kill at a random moment, 8 times; then let the upload finish
+            time.sleep(rng.uniform(0.2, 1.2))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            stop_uploading.set()
+        worker.join()
+        if proc.poll() is None:
+            stop(proc)
+
+        proc, url = restart(tmp_path, service_model)
+        try:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                ready = client.get('/readyz').json()
+                assert ready['status'] == 'ready'
+                assert ready['gallery_vectors'] == client.get('/v1/gallery', params={'limit': 1}).json()['count']
+                for image_id in rng.sample(sorted(acknowledged), min(3, len(acknowledged))):
+                    i = acknowledged[image_id]
+                    r = client.post('/v1/search', files=[('images', ('q.jpg', images[i], 'image/jpeg'))],
+                                    data={'k': '5', 'min_score': '-1'}).json()
+                    assert r['results'][0]['matches'][0]['image_id'] == image_id  # itself, first
+        finally:
+            stop(proc)
+        db_ids, index_ids, _ = stored_ids(tmp_path)
+        assert db_ids == index_ids  # no vector without a row, no row without a vector
+        assert set(acknowledged) <= db_ids  # nothing acknowledged was lost
+    assert kills >= 5 and len(acknowledged) >= len(images)  # (8 unless the upload finished first)
+
+
+def test_kill_9_during_a_model_switch(tmp_path, service_model, dataset):
+    rng = random.Random(1)
+    gallery = [r for r in dataset.train + dataset.gallery if r.pid > 0][:300]
+    # a second model that embeds very differently: a mix of the two models' vectors would show in the scores
+    other = load_model(service_model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.copy_(torch.randn_like(p) * p.std().clamp_min(1e-3))
+    second_path = save_checkpoint(other, tmp_path / 'second.safetensors')
+    proc, url = restart(tmp_path, service_model)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for start in range(0, len(gallery), 100):
+            chunk = gallery[start:start + 100]
+            assert client.post('/v1/gallery', data={'person_id': ','.join(str(r.pid) for r in chunk)}, files=[
+                ('images', (Path(r.path).name, Path(r.path).read_bytes(), 'image/jpeg')) for r in chunk]
+            ).status_code == 201
+    stop(proc)
+    Session = make_sessionmaker(make_engine(f'sqlite:///{tmp_path / "amg.db"}'))
+    with Session.begin() as s:
+        first = s.scalars(select(ModelVersion.id).where(ModelVersion.active.is_(True))).one()
+        second = register_checkpoint(s, str(second_path), name='second').id
+    seen = set()
+    for cycle in range(4):
+        proc, url = restart(tmp_path, service_model)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            active = client.get('/readyz').json()['model_id']
+            target = second if active == first else first
+            r = client.post(f'/v1/admin/models/{target}/activate', headers={'X-API-Key': 'k'})
+            assert r.status_code == 202
+            time.sleep(rng.uniform(0.0, 1.5))  # the re-embedding of 300 images takes about this long
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        stop.set()
-        worker.join()
 
-        proc = start_server(tmp_path, service_model, free_port())  # start-up reconciles DB and index
-        port = proc.args[proc.args.index('--port') + 1]
+        proc, url = restart(tmp_path, service_model)
         try:
-            with httpx.Client(base_url=f'http://127.0.0.1:{port}', timeout=30) as client:
+            with httpx.Client(base_url=url, timeout=60) as client:
                 ready = client.get('/readyz').json()
-                assert ready['status'] == 'ready'  # index ids == database ids
-                count = client.get('/v1/gallery', params={'limit': 1}).json()['count']
-                assert ready['gallery_vectors'] == count >= len(acknowledged)
-                for image_id in rng.sample(sorted(acknowledged), min(5, len(acknowledged))):
-                    assert client.get(f'/v1/gallery/{image_id}').status_code == 200
-                    r = client.post('/v1/search', files=files_for([acknowledged[image_id]]),
-                                    data={'k': '50', 'min_score': '-1'}).json()
-                    assert image_id in [m['image_id'] for m in r['results'][0]['matches']]
+                assert ready['status'] == 'ready' and ready['model_id'] in (first, second)
+                seen.add(ready['model_id'])
+                for r in rng.sample(gallery, 10):  # every image finds itself with the serving model's vector
+                    body = client.post('/v1/search', files=[
+                        ('images', ('q.jpg', Path(r.path).read_bytes(), 'image/jpeg'))],
+                        data={'k': '1', 'min_score': '-1'}).json()
+                    assert body['model_id'] == ready['model_id']
+                    assert body['results'][0]['best_score'] > 0.999, body
         finally:
-            proc.terminate()
-            proc.wait()
-    assert len(acknowledged) > 0
+            stop(proc)
+        db_ids, index_ids, _ = stored_ids(tmp_path)
+        assert db_ids == index_ids and len(db_ids) == len(gallery)
+    assert seen  # the model that serves after each crash is one of the two, whole
