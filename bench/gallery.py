@@ -11,7 +11,8 @@ The gallery is generated in chunks from per-chunk seeds (never held in memory as
 Prints recall@10 against exact search and ms/query (one batch of all queries, and one query at a time) for each
 nprobe, with the target's verdict (recall@10 >= 0.95 at <= 2 ms/query).
 
-    python -m bench.gallery [--n 1000000] [--dim 10752] [--queries 200] [--pca-dim 256] [--nprobe 32,64,128,256]
+    python -m bench.gallery [--n 1000000] [--dim 10752] [--per-id 16] [--queries 200] [--pca-dim 256]
+                            [--nprobe 16,32,64,128]
 """
 import argparse
 import time
@@ -84,7 +85,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--n', type=int, default=1_000_000)
     p.add_argument('--dim', type=int, default=10752, help='LA-Base: 14 parts x 768')
-    p.add_argument('--per-id', type=int, default=8, help='gallery images per identity')
+    p.add_argument('--per-id', type=int, default=16,
+                   help='gallery images per identity (Market-1501 and DukeMTMC galleries: 16-26)')
     p.add_argument('--latent', type=int, default=128)
     p.add_argument('--intra', type=float, default=0.5, help='per-image variation, relative to the centres')
     p.add_argument('--noise', type=float, default=0.02,
@@ -92,7 +94,7 @@ def main() -> None:
     p.add_argument('--queries', type=int, default=200)
     p.add_argument('--train', type=int, default=160_000, help='vectors sampled to train the PCA and IVF')
     p.add_argument('--pca-dim', type=int, default=256)
-    p.add_argument('--nprobe', default='32,64,128,256')
+    p.add_argument('--nprobe', default='16,32,64,128')
     p.add_argument('--chunk', type=int, default=20_000)
     p.add_argument('--threads', type=int, default=None, help='FAISS threads (default: all cores)')
     p.add_argument('--seed', type=int, default=0)

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from .db import GalleryChange, GalleryImage, GalleryVector, Job, ModelVersion, utcnow
 
-__all__ = ['add_images', 'get_image', 'get_images', 'list_images', 'delete_image', 'filter_image_ids',
+__all__ = ['add_images', 'get_image', 'get_images', 'get_match_rows', 'list_images', 'delete_image', 'filter_image_ids',
            'all_image_ids', 'all_images', 'count_images', 'count_by_sha', 'put_vectors', 'get_vectors',
            'last_change_seq', 'changes_after', 'images_needing_vectors', 'set_model_version', 'add_model',
            'get_model', 'list_models', 'active_model', 'activate_model', 'create_job', 'get_job', 'list_jobs',
@@ -38,6 +38,19 @@ def get_images(*, session: Session, image_ids: Sequence[int]) -> Dict[int, Galle
     if not ids:
         return {}
     return {r.id: r for r in session.scalars(select(GalleryImage).where(GalleryImage.id.in_(ids)))}
+
+
+MATCH_COLUMNS = (GalleryImage.id, GalleryImage.person_id, GalleryImage.camera_id, GalleryImage.timestamp,
+                 GalleryImage.tags, GalleryImage.source_name)
+
+
+def get_match_rows(*, session: Session, image_ids: Sequence[int]) -> Dict[int, Any]:
+    """What a search answer shows of each match (id, person, camera, timestamp, tags, file name), by id, in one
+    column query (no ORM objects: this runs on every search)."""
+    ids = [int(i) for i in image_ids]
+    if not ids:
+        return {}
+    return {r.id: r for r in session.execute(select(*MATCH_COLUMNS).where(GalleryImage.id.in_(ids)))}
 
 
 def _filtered(stmt, *, person_id: Optional[int] = None, camera_ids: Optional[Sequence[int]] = None,

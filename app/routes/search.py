@@ -53,12 +53,13 @@ async def search(
         hits = await run_in_threadpool(state.search, snap, [d.image for d in decoded], k,
                                        [allowed_for(cam) for cam in cams])
         results = []
+        thumbnail = request.app.url_path_for('gallery_thumbnail', image_id='{image_id}')
         for qi, (item, (D, I)) in enumerate(zip(decoded, hits)):
-            rows = crud.get_images(session=s, image_ids=[i for i in I if i >= 0])
+            rows = crud.get_match_rows(session=s, image_ids=[i for i in I if i >= 0])
             matches = [SearchMatch(
                 image_id=row.id, score=float(score), person_id=row.person_id, camera_id=row.camera_id,
                 timestamp=row.timestamp, tags=row.tags or [], source_name=row.source_name,
-                thumbnail_url=str(request.url_for('gallery_thumbnail', image_id=row.id).path),
+                thumbnail_url=thumbnail.replace('{image_id}', str(row.id)),
                 above_threshold=bool(score >= threshold))
                 for score, image_id in zip(D, I) if (row := rows.get(int(image_id))) is not None]
             best = matches[0] if matches else None

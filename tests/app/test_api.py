@@ -227,3 +227,12 @@ def test_exif_rotation_is_applied(gallery_client):
     thumb = client.get(r.json()['data'][0]['thumbnail_url'])
     assert Image.open(io.BytesIO(thumb.content)).size == (64, 128)  # upright person crop
     assert client.delete(f"/v1/gallery/{r.json()['data'][0]['id']}").status_code == 200
+
+
+def test_request_body_limit_answers_413_before_reading(tmp_path):
+    with make_client(tmp_path, max_request_bytes=2048) as client:
+        r = client.post('/v1/search', files=[('images', ('big.jpg', b'x' * 5000, 'image/jpeg'))])
+        assert r.status_code == 413 and 'exceeds the limit of 2048' in r.json()['detail']
+        assert client.get('/healthz').status_code == 200
+        text = client.get('/metrics').text
+        assert 'amg_request_seconds_count{method="GET",route="/healthz",status="200"} 1.0' in text
