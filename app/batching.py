@@ -1,54 +1,83 @@
-"""Dynamic batching: concurrent queries share one model forward pass (bounded wait)."""
+"""The service's model thread: dynamic batching of concurrent queries, and every other model or FAISS call.
+
+One thread runs all of them because a second long-lived thread with its own OpenMP team (FAISS searches from the
+event loop did that) made every torch forward ~35% slower on 2 cores (libgomp throttles its spin-waiting when
+there are more team threads than cores).
+"""
 import logging
 import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-__all__ = ['DynamicBatcher']
+__all__ = ['ModelThread']
 
 _logger = logging.getLogger(__name__)
 EmbedFn = Callable[[List[Any]], np.ndarray]
 
 
-class DynamicBatcher:
-    """Runs queued embedding requests together, as one forward pass of up to ``max_batch`` images.
+class _Request(NamedTuple):
+    fn: Optional[EmbedFn]  # None: ``call`` is a plain call
+    images: Sequence[Any]
+    future: Future
+    then: Optional[Callable[[np.ndarray], Any]] = None
+    call: Optional[Callable[[], Any]] = None
 
-    Whatever queued while the previous batch ran is taken at once (continuous batching). The worker lingers up to
-    ``max_wait_ms`` for more requests only under concurrency (the previous batch merged several requests): a lone
-    client never waits for company that is not coming.
 
-    Requests for different models (a model switch in flight) are never mixed: each batch goes to one embed function.
-    ``on_batch(n)`` is told every batch size (for metrics).
+class ModelThread:
+    """Runs queued work on one thread. Embedding requests that queued while the previous work ran go through the
+    model together (continuous batching, up to ``max_batch`` images); the thread lingers up to ``max_wait_ms`` for
+    more only under concurrency (the previous batch merged several requests): a lone client never waits for
+    company that is not coming. ``merge=False`` runs every request alone.
+
+    Requests for different models (a model switch in flight) are never mixed. ``on_batch(n)`` is told every batch
+    size (for metrics).
     """
 
-    def __init__(self, max_batch: int = 32, max_wait_ms: float = 5.0,
-                 on_batch: Optional[Callable[[int], None]] = None,
-                 run: Callable[..., np.ndarray] = lambda fn, images: fn(images)) -> None:
-        self.max_batch = max_batch
-        self.run = run  # how a batch's forward is executed (the service runs it on its model thread)
+    def __init__(self, max_batch: int = 32, max_wait_ms: float = 5.0, merge: bool = True,
+                 on_batch: Optional[Callable[[int], None]] = None) -> None:
+        self.max_batch = max_batch if merge else 1
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
-        self._queue: 'queue.Queue[Tuple[EmbedFn, Sequence[Any], Future]]' = queue.Queue()
-        self._worker = threading.Thread(target=self._run, name='embed-batcher', daemon=True)
+        self._queue: 'queue.Queue[Optional[_Request]]' = queue.Queue()
+        self._worker = threading.Thread(target=self._run, name='model', daemon=True)
         self._worker.start()
 
-    def embed(self, fn: EmbedFn, images: Sequence[Any]) -> np.ndarray:
+    def embed(self, fn: EmbedFn, images: Sequence[Any], then: Optional[Callable[[np.ndarray], Any]] = None) -> Any:
+        """``fn(images)`` on the model thread, batched with other requests; ``then(vectors)`` runs there too, right
+        after (a query's index search: no second trip)."""
         future: Future = Future()
-        self._queue.put((fn, list(images), future))
+        self._queue.put(_Request(fn, list(images), future, then))
         return future.result()
 
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on the model thread (model loading, index updates)."""
+        if threading.current_thread() is self._worker:
+            return fn(*args, **kwargs)
+        future: Future = Future()
+        self._queue.put(_Request(None, (), future, call=lambda: fn(*args, **kwargs)))
+        return future.result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=60)
+
     def _run(self) -> None:
-        pending: Optional[Tuple[EmbedFn, Sequence[Any], Future]] = None
+        pending: Optional[_Request] = None
         concurrent = False
         while True:
             first = pending or self._queue.get()
             pending = None
+            if first is None:
+                return
+            if first.fn is None:
+                self._call(first)
+                continue
             batch = [first]
-            count = len(first[1])
+            count = len(first.images)
             deadline = time.perf_counter() + (self.max_wait if concurrent else 0.0)
             while count < self.max_batch:
                 remaining = deadline - time.perf_counter()
@@ -56,24 +85,35 @@ class DynamicBatcher:
                     item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item[0] is not first[0]:
-                    pending = item  # another model: it starts the next batch
+                if item is None or item.fn is not first.fn:
+                    pending = item  # another model, a plain call or the end: after this batch
                     break
                 batch.append(item)
-                count += len(item[1])
+                count += len(item.images)
             concurrent = len(batch) > 1
-            self._process(first[0], batch, count)
+            self._process(first.fn, batch, count)
 
-    def _process(self, fn: EmbedFn, batch, count: int) -> None:
+    @staticmethod
+    def _call(request: _Request) -> None:
         try:
-            vectors = self.run(fn, [image for _, images, _ in batch for image in images])
-        except Exception as e:  # every caller gets the error, the batcher keeps running
-            for _, _, future in batch:
-                future.set_exception(e)
+            request.future.set_result(request.call())
+        except BaseException as e:  # the caller gets it; the thread keeps serving
+            request.future.set_exception(e)
+
+    def _process(self, fn: EmbedFn, batch: List[_Request], count: int) -> None:
+        try:
+            vectors = fn([image for request in batch for image in request.images])
+        except Exception as e:  # every caller gets the error, the thread keeps running
+            for request in batch:
+                request.future.set_exception(e)
             return
         if self.on_batch is not None:
             self.on_batch(count)
         start = 0
-        for _, images, future in batch:
-            future.set_result(vectors[start:start + len(images)])
-            start += len(images)
+        for request in batch:
+            mine = vectors[start:start + len(request.images)]
+            start += len(request.images)
+            try:
+                request.future.set_result(request.then(mine) if request.then is not None else mine)
+            except Exception as e:
+                request.future.set_exception(e)

@@ -27,12 +27,17 @@ def _summarise(event: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _yield_to_queries(nice: int) -> None:
-    """A job must not slow the queries down: lower the worker's CPU priority and leave it one core less."""
+    """A job must not slow the queries down: on Linux the worker runs under SCHED_IDLE (it gets a core only when
+    the service does not want it, and is preempted at once when it does), elsewhere at ``nice``; it also leaves
+    one core to the service."""
     import os
 
     import torch
-    if nice:
-        os.nice(nice)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or not permitted
+        if nice:
+            os.nice(nice)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
 
 

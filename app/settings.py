@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     onnx_threads: Optional[int] = Field(None, ge=1, description='ONNX Runtime threads (default: all cores)')
     embed_batch_size: int = Field(32, ge=1, le=1024)
     batch_wait_ms: float = Field(5.0, ge=0, le=1000,
-                                 description='concurrent queries wait up to this long to share a forward pass; 0: off')
+                                 description='under concurrency, queries wait up to this long to share a forward pass; '
+                                             '0: every query alone')
     index_kind: Literal['exact', 'approx', 'compressed', 'auto'] = Field(
         'exact', description='exact (flat); approx (IVF, full vectors); compressed (PCA + IVF + float16 codes: '
                              'million-image galleries of LA-Base vectors); auto: IVF above approx_threshold')
@@ -42,7 +43,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(25_000_000, ge=1024, description='width x height limit (decompression bombs)')
     max_files_per_request: int = Field(256, ge=1)
     job_workers: int = Field(1, ge=1, description='background job processes at once')
-    job_nice: int = Field(10, ge=0, le=19, description='CPU priority of job processes (nice): queries come first')
+    job_nice: int = Field(10, ge=0, le=19, description='nice of job processes where SCHED_IDLE is unavailable '
+                                                       '(Linux runs them under SCHED_IDLE): queries come first')
 
     @model_validator(mode='after')
     def _default_database(self) -> 'Settings':

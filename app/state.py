@@ -8,7 +8,6 @@ image file is fsynced and its row committed.
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -24,7 +23,7 @@ from storage.db import GalleryImage, ModelVersion, make_engine, make_sessionmake
 from storage.images import ImageStore
 from storage.index import MIN_TRAIN, IndexKind, VectorIndex
 
-from .batching import DynamicBatcher
+from .batching import ModelThread
 from .imaging import DecodedImage, load_stored
 from .metrics import Metrics
 from .settings import Settings
@@ -105,12 +104,8 @@ class ServiceState:
         self.index_build: Dict[str, Any] = {'state': 'idle'}
         self._stop = threading.Event()
         self._saver: Optional[threading.Thread] = None
-        # Every model load, forward and FAISS call runs on this one thread: once a second long-lived thread owns an
-        # OpenMP team (FAISS in the event loop did), torch forwards ran ~35% slower on 2 cores.
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix='model')
-        self.batcher = DynamicBatcher(max_batch=settings.embed_batch_size, max_wait_ms=settings.batch_wait_ms,
-                                      on_batch=self.metrics.embed_batch.observe,
-                                      run=self.on_model_thread) if settings.batch_wait_ms > 0 else None
+        self.model_thread = ModelThread(max_batch=settings.embed_batch_size, max_wait_ms=settings.batch_wait_ms,
+                                        merge=settings.batch_wait_ms > 0, on_batch=self.metrics.embed_batch.observe)
 
     # ---- life cycle ------------------------------------------------------------------------------------------
     def startup(self) -> None:
@@ -132,7 +127,7 @@ class ServiceState:
         if self._saver is not None:
             self._saver.join(timeout=60)  # no faiss call may be running in a thread while the interpreter exits
         self.save_index()
-        self._model_thread.shutdown(wait=True)
+        self.model_thread.close()
 
     def _register_configured_model(self, s) -> None:
         path = str(Path(self.settings.model_path).resolve())
@@ -146,7 +141,8 @@ class ServiceState:
 
 
     def on_model_thread(self, fn, *args, **kwargs):
-        return self._model_thread.submit(fn, *args, **kwargs).result()
+        """Model loads, forwards and FAISS calls all run on one thread (see app.batching)."""
+        return self.model_thread.call(fn, *args, **kwargs)
 
     def _index_path(self, model_id: int) -> Path:
         return self.index_dir / f'index-model{model_id}.faiss'
@@ -173,18 +169,13 @@ class ServiceState:
         return self._snapshot is not None
 
     # ---- embedding -------------------------------------------------------------------------------------------
-    def embed_queries(self, embedder: Embedder, images: Sequence) -> np.ndarray:
-        """Query embeddings; concurrent queries are batched together when dynamic batching is on."""
-        if self.batcher is None:
-            return self.embed(embedder, images)
-        tensors = [embedder.preprocess(image) for image in images]  # here: overlaps the model thread's forwards
-        return self.batcher.embed(embedder, tensors)
-
     def search(self, snap: Snapshot, images: Sequence, k: int,
                allowed: Sequence[Optional[np.ndarray]]) -> List[Tuple[np.ndarray, np.ndarray]]:
-        """(scores, ids) of the top ``k`` per query image; ``allowed[i]``: the ids query i may match (None: all)."""
-        xq = self.embed_queries(snap.embedder, images)
-        return self.on_model_thread(_search_each, snap.index, xq, k, allowed)
+        """(scores, ids) of the top ``k`` per query image; ``allowed[i]``: the ids query i may match (None: all).
+        Concurrent queries share a forward pass; each one's index search follows on the model thread."""
+        tensors = [snap.embedder.preprocess(image) for image in images]  # here: overlaps other forwards
+        return self.model_thread.embed(snap.embedder, tensors,
+                                       then=lambda xq: _search_each(snap.index, xq, k, allowed))
 
     def embed(self, embedder: Embedder, images: Sequence) -> np.ndarray:
         bs = embedder.batch_size

@@ -22,15 +22,18 @@ class ResizeNormalize:
 
     def __init__(self, img_size: Sequence[int]) -> None:
         self.size: Tuple[int, int] = (int(img_size[0]), int(img_size[1]))
-        self._scale = (1 / (255 * np.asarray(IMAGENET_STD))).astype(np.float32)
-        self._shift = (-np.asarray(IMAGENET_MEAN) / np.asarray(IMAGENET_STD)).astype(np.float32)
+        self._scale = (1 / (255 * np.asarray(IMAGENET_STD))).astype(np.float32)[:, None, None]
+        self._shift = (-np.asarray(IMAGENET_MEAN) / np.asarray(IMAGENET_STD)).astype(np.float32)[:, None, None]
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         h, w = self.size
         if image.size != (w, h):
             image = image.resize((w, h), Image.Resampling.BICUBIC)
-        array = np.asarray(image, dtype=np.float32) * self._scale + self._shift
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        pixels = np.asarray(image).transpose(2, 0, 1)  # a CHW view of the uint8 pixels
+        out = np.empty(pixels.shape, dtype=np.float32)
+        np.multiply(pixels, self._scale, out=out, dtype=np.float32)  # two passes, no temporaries
+        out += self._shift
+        return torch.from_numpy(out)
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(size={self.size})'

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from app.batching import DynamicBatcher
+from app.batching import ModelThread
 
 
 class FakeModel:
@@ -20,7 +20,7 @@ class FakeModel:
 
 def test_concurrent_requests_share_a_forward_pass_and_get_their_own_rows():
     seen = []
-    batcher = DynamicBatcher(max_batch=64, max_wait_ms=50, on_batch=seen.append)
+    batcher = ModelThread(max_batch=64, max_wait_ms=50, on_batch=seen.append)
     model = FakeModel()
     results = {}
 
@@ -39,7 +39,7 @@ def test_concurrent_requests_share_a_forward_pass_and_get_their_own_rows():
 
 
 def test_models_are_never_mixed_and_errors_reach_the_caller():
-    batcher = DynamicBatcher(max_batch=64, max_wait_ms=30)
+    batcher = ModelThread(max_batch=64, max_wait_ms=30)
     old, new = FakeModel(), FakeModel(offset=1000)
     out = {}
     threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, batcher.embed(old if i % 2 else new, [i])))
@@ -59,10 +59,35 @@ def test_models_are_never_mixed_and_errors_reach_the_caller():
 
 
 def test_a_lone_request_does_not_wait_for_company():
-    batcher = DynamicBatcher(max_batch=64, max_wait_ms=2000)
+    batcher = ModelThread(max_batch=64, max_wait_ms=2000)
     model = FakeModel()
     t0 = time.perf_counter()
     for i in range(3):
         assert batcher.embed(model, [i])[0, 0] == i
     assert time.perf_counter() - t0 < 1.0  # three sequential requests, none lingered the 2 s window
     assert model.calls == [1, 1, 1]
+
+
+def test_plain_calls_and_follow_ups_run_on_the_model_thread_and_requests_merge_only_when_asked():
+    worker = ModelThread(max_batch=64, max_wait_ms=50)
+    threads = []
+    model = FakeModel()
+    names = worker.call(lambda: threading.current_thread().name), worker.embed(
+        model, [1], then=lambda v: (threading.current_thread().name, float(v[0, 0])))
+    assert names == ('model', ('model', 1.0))
+    assert worker.call(worker.call, lambda: 7) == 7  # a call from the model thread itself runs in place
+    with pytest.raises(ZeroDivisionError):
+        worker.call(lambda: 1 / 0)
+    with pytest.raises(KeyError):
+        worker.embed(model, [2], then=lambda v: {}['missing'])
+    assert worker.call(lambda: 'alive') == 'alive'
+    worker.close()
+
+    alone = ModelThread(max_batch=64, max_wait_ms=50, merge=False)
+    slow = FakeModel()
+    threads = [threading.Thread(target=alone.embed, args=(slow, [i, i])) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert slow.calls == [2] * 6  # merge=False: one request per forward
