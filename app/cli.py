@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--cams', type=int, default=6)
     p.add_argument('--imgs-per-id', type=int, default=16)
     p.add_argument('--occluded', action='store_true', help='Occluded-Duke-like: every query occluded')
+    p.add_argument('--occlusion', nargs=2, type=float, metavar=('MIN', 'MAX'), default=(0.2, 0.6),
+                   help='share of the figure an occluder covers (with --occluded)')
     p.add_argument('--difficulty', type=float, default=0.5, help='0 (easy) .. 1 (hard)')
     p.add_argument('--junk', type=int, default=20)
     p.add_argument('--distractors', type=int, default=20)
@@ -130,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_synth(a: argparse.Namespace) -> None:
     from reid.synthetic import SynthConfig, generate_dataset
     cfg = SynthConfig(num_ids=a.ids, num_cams=a.cams, imgs_per_id=a.imgs_per_id, occluded=a.occluded,
-                      difficulty=a.difficulty, junk=a.junk, distractors=a.distractors, seed=a.seed)
+                      occlusion=tuple(a.occlusion), difficulty=a.difficulty, junk=a.junk,
+                      distractors=a.distractors, seed=a.seed)
     counts = generate_dataset(a.out, cfg)
     print(json.dumps(counts))
 

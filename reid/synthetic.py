@@ -45,6 +45,7 @@ class SynthConfig:
         num_cams: cameras; each identity is seen by 2..num_cams of them.
         imgs_per_id: images per identity (spread over its cameras).
         occluded: Occluded-Duke-like: every query occluded, 10% of gallery and 30% of train images too.
+        occlusion: (min, max) share of the figure an occluder covers (uniform between them).
         difficulty: 0..1; higher shares more attributes between identities (smaller palettes) and jitters more.
         junk: junk (``-1``) gallery images; distractors: distractor (``0000``) gallery images.
         seed: everything follows from it.
@@ -53,6 +54,7 @@ class SynthConfig:
     num_cams: int = 6
     imgs_per_id: int = 16
     occluded: bool = False
+    occlusion: Tuple[float, float] = (0.2, 0.6)
     difficulty: float = 0.5
     junk: int = 20
     distractors: int = 20
@@ -208,9 +210,10 @@ def _draw_person(draw: ImageDraw.ImageDraw, ident: Dict, view: str, phase: float
 
 
 def _draw_occluder(draw: ImageDraw.ImageDraw, rng: np.random.Generator, top: float, fh: float, cx: float,
-                   bw: float, seed: int) -> None:
-    """Cover 20-60% of the figure: a car/box from below, a pole/board from a side, or another person in front."""
-    frac = float(rng.uniform(0.2, 0.6))
+                   bw: float, seed: int, extent: Tuple[float, float] = (0.2, 0.6)) -> None:
+    """Cover ``extent`` (default 20-60%) of the figure: a car/box from below, a pole/board from a side, or another
+    person in front."""
+    frac = float(rng.uniform(*extent))
     kind = _pick(rng, ['car', 'box', 'board', 'person'])
     colour = tuple(int(c) for c in rng.integers(20, 230, 3))
     w = W * SCALE
@@ -235,7 +238,8 @@ def _draw_occluder(draw: ImageDraw.ImageDraw, rng: np.random.Generator, top: flo
 
 
 def draw_person_image(ident: Optional[Dict], cam: Dict, rng: np.random.Generator, occlude: bool = False,
-                      seed: int = 0, crop: Optional[str] = None) -> Image.Image:
+                      seed: int = 0, crop: Optional[str] = None,
+                      occlusion: Tuple[float, float] = (0.2, 0.6)) -> Image.Image:
     """One 128x64 RGB crop of ``ident`` seen by ``cam`` (``ident=None``: background only, for junk images).
 
     ``crop`` ('top' or 'bottom') shows only part of the figure, for distractor boxes.
@@ -254,7 +258,7 @@ def draw_person_image(ident: Optional[Dict], cam: Dict, rng: np.random.Generator
         view = _pick(rng, ['front', 'back', 'left', 'right'])
         _draw_person(draw, ident, view, float(rng.uniform(0, 2 * np.pi)), cx, top, fh)
         if occlude:
-            _draw_occluder(draw, rng, top, fh, cx, fh * 0.26 * ident['build'], seed)
+            _draw_occluder(draw, rng, top, fh, cx, fh * 0.26 * ident['build'], seed, occlusion)
     img = img.resize((W, H), Image.BILINEAR)
     if cam['blur'] > 0.05:
         img = img.filter(ImageFilter.GaussianBlur(cam['blur']))
@@ -278,6 +282,8 @@ def generate_dataset(root: Path, cfg: SynthConfig = SynthConfig(), progress: boo
     """
     if cfg.num_ids < 4 or cfg.num_cams < 2 or cfg.imgs_per_id < 4:
         raise ValueError('need num_ids >= 4, num_cams >= 2 and imgs_per_id >= 4')
+    if not 0 <= cfg.occlusion[0] <= cfg.occlusion[1] <= 1:
+        raise ValueError(f'occlusion must be (min, max) with 0 <= min <= max <= 1, got {tuple(cfg.occlusion)}')
     root = Path(root)
     dirs = {s: root / s for s in ('bounding_box_train', 'bounding_box_test', 'query')}
     for d in dirs.values():
@@ -313,7 +319,8 @@ def generate_dataset(root: Path, cfg: SynthConfig = SynthConfig(), progress: boo
             ident, crop = sample_identity(cfg.seed, 200000 + i, cfg.difficulty), _pick(rng, ['top', 'bottom'])
         else:  # junk: background only
             ident, crop = None, None
-        img = draw_person_image(ident, cams[cam], rng, occlude=occ, seed=cfg.seed, crop=crop)
+        img = draw_person_image(ident, cams[cam], rng, occlude=occ, seed=cfg.seed, crop=crop,
+                                occlusion=tuple(cfg.occlusion))
         img.save(dirs[split] / name, quality=cams[cam]['quality'])
         counts[split] += 1
     (root / 'synth.json').write_text(json.dumps(dict(asdict(cfg), counts=counts), indent=2))

@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from reid.datasets import load_dataset
@@ -54,3 +55,18 @@ def test_occluded_queries_differ_from_plain(tmp_path):
     diffs = [np.abs(np.asarray(Image.open(a), float) - np.asarray(Image.open(b), float)).mean()
              for a, b in zip(plain, occ)]
     assert min(diffs) > 5  # every query is occluded
+
+
+def test_occlusion_extent_is_a_setting(tmp_path):
+    def queries(extent):
+        root = tmp_path / f'occ-{extent[0]}-{extent[1]}'
+        generate_dataset(root, SynthConfig(num_ids=8, num_cams=2, imgs_per_id=4, occluded=True, occlusion=extent,
+                                           junk=0, distractors=0, seed=3), progress=False)
+        return [np.asarray(Image.open(q), dtype=np.float32) for q in sorted((root / 'query').iterdir())]
+
+    # the same random draws for every extent: occluders differ only in size, the people behind them not at all
+    none, light, heavy = queries((0.0, 0.0)), queries((0.05, 0.1)), queries((0.6, 0.7))
+    changed = lambda imgs: np.mean([np.abs(a - b).mean() for a, b in zip(imgs, none)])  # noqa: E731
+    assert changed(heavy) > 2 * changed(light) > 0
+    with pytest.raises(ValueError, match='occlusion'):
+        generate_dataset(tmp_path / 'bad', SynthConfig(occluded=True, occlusion=(0.5, 0.2)), progress=False)
