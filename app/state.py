@@ -139,7 +139,6 @@ class ServiceState:
         if crud.active_model(session=s) is None:
             crud.activate_model(session=s, model_id=existing.id)
 
-
     def on_model_thread(self, fn, *args, **kwargs):
         """Model loads, forwards and FAISS calls all run on one thread (see app.batching)."""
         return self.model_thread.call(fn, *args, **kwargs)
@@ -228,7 +227,7 @@ class ServiceState:
                 seq = crud.last_change_seq(session=s)  # before the scan: later changes are replayed by sync()
                 db_ids = set(crud.all_image_ids(session=s))
                 stray = [int(i) for i in snap.index.ids() if int(i) not in db_ids]
-                snap.index.remove(stray)
+                self.on_model_thread(snap.index.remove, stray)
                 missing = crud.images_needing_vectors(session=s, indexed_ids=snap.index.ids(),
                                                       model_id=snap.model_id)
             done = self._fill(snap, missing)
