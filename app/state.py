@@ -1,9 +1,11 @@
 """The service's state: database, image store, FAISS index and the embedder, and the rules that keep them agreeing.
 
-The database is the source of truth; the FAISS index is a cache of the active model's vectors, saved every few
-seconds and reconciled at start-up (vectors without rows are removed, rows without vectors re-embedded from the
-stored images), so a crash at any moment loses no acknowledged upload. An upload is acknowledged only after its
-image file is fsynced and its row committed.
+The database is the source of truth: gallery rows, their vectors (float16, per model) and a change log. The FAISS
+index is a cache of the active model's vectors that follows the change log (this process's writes and other
+replicas'), is saved every few seconds and is reconciled at start-up (vectors without rows removed, rows without
+vectors read back from the database or re-embedded from the stored images), so a crash at any moment loses no
+acknowledged upload. An upload is acknowledged only after its image file is fsynced and its row, vector and log
+entry are committed.
 """
 import logging
 import threading
