@@ -1,8 +1,8 @@
 """The service's model thread: dynamic batching of concurrent queries, and every other model or FAISS call.
 
 One thread runs all of them because a second long-lived thread with its own OpenMP team (FAISS searches from the
-event loop did that) made every torch forward ~35% slower on 2 cores (libgomp throttles its spin-waiting when
-there are more team threads than cores).
+event loop did that) makes every torch forward slower on 2 cores (1.5x in ``python -m bench.threads``; libgomp
+throttles its spin-waiting when there are more team threads than cores).
 """
 import logging
 import queue

@@ -81,6 +81,20 @@ def build(gen: EmbeddingGenerator, xq: np.ndarray, train: np.ndarray, pca_dim: i
     return index, best_i, t_train, t_add
 
 
+def feature_spectrum(checkpoint: str, data_dir: str, limit: int = 3000) -> None:
+    """Share of the variance of a trained model's gallery features in its top principal components (what
+    ``--noise`` stands for)."""
+    from models.checkpoints import load_model
+    from reid.datasets import load_dataset
+    from reid.engine import extract_features
+    features, _, _ = extract_features(load_model(checkpoint).eval(), load_dataset(data_dir).gallery[:limit],
+                                      progress=False)
+    energy = np.linalg.svd(features - features.mean(0), compute_uv=False) ** 2
+    share = np.cumsum(energy) / energy.sum()
+    print(f'{len(features)} gallery features of {features.shape[1]} dims; variance in the top k components: ' +
+          ', '.join(f'{k}: {share[min(k, len(share)) - 1]:.3f}' for k in (64, 128, 256)))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--n', type=int, default=1_000_000)
@@ -98,7 +112,12 @@ def main() -> None:
     p.add_argument('--chunk', type=int, default=20_000)
     p.add_argument('--threads', type=int, default=None, help='FAISS threads (default: all cores)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--spectrum', nargs=2, metavar=('CHECKPOINT', 'DATA_DIR'),
+                   help="only print the PCA spectrum of a trained model's gallery features (then exit)")
     a = p.parse_args()
+    if a.spectrum:
+        feature_spectrum(*a.spectrum)
+        return
     if a.threads:
         faiss.omp_set_num_threads(a.threads)
     k = 10

@@ -31,7 +31,8 @@ def _nlist(n: int) -> int:
 
 
 class VectorIndex:
-    def __init__(self, dim: int, kind: IndexKind = 'exact', nprobe: int = 16, pca_dim: int = 256) -> None:
+    def __init__(self, dim: int, nprobe: int = 16, pca_dim: int = 256) -> None:
+        """An empty exact index; :meth:`trained_like` makes the other kinds."""
         self.dim = dim
         self.kind: IndexKind = 'exact'
         self.nprobe = nprobe
@@ -49,7 +50,7 @@ class VectorIndex:
         if kind not in INDEX_KINDS:
             raise ValueError(f'unknown index kind {kind!r}; choose from {", ".join(INDEX_KINDS)}')
         sample = np.ascontiguousarray(sample, dtype=np.float32)
-        out = VectorIndex(self.dim, 'exact', self.nprobe, self.pca_dim)
+        out = VectorIndex(self.dim, self.nprobe, self.pca_dim)
         if kind == 'exact' or len(sample) < MIN_TRAIN:
             return out
         nlist = max(1, min(_nlist(max(expected or 0, len(sample))), len(sample) // 39))  # >= 39 points a centroid
@@ -170,7 +171,7 @@ class VectorIndex:
     @classmethod
     def load(cls, path: Path, dim: int, nprobe: int = 16, pca_dim: int = 256) -> 'VectorIndex':
         """Read ``path`` if it exists and fits ``dim``; otherwise an empty exact index (reconciliation refills it)."""
-        index = cls(dim, 'exact', nprobe, pca_dim)
+        index = cls(dim, nprobe, pca_dim)
         path = Path(path)
         if path.exists():
             try:
