@@ -10,6 +10,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from pruning.schedule import PruneConfig
+from reid.engine import TrainConfig
+from reid.options import add_config_arguments, config_from_args
+from reid.synthetic import SynthConfig
+
 __all__ = ['main', 'build_parser']
 
 _logger = logging.getLogger('amg_reid')
@@ -33,17 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', required=True)
 
     p = sub.add_parser('synth', help='generate a synthetic Re-ID dataset in the Market-1501 layout')
+    synth = SynthConfig()
     p.add_argument('out', type=Path)
-    p.add_argument('--ids', type=int, default=100, help='identities (half train, half test)')
-    p.add_argument('--cams', type=int, default=6)
-    p.add_argument('--imgs-per-id', type=int, default=16)
+    p.add_argument('--ids', type=int, default=synth.num_ids, help='identities (half train, half test)')
+    p.add_argument('--cams', type=int, default=synth.num_cams)
+    p.add_argument('--imgs-per-id', type=int, default=synth.imgs_per_id)
     p.add_argument('--occluded', action='store_true', help='Occluded-Duke-like: every query occluded')
-    p.add_argument('--occlusion', nargs=2, type=float, metavar=('MIN', 'MAX'), default=(0.2, 0.6),
-                   help='share of the figure an occluder covers (with --occluded)')
-    p.add_argument('--difficulty', type=float, default=0.5, help='0 (easy) .. 1 (hard)')
-    p.add_argument('--junk', type=int, default=20)
-    p.add_argument('--distractors', type=int, default=20)
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--occlusion', nargs=2, type=float, metavar=('MIN', 'MAX'), default=synth.occlusion,
+                   help='share of the figure\'s pixels an occluder hides (with --occluded; default %(default)s)')
+    p.add_argument('--occluded-train', type=float, default=synth.occluded_train,
+                   help='share of training images occluded (with --occluded; default %(default)s)')
+    p.add_argument('--occluded-gallery', type=float, default=synth.occluded_gallery,
+                   help='share of gallery images occluded (with --occluded; default %(default)s)')
+    p.add_argument('--difficulty', type=float, default=synth.difficulty, help='0 (easy) .. 1 (hard)')
+    p.add_argument('--junk', type=int, default=synth.junk)
+    p.add_argument('--distractors', type=int, default=synth.distractors)
+    p.add_argument('--seed', type=int, default=synth.seed)
 
     p = sub.add_parser('prepare', help='convert datasets (Market-1501 -> ImageFolder, DukeMTMC -> Occluded-Duke)')
     p.add_argument('kind', choices=['market-imagefolder', 'occluded-duke'])
@@ -51,19 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('dst', type=Path)
     p.add_argument('--lists', type=Path, help='folder with train.list, gallery.list, query.list (occluded-duke)')
 
-    p = sub.add_parser('train', help='train an LA-Transformer (blockwise fine-tuning recipe)')
-    _add_model_args(p)
-    p.add_argument('--name', default='LA-tiny', help='run name: outputs go to OUTPUT_DIR/NAME/')
-    p.add_argument('--output-dir', default='runs')
-    p.add_argument('--epochs', type=int, default=30)
-    p.add_argument('--lr', type=float, default=3e-4)
-    p.add_argument('--wd', type=float, default=5e-4)
-    p.add_argument('--lmbd', type=float, default=8.0)
-    p.add_argument('--blockwise', action=argparse.BooleanOptionalAction, default=None,
-                   help='blockwise unfreezing (default: on with --weight-path, off from scratch)')
-    p.add_argument('--val-fraction', type=float, default=0.1, help='train identities held out for model selection')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--resume', action='store_true', help='continue from OUTPUT_DIR/NAME/last.safetensors')
+    p = sub.add_parser('train', help='train an LA-Transformer (strong Re-ID recipe, or --recipe la)')
+    add_config_arguments(p, TrainConfig)
 
     p = sub.add_parser('evaluate', help='Rank-k / mAP / mINP (standard protocol, and the seed\'s legacy one)')
     _add_model_args(p, default_batch=128)
@@ -79,33 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--img-size', nargs=2, type=int, metavar=('H', 'W'))
 
     p = sub.add_parser('prune', help='AMG pruning (tokens, heads or both) with distillation fine-tuning')
-    _add_model_args(p)
-    p.add_argument('--name', default='pruned', help='run name: outputs go to OUTPUT_DIR/NAME/')
-    p.add_argument('--output-dir', default='runs')
-    p.add_argument('--prune_mode', '--prune-mode', dest='prune_mode', choices=['attn', 'head_entropy', 'head_attn'],
-                   default='attn', help='attn: key/value tokens; head_entropy: heads; head_attn: both')
-    p.add_argument('--prune_rate', '--prune-rate', dest='prune_rate', type=float, default=0.0,
-                   help='fraction to remove (tokens for attn, heads for head_entropy)')
-    p.add_argument('--head_rate', '--head-rate', dest='head_rate', type=float, default=0.0, help='head_attn only')
-    p.add_argument('--token_rate', '--token-rate', dest='token_rate', type=float, default=0.0, help='head_attn only')
-    p.add_argument('--iter_nums', '--iter-nums', dest='iter_nums', type=int, default=1, help='prune rounds')
-    p.add_argument('--finetune_nums', '--finetune-nums', dest='finetune_nums', type=int, default=0,
-                   help='fine-tune epochs after each round')
-    p.add_argument('--final_finetune', '--final-finetune', dest='final_finetune', type=int, default=10)
-    p.add_argument('--lr', type=float, default=1e-4)
-    p.add_argument('--wd', type=float, default=1e-3)
-    p.add_argument('--distill-type', '--distill_type', dest='distill_type', choices=['none', 'soft', 'hard'],
-                   default='soft')
-    p.add_argument('--distill-alpha', '--distill_alpha', dest='distill_alpha', type=float, default=0.2)
-    p.add_argument('--distill-tau', '--distill_tau', dest='distill_tau', type=float, default=1.0)
-    p.add_argument('--token_mode', '--token-mode', dest='token_mode', choices=['kv', 'drop'], default='kv',
-                   help='kv: prune keys/values only (the paper); drop: tokens leave the sequence from --drop_blocks')
-    p.add_argument('--drop_blocks', '--drop-blocks', dest='drop_blocks', default='3,6,9',
-                   help='blocks before which tokens are dropped (token_mode drop); each drop removes the token rate')
-    p.add_argument('--fuse_token', '--fuse-token', dest='fuse_token', action='store_true',
-                   help='merge dropped tokens into one extra token (token_mode drop)')
-    p.add_argument('--score-batches', type=int, default=None, help='limit the scoring pass to this many batches')
-    p.add_argument('--seed', type=int, default=0)
+    add_config_arguments(p, PruneConfig)
 
     p = sub.add_parser('export', help='write CHECKPOINT.onnx (embedding, dynamic batch) beside the checkpoint')
     p.add_argument('--weight-path', '--weight_path', dest='weight_path', required=True)
@@ -130,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_synth(a: argparse.Namespace) -> None:
-    from reid.synthetic import SynthConfig, generate_dataset
+    from reid.synthetic import generate_dataset
     cfg = SynthConfig(num_ids=a.ids, num_cams=a.cams, imgs_per_id=a.imgs_per_id, occluded=a.occluded,
-                      occlusion=tuple(a.occlusion), difficulty=a.difficulty, junk=a.junk,
+                      occlusion=tuple(a.occlusion), occluded_train=a.occluded_train,
+                      occluded_gallery=a.occluded_gallery, difficulty=a.difficulty, junk=a.junk,
                       distractors=a.distractors, seed=a.seed)
     counts = generate_dataset(a.out, cfg)
     print(json.dumps(counts))
@@ -155,18 +129,12 @@ def _require_data_dir(a: argparse.Namespace) -> None:
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
-    from reid.engine import TrainConfig, train
-    _require_data_dir(a)
-    cfg = TrainConfig(data_dir=a.data_dir, name=a.name, model=a.model, output_dir=a.output_dir, dataset=a.dataset,
-                      weight_path=a.weight_path, img_size=tuple(a.img_size or (224, 224)), epochs=a.epochs,
-                      batch_size=a.batch_size, lr=a.lr, weight_decay=a.wd, lmbd=a.lmbd, blockwise=a.blockwise,
-                      val_fraction=a.val_fraction, num_workers=a.workers, seed=a.seed, resume=a.resume,
-                      device=a.device)
-    summary = train(cfg)
-    if 'rank' in summary:  # a torchrun worker other than rank 0: rank 0 reports
-        return
-    last = summary['history'][-1] if summary['history'] else {}
-    print(json.dumps(dict(best=summary['best'], last_epoch=last), indent=2))
+    from reid.engine import train
+    summary = train(config_from_args(TrainConfig, a))
+    if summary.is_main:  # a torchrun worker other than rank 0 stays quiet
+        print(json.dumps(dict(best=summary.checkpoint, best_epoch=summary.details.get('best_epoch'),
+                              metrics=summary.metrics, last_epoch=summary.history[-1] if summary.history else {}),
+                         indent=2))
 
 
 def _load_for_eval(a: argparse.Namespace):
@@ -210,29 +178,16 @@ def _cmd_complexity(a: argparse.Namespace) -> None:
 
 
 def _cmd_prune(a: argparse.Namespace) -> None:
-    from pruning.schedule import PruneConfig, prune
-    _require_data_dir(a)
-    if not a.weight_path:
-        raise ValueError('--weight-path is required: pruning starts from a trained checkpoint')
-    cfg = PruneConfig(weight_path=a.weight_path, data_dir=a.data_dir, name=a.name, model=a.model,
-                      output_dir=a.output_dir, dataset=a.dataset, img_size=a.img_size, batch_size=a.batch_size,
-                      prune_mode=a.prune_mode, prune_rate=a.prune_rate, head_rate=a.head_rate,
-                      token_rate=a.token_rate, iter_nums=a.iter_nums, finetune_nums=a.finetune_nums,
-                      final_finetune=a.final_finetune, lr=a.lr, wd=a.wd, distill_type=a.distill_type,
-                      distill_alpha=a.distill_alpha, distill_tau=a.distill_tau, token_mode=a.token_mode,
-                      drop_blocks=tuple(int(b) for b in a.drop_blocks.split(',') if b.strip()),
-                      fuse_token=a.fuse_token, score_batches=a.score_batches,
-                      num_workers=a.workers, seed=a.seed, device=a.device)
-    cfg.rates()  # flag errors before any loading
-    s = prune(cfg)
-    if 'rank' in s:  # a torchrun worker other than rank 0: rank 0 reports
+    from pruning.schedule import prune
+    s = prune(config_from_args(PruneConfig, a))
+    if not s.is_main:  # a torchrun worker other than rank 0: rank 0 reports
         return
-    b, f = s['before'], s['after']
-    print(f"checkpoint: {s['checkpoint']}")
+    b, f = s.details['before'], s.details['after']
+    print(f"checkpoint: {s.checkpoint}")
     print(f"heads {b['heads']} -> {f['heads']}   MSA params {b['msa_params_m']:.3f}M -> {f['msa_params_m']:.3f}M   "
           f"seed FLOPs {b['seed_gflops']:.3f}G -> {f['seed_gflops']:.3f}G   real {b['real_gmacs']:.3f}G -> "
           f"{f['real_gmacs']:.3f}G")
-    for p, r in s['results'].items():
+    for p, r in s.details['results'].items():
         print(f"{p:9s} Rank-1 {r['rank1']:.2f}  mAP {r['mAP']:.2f}")
 
 

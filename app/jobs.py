@@ -12,17 +12,15 @@ import traceback
 from typing import Any, Dict, Optional
 
 from storage import crud
-from storage.db import make_engine, make_sessionmaker
+from storage.db import ACTIVE_JOB_STATES, JobKind, JobState, make_engine, make_sessionmaker
 
-__all__ = ['JobManager', 'run_job', 'JOB_KINDS']
+__all__ = ['JobManager', 'run_job', 'job_config']
 
 _logger = logging.getLogger(__name__)
-JOB_KINDS = ('train', 'prune', 'finetune')
-ACTIVE_STATES = ('queued', 'running', 'cancelling')
 
 
-def _summarise(event: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in event.items()
+def _summarise(values: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in values.items()
             if isinstance(v, (int, float, str, bool)) or v is None}
 
 
@@ -41,6 +39,17 @@ def _yield_to_queries(nice: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
 
 
+def job_config(kind: JobKind, params: Dict[str, Any], out_dir: str, job_id: int):
+    """The run a job stands for: its kind's config from the stored parameters plus the server's own fields."""
+    from pruning.schedule import PruneConfig
+    from reid.engine import TrainConfig
+    if kind == JobKind.TRAIN:
+        return TrainConfig(output_dir=out_dir, name=f'job{job_id}', **params)
+    if kind == JobKind.FINETUNE:  # a prune run that removes nothing
+        params = dict(params, prune_mode='attn', prune_rate=0.0, iter_nums=1, finetune_nums=0)
+    return PruneConfig(output_dir=out_dir, name=f'job{job_id}', **params)
+
+
 def run_job(job_id: int, database_url: str, data_dir: str, nice: int = 10) -> None:
     """Worker-process entry point: run the job recorded in the database and record how it ended."""
     from pathlib import Path
@@ -48,56 +57,44 @@ def run_job(job_id: int, database_url: str, data_dir: str, nice: int = 10) -> No
     _yield_to_queries(nice)
 
     from app.state import ensure_onnx, register_checkpoint
-    from pruning.schedule import PruneConfig, prune
-    from reid.engine import TrainConfig, train
+    from pruning.schedule import prune
+    from reid.engine import train
+    from reid.progress import Cancelled, Progress
 
     logging.basicConfig(level=logging.INFO)
     Session = make_sessionmaker(make_engine(database_url))
     with Session.begin() as s:
         job = crud.get_job(session=s, job_id=job_id)
-        if job is None or job.state != 'queued':
+        if job is None or job.state != JobState.QUEUED:
             return
-        kind, params = job.kind, dict(job.params)
-        crud.update_job(session=s, job_id=job_id, state='running', log_line=f'started {kind} job')
+        kind, params = JobKind(job.kind), dict(job.params)
+        crud.update_job(session=s, job_id=job_id, state=JobState.RUNNING, log_line=f'started {kind} job')
 
-    def on_event(event: Dict[str, Any]) -> bool:
-        info = _summarise(event)
-        metrics = {k: v for k, v in info.items() if k in ('loss', 'acc') or k.startswith('val_')}
+    def on_progress(event: Progress) -> bool:
+        info = _summarise(event.flat())
         with Session.begin() as s:
-            job = crud.update_job(session=s, job_id=job_id, progress=float(event.get('progress', 0.0)),
-                                  current=info, log_line=json.dumps(info),
-                                  **({'metrics': metrics} if metrics else {}))
-            return job is not None and job.state == 'cancelling'
+            job = crud.update_job(session=s, job_id=job_id, progress=float(event.progress), current=info,
+                                  log_line=json.dumps(info),
+                                  **({'metrics': _summarise(event.metrics)} if event.metrics else {}))
+            return job is not None and job.state == JobState.CANCELLING
 
-    out_dir = str(Path(data_dir) / 'runs')
     try:
-        if kind == 'train':
-            cfg = TrainConfig(output_dir=out_dir, name=f'job{job_id}', **params)
-            summary = train(cfg, progress=False, on_epoch=lambda e, n, m: on_event(
-                dict(m, stage='train', epoch=e, epochs=n, progress=e / n)))
-            with Session() as s:
-                if crud.get_job(session=s, job_id=job_id).state == 'cancelling':
-                    raise InterruptedError('training cancelled')
-            checkpoint, results = summary['best'], summary['history'][-1] if summary['history'] else {}
-        else:
-            if kind == 'finetune':  # a fine-tune is a prune run that removes nothing
-                params = dict(params, prune_mode='attn', prune_rate=0.0, iter_nums=1, finetune_nums=0)
-            summary = prune(PruneConfig(output_dir=out_dir, name=f'job{job_id}', **params), progress=False,
-                            on_event=on_event)
-            checkpoint, results = summary['checkpoint'], summary['results']
-        on_event(dict(stage='export', progress=1.0))
-        ensure_onnx(checkpoint)  # the ONNX Runtime backend can serve it as soon as it is activated
+        cfg = job_config(kind, params, str(Path(data_dir) / 'runs'), job_id)
+        run = train if kind == JobKind.TRAIN else prune
+        summary = run(cfg, progress=False, on_progress=on_progress)
+        on_progress(Progress('export', 1.0))
+        ensure_onnx(summary.checkpoint)  # the ONNX Runtime backend can serve it as soon as it is activated
         with Session.begin() as s:
-            model = register_checkpoint(s, checkpoint, name=f'{kind} job {job_id}', info=dict(job_id=job_id))
-            crud.update_job(session=s, job_id=job_id, state='succeeded', progress=1.0, result_model_id=model.id,
-                            metrics=_summarise(results.get('standard', results)) if isinstance(results, dict) else {},
-                            log_line=f'done: model {model.id} at {checkpoint}')
-    except InterruptedError:
+            model = register_checkpoint(s, summary.checkpoint, name=f'{kind} job {job_id}', info=dict(job_id=job_id))
+            crud.update_job(session=s, job_id=job_id, state=JobState.SUCCEEDED, progress=1.0,
+                            result_model_id=model.id, metrics=_summarise(summary.metrics),
+                            log_line=f'done: model {model.id} at {summary.checkpoint}')
+    except Cancelled:
         with Session.begin() as s:
-            crud.update_job(session=s, job_id=job_id, state='cancelled', log_line='cancelled')
+            crud.update_job(session=s, job_id=job_id, state=JobState.CANCELLED, log_line='cancelled')
     except Exception as e:  # any failure is reported through the API, not lost in the worker
         with Session.begin() as s:
-            crud.update_job(session=s, job_id=job_id, state='failed', error=f'{e.__class__.__name__}: {e}',
+            crud.update_job(session=s, job_id=job_id, state=JobState.FAILED, error=f'{e.__class__.__name__}: {e}',
                             log_line=traceback.format_exc(limit=5))
 
 
@@ -119,7 +116,7 @@ class JobManager:
         self._dispatcher = threading.Thread(target=self._dispatch, name='job-dispatcher', daemon=True)
         self._dispatcher.start()
 
-    def submit(self, kind: str, params: Dict[str, Any]) -> int:
+    def submit(self, kind: JobKind, params: Dict[str, Any]) -> int:
         with self.Session.begin() as s:
             job_id = crud.create_job(session=s, kind=kind, params=params).id
         self._queue.put(job_id)
@@ -131,7 +128,7 @@ class JobManager:
             self._slots.acquire()
             with self.Session() as s:
                 job = crud.get_job(session=s, job_id=job_id)
-                if job is None or job.state != 'queued':  # cancelled while waiting
+                if job is None or job.state != JobState.QUEUED:  # cancelled while waiting
                     self._slots.release()
                     continue
             proc = self._ctx.Process(target=run_job, args=(job_id, self.database_url, self.data_dir, self.nice),
@@ -146,13 +143,13 @@ class JobManager:
         self._slots.release()
         with self.Session.begin() as s:
             job = crud.get_job(session=s, job_id=job_id)
-            if job is not None and job.state in ACTIVE_STATES:  # the worker died before recording an outcome
+            if job is not None and job.state in ACTIVE_JOB_STATES:  # the worker died before recording an outcome
                 if self._stopping:
-                    outcome, error = 'interrupted', 'the service stopped while the job was running'
-                elif job.state == 'cancelling':
-                    outcome, error = 'cancelled', None
+                    outcome, error = JobState.INTERRUPTED, 'the service stopped while the job was running'
+                elif job.state == JobState.CANCELLING:
+                    outcome, error = JobState.CANCELLED, None
                 else:
-                    outcome, error = 'failed', f'worker exited with code {proc.exitcode}'
+                    outcome, error = JobState.FAILED, f'worker exited with code {proc.exitcode}'
                 crud.update_job(session=s, job_id=job_id, state=outcome, error=error, log_line='worker stopped')
 
     def cancel(self, job_id: int) -> Optional[str]:
@@ -162,10 +159,10 @@ class JobManager:
             if job is None:
                 return None
             previous = job.state
-            if previous == 'queued':
-                crud.update_job(session=s, job_id=job_id, state='cancelled', log_line='cancelled before start')
-            elif previous == 'running':
-                crud.update_job(session=s, job_id=job_id, state='cancelling', log_line='cancel requested')
+            if previous == JobState.QUEUED:
+                crud.update_job(session=s, job_id=job_id, state=JobState.CANCELLED, log_line='cancelled before start')
+            elif previous == JobState.RUNNING:
+                crud.update_job(session=s, job_id=job_id, state=JobState.CANCELLING, log_line='cancel requested')
                 timer = threading.Timer(self.cancel_grace_seconds, self._kill, args=(job_id,))
                 timer.daemon = True
                 timer.start()

@@ -4,8 +4,13 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from pruning.schedule import PruneConfig
+from reid.engine import TrainConfig
+from reid.options import job_params_model
+from storage.db import JobKind, JobState
+
 __all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
-           'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JobCreate', 'JobPublic', 'JobsPublic',
+           'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'JobPublic', 'JobsPublic',
            'ModelPublic', 'ModelsPublic']
 
 
@@ -72,61 +77,30 @@ class SearchResponse(BaseModel):
     results: List[QueryResult]
 
 
-class _JobParams(BaseModel):
-    model_config = ConfigDict(extra='forbid')
-    data_dir: str = Field(description='dataset folder on the server (Market-1501 or ImageFolder layout)')
-    batch_size: int = Field(32, ge=1, le=1024)
-    img_size: Optional[Tuple[int, int]] = None
-    seed: int = 0
-
-
-class TrainJobParams(_JobParams):
-    model: str = 'amg_vit_tiny_patch16_224'
-    weight_path: Optional[str] = None
-    epochs: int = Field(30, ge=1, le=1000)
-    lr: float = Field(3e-4, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-
-
-class PruneJobParams(_JobParams):
-    weight_path: Optional[str] = Field(None, description='default: the active model')
-    prune_mode: Literal['attn', 'head_entropy', 'head_attn'] = 'attn'
-    prune_rate: float = Field(0.0, ge=0, lt=1)
-    head_rate: float = Field(0.0, ge=0, lt=1)
-    token_rate: float = Field(0.0, ge=0, lt=1)
-    iter_nums: int = Field(1, ge=1, le=1000)
-    finetune_nums: int = Field(0, ge=0, le=1000)
-    final_finetune: int = Field(10, ge=0, le=1000)
-    lr: float = Field(1e-4, gt=0)
-    wd: float = Field(1e-3, ge=0)
-    distill_type: Literal['none', 'soft', 'hard'] = 'soft'
-    distill_alpha: float = Field(0.2, ge=0)
-    distill_tau: float = Field(1.0, gt=0)
-    score_batches: Optional[int] = Field(None, ge=1)
-
-
-class FinetuneJobParams(_JobParams):
-    weight_path: Optional[str] = Field(None, description='default: the active model')
-    final_finetune: int = Field(5, ge=1, le=1000)
-    lr: float = Field(1e-4, gt=0)
-    wd: float = Field(1e-3, ge=0)
-    distill_type: Literal['none', 'soft', 'hard'] = 'soft'
-    distill_alpha: float = Field(0.2, ge=0)
-    distill_tau: float = Field(1.0, gt=0)
+_ACTIVE_MODEL = (Optional[str], Field(None, description='checkpoint to start from (default: the active model)'))
+# the prune options that a fine-tune job (a prune run that removes nothing) does not take
+_PRUNING_ONLY = ('prune_mode', 'prune_rate', 'head_rate', 'token_rate', 'iter_nums', 'finetune_nums', 'token_mode',
+                 'drop_blocks', 'fuse_token', 'score_batches')
+TrainJobParams = job_params_model(TrainConfig, 'TrainJobParams')
+PruneJobParams = job_params_model(PruneConfig, 'PruneJobParams', replace={'weight_path': _ACTIVE_MODEL})
+FinetuneJobParams = job_params_model(PruneConfig, 'FinetuneJobParams', drop=_PRUNING_ONLY,
+                                     replace={'weight_path': _ACTIVE_MODEL,
+                                              'final_finetune': (int, Field(5, ge=1, le=1000))})
+JOB_PARAMS = {JobKind.TRAIN: TrainJobParams, JobKind.PRUNE: PruneJobParams, JobKind.FINETUNE: FinetuneJobParams}
 
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra='forbid')
-    kind: Literal['train', 'prune', 'finetune']
-    params: Dict[str, Any]
+    kind: JobKind
+    params: Dict[str, Any] = Field(description='the options of the CLI command of the same name (train, prune), '
+                                               'except the server\'s own: output paths and device')
 
 
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int
-    kind: str
-    state: str
+    kind: JobKind
+    state: JobState
     params: Dict[str, Any]
     progress: float
     current: Dict[str, Any]

@@ -21,12 +21,11 @@ from bench.timing import embed_fn, interleaved_throughput
 from models.checkpoints import load_model
 from models.complexity import complexity_report, msa_params, seed_flops
 from models.la_transformer import create_model, model_from_architecture
-from pruning.heads import apply_heads, head_prune_count, select_heads
-from pruning.schedule import PruneConfig, prune
-from pruning.scoring import score_model
-from pruning.tokens import apply_kv_tokens, select_kv_tokens, token_prune_count
+from pruning.heads import head_prune_count
+from pruning.schedule import PruneConfig, PrunePlan, RoundTarget, prune, prune_model
+from pruning.tokens import token_prune_count
 from reid.datasets import load_dataset
-from reid.engine import TrainConfig, ce_step, evaluate_model, train
+from reid.engine import TrainConfig, evaluate_model, train
 from reid.synthetic import SynthConfig, generate_dataset
 from reid.visualize import save_scatter
 
@@ -112,7 +111,7 @@ def stage_speed(accuracy: Dict[str, Dict], a) -> Dict[str, Dict]:
 
 
 def seed_table() -> Dict[str, Dict[str, float]]:
-    """The seed's six configs at full size, pruned to the same counts after scoring random data."""
+    """The seed's six configs at full size, pruned to the same counts in one round after scoring random data."""
     torch.manual_seed(0)
     specs = {'LA-Base token40': ('amg_vit_base_patch16_224', 0.0, 0.40),
              'LA-Base head40': ('amg_vit_base_patch16_224', 0.40, 0.0),
@@ -123,13 +122,10 @@ def seed_table() -> Dict[str, Dict[str, float]]:
     out = {}
     for label, (name, head_rate, token_rate) in specs.items():
         model = create_model(name, num_classes=10)
-        x, y = torch.randn(2, 3, 224, 224), torch.randint(0, 10, (2,))
-        scores = score_model(model, [(x, y, None)], torch.device('cpu'), ce_step, progress=False)
-        if token_rate:
-            n = token_prune_count(model.num_tokens - 1, len(model.blocks), token_rate)
-            apply_kv_tokens(model, select_kv_tokens(scores.token, model.kv_index_per_block(), n))
-        if head_rate:
-            apply_heads(model, select_heads(scores.entropy, head_prune_count(model.heads_per_block(), head_rate)))
+        batch = [(torch.randn(2, 3, 224, 224), torch.randint(0, 10, (2,)), None)]
+        target = RoundTarget(heads=head_prune_count(model.heads_per_block(), head_rate),
+                             tokens=token_prune_count(model.num_tokens - 1, len(model.blocks), token_rate))
+        prune_model(model, None, batch, batch, PrunePlan(rounds=[target]), progress=False)
         out[label] = dict(heads=sum(model.heads_per_block()), msa_params_m=msa_params(model) / 1e6,
                           seed_gflops=seed_flops(model) / 1e9)
     return out

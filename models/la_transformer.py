@@ -262,6 +262,11 @@ class LATransformer(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def forward_train(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(part logits, retrieval embedding) from one pass, for losses on both (metric learning)."""
+        tokens = self.forward_features(x)
+        return self.forward_head(tokens), self.forward_head(tokens, pre_logits=True)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch -> unit-norm retrieval embedding (B, parts·D)."""
         return self.forward_head(self.forward_features(x), pre_logits=True)

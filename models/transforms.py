@@ -39,7 +39,7 @@ class ResizeNormalize:
         return f'{type(self).__name__}(size={self.size})'
 
 
-def build_transform(img_size: Sequence[int], train: bool = False) -> T.Compose:
-    """Bicubic resize to ``img_size`` (H, W), ImageNet normalisation; random flip only when training."""
-    steps = [T.RandomHorizontalFlip()] if train else []
-    return T.Compose(steps + [ResizeNormalize(img_size)])
+def build_transform(img_size: Sequence[int]) -> T.Compose:
+    """Test-time preprocessing: bicubic resize to ``img_size`` (H, W), ImageNet normalisation (training adds its
+    augmentations: reid.recipe.train_transform)."""
+    return T.Compose([ResizeNormalize(img_size)])

@@ -1,24 +1,32 @@
 """Knowledge distillation from the unpruned teacher, per LA part."""
-from typing import Literal, Optional
+from enum import StrEnum
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ['distillation_loss', 'DistillKind']
+from reid.engine import part_ce_loss
 
-DistillKind = Literal['none', 'soft', 'hard']
+__all__ = ['distillation_loss', 'Distill']
 
 
-def distillation_loss(student: torch.Tensor, teacher: Optional[torch.Tensor], y: torch.Tensor, kind: DistillKind,
-                      alpha: float = 0.2, tau: float = 1.0) -> torch.Tensor:
-    """Sum over parts k of CE(s_k, y) + α·D(s_k, t_k); logits (B, parts, classes).
+class Distill(StrEnum):
+    NONE = 'none'
+    SOFT = 'soft'
+    HARD = 'hard'
+
+
+def distillation_loss(student: torch.Tensor, teacher: Optional[torch.Tensor], y: torch.Tensor, kind: Distill,
+                      alpha: float = 0.2, tau: float = 1.0, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Sum over parts k of CE(s_k, y) + α·D(s_k, t_k); logits (B, parts, classes). CE is training's part loss
+    (label-smoothed by the strong recipe); D is the seed's.
 
     soft: D = KL(softmax(t_k/τ) || softmax(s_k/τ)) · τ² / numel(s_k) (sum-reduced KL, as the seed);
     hard: D = CE(s_k, argmax t_k); none: CE only.
     """
     B, P, C = student.shape
     s = student.reshape(B * P, C)
-    loss = F.cross_entropy(s, y.repeat_interleave(P), reduction='mean') * P
+    loss = part_ce_loss(student, y, label_smoothing)
     if kind == 'none':
         return loss
     if teacher is None:

@@ -1,93 +1,110 @@
 """The AMG prune / fine-tune schedule: ``iter_nums`` rounds of (score, prune, fine-tune), then a final fine-tune.
 
-``amg-reid prune`` and the service's prune jobs both call :func:`prune`.
+:func:`prune_model` is the algorithm (model, teacher, loaders, plan -> pruned model and round results); :func:`prune`
+runs it for ``amg-reid prune`` and the service's prune jobs (loading, data, torchrun, saving, evaluation).
 """
 import copy
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Callable, Dict, List, Literal, Optional, Tuple
+from typing import ClassVar, Dict, List, Optional, Tuple
 
 import torch
+from pydantic import Field, model_validator
 
 from models.checkpoints import load_model, read_metadata, save_checkpoint
 from models.complexity import complexity_report
 from models.la_transformer import LATransformer
 from reid.data import make_loader, split_validation
 from reid.datasets import load_dataset
-from reid.distributed import setup_distributed
-from reid.engine import calibrate_model_threshold, ce_step, evaluate_model, set_seed, train_one_epoch
+from reid.distributed import SINGLE, Distributed, setup_distributed
+from reid.engine import (DatasetName, calibrate_model_threshold, ce_step, evaluate_model, recipe_step, set_seed,
+                         train_one_epoch)
+from reid.options import ImageSize
+from reid.progress import Cancelled, Progress, ProgressCallback, RunSummary
+from reid.recipe import RecipeOptions, RecipeSettings
 
-from .distill import DistillKind, distillation_loss
+from .distill import Distill, distillation_loss
 from .heads import apply_heads, head_prune_count, select_heads
 from .scoring import score_model
 from .tokens import apply_kv_tokens, select_dropped_tokens, select_kv_tokens, token_prune_count
 
-__all__ = ['PruneConfig', 'prune', 'prune_round', 'PRUNE_MODES']
+__all__ = ['PruneConfig', 'PruneMode', 'TokenMode', 'PrunePlan', 'RoundTarget', 'prune', 'prune_model',
+           'prune_round']
 
 _logger = logging.getLogger(__name__)
-PRUNE_MODES = ('attn', 'head_entropy', 'head_attn')
-# progress callback: (event dict) -> True to cancel
-ProgressCallback = Callable[[Dict], Optional[bool]]
 
 
-@dataclass
-class PruneConfig:
-    """The seed's ``finetune.py`` flags. ``prune_rate`` is the token rate for ``attn``, the head rate for
-    ``head_entropy``; ``head_attn`` takes ``head_rate`` and ``token_rate``."""
-    weight_path: str
-    data_dir: str
-    name: str = 'pruned'
-    model: Optional[str] = None
-    output_dir: str = 'runs'
-    dataset: Optional[str] = None
-    img_size: Optional[Tuple[int, int]] = None
-    batch_size: int = 32
-    prune_mode: Literal['attn', 'head_entropy', 'head_attn'] = 'attn'
-    prune_rate: float = 0.0
-    head_rate: float = 0.0
-    token_rate: float = 0.0
-    iter_nums: int = 1
-    finetune_nums: int = 0
-    final_finetune: int = 10
-    lr: float = 1e-4
-    wd: float = 1e-3
-    distill_type: DistillKind = 'soft'
-    distill_alpha: float = 0.2
-    distill_tau: float = 1.0
-    token_mode: Literal['kv', 'drop'] = 'kv'
-    drop_blocks: Tuple[int, ...] = (3, 6, 9)
-    fuse_token: bool = False
-    score_batches: Optional[int] = None
-    num_workers: int = 0
-    seed: int = 0
-    device: str = 'cpu'
+class PruneMode(StrEnum):
+    ATTN = 'attn'  # key/value tokens (the seed's name)
+    HEAD_ENTROPY = 'head_entropy'  # heads
+    HEAD_ATTN = 'head_attn'  # both
+
+
+class TokenMode(StrEnum):
+    KV = 'kv'  # pruned tokens stop being keys/values; every query stays (the paper)
+    DROP = 'drop'  # tokens leave the sequence before --drop_blocks
+
+
+class PruneConfig(RecipeOptions):
+    """The seed's ``finetune.py`` flags (each field is a CLI flag and a job parameter). ``prune_rate`` is the token
+    rate for ``attn``, the head rate for ``head_entropy``; ``head_attn`` takes ``head_rate`` and ``token_rate``.
+    Fine-tuning follows ``recipe`` (augmentation, sampler, losses) with the seed's optimiser, schedule and
+    distillation."""
+    CLI_ALIASES: ClassVar[Dict[str, Tuple[str, ...]]] = {'weight_decay': ('--wd',), 'num_workers': ('--workers',)}
+    SERVER_OWNED: ClassVar[Tuple[str, ...]] = ('name', 'output_dir', 'device')
+
+    weight_path: str = Field(description='the trained checkpoint to prune')
+    data_dir: str = Field(description='the dataset it was trained on (Market-1501 or ImageFolder layout)')
+    name: str = Field('pruned', description='run name: outputs go to OUTPUT_DIR/NAME/')
+    model: Optional[str] = Field(None, description='registry name, only for foreign checkpoints')
+    output_dir: str = Field('runs', description='where runs are written')
+    dataset: Optional[DatasetName] = Field(None, description='look for this dataset under --data-dir')
+    img_size: Optional[ImageSize] = Field(None, description='input height and width (default: the checkpoint\'s)')
+    batch_size: int = Field(32, ge=2, le=1024)
+    prune_mode: PruneMode = Field(PruneMode.ATTN, description='attn: key/value tokens; head_entropy: heads; '
+                                                              'head_attn: both')
+    prune_rate: float = Field(0.0, ge=0, lt=1, description='share removed: tokens for attn, heads for head_entropy')
+    head_rate: float = Field(0.0, ge=0, lt=1, description='head_attn: share of heads removed')
+    token_rate: float = Field(0.0, ge=0, lt=1, description='head_attn: share of key/value tokens removed')
+    iter_nums: int = Field(1, ge=1, le=1000, description='prune rounds')
+    finetune_nums: int = Field(0, ge=0, le=1000, description='fine-tune epochs after each round')
+    final_finetune: int = Field(10, ge=0, le=1000, description='fine-tune epochs after the last round')
+    lr: float = Field(1e-4, gt=0, le=1, description='Adam learning rate of the fine-tuning')
+    weight_decay: float = Field(1e-3, ge=0, le=1)
+    distill_type: Distill = Field(Distill.SOFT, description='distillation from the unpruned teacher')
+    distill_alpha: float = Field(0.2, ge=0, le=100)
+    distill_tau: float = Field(1.0, gt=0, le=100)
+    token_mode: TokenMode = Field(TokenMode.KV, description='kv: prune keys/values only (the paper); drop: tokens '
+                                                            'leave the sequence from --drop_blocks')
+    drop_blocks: Tuple[int, ...] = Field((3, 6, 9), description='blocks before which tokens are dropped '
+                                         '(token_mode drop); each drop removes the token rate')
+    fuse_token: bool = Field(False, description='merge dropped tokens into one extra token (token_mode drop)')
+    score_batches: Optional[int] = Field(None, ge=1, le=100000, description='limit the scoring pass to this many '
+                                                                            'batches')
+    num_workers: int = Field(0, ge=0, le=32, description='data loader worker processes')
+    seed: int = Field(0, ge=0, le=2 ** 31 - 1)
+    device: str = Field('cpu', description='torch device')
+
+    @model_validator(mode='after')
+    def _check(self) -> 'PruneConfig':
+        self.rates()
+        self.settings()
+        return self
 
     def rates(self) -> Tuple[float, float]:
-        """(head rate, token rate) after mode resolution; validates the flags."""
-        if self.prune_mode not in PRUNE_MODES:
-            raise ValueError(f'unknown prune mode {self.prune_mode!r}; choose from {", ".join(PRUNE_MODES)}')
-        if self.prune_mode == 'attn':
+        """(head rate, token rate) after mode resolution."""
+        if self.prune_mode == PruneMode.ATTN:
             head, token = 0.0, self.prune_rate
-        elif self.prune_mode == 'head_entropy':
+        elif self.prune_mode == PruneMode.HEAD_ENTROPY:
             head, token = self.prune_rate, 0.0
         else:
             head, token = self.head_rate, self.token_rate
             if head == 0 and token == 0:
                 raise ValueError('head_attn needs --head_rate and/or --token_rate')
-        for label, rate in (('head', head), ('token', token)):
-            if not 0 <= rate < 1:
-                raise ValueError(f'{label} rate must be in [0, 1), got {rate}')
-        if self.iter_nums < 1:
-            raise ValueError(f'iter_nums must be >= 1, got {self.iter_nums}')
-        if self.finetune_nums < 0 or self.final_finetune < 0:
-            raise ValueError('finetune_nums and final_finetune must be >= 0')
-        if self.distill_type not in ('none', 'soft', 'hard'):
-            raise ValueError(f'unknown distill type {self.distill_type!r}; choose from none, soft, hard')
-        if self.token_mode not in ('kv', 'drop'):
-            raise ValueError(f'unknown token mode {self.token_mode!r}; choose from kv, drop')
-        if self.token_mode == 'drop' and not self.drop_blocks:
+        if self.token_mode == TokenMode.DROP and not self.drop_blocks:
             raise ValueError('token mode drop needs --drop_blocks')
         return head, token
 
@@ -119,21 +136,121 @@ def _round_targets(total: int, rounds: int) -> List[int]:
     return [b - a for a, b in zip(cumulative, cumulative[1:])]
 
 
-def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCallback] = None) -> Dict:
-    """Prune a trained checkpoint and fine-tune it with distillation; writes ``<run_dir>/pruned.safetensors``.
+@dataclass(frozen=True)
+class RoundTarget:
+    """One round's removals: heads and key/value tokens (counts), or token dropping (blocks, keep ratio, fuse)."""
+    heads: int = 0
+    tokens: int = 0
+    drop: Optional[Tuple[Tuple[int, ...], float, bool]] = None
+
+
+@dataclass
+class PrunePlan:
+    """What :func:`prune_model` does: the rounds, the fine-tuning after each and at the end (Adam at ``lr``, the
+    final one with the seed's StepLR(3, 0.7)), its recipe and its distillation."""
+    rounds: List[RoundTarget]
+    finetune_epochs: int = 0
+    final_epochs: int = 0
+    lr: float = 1e-4
+    weight_decay: float = 1e-3
+    settings: RecipeSettings = field(default_factory=lambda: RecipeOptions(recipe='la').settings())
+    distill: Tuple[Distill, float, float] = (Distill.NONE, 0.0, 1.0)
+    score_batches: Optional[int] = None
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: PruneConfig, model: LATransformer) -> 'PrunePlan':
+        head_rate, token_rate = cfg.rates()
+        heads = _round_targets(head_prune_count(model.heads_per_block(), head_rate), cfg.iter_nums)
+        drop = cfg.token_mode == TokenMode.DROP
+        total_tokens = 0 if drop else token_prune_count(model.num_tokens - 1, len(model.blocks), token_rate)
+        rounds = []
+        for r, (n_heads, n_tokens) in enumerate(zip(heads, _round_targets(total_tokens, cfg.iter_nums)), start=1):
+            # dropping: the rate grows over the rounds; each round re-ranks the survivors with fresh scores
+            spec = (tuple(cfg.drop_blocks), 1 - token_rate * r / cfg.iter_nums, cfg.fuse_token) \
+                if drop and token_rate else None
+            rounds.append(RoundTarget(n_heads, n_tokens, spec))
+        return cls(rounds=rounds, finetune_epochs=cfg.finetune_nums, final_epochs=cfg.final_finetune, lr=cfg.lr,
+                   weight_decay=cfg.weight_decay, settings=cfg.settings(),
+                   distill=(cfg.distill_type, cfg.distill_alpha, cfg.distill_tau), score_batches=cfg.score_batches,
+                   seed=cfg.seed)
+
+    @property
+    def total_steps(self) -> int:
+        return len(self.rounds) * (1 + self.finetune_epochs) + self.final_epochs
+
+
+def prune_model(model: LATransformer, teacher: Optional[LATransformer], train_loader, score_loader, plan: PrunePlan,
+                device: torch.device = torch.device('cpu'), dist: Distributed = SINGLE, progress: bool = True,
+                on_progress: Optional[ProgressCallback] = None) -> List[Dict]:
+    """Run ``plan`` on ``model`` in place: per round score (un-augmented ``score_loader``), prune, fine-tune
+    (``train_loader``, distilling from ``teacher``); then the final fine-tune. Returns the progress records.
+
+    ``on_progress`` returning True stops it (:class:`Cancelled`); under torchrun rank 0's answer reaches every rank.
+    """
+    kind, alpha, tau = plan.distill
+    if kind != Distill.NONE and teacher is None:
+        raise ValueError(f'distillation {kind.value!r} needs a teacher')
+
+    def part_loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # the teacher runs once per batch for all parts, on the same (occluded) images
+            t = teacher.forward_logits(x) if kind != Distill.NONE else None
+        return distillation_loss(logits, t, y, kind, alpha, tau, plan.settings.label_smoothing)
+
+    step = recipe_step(plan.settings, part_loss)
+    done, history = 0, []
+
+    def report(stage: str, metrics: Optional[Dict[str, float]] = None, **info) -> None:
+        event = Progress(stage, done / max(plan.total_steps, 1), dict(metrics or {}),
+                         dict(info, heads=sum(model.heads_per_block())))
+        history.append(event.flat())
+        cancel = False
+        if dist.is_main:  # rank 0 reports; its cancel flag reaches every rank
+            _logger.info('%s', {k: (round(v, 4) if isinstance(v, float) else v) for k, v in event.flat().items()})
+            cancel = bool(on_progress and on_progress(event))
+        if dist.all_reduce(torch.tensor([float(cancel)])).item():
+            raise Cancelled(f'pruning cancelled at {stage}')
+
+    for r, target in enumerate(plan.rounds, start=1):
+        if target.heads or target.tokens or target.drop:
+            if hasattr(score_loader, 'generator'):
+                score_loader.generator.manual_seed(plan.seed + 1000 * r)
+            scores = score_model(model, score_loader, device, ce_step, plan.score_batches, progress, dist)
+            prune_round(model, scores, target.heads, target.tokens, target.drop)
+        done += 1
+        report('pruned', round=r, removed_heads=target.heads, removed_tokens=target.tokens)
+        optimizer = torch.optim.Adam(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
+        net = dist.wrap(model)  # after this round's pruning: DDP must see the new shapes
+        for e in range(plan.finetune_epochs):
+            metrics = train_one_epoch(net, train_loader, optimizer, device, step, f'round {r} finetune {e + 1}',
+                                      progress)
+            done += 1
+            report('finetune', metrics, round=r, epoch=e + 1)
+    if plan.final_epochs:
+        optimizer = torch.optim.Adam(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.7)
+        net = dist.wrap(model)
+        for e in range(plan.final_epochs):
+            metrics = train_one_epoch(net, train_loader, optimizer, device, step, f'final finetune {e + 1}', progress)
+            scheduler.step()
+            done += 1
+            report('final', metrics, epoch=e + 1)
+    return history
+
+
+def prune(cfg: PruneConfig, progress: bool = True, on_progress: Optional[ProgressCallback] = None) -> RunSummary:
+    """Prune a trained checkpoint and fine-tune it with distillation; writes ``<run_dir>/pruned.safetensors`` and
+    ``prune.json``, then evaluates it on the test split (standard and legacy protocols).
 
     Under ``torchrun`` every rank scores and fine-tunes its slice of each global batch (DistributedDataParallel);
     the decisions are the same on every rank, and rank 0 evaluates and writes the outputs."""
-    head_rate, token_rate = cfg.rates()
     set_seed(cfg.seed)
     dist = setup_distributed(cfg.device)
     device = dist.device
     progress = progress and dist.is_main
     model = load_model(cfg.weight_path, cfg.model, img_size=cfg.img_size, device=device)
     _, extra = read_metadata(cfg.weight_path) if str(cfg.weight_path).endswith('.safetensors') else (None, {})
-    total_heads = head_prune_count(model.heads_per_block(), head_rate)
-    total_tokens = 0 if cfg.token_mode == 'drop' else token_prune_count(model.num_tokens - 1, len(model.blocks),
-                                                                        token_rate)
+    plan = PrunePlan.from_config(cfg, model)
 
     ds = load_dataset(Path(cfg.data_dir), cfg.dataset)
     split = extra.get('split', dict(val_fraction=0.0, seed=cfg.seed))
@@ -143,86 +260,36 @@ def prune(cfg: PruneConfig, progress: bool = True, on_event: Optional[ProgressCa
         raise ValueError(f'{cfg.weight_path} has {model.num_classes} classes but {ds.root} gives {num_classes} '
                          f'training identities: prune with the dataset the model was trained on')
     loader = dist.shard(make_loader(train_records, model.img_size, cfg.batch_size, train=True,
-                                    num_workers=cfg.num_workers, seed=cfg.seed))
+                                    num_workers=cfg.num_workers, seed=cfg.seed, settings=plan.settings))
     # scores come from un-augmented images (random flips would make them depend on the RNG and the rank count)
     score_loader = dist.shard(make_loader(train_records, model.img_size, cfg.batch_size, train=True, augment=False,
                                           num_workers=cfg.num_workers, seed=cfg.seed))
-    teacher = copy.deepcopy(model).eval().requires_grad_(False) if cfg.distill_type != 'none' else None
+    teacher = copy.deepcopy(model).eval().requires_grad_(False) if cfg.distill_type != Distill.NONE else None
     before = complexity_report(model)
-
-    def step(m: LATransformer, x: torch.Tensor, y: torch.Tensor):
-        logits = m.forward_logits(x)
-        with torch.no_grad():  # the teacher runs once per batch for all parts
-            t = teacher.forward_logits(x) if teacher is not None else None
-        return distillation_loss(logits, t, y, cfg.distill_type, cfg.distill_alpha, cfg.distill_tau), logits
-
-    total_steps = cfg.iter_nums * (1 + cfg.finetune_nums) + cfg.final_finetune
-    done = 0
-    history = []
-
-    def report(stage: str, **info) -> bool:
-        event = dict(stage=stage, progress=done / total_steps, heads=sum(model.heads_per_block()), **info)
-        history.append(event)
-        if not dist.is_main:  # rank 0 reports; its cancel flag reaches every rank
-            return bool(dist.all_reduce(torch.zeros(1)).item())
-        _logger.info('%s', {k: (round(v, 4) if isinstance(v, float) else v) for k, v in event.items()})
-        cancel = bool(on_event and on_event(event))
-        return bool(dist.all_reduce(torch.tensor([float(cancel)])).item())
-
-    cancelled = False
-    for r, (n_heads, n_tokens) in enumerate(zip(_round_targets(total_heads, cfg.iter_nums),
-                                                _round_targets(total_tokens, cfg.iter_nums)), start=1):
-        drop = None
-        if cfg.token_mode == 'drop' and token_rate:
-            # the drop rate grows over the rounds; each round re-ranks the survivors with fresh scores
-            drop = (tuple(cfg.drop_blocks), 1 - token_rate * r / cfg.iter_nums, cfg.fuse_token)
-        if n_heads or n_tokens or drop:
-            score_loader.generator.manual_seed(cfg.seed + 1000 * r)
-            scores = score_model(model, score_loader, device, ce_step, cfg.score_batches, progress, dist)
-            prune_round(model, scores, n_heads, n_tokens, drop)
-        done += 1
-        cancelled = report('pruned', round=r, removed_heads=n_heads, removed_tokens=n_tokens)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
-        net = dist.wrap(model)  # after this round's pruning: DDP must see the new shapes
-        for e in range(cfg.finetune_nums):
-            if cancelled:
-                break
-            metrics = train_one_epoch(net, loader, optimizer, device, step, f'round {r} finetune {e + 1}', progress)
-            done += 1
-            cancelled = report('finetune', round=r, epoch=e + 1, **metrics)
-        if cancelled:
-            break
-    if not cancelled and cfg.final_finetune:
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.7)
-        net = dist.wrap(model)
-        for e in range(cfg.final_finetune):
-            metrics = train_one_epoch(net, loader, optimizer, device, step, f'final finetune {e + 1}', progress)
-            scheduler.step()
-            done += 1
-            if report('final', epoch=e + 1, **metrics):
-                cancelled = True
-                break
-    if cancelled:
-        raise InterruptedError('pruning cancelled')
+    history = prune_model(model, teacher, loader, score_loader, plan, device, dist, progress, on_progress)
+    checkpoint = cfg.run_dir / 'pruned.safetensors'
     if not dist.is_main:
         dist.barrier()  # rank 0 evaluates and writes
-        return dict(checkpoint=str(cfg.run_dir / 'pruned.safetensors'), heads=model.heads_per_block(),
-                    kv_tokens=[len(model.key_positions(i)) for i in range(len(model.blocks))], rank=dist.rank)
+        return RunSummary(checkpoint=str(checkpoint), history=history, rank=dist.rank,
+                          details=dict(heads=model.heads_per_block(), kv_tokens=_kv_tokens(model)))
 
     after = complexity_report(model)
-    out_extra = dict(extra, pruned_from=str(cfg.weight_path), prune=asdict(cfg), complexity=after)
+    out_extra = dict(extra, pruned_from=str(cfg.weight_path), prune=cfg.model_dump(mode='json'), complexity=after)
     if val is not None:
         out_extra['min_score'] = calibrate_model_threshold(model, val, cfg.batch_size, device)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    path = save_checkpoint(model, cfg.run_dir / 'pruned.safetensors', out_extra)
+    save_checkpoint(model, checkpoint, out_extra)
     results = evaluate_model(model, ds.query, ds.gallery, batch_size=cfg.batch_size, device=device,
                              progress=progress)
-    summary = dict(checkpoint=str(path), before=before, after=after, heads=model.heads_per_block(),
-                   kv_tokens=[len(model.key_positions(i)) for i in range(len(model.blocks))],
-                   results=results, history=history)
-    (cfg.run_dir / 'prune.json').write_text(json.dumps(summary, indent=2, default=str))
-    if on_event:
-        on_event(dict(stage='done', progress=1.0, heads=sum(model.heads_per_block()), results=results))
+    summary = RunSummary(checkpoint=str(checkpoint), metrics=dict(results['standard']), history=history,
+                         details=dict(before=before, after=after, heads=model.heads_per_block(),
+                                      kv_tokens=_kv_tokens(model), results=results))
+    (cfg.run_dir / 'prune.json').write_text(json.dumps(asdict(summary), indent=2, default=str))
+    if on_progress:
+        on_progress(Progress('done', 1.0, dict(results['standard']), dict(heads=sum(model.heads_per_block()))))
     dist.barrier()
     return summary
+
+
+def _kv_tokens(model: LATransformer) -> List[int]:
+    return [len(model.key_positions(i)) for i in range(len(model.blocks))]

@@ -9,14 +9,16 @@ from models.embedder import open_image
 from models.transforms import build_transform
 
 from .datasets import ImageRecord
+from .recipe import IdentitySampler, RecipeSettings, train_transform
 
 __all__ = ['ImageDataset', 'make_loader', 'split_validation']
 
 
 class ImageDataset(Dataset):
-    def __init__(self, records: Sequence[ImageRecord], img_size: Sequence[int], train: bool = False) -> None:
+    def __init__(self, records: Sequence[ImageRecord], img_size: Sequence[int], train: bool = False,
+                 settings: Optional[RecipeSettings] = None) -> None:
         self.records = list(records)
-        self.transform = build_transform(img_size, train=train)
+        self.transform = train_transform(img_size, settings) if train else build_transform(img_size)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -27,14 +29,20 @@ class ImageDataset(Dataset):
 
 
 def make_loader(records: Sequence[ImageRecord], img_size: Sequence[int], batch_size: int, train: bool = False,
-                num_workers: int = 0, seed: int = 0, augment: Optional[bool] = None) -> DataLoader:
+                num_workers: int = 0, seed: int = 0, augment: Optional[bool] = None,
+                settings: Optional[RecipeSettings] = None) -> DataLoader:
     """Training loaders shuffle with a seeded generator (and drop the last partial batch, which BatchNorm needs);
-    they flip images at random unless ``augment=False`` (the pruning scores: the same on any number of ranks)."""
+    they augment by the recipe ``settings`` (flips only without) unless ``augment=False`` (the pruning scores: the
+    same on any number of ranks). ``settings.instances`` > 0 draws P identities x K images per batch."""
     generator = torch.Generator().manual_seed(seed)
     augment = train if augment is None else augment
-    return DataLoader(ImageDataset(records, img_size, train=augment), batch_size=batch_size, shuffle=train,
-                      drop_last=train and len(records) > batch_size, num_workers=num_workers, generator=generator,
-                      persistent_workers=False)
+    dataset = ImageDataset(records, img_size, train=augment, settings=settings)
+    if train and augment and settings is not None and settings.instances:
+        # the sampler draws with the loader's generator, so re-seeding the loader re-seeds the epoch
+        sampler = IdentitySampler([r.pid for r in records], batch_size, settings.instances, generator)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(records) > batch_size,
+                      num_workers=num_workers, generator=generator, persistent_workers=False)
 
 
 def split_validation(train: List[ImageRecord], val_fraction: float, seed: int = 0

@@ -6,7 +6,7 @@ for the pruning scores, the numbers) are those of a single process with the same
 """
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import torch
 import torch.distributed as dist
@@ -33,23 +33,28 @@ class _ShardedBatches(Sampler[List[int]]):
         return len(self.batches)
 
 
-class _PartLogits(nn.Module):
+class _TrainOutputs(nn.Module):
     def __init__(self, model: LATransformer) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_logits(x)
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_train(x)
 
 
 class DistributedModel(nn.Module):
-    """``forward_logits`` through DistributedDataParallel (gradients are averaged across ranks in backward)."""
+    """``forward_logits`` and ``forward_train`` through DistributedDataParallel (gradients are averaged across ranks
+    in backward; the embedding adds no parameters, so a loss on the logits alone still reaches every one)."""
 
     def __init__(self, model: LATransformer, device: torch.device) -> None:
         super().__init__()
-        self.ddp = DistributedDataParallel(_PartLogits(model), device_ids=[device] if device.type == 'cuda' else None)
+        self.ddp = DistributedDataParallel(_TrainOutputs(model),
+                                           device_ids=[device] if device.type == 'cuda' else None)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x)[0]
+
+    def forward_train(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.ddp(x)
 
 

@@ -1,14 +1,15 @@
-"""Training (the LA-Transformer recipe), feature extraction and evaluation."""
+"""Training (the strong Re-ID recipe or LA-Transformer's), feature extraction and evaluation."""
 import json
 import logging
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from tqdm import tqdm
 
 from models.checkpoints import load_model, read_metadata, save_checkpoint
@@ -19,15 +20,17 @@ from .data import make_loader, split_validation
 from .datasets import ImageRecord, load_dataset
 from .distributed import setup_distributed
 from .metrics import calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank
+from .options import ImageSize
+from .progress import Cancelled, Progress, ProgressCallback, RunSummary
+from .recipe import RecipeOptions, RecipeSettings, batch_hard_triplet_loss, paste_occluders, warmup_cosine
 from .rerank import re_ranking
 from .visualize import save_cmc_curve, save_ranked_results
 
-__all__ = ['TrainConfig', 'train', 'train_one_epoch', 'part_ce_loss', 'extract_features', 'evaluate_model',
-           'calibrate_model_threshold', 'set_seed', 'EpochCallback']
+__all__ = ['TrainConfig', 'train', 'train_one_epoch', 'part_ce_loss', 'recipe_step', 'extract_features',
+           'evaluate_model', 'calibrate_model_threshold', 'set_seed']
 
 _logger = logging.getLogger(__name__)
-# called after every epoch with (epoch, total_epochs, metrics); returning True stops training (job cancellation)
-EpochCallback = Callable[[int, int, Dict[str, float]], Optional[bool]]
+DatasetName = Literal['market', 'o-duke']
 
 
 def set_seed(seed: int) -> None:
@@ -36,18 +39,38 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def part_ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def part_ce_loss(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """LA-Transformer's loss: the sum over parts of each part classifier's cross-entropy. logits (B, P, C)."""
     B, P, C = logits.shape
-    return F.cross_entropy(logits.reshape(B * P, C), y.repeat_interleave(P), reduction='mean') * P
+    return F.cross_entropy(logits.reshape(B * P, C), y.repeat_interleave(P), reduction='mean',
+                           label_smoothing=label_smoothing) * P
 
 
 LossFn = Callable[[LATransformer, torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+# (student part logits, images, labels) -> the part loss; pruning adds distillation from its teacher here
+PartLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def ce_step(model: LATransformer, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     logits = model.forward_logits(x)
     return part_ce_loss(logits, y), logits
+
+
+def recipe_step(settings: RecipeSettings, part_loss: Optional[PartLoss] = None) -> LossFn:
+    """A training step's loss for the recipe: [pasted occluders ->] part loss (label-smoothed part cross-entropy
+    unless ``part_loss`` says otherwise) [+ weighted batch-hard triplet loss on the retrieval embedding]."""
+    def step(model: LATransformer, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if settings.paste:
+            x, _ = paste_occluders(x, y, settings.paste)
+        if settings.triplet:
+            logits, embedding = model.forward_train(x)
+        else:
+            logits, embedding = model.forward_logits(x), None
+        loss = part_loss(logits, x, y) if part_loss else part_ce_loss(logits, y, settings.label_smoothing)
+        if embedding is not None:
+            loss = loss + settings.triplet * batch_hard_triplet_loss(embedding, y, settings.triplet_margin)
+        return loss, logits
+    return step
 
 
 def train_one_epoch(model: LATransformer, loader, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -112,34 +135,43 @@ def calibrate_model_threshold(model: LATransformer, val: Tuple[Sequence[ImageRec
     return calibrate_threshold(qf @ gf.T, q_pids, g_pids, q_cams, g_cams)
 
 
-@dataclass
-class TrainConfig:
-    """What ``amg-reid train`` takes. ``blockwise=None`` means: on when starting from weights, off from scratch."""
-    data_dir: str
-    name: str = 'LA-tiny'
-    model: str = 'amg_vit_tiny_patch16_224'
-    output_dir: str = 'runs'
-    dataset: Optional[str] = None
-    weight_path: Optional[str] = None
-    img_size: Tuple[int, int] = (224, 224)
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 5e-4
-    lmbd: float = 8.0
-    blockwise: Optional[bool] = None
-    unfreeze_every: int = 2
-    lr_decay: float = 0.8
-    val_fraction: float = 0.1
-    num_workers: int = 0
-    seed: int = 0
-    resume: bool = False
-    device: str = 'cpu'
-    extra: Dict = field(default_factory=dict)
+class TrainConfig(RecipeOptions):
+    """What ``amg-reid train`` and train jobs take (each field is a CLI flag and a job parameter)."""
+    CLI_ALIASES: ClassVar[Dict[str, Tuple[str, ...]]] = {'weight_decay': ('--wd',), 'num_workers': ('--workers',)}
+    SERVER_OWNED: ClassVar[Tuple[str, ...]] = ('name', 'output_dir', 'device', 'resume', 'extra')
+
+    data_dir: str = Field(description='dataset folder (Market-1501 or ImageFolder layout)')
+    name: str = Field('LA-tiny', description='run name: outputs go to OUTPUT_DIR/NAME/')
+    model: str = Field('amg_vit_tiny_patch16_224', description='registry name (see `amg-reid models`)')
+    output_dir: str = Field('runs', description='where runs are written')
+    dataset: Optional[DatasetName] = Field(None, description='look for this dataset under --data-dir')
+    weight_path: Optional[str] = Field(None, description='weights to start from (timm ViT or LA-Transformer)')
+    img_size: ImageSize = Field((224, 224), description='input height and width')
+    epochs: int = Field(30, ge=1, le=1000)
+    batch_size: int = Field(32, ge=2, le=1024)
+    lr: float = Field(3e-4, gt=0, le=1, description='Adam learning rate')
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    lmbd: float = Field(8.0, ge=0, le=1000, description='weight of the row average against CLS in each part')
+    blockwise: Optional[bool] = Field(None, description='blockwise unfreezing (default: on with --weight-path, off '
+                                                        'from scratch)')
+    unfreeze_every: int = Field(2, ge=1, le=1000, description='blockwise: epochs between unfreezing blocks')
+    lr_decay: float = Field(0.8, gt=0, le=1, description='blockwise, LA recipe: learning rate factor at each '
+                                                         'unfreezing')
+    warmup_epochs: Optional[int] = Field(None, ge=0, le=1000, description='linear warmup, then cosine decay '
+                                         '(strong: 2); the LA recipe keeps a constant rate')
+    val_fraction: float = Field(0.1, ge=0, lt=1, description='train identities held out for model selection')
+    num_workers: int = Field(0, ge=0, le=32, description='data loader worker processes')
+    seed: int = Field(0, ge=0, le=2 ** 31 - 1)
+    resume: bool = Field(False, description='continue from OUTPUT_DIR/NAME/last.safetensors')
+    device: str = Field('cpu', description='torch device')
+    extra: Dict[str, Any] = Field(default_factory=dict, description='recorded in the checkpoints')
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+    def recipe_settings(self) -> RecipeSettings:
+        return self.settings(warmup_epochs=self.warmup_epochs)
 
 
 def unfrozen_blocks(epoch: int, every: int) -> int:
@@ -166,12 +198,14 @@ def _build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> LA
     return model.to(device)
 
 
-def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallback] = None) -> Dict:
+def train(cfg: TrainConfig, progress: bool = True, on_progress: Optional[ProgressCallback] = None) -> RunSummary:
     """Train an LA-Transformer; keeps ``last.safetensors`` (resumable) and ``best.safetensors`` (by validation mAP).
 
-    Returns the summary also written to ``<run_dir>/train.json``. Under ``torchrun`` every rank trains on its slice
-    of each global batch (DistributedDataParallel); rank 0 validates and writes the checkpoints.
+    Reports each epoch to ``on_progress`` (True from it stops after that epoch's checkpoints: :class:`Cancelled`).
+    The summary is also written to ``<run_dir>/train.json``. Under ``torchrun`` every rank trains on its slice of
+    each global batch (DistributedDataParallel); rank 0 validates and writes the checkpoints.
     """
+    settings = cfg.recipe_settings()
     set_seed(cfg.seed)
     dist = setup_distributed(cfg.device)
     device = dist.device
@@ -198,22 +232,26 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallb
         (no_decay if n in model.no_weight_decay() or p.ndim == 1 else decay).append(p)
     optimizer = torch.optim.Adam([dict(params=decay, weight_decay=cfg.weight_decay),
                                   dict(params=no_decay, weight_decay=0.0)], lr=cfg.lr)
+    schedule = warmup_cosine(optimizer, cfg.epochs, settings.warmup_epochs) if settings.cosine else None
     if state is not None:
         optimizer.load_state_dict(state['optimizer'])
         torch.set_rng_state(state['rng'])
     loader = dist.shard(make_loader(train_records, cfg.img_size, cfg.batch_size, train=True,
-                                    num_workers=cfg.num_workers, seed=cfg.seed))
+                                    num_workers=cfg.num_workers, seed=cfg.seed, settings=settings))
+    step = recipe_step(settings)
     # the split is recorded so that pruning fine-tunes with the same identity labels
     extra = dict(cfg.extra, dataset=str(ds.root), train_pids=num_classes,
-                 split=dict(val_fraction=cfg.val_fraction, seed=cfg.seed))
+                 split=dict(val_fraction=cfg.val_fraction, seed=cfg.seed), recipe=cfg.recipe.value)
     for epoch in range(start_epoch, cfg.epochs):
         if blockwise:
             apply_blockwise(model, epoch, cfg.unfreeze_every)
-            if epoch % cfg.unfreeze_every == 0 and epoch > 0:
+            if epoch % cfg.unfreeze_every == 0 and epoch > 0 and schedule is None:
                 for g in optimizer.param_groups:
                     g['lr'] *= cfg.lr_decay
+        if schedule is not None:
+            schedule(epoch)
         loader.generator.manual_seed(cfg.seed + epoch)  # the same shuffles after a resume
-        metrics = train_one_epoch(dist.wrap(model), loader, optimizer, device,  # wrapped after (un)freezing
+        metrics = train_one_epoch(dist.wrap(model), loader, optimizer, device, step,  # wrapped after (un)freezing
                                   desc=f'epoch {epoch + 1}/{cfg.epochs}', progress=progress)
         stop = False
         if dist.is_main:
@@ -231,20 +269,26 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch: Optional[EpochCallb
             torch.save(dict(epoch=epoch, best_map=best_map, optimizer=optimizer.state_dict(),
                             rng=torch.get_rng_state(), history=json.dumps(history)), state_path)
             _logger.info('epoch %d: %s', epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
-            stop = on_epoch is not None and bool(on_epoch(epoch + 1, cfg.epochs, metrics))
+            if on_progress is not None:
+                report = Progress('train', (epoch + 1) / cfg.epochs, {k: v for k, v in metrics.items() if k != 'epoch'},
+                                  dict(epoch=epoch + 1, epochs=cfg.epochs))
+                stop = bool(on_progress(report))
         if dist.all_reduce(torch.tensor([float(stop)])).item():
             _logger.info('training stopped by caller after epoch %d', epoch + 1)
-            break
+            raise Cancelled(f'training cancelled after epoch {epoch + 1}')
     if not dist.is_main:
         dist.barrier()  # rank 0 calibrates and writes the summary
-        return dict(best=str(best_path), last=str(last_path), num_classes=num_classes, rank=dist.rank)
+        return RunSummary(checkpoint=str(best_path), rank=dist.rank)
     if val is not None and best_path.exists():
         best = load_model(best_path).to(device)
         _, best_extra = read_metadata(best_path)
         best_extra['min_score'] = calibrate_model_threshold(best, val, cfg.batch_size, device)
         save_checkpoint(best, best_path, best_extra)
-    summary = dict(config={k: v for k, v in asdict(cfg).items() if k != 'extra'}, history=history,
-                   best=str(best_path), last=str(last_path), num_classes=num_classes)
-    (run_dir / 'train.json').write_text(json.dumps(summary, indent=2, default=str))
+    best_epoch = max(history, key=lambda h: h.get('val_mAP', -h['loss'])) if history else {}
+    summary = RunSummary(checkpoint=str(best_path), history=history,
+                         metrics={k: v for k, v in best_epoch.items() if k != 'epoch'},
+                         details=dict(config=cfg.model_dump(mode='json', exclude={'extra'}), last=str(last_path),
+                                      num_classes=num_classes, best_epoch=best_epoch.get('epoch')))
+    (run_dir / 'train.json').write_text(json.dumps(asdict(summary), indent=2, default=str))
     dist.barrier()
     return summary

@@ -4,8 +4,8 @@ Persons are drawn procedurally from shared attribute palettes (clothing colours 
 height, build, bag kind and side), so most identities share several attributes and a few subtle ones (pattern, bag
 side, logo) matter. Each camera has its own background, illumination, scale, blur, noise and JPEG quality; each
 image its own viewpoint (a backpack shows from behind, a logo only from the front), walking phase and crop jitter.
-The occluded variant (Occluded-Duke-like) covers 20-60% of the body of every query, and of some gallery/train
-images, with cars, poles, boxes or another person.
+The occluded variant (Occluded-Duke-like) hides 15-50% of the figure's pixels in every query, and in a share of the
+gallery and training images, with cars, boxes, boards or another person; synth.json reports the distribution.
 
 Everything is a pure function of (seed, identity, image), so a dataset is reproducible bit for bit.
 """
@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-__all__ = ['SynthConfig', 'generate_dataset', 'draw_person_image', 'sample_identity', 'sample_camera']
+__all__ = ['SynthConfig', 'generate_dataset', 'draw_person_image', 'sample_identity', 'sample_camera',
+           'coverage_stats', 'OCCLUDER_KINDS']
 
 _logger = logging.getLogger(__name__)
 
@@ -44,8 +45,10 @@ class SynthConfig:
         num_ids: identities (half train, half test, disjoint).
         num_cams: cameras; each identity is seen by 2..num_cams of them.
         imgs_per_id: images per identity (spread over its cameras).
-        occluded: Occluded-Duke-like: every query occluded, 10% of gallery and 30% of train images too.
-        occlusion: (min, max) share of the figure an occluder covers (uniform between them).
+        occluded: Occluded-Duke-like: every query occluded, and shares of the gallery and training images.
+        occlusion: (min, max) share of the figure's pixels an occluder covers (uniform between them; measured on
+            the drawn figure, so a side occluder never hides a narrow figure whole).
+        occluded_train / occluded_gallery: shares of training / gallery images occluded (with ``occluded``).
         difficulty: 0..1; higher shares more attributes between identities (smaller palettes) and jitters more.
         junk: junk (``-1``) gallery images; distractors: distractor (``0000``) gallery images.
         seed: everything follows from it.
@@ -54,7 +57,9 @@ class SynthConfig:
     num_cams: int = 6
     imgs_per_id: int = 16
     occluded: bool = False
-    occlusion: Tuple[float, float] = (0.2, 0.6)
+    occlusion: Tuple[float, float] = (0.15, 0.5)
+    occluded_train: float = 0.3
+    occluded_gallery: float = 0.1
     difficulty: float = 0.5
     junk: int = 20
     distractors: int = 20
@@ -209,16 +214,25 @@ def _draw_person(draw: ImageDraw.ImageDraw, ident: Dict, view: str, phase: float
                    fill=ident['hat'])
 
 
-def _draw_occluder(draw: ImageDraw.ImageDraw, rng: np.random.Generator, top: float, fh: float, cx: float,
-                   bw: float, seed: int, extent: Tuple[float, float] = (0.2, 0.6)) -> None:
-    """Cover ``extent`` (default 20-60%) of the figure: a car/box from below, a pole/board from a side, or another
-    person in front."""
-    frac = float(rng.uniform(*extent))
-    kind = _pick(rng, ['car', 'box', 'board', 'person'])
-    colour = tuple(int(c) for c in rng.integers(20, 230, 3))
+OCCLUDER_KINDS = ('car', 'box', 'board', 'person')
+
+
+def _sample_occluder(rng: np.random.Generator, seed: int) -> Dict:
+    """Everything about an occluder except how far it reaches (its kind, colour, side, and the passer-by's look)."""
+    kind = _pick(rng, list(OCCLUDER_KINDS))
+    return dict(kind=kind, colour=tuple(int(c) for c in rng.integers(20, 230, 3)), side=_pick(rng, [-1, 1]),
+                other=sample_identity(seed, 100000 + int(rng.integers(1 << 20))) if kind == 'person' else None,
+                view=_pick(rng, ['front', 'back', 'left', 'right']), phase=float(rng.uniform(0, 6.3)))
+
+
+def _draw_occluder(draw: ImageDraw.ImageDraw, spec: Dict, reach: float, top: float, fh: float, cx: float,
+                   bw: float) -> None:
+    """Draw an occluder reaching ``reach`` (0..1) into the figure: a car/box rising from below, a board from a
+    side, or a passer-by in front, stepping from beside the figure towards its centre."""
+    kind, colour, s = spec['kind'], spec['colour'], spec['side']
     w = W * SCALE
     if kind in ('car', 'box'):
-        y = top + fh * (1 - frac)
+        y = top + fh * (1 - reach)
         draw.rectangle([0, y, w, H * SCALE], fill=colour)
         if kind == 'car':
             draw.rectangle([w * 0.1, y - fh * 0.06, w * 0.9, y + fh * 0.04], fill=tuple(c // 2 for c in colour))
@@ -226,23 +240,44 @@ def _draw_occluder(draw: ImageDraw.ImageDraw, rng: np.random.Generator, top: flo
                 r = fh * 0.06
                 draw.ellipse([x - r, H * SCALE - 2 * r, x + r, H * SCALE], fill=(15, 15, 15))
     elif kind == 'board':
-        # covering `frac` of the body width from one side
-        s = _pick(rng, [-1, 1])
-        edge = cx + s * (bw / 2 - frac * bw)
+        edge = cx + s * (bw * 0.8 - reach * 1.6 * bw)  # from beyond the arms to beyond the far side
         draw.rectangle([edge, 0, w, H * SCALE] if s > 0 else [0, 0, edge, H * SCALE], fill=colour)
     else:
-        other = sample_identity(seed, 100000 + int(rng.integers(1 << 20)))
-        s = _pick(rng, [-1, 1])
-        _draw_person(draw, other, _pick(rng, ['front', 'back', 'left', 'right']), float(rng.uniform(0, 6.3)),
-                     cx + s * bw * (1.4 - 2 * frac), top + fh * 0.05, fh * 1.05)
+        _draw_person(draw, spec['other'], spec['view'], spec['phase'], cx + s * bw * (1.6 - 1.6 * reach),
+                     top + fh * 0.05, fh * 1.05)
+
+
+def _occlude(person: Image.Image, spec: Dict, target: float, top: float, fh: float, cx: float,
+             bw: float) -> Tuple[Image.Image, float]:
+    """The occluder layer whose share of the figure's pixels is closest to ``target`` (bisection on its reach),
+    and that share."""
+    figure = np.asarray(person)[..., 3] > 0
+    area = max(int(figure.sum()), 1)
+
+    def layer(reach: float) -> Tuple[Image.Image, float]:
+        occ = Image.new('RGBA', person.size, (0, 0, 0, 0))
+        _draw_occluder(ImageDraw.Draw(occ), spec, reach, top, fh, cx, bw)
+        return occ, float((figure & (np.asarray(occ)[..., 3] > 0)).sum()) / area
+
+    lo, hi = 0.0, 1.0
+    best = layer(0.5)
+    for _ in range(9):
+        mid = (lo + hi) / 2
+        occ, share = layer(mid)
+        if abs(share - target) < abs(best[1] - target):
+            best = (occ, share)
+        lo, hi = (mid, hi) if share < target else (lo, mid)
+    return best
 
 
 def draw_person_image(ident: Optional[Dict], cam: Dict, rng: np.random.Generator, occlude: bool = False,
                       seed: int = 0, crop: Optional[str] = None,
-                      occlusion: Tuple[float, float] = (0.2, 0.6)) -> Image.Image:
-    """One 128x64 RGB crop of ``ident`` seen by ``cam`` (``ident=None``: background only, for junk images).
+                      occlusion: Tuple[float, float] = (0.15, 0.5)) -> Tuple[Image.Image, Optional[float]]:
+    """One 128x64 RGB crop of ``ident`` seen by ``cam`` (``ident=None``: background only, for junk images), and
+    the share of the figure's pixels an occluder covers (None when not occluded).
 
-    ``crop`` ('top' or 'bottom') shows only part of the figure, for distractor boxes.
+    ``occlusion`` (min, max): that share is drawn uniformly between them. ``crop`` ('top' or 'bottom') shows only
+    part of the figure, for distractor boxes.
     """
     img = Image.new('RGB', (W * SCALE, H * SCALE))
     draw = ImageDraw.Draw(img)
@@ -250,25 +285,39 @@ def draw_person_image(ident: Optional[Dict], cam: Dict, rng: np.random.Generator
     fh = H * SCALE * ident['height'] * cam['scale'] * float(rng.uniform(0.93, 1.05)) if ident else 0
     top = (H * SCALE - fh) / 2 + float(rng.normal(0, 3))
     cx = W * SCALE / 2 + float(rng.normal(0, 4))
+    covered = None
     if ident is not None:
         if crop == 'top':
             top += fh * 0.45
         elif crop == 'bottom':
             top -= fh * 0.5
         view = _pick(rng, ['front', 'back', 'left', 'right'])
-        _draw_person(draw, ident, view, float(rng.uniform(0, 2 * np.pi)), cx, top, fh)
+        person = Image.new('RGBA', img.size, (0, 0, 0, 0))
+        _draw_person(ImageDraw.Draw(person), ident, view, float(rng.uniform(0, 2 * np.pi)), cx, top, fh)
+        img.paste(person, mask=person)
         if occlude:
-            _draw_occluder(draw, rng, top, fh, cx, fh * 0.26 * ident['build'], seed, occlusion)
+            target = float(rng.uniform(*occlusion))
+            occ, covered = _occlude(person, _sample_occluder(rng, seed), target, top, fh, cx,
+                                    fh * 0.26 * ident['build'])
+            img.paste(occ, mask=occ)
     img = img.resize((W, H), Image.BILINEAR)
     if cam['blur'] > 0.05:
         img = img.filter(ImageFilter.GaussianBlur(cam['blur']))
     arr = np.asarray(img, dtype=np.float32)
     light = cam['gain'] * float(rng.uniform(0.9, 1.1)) * np.asarray(cam['cast'], dtype=np.float32)
     arr = arr * light + rng.normal(0, cam['noise'], arr.shape)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), covered
 
 
 # ---- dataset ----------------------------------------------------------------------------------------------------
+def coverage_stats(shares: List[float]) -> Dict[str, float]:
+    """How much of each occluded figure is hidden: count, min, quartiles, max, mean (shares of figure pixels)."""
+    q = np.percentile(shares, [0, 10, 25, 50, 75, 90, 100])
+    return dict(images=len(shares), min=round(float(q[0]), 3), p10=round(float(q[1]), 3), p25=round(float(q[2]), 3),
+                median=round(float(q[3]), 3), p75=round(float(q[4]), 3), p90=round(float(q[5]), 3),
+                max=round(float(q[6]), 3), mean=round(float(np.mean(shares)), 3))
+
+
 def _name(pid: int, cam: int, frame: int, box: int) -> str:
     prefix = '-1' if pid < 0 else f'{pid:04d}'
     return f'{prefix}_c{cam}s1_{frame:06d}_{box:02d}.jpg'
@@ -298,15 +347,18 @@ def generate_dataset(root: Path, cfg: SynthConfig = SynthConfig(), progress: boo
         per_cam = np.full(k, max(2, cfg.imgs_per_id // k))
         if pid <= n_train:
             for c, n in zip(seen, per_cam):
-                jobs += [('bounding_box_train', pid, c, bool(rng.random() < 0.3) and cfg.occluded) for _ in range(n)]
+                jobs += [('bounding_box_train', pid, c, bool(rng.random() < cfg.occluded_train) and cfg.occluded)
+                         for _ in range(n)]
         else:
             for c, n in zip(seen, per_cam):
                 jobs.append(('query', pid, c, cfg.occluded))
-                jobs += [('bounding_box_test', pid, c, bool(rng.random() < 0.1) and cfg.occluded) for _ in range(n - 1)]
+                jobs += [('bounding_box_test', pid, c, bool(rng.random() < cfg.occluded_gallery) and cfg.occluded)
+                         for _ in range(n - 1)]
     jobs += [('bounding_box_test', -1, 1 + i % cfg.num_cams, False) for i in range(cfg.junk)]
     jobs += [('bounding_box_test', 0, 1 + i % cfg.num_cams, False) for i in range(cfg.distractors)]
 
     counts: Dict[str, int] = {s: 0 for s in dirs}
+    covered: Dict[str, List[float]] = {}
     frames: Dict[Tuple[int, int], int] = {}
     for i, (split, pid, cam, occ) in enumerate(tqdm(jobs, desc='synth', unit='img', disable=not progress)):
         rng = np.random.default_rng([cfg.seed, 4, i])
@@ -319,10 +371,14 @@ def generate_dataset(root: Path, cfg: SynthConfig = SynthConfig(), progress: boo
             ident, crop = sample_identity(cfg.seed, 200000 + i, cfg.difficulty), _pick(rng, ['top', 'bottom'])
         else:  # junk: background only
             ident, crop = None, None
-        img = draw_person_image(ident, cams[cam], rng, occlude=occ, seed=cfg.seed, crop=crop,
-                                occlusion=tuple(cfg.occlusion))
+        img, share = draw_person_image(ident, cams[cam], rng, occlude=occ, seed=cfg.seed, crop=crop,
+                                       occlusion=tuple(cfg.occlusion))
         img.save(dirs[split] / name, quality=cams[cam]['quality'])
         counts[split] += 1
-    (root / 'synth.json').write_text(json.dumps(dict(asdict(cfg), counts=counts), indent=2))
+        if share is not None:
+            covered.setdefault(split, []).append(share)
+    stats = {split: coverage_stats(v) for split, v in covered.items()}
+    (root / 'synth.json').write_text(json.dumps(dict(asdict(cfg), counts=counts, occluded_share_of_figure=stats),
+                                                indent=2))
     _logger.info('wrote %s to %s', counts, root)
     return counts

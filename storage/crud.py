@@ -6,7 +6,7 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from .db import GalleryChange, GalleryImage, GalleryVector, Job, ModelVersion, utcnow
+from .db import ACTIVE_JOB_STATES, GalleryChange, GalleryImage, GalleryVector, Job, JobState, ModelVersion, utcnow
 
 __all__ = ['add_images', 'get_image', 'get_images', 'get_match_rows', 'list_images', 'delete_image', 'filter_image_ids',
            'all_image_ids', 'all_images', 'count_images', 'count_by_sha', 'put_vectors', 'get_vectors',
@@ -200,7 +200,7 @@ def activate_model(*, session: Session, model_id: int) -> None:
 
 # ---- jobs -------------------------------------------------------------------------------------------------------
 def create_job(*, session: Session, kind: str, params: Dict[str, Any]) -> Job:
-    job = Job(kind=kind, params=params, state='queued')
+    job = Job(kind=kind, params=params, state=JobState.QUEUED)
     session.add(job)
     session.flush()
     return job
@@ -230,6 +230,6 @@ def update_job(*, session: Session, job_id: int, log_line: Optional[str] = None,
 
 def interrupt_running_jobs(*, session: Session) -> int:
     """At start-up: jobs that were running when the service stopped can no longer finish."""
-    result = session.execute(update(Job).where(Job.state.in_(['running', 'queued', 'cancelling']))
-                             .values(state='interrupted', error='the service restarted while the job was running'))
+    result = session.execute(update(Job).where(Job.state.in_(ACTIVE_JOB_STATES))
+                             .values(state=JobState.INTERRUPTED, error='the service restarted while the job was running'))
     return result.rowcount or 0

@@ -1,5 +1,6 @@
 """Gallery metadata, models and jobs in SQL (SQLAlchemy 2; SQLite by default, any SQLAlchemy URL works)."""
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any, Dict, List, Optional
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
@@ -7,8 +8,27 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, Lar
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-__all__ = ['Base', 'GalleryImage', 'GalleryVector', 'GalleryChange', 'ModelVersion', 'Job', 'make_engine',
-           'make_sessionmaker', 'utcnow']
+__all__ = ['Base', 'GalleryImage', 'GalleryVector', 'GalleryChange', 'ModelVersion', 'Job', 'JobKind', 'JobState',
+           'ACTIVE_JOB_STATES', 'make_engine', 'make_sessionmaker', 'utcnow']
+
+
+class JobKind(StrEnum):
+    TRAIN = 'train'
+    PRUNE = 'prune'
+    FINETUNE = 'finetune'  # a prune run that removes nothing
+
+
+class JobState(StrEnum):
+    QUEUED = 'queued'
+    RUNNING = 'running'
+    CANCELLING = 'cancelling'
+    SUCCEEDED = 'succeeded'
+    FAILED = 'failed'
+    CANCELLED = 'cancelled'
+    INTERRUPTED = 'interrupted'  # the service stopped while it ran
+
+
+ACTIVE_JOB_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING)
 
 
 def utcnow() -> datetime:
@@ -71,7 +91,7 @@ class Job(Base):
     __tablename__ = 'jobs'
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
-    state: Mapped[str] = mapped_column(String(32), default='queued', index=True)
+    state: Mapped[str] = mapped_column(String(32), default=JobState.QUEUED.value, index=True)
     params: Mapped[Dict[str, Any]] = mapped_column(default=dict)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     current: Mapped[Dict[str, Any]] = mapped_column(default=dict)

@@ -6,14 +6,14 @@ from pydantic import ValidationError
 
 from reid.datasets import DatasetError, load_dataset
 from storage import crud
+from storage.db import JobKind, JobState
 
 from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_api_key
 from ..state import NoModel
-from ..schemas import (ERRORS, FinetuneJobParams, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
-                       PruneJobParams, TrainJobParams)
+from ..jobs import job_config
+from ..schemas import ERRORS, JOB_PARAMS, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic
 
 router = APIRouter(prefix='/v1/admin', tags=['admin'], dependencies=[Depends(require_api_key)], responses=ERRORS)
-PARAMS = {'train': TrainJobParams, 'prune': PruneJobParams, 'finetune': FinetuneJobParams}
 
 
 def job_public(job) -> JobPublic:
@@ -26,31 +26,26 @@ def job_public(job) -> JobPublic:
 def start_job(body: JobCreate, state: StateDep, request: Request):
     """Start a train / prune / fine-tune job in a worker process (same options as the CLI)."""
     try:
-        params = PARAMS[body.kind](**body.params)
+        params = JOB_PARAMS[body.kind](**body.params)
     except ValidationError as e:
         raise HTTPException(status_code=422, detail=e.errors(include_url=False, include_context=False)) from None
     try:
         load_dataset(Path(params.data_dir))
     except DatasetError as e:
         raise HTTPException(status_code=400, detail=f'data_dir: {e}') from None
-    values = params.model_dump()
-    if body.kind == 'train' and values.get('weight_path') and not Path(values['weight_path']).is_file():
+    values = params.model_dump(mode='json')
+    if body.kind != JobKind.TRAIN and values.get('weight_path') is None:
+        with state.Session() as s:
+            active = crud.active_model(session=s)
+        if active is None:
+            raise HTTPException(status_code=409, detail='no active model to start from: give weight_path')
+        values['weight_path'] = active.path
+    if values.get('weight_path') and not Path(values['weight_path']).is_file():
         raise HTTPException(status_code=400, detail=f'weight_path not found: {values["weight_path"]}')
-    if body.kind != 'train':
-        if values.get('weight_path') is None:
-            with state.Session() as s:
-                active = crud.active_model(session=s)
-            if active is None:
-                raise HTTPException(status_code=409, detail='no active model to start from: give weight_path')
-            values['weight_path'] = active.path
-        if not Path(values['weight_path']).is_file():
-            raise HTTPException(status_code=400, detail=f'weight_path not found: {values["weight_path"]}')
-        if body.kind == 'prune':
-            from pruning.schedule import PruneConfig
-            try:
-                PruneConfig(**values).rates()
-            except ValueError as e:
-                raise HTTPException(status_code=400, detail=str(e)) from None
+    try:
+        job_config(body.kind, values, 'runs', 0)  # what the worker will build: its cross-field checks run now
+    except ValidationError as e:
+        raise HTTPException(status_code=422, detail=e.errors(include_url=False, include_context=False)) from None
     job_id = request.app.state.jobs.submit(body.kind, values)
     with state.Session() as s:
         return job_public(crud.get_job(session=s, job_id=job_id))
@@ -78,7 +73,7 @@ def cancel_job(job_id: IdPath, request: Request):
     previous = request.app.state.jobs.cancel(job_id)
     if previous is None:
         raise HTTPException(status_code=404, detail=f'job {job_id} not found')
-    if previous not in ('queued', 'running'):
+    if previous not in (JobState.QUEUED, JobState.RUNNING):
         raise HTTPException(status_code=409, detail=f'job {job_id} is {previous}: nothing to cancel')
     return Message(detail=f'job {job_id}: cancel requested')
 

@@ -3,7 +3,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
-from storage.db import Job
+from storage.db import Job, JobState
 
 from ..deps import StateDep
 from ..state import NoModel
@@ -39,7 +39,7 @@ def metrics(state: StateDep) -> Response:
     """Prometheus metrics."""
     with state.Session() as s:
         counts = dict(s.execute(select(Job.state, func.count(Job.id)).group_by(Job.state)).all())
-    for job_state in ('queued', 'running', 'cancelling', 'succeeded', 'failed', 'cancelled', 'interrupted'):
+    for job_state in JobState:
         state.metrics.jobs.labels(state=job_state).set(counts.get(job_state, 0))
     if state.ready:
         state.metrics.gallery_size.set(state.snapshot().index.ntotal)

@@ -38,7 +38,7 @@ def png_bytes(image) -> bytes:
 
 @pytest.fixture(scope='session')
 def service_model(trained_run) -> Path:
-    return Path(trained_run[1]['best'])
+    return Path(trained_run[1].checkpoint)
 
 
 @pytest.fixture(scope='session')

@@ -4,6 +4,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from reid.recipe import train_transform
 
 
 def test_numpy_preprocessing_equals_torchvision_resize_totensor_normalize():
@@ -19,7 +20,7 @@ def test_numpy_preprocessing_equals_torchvision_resize_totensor_normalize():
 
 def test_training_transform_flips_some_images():
     image = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None], (128, 1, 3)))
-    transform = build_transform((128, 64), train=True)
+    transform = train_transform((128, 64))
     torch.manual_seed(0)
     firsts = {float(transform(image)[0, 0, 0]) for _ in range(20)}
     assert len(firsts) == 2  # left edge dark or (flipped) bright

@@ -33,13 +33,13 @@ def test_two_gloo_processes_make_the_same_pruning_decision_as_one(trained, synth
                    str(tmp_path), '--name', 'ddp', '--batch-size', '8', '--prune_mode', 'head_attn', '--head_rate',
                    '0.5', '--token_rate', '0.3', '--iter_nums', '2', '--finetune_nums', '0', '--final_finetune', '1')
     assert out.stdout.count('checkpoint:') == 1  # rank 0 reports, rank 1 stays quiet
-    one, two = load_model(single['checkpoint']), load_model(tmp_path / 'ddp' / 'pruned.safetensors')
+    one, two = load_model(single.checkpoint), load_model(tmp_path / 'ddp' / 'pruned.safetensors')
     assert two.heads_per_block() == one.heads_per_block()
     assert sum(one.heads_per_block()) == 18  # something was pruned
     assert two.kv_index_per_block() == one.kv_index_per_block()
     assert sum(len(k) - 1 for k in one.kv_index_per_block()) == 8 * 12 - int(8 * 12 * 0.3)  # keys were pruned
     report = json.loads((tmp_path / 'ddp' / 'prune.json').read_text())
-    assert report['results']['standard']['mAP'] > 0 and report['heads'] == one.heads_per_block()
+    assert report['details']['results']['standard']['mAP'] > 0 and report['details']['heads'] == one.heads_per_block()
 
 
 def test_training_under_torchrun_writes_one_set_of_checkpoints(synth_root, tmp_path):
@@ -47,4 +47,4 @@ def test_training_under_torchrun_writes_one_set_of_checkpoints(synth_root, tmp_p
              '2', '--batch-size', '8', '--img-size', '64', '32', '--val-fraction', '0.34')
     summary = json.loads((tmp_path / 'ddp' / 'train.json').read_text())
     assert [h['epoch'] for h in summary['history']] == [1, 2] and 'val_mAP' in summary['history'][-1]
-    assert load_model(tmp_path / 'ddp' / 'best.safetensors').num_classes == summary['num_classes']
+    assert load_model(tmp_path / 'ddp' / 'best.safetensors').num_classes == summary['details']['num_classes']

@@ -32,10 +32,10 @@ def test_blockwise_unfreezing_schedule():
 @pytest.mark.slow
 def test_training_from_scratch_beats_untrained_and_resumes(learnable_root, trained_run, tmp_path):
     cfg, summary = trained_run
-    assert len(summary['history']) == 12
+    assert len(summary.history) == 12
     ds = load_dataset(learnable_root)
-    trained = load_model(summary['best'])
-    _, extra = read_metadata(summary['best'])
+    trained = load_model(summary.checkpoint)
+    _, extra = read_metadata(summary.checkpoint)
     assert 0 < extra['min_score'] < 1  # calibrated "no match" threshold recorded with the model
     torch.manual_seed(0)
     untrained = create_model('amg_vit_tiny_patch16_224', img_size=(128, 64)).eval()
@@ -45,9 +45,9 @@ def test_training_from_scratch_beats_untrained_and_resumes(learnable_root, train
 
     # resume: two more epochs continue the same run from last.safetensors (in a copy: the run is shared)
     shutil.copytree(cfg.run_dir, tmp_path / 'run')
-    resumed = train(TrainConfig(**{**cfg.__dict__, 'output_dir': str(tmp_path), 'epochs': 14, 'resume': True}),
+    resumed = train(cfg.model_copy(update=dict(output_dir=str(tmp_path), epochs=14, resume=True)),
                     progress=False)
-    assert [h['epoch'] for h in resumed['history']] == list(range(1, 15))
+    assert [h['epoch'] for h in resumed.history] == list(range(1, 15))
     assert json.loads((tmp_path / 'run' / 'train.json').read_text())['history'][-1]['epoch'] == 14
 
 

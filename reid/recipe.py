@@ -1,0 +1,195 @@
+"""Training recipes: LA-Transformer's (the seed's) and a stronger, occlusion-robust Re-ID recipe (the default).
+
+The strong recipe is standard Re-ID practice, each part an option that 0 switches off:
+- ``erasing``: torchvision's RandomErasing (2-33% of the crop, mean colour), the usual occlusion augmentation;
+- ``paste``: a strip cut from another identity's image in the batch pasted over 10-50% of the crop, from the bottom
+  or a side, as cars, boards and passers-by occlude people (:func:`paste_occluders`);
+- ``crop_pad``: pad + random crop back to size;
+- ``instances``: an identity sampler (P identities x K images per batch, :class:`IdentitySampler`), which the
+  batch-hard ``triplet`` loss on the retrieval embedding needs (:func:`batch_hard_triplet_loss`);
+- ``label_smoothing`` of the part cross-entropies;
+- warmup + cosine learning rate (training only; timm's scheduler).
+"""
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch.utils.data import Sampler
+from torchvision import transforms as T
+
+from models.transforms import ResizeNormalize
+
+from .options import RunConfig
+
+__all__ = ['Recipe', 'RecipeOptions', 'RecipeSettings', 'train_transform', 'IdentitySampler', 'paste_occluders',
+           'batch_hard_triplet_loss', 'warmup_cosine', 'PASTE_AREA', 'ERASING_SCALE']
+
+PASTE_AREA = (0.1, 0.5)  # share of the crop a pasted strip covers
+ERASING_SCALE = (0.02, 0.33)  # torchvision's default erasing area
+
+
+class Recipe(StrEnum):
+    STRONG = 'strong'
+    LA = 'la'
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    """Every recipe option resolved to a number."""
+    erasing: float
+    paste: float
+    crop_pad: int
+    instances: int
+    triplet: float
+    triplet_margin: float
+    label_smoothing: float
+    warmup_epochs: int
+    cosine: bool
+
+
+_DEFAULTS = {
+    Recipe.STRONG: dict(erasing=0.5, paste=0.5, crop_pad=4, instances=4, triplet=1.0, label_smoothing=0.1,
+                        warmup_epochs=2, cosine=True),
+    Recipe.LA: dict(erasing=0.0, paste=0.0, crop_pad=0, instances=0, triplet=0.0, label_smoothing=0.0,
+                    warmup_epochs=0, cosine=False),
+}
+
+
+class RecipeOptions(RunConfig):
+    """The recipe and its parts; a part left unset (None) takes the recipe's value."""
+    recipe: Recipe = Field(Recipe.STRONG, description='strong: occlusion-robust Re-ID recipe; la: LA-Transformer\'s '
+                                                      '(the seed\'s: random flips and the part cross-entropy only)')
+    erasing: Optional[float] = Field(None, ge=0, le=1, description='random-erasing probability (strong: 0.5)')
+    paste: Optional[float] = Field(None, ge=0, le=1, description='probability of pasting a strip of another '
+                                   'identity\'s image over 10-50% of the crop (strong: 0.5)')
+    crop_pad: Optional[int] = Field(None, ge=0, le=64, description='pad by this many pixels, crop back at random '
+                                    '(strong: 4)')
+    instances: Optional[int] = Field(None, ge=0, le=64, description='K images per identity in a batch of '
+                                     'batch-size/K identities; 0: plain shuffling (strong: 4)')
+    triplet: Optional[float] = Field(None, ge=0, le=100, description='weight of the batch-hard triplet loss on the '
+                                     'embedding (strong: 1; needs --instances >= 2)')
+    triplet_margin: float = Field(0.3, gt=0, le=2, description='triplet margin (embedding distances are in [0, 2])')
+    label_smoothing: Optional[float] = Field(None, ge=0, lt=1, description='label smoothing of the part '
+                                             'cross-entropies (strong: 0.1)')
+
+    def settings(self, **extra) -> RecipeSettings:
+        values = dict(_DEFAULTS[self.recipe], triplet_margin=self.triplet_margin)
+        for name in ('erasing', 'paste', 'crop_pad', 'instances', 'triplet', 'label_smoothing', *extra):
+            own = extra[name] if name in extra else getattr(self, name)
+            if own is not None:
+                values[name] = own
+        if values['triplet'] and values['instances'] < 2:
+            raise ValueError('the triplet loss needs --instances >= 2 (positives in every batch), or --triplet 0')
+        return RecipeSettings(**values)
+
+
+def train_transform(img_size: Sequence[int], settings: Optional[RecipeSettings] = None) -> T.Compose:
+    """Random flip [, resize + pad + random crop], ImageNet normalisation [, random erasing].
+
+    With the LA recipe (no crop, no erasing) this is LA-Transformer's: flip, then bicubic resize and normalise."""
+    h, w = int(img_size[0]), int(img_size[1])
+    steps: List = [T.RandomHorizontalFlip()]
+    if settings is not None and settings.crop_pad:
+        steps += [T.Resize((h, w), interpolation=T.InterpolationMode.BICUBIC), T.Pad(settings.crop_pad),
+                  T.RandomCrop((h, w))]
+    steps.append(ResizeNormalize((h, w)))
+    if settings is not None and settings.erasing:
+        steps.append(T.RandomErasing(p=settings.erasing, scale=ERASING_SCALE, value=0))  # 0 = the mean colour
+    return T.Compose(steps)
+
+
+class IdentitySampler(Sampler[List[int]]):
+    """Batches of P identities x K images (``batch_size // K`` identities); K images are drawn without replacement
+    where an identity has K, with replacement otherwise. ``len(labels) // batch_size`` batches an epoch, drawn with
+    ``generator`` (re-seed it for a reproducible epoch)."""
+
+    def __init__(self, labels: Sequence[int], batch_size: int, instances: int,
+                 generator: Optional[torch.Generator] = None) -> None:
+        if instances < 1:
+            raise ValueError(f'instances must be >= 1, got {instances}')
+        self.by_label: dict = {}
+        for i, label in enumerate(labels):
+            self.by_label.setdefault(int(label), []).append(i)
+        self.labels = sorted(self.by_label)
+        self.instances = instances
+        self.identities = max(1, min(len(self.labels), batch_size // instances))
+        self.num_batches = max(1, len(labels) // (self.identities * instances))
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[List[int]]:
+        g = self.generator
+        for _ in range(self.num_batches):
+            batch: List[int] = []
+            for p in torch.randperm(len(self.labels), generator=g)[:self.identities].tolist():
+                pool = self.by_label[self.labels[p]]
+                if len(pool) >= self.instances:
+                    picks = torch.randperm(len(pool), generator=g)[:self.instances].tolist()
+                else:
+                    picks = torch.randint(len(pool), (self.instances,), generator=g).tolist()
+                batch += [pool[k] for k in picks]
+            yield batch
+
+
+Box = Tuple[int, int, int, int]  # (top, left, bottom, right), exclusive ends
+
+
+def paste_occluders(x: torch.Tensor, y: torch.Tensor, prob: float, area: Tuple[float, float] = PASTE_AREA,
+                    generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, List[Optional[Box]]]:
+    """Occlude images of a batch with the same region of another identity's image (another person, or what stood
+    behind them): a bottom strip or a side strip covering a uniform ``area`` share of the crop.
+
+    Returns the new batch (``x`` is not modified) and, per image, the pasted box or None."""
+    B, _, H, W = x.shape
+    out = x.clone()
+    boxes: List[Optional[Box]] = [None] * B
+    r = torch.rand(B, 3, generator=generator)
+    for i in range(B):
+        others = (y != y[i]).nonzero().flatten()
+        if r[i, 0] >= prob or len(others) == 0:
+            continue
+        j = int(others[int(r[i, 1] * len(others)) % len(others)])
+        frac = area[0] + (area[1] - area[0]) * float(r[i, 2])
+        side = int(torch.randint(3, (1,), generator=generator))
+        if side == 0:  # from the bottom, like a car or a box
+            n = max(1, round(frac * H))
+            box = (H - n, 0, H, W)
+        else:  # from the left or right, like a board or a passer-by
+            n = max(1, round(frac * W))
+            box = (0, 0, H, n) if side == 1 else (0, W - n, H, W)
+        t, left, b, right = box
+        out[i, :, t:b, left:right] = x[j, :, t:b, left:right]
+        boxes[i] = box
+    return out, boxes
+
+
+def batch_hard_triplet_loss(embedding: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+    """Hermans et al.'s batch-hard triplet loss: for each anchor its farthest positive and nearest negative
+    (Euclidean), mean of relu(d_ap - d_an + margin) over anchors that have both."""
+    sq = embedding.pow(2).sum(1)
+    dist = (sq[:, None] + sq[None] - 2 * embedding @ embedding.T).clamp_min(1e-12).sqrt()
+    same = y[:, None] == y[None]
+    eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
+    positive = same & ~eye
+    hardest_pos = dist.masked_fill(~positive, float('-inf')).max(1).values
+    hardest_neg = dist.masked_fill(same, float('inf')).min(1).values
+    valid = positive.any(1) & (~same).any(1)
+    if not valid.any():
+        return embedding.sum() * 0
+    return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int) -> Callable[[int], None]:
+    """Per-epoch learning rate: linear warmup from 10% then cosine to 1% (timm's CosineLRScheduler)."""
+    from timm.scheduler import CosineLRScheduler
+    base = optimizer.param_groups[0]['lr']
+    warmup = min(warmup_epochs, max(0, epochs - 1))
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, epochs - warmup), lr_min=base * 0.01, warmup_t=warmup,
+                                  warmup_lr_init=base * 0.1, warmup_prefix=True)
+    return scheduler.step
+
