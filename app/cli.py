@@ -239,7 +239,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     from models.checkpoints import CheckpointError
-    from models.embedder import ImageError
+    from models.imaging import ImageError
     from reid.datasets import DatasetError
     try:
         COMMANDS[args.command](args)

@@ -2,8 +2,9 @@
 import io
 from dataclasses import dataclass
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from models.imaging import to_rgb
 
 __all__ = ['DecodedImage', 'ImageRejected', 'decode_upload']
 
@@ -26,18 +27,6 @@ class DecodedImage:
     filename: str
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith('I;16') else max(float(arr.max()), 1.0)
-        im = Image.fromarray(np.clip(arr / top * 255, 0, 255).astype(np.uint8), mode='L')
-    elif im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
-        im = im.convert('RGBA')
-        background = Image.new('RGBA', im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, im)
-    return im.convert('RGB')
-
-
 def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> DecodedImage:
     name = filename or 'upload'
     if not data:
@@ -57,7 +46,7 @@ def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # truncated files fail here
-            rgb = _to_rgb(ImageOps.exif_transpose(im))
+            rgb = to_rgb(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageRejected(f'{name}: corrupt or truncated image ({e})') from None
     if min(rgb.size) < 8:
@@ -67,10 +56,3 @@ def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -
     buf = io.BytesIO()
     rgb.save(buf, format='PNG')
     return DecodedImage(rgb, buf.getvalue(), 'png', name)
-
-
-def load_stored(path) -> Image.Image:
-    """A stored gallery image, decoded exactly as at upload time (for re-embedding)."""
-    with Image.open(path) as im:
-        im.load()
-        return _to_rgb(ImageOps.exif_transpose(im))

@@ -1,6 +1,6 @@
 """API shapes (never the ORM tables)."""
 from datetime import datetime, timezone
-from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
+from typing import Annotated, Any, Dict, List, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 

@@ -1,9 +1,12 @@
 """Service settings from environment variables (prefix ``AMG_``) or a ``.env`` file."""
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.embedder import Backend
+from storage.index import IndexKind
 
 __all__ = ['Settings']
 
@@ -16,15 +19,15 @@ class Settings(BaseSettings):
     model_path: Optional[Path] = Field(None, description='checkpoint to serve; registered and activated at start')
     api_key: Optional[str] = Field(None, description='admin API key (header X-API-Key); admin is off without it')
     device: str = 'cpu'
-    backend: Literal['torch', 'onnx', 'auto'] = Field(
-        'auto', description='auto: ONNX Runtime when CHECKPOINT.onnx is fresh, else eager torch')
+    backend: Backend = Field(
+        Backend.AUTO, description='auto: ONNX Runtime when CHECKPOINT.onnx is fresh, else eager torch')
     onnx_threads: Optional[int] = Field(None, ge=1, description='ONNX Runtime threads (default: all cores)')
     embed_batch_size: int = Field(32, ge=1, le=1024)
     batch_wait_ms: float = Field(5.0, ge=0, le=1000,
                                  description='under concurrency, queries wait up to this long to share a forward pass; '
                                              '0: every query alone')
-    index_kind: Literal['exact', 'approx', 'compressed', 'auto'] = Field(
-        'exact', description='exact (flat); approx (IVF, full vectors); compressed (PCA + IVF + float16 codes: '
+    index_kind: Union[IndexKind, Literal['auto']] = Field(
+        IndexKind.EXACT, description='exact (flat); approx (IVF, full vectors); compressed (PCA + IVF + float16 codes: '
                              'million-image galleries of LA-Base vectors); auto: IVF above approx_threshold')
     approx_threshold: int = Field(200_000, ge=1000)
     pca_dim: int = Field(256, ge=8, description='compressed index: dimensions kept by the PCA')

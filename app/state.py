@@ -17,8 +17,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from models.checkpoints import load_model, read_metadata
-from models.embedder import Embedder
+from models.embedder import Backend, Embedder
 from models.export import export_onnx, file_sha256
+from models.imaging import open_image
 from models.onnx_backend import onnx_path_for, onnx_status
 from storage import crud
 from storage.db import GalleryImage, ModelVersion, make_engine, make_sessionmaker
@@ -26,7 +27,7 @@ from storage.images import ImageStore
 from storage.index import MIN_TRAIN, IndexKind, VectorIndex
 
 from .batching import ModelThread
-from .imaging import DecodedImage, load_stored
+from .imaging import DecodedImage
 from .metrics import Metrics
 from .settings import Settings
 
@@ -196,7 +197,7 @@ class ServiceState:
             chunk, pics = [], []
             for row in todo[start:start + bs]:
                 try:
-                    pics.append(load_stored(self.images.resolve(row.image_path)))
+                    pics.append(open_image(self.images.resolve(row.image_path)))
                     chunk.append(row.id)
                 except (OSError, ValueError) as e:
                     _logger.error('gallery image %d cannot be embedded (%s): left without a vector', row.id, e)
@@ -432,7 +433,7 @@ class ServiceState:
 
     def _activate(self, model: ModelVersion) -> None:
         try:
-            if self.settings.backend != 'torch':
+            if self.settings.backend != Backend.TORCH:
                 ensure_onnx(model.path)  # here, in the background, never on a request
             new = self._open(model)
             new.index.remove(new.index.ids())  # start clean: any stale file for this model is rebuilt

@@ -1,37 +1,29 @@
 """A small user-facing API: load a checkpoint once, embed images in batches (like torchreid's FeatureExtractor)."""
 import logging
+from enum import StrEnum
 from pathlib import Path
-from typing import Iterable, List, Literal, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .checkpoints import PathLike, load_model
+from .imaging import ImageError, open_image
 from .la_transformer import LATransformer
 from .onnx_backend import OnnxEmbedding, onnx_path_for, onnx_status
 from .transforms import build_transform
 
-__all__ = ['Embedder', 'ImageInput', 'open_image', 'ImageError']
+__all__ = ['Embedder', 'Backend', 'ImageInput', 'open_image', 'ImageError']
 
 _logger = logging.getLogger(__name__)
 ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 
 
-class ImageError(ValueError):
-    """An input that is not a readable image."""
-
-
-def open_image(path: PathLike) -> Image.Image:
-    """Open an image file as RGB, with an error that names the file when it is missing or broken."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert('RGB')
-    except FileNotFoundError as e:
-        raise ImageError(f'image not found: {path}') from e
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ImageError(f'cannot read image {path}: {e}') from e
+class Backend(StrEnum):
+    TORCH = 'torch'  # eager PyTorch
+    ONNX = 'onnx'  # ONNX Runtime on CHECKPOINT.onnx
+    AUTO = 'auto'  # ONNX Runtime when a fresh export exists, else torch
 
 
 class Embedder:
@@ -59,21 +51,20 @@ class Embedder:
 
     def __init__(self, model: Union[PathLike, LATransformer], model_name: Optional[str] = None,
                  device: Union[str, torch.device] = 'cpu', batch_size: int = 64, flip: bool = False,
-                 backend: Literal['torch', 'onnx', 'auto'] = 'torch', threads: Optional[int] = None) -> None:
+                 backend: 'Backend' = 'torch', threads: Optional[int] = None) -> None:
         self.model = model if isinstance(model, LATransformer) else load_model(model, model_name, device=device)
         self.model.eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.flip = flip
         self.transform = build_transform(self.model.img_size)
-        self.backend = 'torch'
+        self.backend = Backend.TORCH
         self._onnx: Optional[OnnxEmbedding] = None
-        if backend not in ('torch', 'onnx', 'auto'):
-            raise ValueError(f'unknown backend {backend!r}; choose from torch, onnx, auto')
-        if backend != 'torch':
+        backend = Backend(backend)  # ValueError names a wrong one
+        if backend != Backend.TORCH:
             if isinstance(model, LATransformer):
                 raise ValueError('the onnx backend needs a checkpoint path (its .onnx lies beside it)')
-            self._try_onnx(Path(model), threads, warn=backend == 'onnx')
+            self._try_onnx(Path(model), threads, warn=backend == Backend.ONNX)
 
     def _try_onnx(self, checkpoint: Path, threads: Optional[int], warn: bool) -> None:
         onnx_file = onnx_path_for(checkpoint)
@@ -81,7 +72,7 @@ class Embedder:
         if usable:
             try:
                 self._onnx = OnnxEmbedding(onnx_file, threads)
-                self.backend = 'onnx'
+                self.backend = Backend.ONNX
                 return
             except Exception as e:  # onnxruntime missing or refusing the graph
                 usable, reason = False, f'ONNX Runtime cannot run {onnx_file}: {e}'

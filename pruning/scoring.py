@@ -20,10 +20,21 @@ class AttentionScores:
     num_samples: int
 
 
+def signed_token_sums(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Sum over batch, heads and queries of attention x gradient, one signed sum per key (K,): what ranks add up
+    before the absolute value."""
+    return (attn * grad).sum(dim=(0, 1, 2))
+
+
+def token_scores_from_sums(sums: torch.Tensor, batch: int, heads: int, queries: int) -> torch.Tensor:
+    """|signed sums| / (batch·heads·queries)."""
+    return (sums / (batch * heads * queries)).abs()
+
+
 def token_scores_from_map(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """|sum over batch, heads and queries of attention x gradient| / (B·heads·queries), one score per key (K,)."""
-    B, H, Nq, K = attn.shape
-    return ((attn * grad).sum(dim=(0, 1, 2)) / (B * H * Nq)).abs()
+    B, H, Nq, _ = attn.shape
+    return token_scores_from_sums(signed_token_sums(attn, grad), B, H, Nq)
 
 
 def head_entropy_from_mean_map(mean_map: torch.Tensor) -> torch.Tensor:
@@ -63,7 +74,7 @@ def score_model(model: LATransformer, loader, device: torch.device, loss_fn, max
             sums, maps = [], []
             for a in attns:
                 attn_map = a.attn_map
-                sums.append((attn_map.detach() * attn_map.grad).sum(dim=(0, 1, 2)).double().cpu())
+                sums.append(signed_token_sums(attn_map.detach(), attn_map.grad).double().cpu())
                 maps.append(attn_map.detach().sum(0).double().cpu())
             flat = dist.all_reduce(torch.cat([t.flatten() for t in sums + maps]))  # one collective per batch
             sums, maps = _unflatten(flat, sums), _unflatten(flat[sum(t.numel() for t in sums):], maps)
@@ -71,7 +82,7 @@ def score_model(model: LATransformer, loader, device: torch.device, loss_fn, max
                 _, H, Nq, _ = a.attn_map.shape
                 keys = torch.tensor(model.key_positions(layer))
                 real = keys >= 0  # the fused token (-1) has no position to score
-                scores = (sums[layer] / (batch * H * Nq)).abs()
+                scores = token_scores_from_sums(sums[layer], batch, H, Nq)
                 token[layer][keys[real]] += scores[real]
                 map_sums[layer] = maps[layer] if map_sums[layer] is None else map_sums[layer] + maps[layer]
     finally:

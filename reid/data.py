@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from models.embedder import open_image
+from models.imaging import open_image
 from models.transforms import build_transform
 
 from .datasets import ImageRecord

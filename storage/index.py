@@ -13,15 +13,21 @@ Three kinds, all keeping our ids, removable, and searchable with an id filter:
 import os
 import threading
 from pathlib import Path
-from typing import Dict, Iterable, Literal, Optional, Tuple
+from enum import StrEnum
+from typing import Dict, Iterable, Optional, Tuple
 
 import faiss
 import numpy as np
 
-__all__ = ['VectorIndex', 'IndexKind', 'INDEX_KINDS']
+__all__ = ['VectorIndex', 'IndexKind']
 
-IndexKind = Literal['exact', 'approx', 'compressed']
-INDEX_KINDS = ('exact', 'approx', 'compressed')
+
+class IndexKind(StrEnum):
+    EXACT = 'exact'  # flat inner product
+    APPROX = 'approx'  # IVF over full vectors
+    COMPRESSED = 'compressed'  # PCA + IVF + float16 codes
+
+
 MIN_TRAIN = 256  # below this many vectors an IVF index is pointless: exact instead
 PCA_TRAIN_PER_DIM = 8
 
@@ -34,7 +40,7 @@ class VectorIndex:
     def __init__(self, dim: int, nprobe: int = 16, pca_dim: int = 256) -> None:
         """An empty exact index; :meth:`trained_like` makes the other kinds."""
         self.dim = dim
-        self.kind: IndexKind = 'exact'
+        self.kind = IndexKind.EXACT
         self.nprobe = nprobe
         self.pca_dim = pca_dim
         self._lock = threading.RLock()
@@ -47,8 +53,7 @@ class VectorIndex:
     def trained_like(self, kind: IndexKind, sample: np.ndarray, expected: Optional[int] = None) -> 'VectorIndex':
         """An empty index of ``kind`` trained on ``sample`` (vectors like the gallery's), sized for ``expected``
         vectors; with fewer than 256 sample vectors an IVF kind falls back to exact."""
-        if kind not in INDEX_KINDS:
-            raise ValueError(f'unknown index kind {kind!r}; choose from {", ".join(INDEX_KINDS)}')
+        kind = IndexKind(kind)  # ValueError names a wrong one
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         out = VectorIndex(self.dim, self.nprobe, self.pca_dim)
         if kind == 'exact' or len(sample) < MIN_TRAIN:

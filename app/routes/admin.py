@@ -1,5 +1,5 @@
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import ValidationError
@@ -7,6 +7,7 @@ from pydantic import ValidationError
 from reid.datasets import DatasetError, load_dataset
 from storage import crud
 from storage.db import JobKind, JobState
+from storage.index import IndexKind
 
 from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_api_key
 from ..state import NoModel
@@ -99,7 +100,7 @@ def activate_model(model_id: IdPath, state: StateDep):
 
 
 @router.post('/index/rebuild', response_model=Message, status_code=202)
-def rebuild_index(state: StateDep, kind: Optional[Literal['exact', 'approx', 'compressed']] = Query(
+def rebuild_index(state: StateDep, kind: Optional[IndexKind] = Query(
         None, description='index kind (default: AMG_INDEX_KIND for the gallery size)')):
     """Rebuild the active model's FAISS index in the background from the vectors in the database (e.g. switch a
     grown gallery to ``compressed``); searches use the old index until the new one is complete."""

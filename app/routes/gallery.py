@@ -1,4 +1,5 @@
 import io
+import logging
 from typing import List, Optional
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
@@ -6,13 +7,15 @@ from fastapi.responses import FileResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from models.imaging import ImageError, open_image
 from storage import crud
 from storage.db import GalleryImage
 
 from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep
 from ..forms import int_list, per_file, read_images, str_list, when
-from ..imaging import load_stored
 from ..schemas import ERRORS, GalleryItemPublic, GalleryItemsPublic, Message
+
+_logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix='/v1', tags=['gallery'], responses=ERRORS)
 
@@ -86,8 +89,17 @@ def delete_gallery_item(image_id: IdPath, state: StateDep):
 def gallery_image(image_id: IdPath, state: StateDep, session: SessionDep):
     """The original image file."""
     row = _row(session, image_id)
-    path = state.images.resolve(row.image_path)
+    path = _stored_file(state, row)
     return FileResponse(path, media_type='image/jpeg' if path.suffix == '.jpg' else 'image/png')
+
+
+def _stored_file(state, row):
+    """The image's file; 410 (and a log line) when it is gone from the disk while its row remains."""
+    path = state.images.resolve(row.image_path)
+    if not path.is_file():
+        _logger.error('gallery image %d: stored file %s is missing', row.id, row.image_path)
+        raise HTTPException(status_code=410, detail=f'image {row.id}: its stored file is missing')
+    return path
 
 
 @router.get('/gallery/{image_id}/thumbnail', name='gallery_thumbnail', response_class=Response,
@@ -95,7 +107,11 @@ def gallery_image(image_id: IdPath, state: StateDep, session: SessionDep):
 def gallery_thumbnail(image_id: IdPath, state: StateDep, session: SessionDep):
     """A small JPEG (at most 64x128) for result lists."""
     row = _row(session, image_id)
-    im = load_stored(state.images.resolve(row.image_path))
+    try:
+        im = open_image(_stored_file(state, row))
+    except ImageError as e:
+        _logger.error('gallery image %d: stored file unreadable (%s)', image_id, e)
+        raise HTTPException(status_code=410, detail=f'image {image_id}: its stored file is unreadable') from None
     im.thumbnail((64, 128), Image.BICUBIC)
     buf = io.BytesIO()
     im.save(buf, format='JPEG', quality=85)

@@ -1,0 +1,41 @@
+"""The one image decoder: training, evaluation, the CLI and the service all turn files into RGB pixels here, so a
+photo gets the same vector from ``amg-reid evaluate`` and from ``/v1/search``."""
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ['ImageError', 'to_rgb', 'open_image']
+
+
+class ImageError(ValueError):
+    """An input that is not a readable image."""
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Decoded image -> RGB as a person sees it: EXIF orientation applied, transparency over white, 16-bit and
+    32-bit grey scaled to 8 bits, palette and CMYK converted."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith('I;16') else max(float(arr.max()), 1.0)
+        im = Image.fromarray(np.clip(arr / top * 255, 0, 255).astype(np.uint8), mode='L')
+    elif im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
+        im = im.convert('RGBA')
+        background = Image.new('RGBA', im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return im.convert('RGB')
+
+
+def open_image(path: Union[str, Path]) -> Image.Image:
+    """Open an image file as RGB (:func:`to_rgb`), with an error that names the file when it is missing or
+    broken."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return to_rgb(im)
+    except FileNotFoundError as e:
+        raise ImageError(f'image not found: {path}') from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f'cannot read image {path}: {e}') from e
