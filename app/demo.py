@@ -9,43 +9,54 @@ import logging
 import sys
 from pathlib import Path
 
+from reid.synthetic import SynthConfig
+
 
 _logger = logging.getLogger('amg_reid.demo')
 
 
-def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: int = 8000, epochs: int = 15) -> Path:
-    from bench.timing import embed_fn, interleaved_throughput
+# the demo's data and schedule: sized to serve within ~12 minutes of a fresh clone on 2 CPU cores
+DEMO_DATA = SynthConfig(num_ids=200, num_cams=6, imgs_per_id=16, occluded=True, difficulty=0.25, seed=0)
+DEMO_EPOCHS = 15
+
+
+def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: int = 8000,
+             epochs: int = DEMO_EPOCHS) -> Path:
     from models.checkpoints import load_model
     from models.complexity import complexity_report
+    from models.speed import embed_fn, interleaved_throughput
     from pruning.schedule import PruneConfig, prune
     from reid.datasets import load_dataset
     from reid.engine import TrainConfig, evaluate_model, train
-    from reid.synthetic import SynthConfig, generate_dataset
+    from reid.synthetic import generate_dataset
+
+    from .state import ensure_onnx
 
     data, runs = workdir / 'data', workdir / 'runs'
     if not (data / 'synth.json').exists():
-        print('[1/5] generating a synthetic occluded Re-ID dataset (Market-1501 layout) ...', flush=True)
-        generate_dataset(data, SynthConfig(num_ids=200, num_cams=6, imgs_per_id=16, occluded=True, seed=0))
+        print('[1/6] generating a synthetic occluded Re-ID dataset (Market-1501 layout) ...', flush=True)
+        generate_dataset(data, DEMO_DATA)
     else:
-        print(f'[1/5] dataset: reusing {data}')
+        print(f'[1/6] dataset: reusing {data}')
     teacher = runs / 'la-tiny' / 'best.safetensors'
     if not teacher.exists():
-        print(f'[2/5] training LA-Tiny (128x64) from scratch on the CPU, {epochs} epochs ...', flush=True)
+        print(f'[2/6] training LA-Tiny (128x64) from scratch on the CPU, strong recipe, {epochs} epochs ...',
+              flush=True)
         train(TrainConfig(data_dir=str(data), name='la-tiny', output_dir=str(runs), img_size=(128, 64),
                           epochs=epochs, batch_size=64, lr=5e-4))
     else:
-        print(f'[2/5] model: reusing {teacher}')
+        print(f'[2/6] model: reusing {teacher}')
     pruned = runs / 'la-tiny-head67-token40' / 'pruned.safetensors'
     if not pruned.exists():
-        print('[3/5] AMG pruning: 67% of heads + 40% of key/value tokens, soft distillation ...', flush=True)
+        print('[3/6] AMG pruning: 67% of heads + 40% of key/value tokens, soft distillation ...', flush=True)
         prune(PruneConfig(weight_path=str(teacher), data_dir=str(data), name='la-tiny-head67-token40',
                           output_dir=str(runs), batch_size=64, prune_mode='head_attn', head_rate=0.67,
-                          token_rate=0.4, iter_nums=2, finetune_nums=1, final_finetune=4))
+                          token_rate=0.4, iter_nums=2, finetune_nums=1, final_finetune=3))
     else:
-        print(f'[3/5] pruned model: reusing {pruned}')
+        print(f'[3/6] pruned model: reusing {pruned}')
     table = workdir / 'table.json'
     if not table.exists():
-        print('[4/5] evaluating both models (standard Market-1501 protocol) and timing them ...', flush=True)
+        print('[4/6] evaluating both models (standard Market-1501 protocol) and timing them ...', flush=True)
         ds = load_dataset(data)
         models = {'unpruned': load_model(teacher), 'pruned': load_model(pruned)}
         rows = {}
@@ -57,7 +68,7 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
             rows[name]['ips'] = speed[name]
         table.write_text(json.dumps(rows, indent=2))
     else:
-        print(f'[4/5] results: reusing {table}')
+        print(f'[4/6] results: reusing {table}')
     rows = json.loads(table.read_text())
     print('\n| model | heads | Rank-1 | mAP | seed GFLOPs | real GMACs | MSA params (M) | img/s (b32, CPU) |')
     print('|---|---|---|---|---|---|---|---|')
@@ -65,9 +76,11 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
         print(f"| {name} | {r['heads']} | {r['rank1']:.2f} | {r['mAP']:.2f} | {r['seed_gflops']:.3f} | "
               f"{r['real_gmacs']:.3f} | {r['msa_params_m']:.3f} | {r['ips']:.1f} |")
     print('(Rank-1/mAP: standard Market-1501 protocol on the synthetic occluded test split)\n')
+    print('[5/6] exporting the pruned model to ONNX (the service runs it on ONNX Runtime) ...', flush=True)
+    ensure_onnx(str(pruned))
     if serve:
         from app.serve import serve_demo
-        print(f'[5/5] serving the pruned model on http://{host}:{port} (Ctrl-C to stop) ...', flush=True)
+        print(f'[6/6] serving the pruned model on http://{host}:{port} (Ctrl-C to stop) ...', flush=True)
         serve_demo(workdir, pruned, data, host=host, port=port)
     return pruned
 
@@ -78,7 +91,7 @@ def main(argv=None) -> int:
     p.add_argument('--no-serve', action='store_true', help='stop after the table')
     p.add_argument('--host', default='127.0.0.1')
     p.add_argument('--port', type=int, default=8000)
-    p.add_argument('--epochs', type=int, default=15)
+    p.add_argument('--epochs', type=int, default=DEMO_EPOCHS)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     run_demo(a.workdir, serve=not a.no_serve, host=a.host, port=a.port, epochs=a.epochs)

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .jobs import JobManager
-from .routes import admin, gallery, health, search
+from .routes import admin, gallery, health, samples, search
 from .settings import Settings
 from .state import ServiceState
 
@@ -72,7 +72,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                   description='Person re-identification with AMG-pruned LA-Transformers: gallery, search, jobs.')
 
     app.add_middleware(LimitsAndMetrics, max_request_bytes=settings.max_request_bytes)
-    for module in (health, search, gallery, admin):
+    for module in (health, search, gallery, admin, samples):
         app.include_router(module.router)
 
     @app.get('/', include_in_schema=False)

@@ -63,14 +63,19 @@ def index_folder(folder: Path, settings: Settings, split: str = 'gallery', batch
 
 def serve_demo(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0.1', port: int = 8000,
                api_key: Optional[str] = None) -> None:
-    """Serve ``checkpoint`` with the synthetic gallery indexed (once) under ``workdir/service``."""
+    """Serve ``checkpoint`` (on ONNX Runtime when its export is fresh) with the synthetic gallery indexed (once)
+    under ``workdir/service``, and the query split offered as one-click samples on the page."""
+    import os
     import secrets
     key_file = workdir / 'service-api-key.txt'
     if api_key is None:
-        if not key_file.exists():
-            key_file.write_text(secrets.token_urlsafe(24))
+        if not key_file.exists():  # readable by its owner only
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, 'w') as f:
+                f.write(secrets.token_urlsafe(24))
         api_key = key_file.read_text().strip()
-    settings = Settings(data_dir=workdir / 'service', model_path=checkpoint, api_key=api_key)
+    settings = Settings(data_dir=workdir / 'service', model_path=checkpoint, api_key=api_key,
+                        sample_queries_dir=data / 'query')
     marker = workdir / 'service' / 'indexed.txt'
     if not marker.exists():
         counts = index_folder(data, settings)

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     backend: Backend = Field(
         Backend.AUTO, description='auto: ONNX Runtime when CHECKPOINT.onnx is fresh, else eager torch')
     onnx_threads: Optional[int] = Field(None, ge=1, description='ONNX Runtime threads (default: all cores)')
+    sample_queries_dir: Optional[Path] = Field(None, description='a folder of query images named like Market-1501 '
+                                               '(PID_cCAM...): the web page offers them as one-click samples')
+    sample_queries: int = Field(16, ge=1, le=200, description='how many samples the page shows')
     embed_batch_size: int = Field(32, ge=1, le=1024)
     batch_wait_ms: float = Field(5.0, ge=0, le=1000,
                                  description='under concurrency, queries wait up to this long to share a forward pass; '

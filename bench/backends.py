@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.timing import interleaved_throughput
+from models.speed import interleaved_throughput
 from models.checkpoints import save_checkpoint
 from models.embedder import Embedder
 from models.export import export_onnx, file_sha256

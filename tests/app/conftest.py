@@ -52,8 +52,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, model: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_INDEX_SAVE_SECONDS='0.3', AMG_API_KEY='k')
+def start_server(data_dir: Path, model: Path, port: int, **env_vars: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_INDEX_SAVE_SECONDS='0.3', AMG_API_KEY='k', **env_vars)
     proc = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
                              str(data_dir), '--weight-path', str(model)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

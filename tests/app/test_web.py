@@ -13,9 +13,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 
 @pytest.fixture(scope='module')
-def server(tmp_path_factory, service_model, dataset):
+def server(tmp_path_factory, service_model, dataset, learnable_root):
     port = free_port()
-    proc = start_server(tmp_path_factory.mktemp('web'), service_model, port)
+    proc = start_server(tmp_path_factory.mktemp('web'), service_model, port,
+                        AMG_SAMPLE_QUERIES_DIR=str(learnable_root / 'query'), AMG_SAMPLE_QUERIES='6')
     base = f'http://127.0.0.1:{port}'
     gallery = [g for g in dataset.gallery if g.pid > 0]
     with httpx.Client(base_url=base, timeout=60) as client:
@@ -90,3 +91,21 @@ def test_upload_appears_in_the_gallery(server, browser, dataset):
     texts = _wait(lambda: [i.text for i in browser.find_elements(By.CSS_SELECTOR, '#g-grid .gallery-item')
                            if 'id 4242' in i.text])
     assert len(texts) == 1
+
+
+def test_a_sample_query_is_one_click_away(server, browser):
+    from selenium.webdriver.common.by import By
+    samples = httpx.get(server + '/v1/samples').json()
+    assert len(samples) == 6 and len({s['person_id'] for s in samples}) == 6
+    assert httpx.get(server + '/v1/samples/..%2F..%2Fetc%2Fpasswd').status_code == 404
+    browser.get(server + '/')
+    strip = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#samples .card.sample'))
+    assert len(strip) == 6
+    strip[2].click()
+    cards = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#ranked .card.result'))
+    assert len(cards) == 10
+    assert browser.find_element(By.ID, 'query-pid').get_attribute('value') == str(samples[2]['person_id'])
+    classes = [c.get_attribute('class') for c in cards]
+    assert all(('match' in c) != ('miss' in c) for c in classes)  # coloured by the known person
+    # the same camera's shots are excluded, as the standard protocol does
+    assert all(f"cam {samples[2]['camera_id']}" not in c.text.split('\n') for c in cards)

@@ -1,4 +1,6 @@
-"""Side-by-side CPU throughput: models timed in one process, interleaved, median of repeats."""
+"""Side-by-side CPU throughput of models (benchmarks and the demo): timed in one process, interleaved, median of
+repeats; and the CPU they ran on."""
+import platform
 import statistics
 import time
 from typing import Callable, Dict, List
@@ -39,3 +41,20 @@ def embed_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
         with torch.inference_mode():
             model.embed(x)
     return run
+
+
+def cpu_description() -> str:
+    """The CPU model and its vector instruction sets, for every benchmark table (speed-ups depend on them)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name') and name in ('', platform.machine(), platform.processor()):
+                name = line.split(':', 1)[1].strip()
+            elif line.startswith('flags'):
+                flags = set(line.split(':', 1)[1].split())
+                break
+    except OSError:  # not Linux
+        pass
+    isa = [label for flag, label in (('avx2', 'AVX2'), ('avx512f', 'AVX-512'), ('avx512_vnni', 'AVX-512 VNNI'),
+                                     ('avx_vnni', 'AVX-VNNI'), ('amx_tile', 'AMX')) if flag in flags]
+    return f"{name}; {', '.join(isa) or 'no AVX2'}; torch threads {torch.get_num_threads()}"
