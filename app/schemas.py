@@ -9,9 +9,11 @@ from reid.engine import TrainConfig
 from reid.options import job_params_model
 from storage.db import JobKind, JobState
 
+from .tasks import TaskState
+
 __all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
            'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'JobPublic', 'JobsPublic',
-           'ModelPublic', 'ModelsPublic']
+           'ModelPublic', 'ModelsPublic', 'TaskPublic']
 
 
 # the database stores naive UTC; answers carry the offset, as RFC 3339 date-times must
@@ -129,7 +131,18 @@ class ModelPublic(BaseModel):
     created_at: UtcDatetime
 
 
+class TaskPublic(BaseModel):
+    """A background task's progress (a model activation, an index build)."""
+    model_config = ConfigDict(from_attributes=True)
+    state: TaskState
+    kind: Optional[str] = Field(None, description='index kind (index builds)')
+    model_id: Optional[int] = None
+    done: int = Field(0, description='gallery vectors done')
+    total: int = 0
+    error: Optional[str] = None
+
+
 class ModelsPublic(BaseModel):
     data: List[ModelPublic]
     count: int
-    activation: Dict[str, Any]
+    activation: TaskPublic

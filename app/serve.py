@@ -53,7 +53,7 @@ def index_folder(folder: Path, settings: Settings, split: str = 'gallery', batch
                     _logger.warning('skipping %s: %s', r.path, e)
                     skipped += 1
             if items:
-                added += len(state.add_gallery(items, metas))
+                added += len(state.gallery.add(items, metas))
             bar.update(len(records[start:start + batch_size]))
         bar.close()
     finally:

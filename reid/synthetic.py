@@ -249,8 +249,8 @@ def _draw_occluder(draw: ImageDraw.ImageDraw, spec: Dict, reach: float, top: flo
 
 def _occlude(person: Image.Image, spec: Dict, target: float, top: float, fh: float, cx: float,
              bw: float) -> Tuple[Image.Image, float]:
-    """The occluder layer whose share of the figure's pixels is closest to ``target`` (bisection on its reach),
-    and that share."""
+    """The occluder layer that hides at least ``target`` of the figure's pixels, as little more as its reach allows
+    (bisection on the reach), and the share it hides."""
     figure = np.asarray(person)[..., 3] > 0
     area = max(int(figure.sum()), 1)
 
@@ -260,13 +260,16 @@ def _occlude(person: Image.Image, spec: Dict, target: float, top: float, fh: flo
         return occ, float((figure & (np.asarray(occ)[..., 3] > 0)).sum()) / area
 
     lo, hi = 0.0, 1.0
-    best = layer(0.5)
-    for _ in range(9):
+    best = layer(hi)  # the farthest reach: the fallback that hides the most
+    for _ in range(10):
         mid = (lo + hi) / 2
         occ, share = layer(mid)
-        if abs(share - target) < abs(best[1] - target):
-            best = (occ, share)
-        lo, hi = (mid, hi) if share < target else (lo, mid)
+        if share >= target:
+            hi = mid
+            if share <= best[1]:
+                best = (occ, share)
+        else:
+            lo = mid
     return best
 
 

@@ -12,7 +12,8 @@ from storage.index import IndexKind
 from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_api_key
 from ..state import NoModel
 from ..jobs import job_config
-from ..schemas import ERRORS, JOB_PARAMS, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic
+from ..schemas import (ERRORS, JOB_PARAMS, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
+                       TaskPublic)
 
 router = APIRouter(prefix='/v1/admin', tags=['admin'], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
@@ -84,14 +85,14 @@ def list_models(state: StateDep, session: SessionDep):
     """Registered models; the active one serves queries."""
     models = crud.list_models(session=session)
     return ModelsPublic(data=[ModelPublic.model_validate(m) for m in models], count=len(models),
-                        activation=state.activation)
+                        activation=TaskPublic.model_validate(state.activator.progress))
 
 
 @router.post('/models/{model_id}/activate', response_model=Message, status_code=202)
 def activate_model(model_id: IdPath, state: StateDep):
     """Switch to a model: the gallery is re-embedded in the background, then the swap is atomic."""
     try:
-        state.activate(model_id)
+        state.activator.activate(model_id)
     except KeyError:
         raise HTTPException(status_code=404, detail=f'model {model_id} not found') from None
     except RuntimeError as e:
@@ -105,7 +106,7 @@ def rebuild_index(state: StateDep, kind: Optional[IndexKind] = Query(
     """Rebuild the active model's FAISS index in the background from the vectors in the database (e.g. switch a
     grown gallery to ``compressed``); searches use the old index until the new one is complete."""
     try:
-        state.rebuild_index(kind)
+        state.index_builder.rebuild(state.snapshot(), kind)
     except NoModel as e:
         raise HTTPException(status_code=503, detail=str(e)) from None
     except RuntimeError as e:

@@ -46,7 +46,7 @@ async def upload_gallery(
     ts, tag_list = when('timestamp', timestamp), str_list(tags) or []
     metas = [dict(person_id=p, camera_id=c, timestamp=ts, tags=tag_list) for p, c in zip(pids, cams)]
     # the model forward runs off the event loop
-    rows = await run_in_threadpool(state.add_gallery, decoded, metas)
+    rows = await run_in_threadpool(state.gallery.add, decoded, metas)
     return GalleryItemsPublic(data=[public(r, request) for r in rows], count=len(rows))
 
 
@@ -79,7 +79,7 @@ def get_gallery_item(image_id: IdPath, request: Request, session: SessionDep):
 @router.delete('/gallery/{image_id}', response_model=Message)
 def delete_gallery_item(image_id: IdPath, state: StateDep):
     """Remove an image from the database, the index and the image store."""
-    if not state.delete_image(image_id):
+    if not state.gallery.delete(image_id):
         raise HTTPException(status_code=404, detail=f'gallery image {image_id} not found')
     return Message(detail=f'gallery image {image_id} deleted')
 

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from storage.db import Job, JobState
 
 from ..deps import StateDep
+from ..schemas import TaskPublic
 from ..state import NoModel
 
 router = APIRouter(tags=['health'])
@@ -24,10 +25,11 @@ def readyz(state: StateDep):
         snap = state.snapshot()
     except NoModel as e:
         return JSONResponse(status_code=503, content={'status': 'no model', 'detail': str(e)})
-    consistent = state.consistent()  # catches up with the change log first
+    consistent = state.changelog.consistent(snap)  # catches up with the change log first
     body = {'status': 'ready', 'model_id': snap.model_id, 'model_name': snap.model_name,
             'gallery_vectors': snap.index.ntotal, 'index_kind': snap.index.kind, 'backend': snap.embedder.backend,
-            'activation': state.activation, 'index_build': state.index_build}
+            'activation': TaskPublic.model_validate(state.activator.progress).model_dump(mode='json'),
+            'index_build': TaskPublic.model_validate(state.index_builder.progress).model_dump(mode='json')}
     if not consistent:
         return JSONResponse(status_code=503, content=dict(body, status='index inconsistent'))
     return body

@@ -1,0 +1,51 @@
+"""Gallery writes: an upload is acknowledged only after its image file is fsynced and its row, vector and change-log
+entry are committed; the index follows the change log."""
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+
+from storage import crud
+from storage.db import GalleryImage
+
+from .imaging import DecodedImage
+
+if TYPE_CHECKING:
+    from .state import ServiceState
+
+__all__ = ['GalleryWriter']
+
+
+class GalleryWriter:
+    def __init__(self, service: 'ServiceState') -> None:
+        self.service = service
+
+    def add(self, items: Sequence[DecodedImage], metas: Sequence[Dict[str, Any]]) -> List[GalleryImage]:
+        service = self.service
+        service.snapshot()  # no model: NoModel before anything is written
+        with service.write_lock:
+            snap = service.snapshot()  # the model may have been swapped while we waited
+            stored = [service.images.put(item.data, item.ext) for item in items]
+            xb = service.embed_for_storage(snap.embedder, [item.image for item in items])
+            with service.Session.begin() as s:
+                rows = crud.add_images(session=s, vectors=xb, model_id=snap.model_id, rows=[
+                    dict(meta, source_name=item.filename, image_sha256=sha, image_path=str(path),
+                         model_version=snap.model_id)
+                    for item, meta, (sha, path) in zip(items, metas, stored)])
+            # committed: acknowledged. The index follows the change log (a crash here: reconcile() repairs it)
+            service.changelog.sync(snap)
+        return rows
+
+    def delete(self, image_id: int) -> bool:
+        service = self.service
+        with service.write_lock:
+            with service.Session.begin() as s:
+                row = crud.get_image(session=s, image_id=image_id)
+                if row is None:
+                    return False
+                path, sha = row.image_path, row.image_sha256
+                crud.delete_image(session=s, image_id=image_id)
+                s.flush()
+                shared = crud.count_by_sha(session=s, sha256=sha) > 0
+            service.changelog.sync(service.current)
+            if not shared:
+                Path(path).unlink(missing_ok=True)
+        return True
