@@ -71,3 +71,14 @@ def database_url_for(request, kind: str, tmp_path_factory) -> str:
 def database_url(request, tmp_path_factory) -> str:
     """A fresh database per test, on SQLite and on PostgreSQL."""
     return database_url_for(request, request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope='session')
+def trained(synth_root, tmp_path_factory):
+    """LA-Tiny (64x32) trained one epoch on synth_root: a teacher for pruning and jobs."""
+    from reid.engine import TrainConfig, train
+    out = tmp_path_factory.mktemp('runs')
+    cfg = TrainConfig(data_dir=str(synth_root), name='teacher', output_dir=str(out), img_size=(64, 32), epochs=1,
+                      batch_size=8, val_fraction=0.34, seed=0)
+    train(cfg, progress=False)
+    return out / 'teacher' / 'best.safetensors'
