@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from .state import NoModel, ServiceState, Snapshot
 
 
-MAX_ID = 2 ** 62  # ids and filters stay far inside a 64-bit database integer
+MAX_ID = 2 ** 31 - 1  # ids and filters fit the database's INTEGER columns (32-bit on PostgreSQL)
 IdPath = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 

@@ -27,10 +27,16 @@ def int_list(field: str, value: Optional[str]) -> Optional[List[int]]:
     return values
 
 
-def str_list(value: Optional[str]) -> Optional[List[str]]:
+MAX_TAGS, MAX_TAG_CHARS = 32, 64  # tags are labels, not documents: bounded per image
+
+
+def str_list(value: Optional[str], field: str = 'tags') -> Optional[List[str]]:
     if value is None or not value.strip():
         return None
-    return [v.strip() for v in value.split(',') if v.strip()]
+    values = [v.strip() for v in value.split(',') if v.strip()]
+    if len(values) > MAX_TAGS or any(len(v) > MAX_TAG_CHARS for v in values):
+        raise bad(field, f'at most {MAX_TAGS} values of at most {MAX_TAG_CHARS} characters each')
+    return values
 
 
 def when(field: str, value: Optional[str]) -> Optional[datetime]:
@@ -41,7 +47,10 @@ def when(field: str, value: Optional[str]) -> Optional[datetime]:
     except ValueError:
         raise bad(field, f'expected an ISO 8601 date-time, got {value!r}') from None
     if parsed.tzinfo is not None:  # stored as naive UTC
-        parsed = (parsed - parsed.utcoffset()).replace(tzinfo=None)
+        try:
+            parsed = (parsed - parsed.utcoffset()).replace(tzinfo=None)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+            raise bad(field, f'date-time out of range in UTC: {value!r}') from None
     return parsed
 
 

@@ -8,6 +8,7 @@ from models.imaging import to_rgb
 
 __all__ = ['DecodedImage', 'ImageRejected', 'decode_upload']
 
+MAX_NAME_CHARS = 255  # the database keeps up to 512
 ACCEPTED_FORMATS = {'JPEG', 'PNG', 'BMP', 'WEBP', 'TIFF', 'GIF'}
 
 
@@ -29,6 +30,8 @@ class DecodedImage:
 
 def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> DecodedImage:
     name = filename or 'upload'
+    if len(name) > MAX_NAME_CHARS:
+        raise ImageRejected(f'{name[:40]}...: file name longer than {MAX_NAME_CHARS} characters')
     if not data:
         raise ImageRejected(f'{name}: empty file (0 bytes)')
     if len(data) > max_bytes:
