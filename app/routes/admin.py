@@ -30,7 +30,7 @@ def start_job(body: JobCreate, state: StateDep, request: Request):
     try:
         params = JOB_PARAMS[body.kind](**body.params)
     except ValidationError as e:
-        raise HTTPException(status_code=422, detail=e.errors(include_url=False, include_context=False)) from None
+        raise HTTPException(status_code=422, detail=e.errors(include_url=False, include_context=False, include_input=False)) from None
     try:
         load_dataset(Path(params.data_dir))
     except DatasetError as e:
@@ -47,7 +47,7 @@ def start_job(body: JobCreate, state: StateDep, request: Request):
     try:
         job_config(body.kind, values, 'runs', 0)  # what the worker will build: its cross-field checks run now
     except ValidationError as e:
-        raise HTTPException(status_code=422, detail=e.errors(include_url=False, include_context=False)) from None
+        raise HTTPException(status_code=422, detail=e.errors(include_url=False, include_context=False, include_input=False)) from None
     job_id = request.app.state.jobs.submit(body.kind, values)
     with state.Session() as s:
         return job_public(crud.get_job(session=s, job_id=job_id))
