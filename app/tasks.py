@@ -29,11 +29,11 @@ class BackgroundTask:
 
     def start(self, **fields) -> None:
         """Reset to running with these fields (one assignment each: readers see a consistent record)."""
-        self.__dict__.update(dict(state=TaskState.RUNNING, kind=None, model_id=None, done=0, total=0, error=None,
-                                  **fields))
+        self.__dict__.update({**dict(state=TaskState.RUNNING, kind=None, model_id=None, done=0, total=0, error=None),
+                              **fields})
 
     def finish(self, **fields) -> None:
-        self.__dict__.update(dict(state=TaskState.DONE, **fields))
+        self.__dict__.update({'state': TaskState.DONE, **fields})
 
     def fail(self, error: str) -> None:
         self.__dict__.update(state=TaskState.FAILED, error=error)

@@ -53,7 +53,9 @@ class VectorIndex:
     def trained_like(self, kind: IndexKind, sample: np.ndarray, expected: Optional[int] = None) -> 'VectorIndex':
         """An empty index of ``kind`` trained on ``sample`` (vectors like the gallery's), sized for ``expected``
         vectors; with fewer than 256 sample vectors an IVF kind falls back to exact."""
-        kind = IndexKind(kind)  # ValueError names a wrong one
+        if kind not in tuple(IndexKind):
+            raise ValueError(f'unknown index kind {kind!r}; choose from {", ".join(IndexKind)}')
+        kind = IndexKind(kind)
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         out = VectorIndex(self.dim, self.nprobe, self.pca_dim)
         if kind == 'exact' or len(sample) < MIN_TRAIN:

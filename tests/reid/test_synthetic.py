@@ -1,3 +1,4 @@
+import json
 import hashlib
 
 import numpy as np
@@ -70,3 +71,15 @@ def test_occlusion_extent_is_a_setting(tmp_path):
     assert changed(heavy) > 2 * changed(light) > 0
     with pytest.raises(ValueError, match='occlusion'):
         generate_dataset(tmp_path / 'bad', SynthConfig(occluded=True, occlusion=(0.5, 0.2)), progress=False)
+
+
+def test_occluders_hide_the_stated_share_of_the_figure(tmp_path):
+    generate_dataset(tmp_path, SynthConfig(num_ids=12, num_cams=3, imgs_per_id=6, occluded=True, occlusion=(0.15, 0.35),
+                                           occluded_train=1.0, junk=0, distractors=0, seed=5), progress=False)
+    stats = json.loads((tmp_path / 'synth.json').read_text())['occluded_share_of_figure']
+    counts = json.loads((tmp_path / 'synth.json').read_text())['counts']
+    assert stats['query']['images'] == counts['query']  # every query occluded
+    assert stats['bounding_box_train']['images'] == counts['bounding_box_train']  # occluded_train=1.0
+    for split in stats.values():
+        # measured on the drawn figure: at least the minimum, never the whole person
+        assert 0.15 <= split['min'] <= split['median'] <= split['max'] <= 0.45
