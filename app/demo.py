@@ -19,7 +19,7 @@ _logger = logging.getLogger('amg_reid.demo')
 # model at >= 50 mAP (standard protocol) on its occluded test split
 DEMO_DATA = SynthConfig(num_ids=120, num_cams=6, imgs_per_id=24, occluded=True, occlusion=(0.15, 0.3),
                         occluded_train=0.5, difficulty=0.05, seed=0)
-DEMO_EPOCHS = 20
+DEMO_EPOCHS = 25
 
 
 def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: int = 8000,
