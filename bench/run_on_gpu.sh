@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The GPU half of bench/pruning.py: data, training, pruning and accuracy at 224x224 for two synthetic difficulties.
+# The GPU half of bench/pruning.py --preset gpu: data, training (both recipes), pruning, the control and accuracy at
+# 224x224 for two synthetic difficulties.
 # Speed is measured afterwards on the CPU (python -m bench.pruning --stages speed,seed --workdir ...).
 # Usage: bash bench/run_on_gpu.sh OUT_DIR
 set -uo pipefail
 OUT=${1:?output folder}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader
-for d in 0.5 0.25; do
+for d in 0.05 0; do
   W=/tmp/bench-224-d$d
-  timeout 280 python3 -m bench.pruning --workdir "$W" --img-size 224 224 --difficulty "$d" --epochs 30 \
-    --batch-size 64 --iter-nums 4 --finetune-nums 1 --final-finetune 8 --device cuda --workers 12 \
+  timeout 280 python3 -m bench.pruning --preset gpu --workdir "$W" --difficulty "$d" --device cuda --workers 12 \
     --stages data,train,prune,evaluate 2>&1 | grep -v "it/s\|batch/s" | tail -5
   cp "$W/accuracy.json" "$OUT/accuracy-d$d.json" 2>/dev/null
   cp "$W/runs/unpruned/train.json" "$OUT/train-d$d.json" 2>/dev/null
@@ -29,7 +29,7 @@ for f in sorted(out.glob('accuracy-d*.json')):
 if best:
     d = best[0][1:]
     (out / 'chosen.txt').write_text(d)
-    for name in ('unpruned', 'token40', 'head67', 'head67+token40'):
+    for name in ('unpruned', 'unpruned+ft', 'token40', 'head67', 'head67+token40', 'head50+drop50'):
         src = pathlib.Path(f'/tmp/bench-224-d{d}/runs/{name}') / ('best.safetensors' if name == 'unpruned' else 'pruned.safetensors')
         if src.exists():
             with safe_open(str(src), 'pt') as fh:
