@@ -53,7 +53,6 @@ class PruneConfig(RecipeOptions):
     rate for ``attn``, the head rate for ``head_entropy``; ``head_attn`` takes ``head_rate`` and ``token_rate``.
     Fine-tuning follows ``recipe`` (augmentation, sampler, losses) with the seed's optimiser, schedule and
     distillation."""
-    CLI_ALIASES: ClassVar[Dict[str, Tuple[str, ...]]] = {'weight_decay': ('--wd',), 'num_workers': ('--workers',)}
     SERVER_OWNED: ClassVar[Tuple[str, ...]] = ('name', 'output_dir', 'device')
 
     weight_path: str = Field(description='the trained checkpoint to prune')

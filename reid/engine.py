@@ -137,7 +137,6 @@ def calibrate_model_threshold(model: LATransformer, val: Tuple[Sequence[ImageRec
 
 class TrainConfig(RecipeOptions):
     """What ``amg-reid train`` and train jobs take (each field is a CLI flag and a job parameter)."""
-    CLI_ALIASES: ClassVar[Dict[str, Tuple[str, ...]]] = {'weight_decay': ('--wd',), 'num_workers': ('--workers',)}
     SERVER_OWNED: ClassVar[Tuple[str, ...]] = ('name', 'output_dir', 'device', 'resume', 'extra')
 
     data_dir: str = Field(description='dataset folder (Market-1501 or ImageFolder layout)')

@@ -22,7 +22,8 @@ class RunConfig(BaseModel):
     """Base of the train and prune configs: unknown keys and non-finite floats are errors."""
     model_config = ConfigDict(extra='forbid', allow_inf_nan=False, protected_namespaces=())
 
-    CLI_ALIASES: ClassVar[Dict[str, Tuple[str, ...]]] = {}
+    # the seed's other spellings (an alias applies to the configs that have the field)
+    CLI_ALIASES: ClassVar[Dict[str, Tuple[str, ...]]] = {'weight_decay': ('--wd',), 'num_workers': ('--workers',)}
     SERVER_OWNED: ClassVar[Tuple[str, ...]] = ()
 
 
