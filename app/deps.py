@@ -37,10 +37,36 @@ def get_snapshot(state: StateDep) -> Snapshot:
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 
 
-def require_api_key(state: StateDep, x_api_key: Annotated[Optional[str], Header()] = None) -> None:
+def _matches(given: Optional[str], *keys: Optional[str]) -> bool:
+    # constant-time comparison: a key cannot be guessed byte by byte from response times
+    return given is not None and any(k and secrets.compare_digest(given.encode(), k.encode()) for k in keys)
+
+
+KeyHeader = Annotated[Optional[str], Header(description='the read, write or admin key, when the server sets one')]
+
+
+def require_api_key(state: StateDep, x_api_key: KeyHeader = None) -> None:
+    """Admin: always behind AMG_API_KEY (off without it)."""
     expected = state.settings.api_key
     if not expected:
         raise HTTPException(status_code=401, detail='the admin API is disabled: set AMG_API_KEY on the server')
-    # constant-time comparison: the key cannot be guessed byte by byte from response times
-    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected.encode()):
+    if not _matches(x_api_key, expected):
         raise HTTPException(status_code=401, detail='missing or wrong X-API-Key header')
+
+
+def require_read(state: StateDep, x_api_key: KeyHeader = None) -> None:
+    """Searches and gallery reads: open unless AMG_READ_API_KEY is set (the write and admin keys also read)."""
+    s = state.settings
+    if s.read_api_key and not _matches(x_api_key, s.read_api_key, s.write_api_key, s.api_key):
+        raise HTTPException(status_code=401, detail='this server needs a read key: missing or wrong X-API-Key header')
+
+
+def require_write(state: StateDep, x_api_key: KeyHeader = None) -> None:
+    """Gallery uploads and deletes: AMG_WRITE_API_KEY (or the admin key) when set, else whatever reads need."""
+    s = state.settings
+    if s.write_api_key:
+        if not _matches(x_api_key, s.write_api_key, s.api_key):
+            raise HTTPException(status_code=401,
+                                detail='this server needs a write key: missing or wrong X-API-Key header')
+    else:
+        require_read(state, x_api_key)

@@ -1,11 +1,13 @@
 """Parsing of multipart form fields, with errors that say which field and why (400)."""
 from datetime import datetime
+from functools import partial
 from typing import List, Optional
 
+import anyio
 from fastapi import HTTPException, UploadFile
 
 from .deps import MAX_ID
-from .imaging import DecodedImage, ImageRejected, decode_upload
+from .imaging import DecodedImage, ImageRejected, decode_request
 from .settings import Settings
 
 
@@ -67,18 +69,18 @@ def per_file(field: str, values: Optional[List[int]], n: int, default: Optional[
     return values
 
 
-async def read_images(files: List[UploadFile], settings: Settings) -> List[DecodedImage]:
-    """Decode every upload first: one bad file rejects the request before anything is written."""
+async def read_images(files: List[UploadFile], settings: Settings,
+                      limiter: anyio.CapacityLimiter) -> List[DecodedImage]:
+    """Decode every upload first, in a worker thread (at most ``settings.decode_threads`` requests at once): one bad
+    file, or too many pixels in all, rejects the request before anything is decoded or written."""
     if not files:
         raise bad('images', 'at least one image file is required')
     if len(files) > settings.max_files_per_request:
         raise HTTPException(status_code=413, detail=f'at most {settings.max_files_per_request} files per request')
-    decoded = []
-    for f in files:
-        data = await f.read(settings.max_upload_bytes + 1)
-        try:
-            decoded.append(decode_upload(data, f.filename or 'upload', settings.max_upload_bytes,
-                                         settings.max_pixels))
-        except ImageRejected as e:
-            raise HTTPException(status_code=e.status, detail=str(e)) from None
-    return decoded
+    raw = [(await f.read(settings.max_upload_bytes + 1), f.filename or 'upload') for f in files]
+    try:
+        return await anyio.to_thread.run_sync(partial(
+            decode_request, raw, settings.max_upload_bytes, settings.max_pixels, settings.max_request_pixels),
+            limiter=limiter)
+    except ImageRejected as e:
+        raise HTTPException(status_code=e.status, detail=str(e)) from None

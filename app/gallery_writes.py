@@ -25,11 +25,15 @@ class GalleryWriter:
             snap = service.snapshot()  # the model may have been swapped while we waited
             stored = [service.images.put(item.data, item.ext) for item in items]
             xb = service.embed_for_storage(snap.embedder, [item.image for item in items])
-            with service.Session.begin() as s:
-                rows = crud.add_images(session=s, vectors=xb, model_id=snap.model_id, rows=[
-                    dict(meta, source_name=item.filename, image_sha256=sha, image_path=str(path),
-                         model_version=snap.model_id)
-                    for item, meta, (sha, path) in zip(items, metas, stored)])
+            with service.images.content_lock([sha for sha, _ in stored], service.engine):
+                for item, (_, path) in zip(items, stored):
+                    if not path.exists():  # another replica deleted the last row of these bytes meanwhile
+                        service.images.put(item.data, item.ext)
+                with service.Session.begin() as s:
+                    rows = crud.add_images(session=s, vectors=xb, model_id=snap.model_id, rows=[
+                        dict(meta, source_name=item.filename, image_sha256=sha, image_path=str(path),
+                             model_version=snap.model_id)
+                        for item, meta, (sha, path) in zip(items, metas, stored)])
             # committed: acknowledged. The index follows the change log (a crash here: reconcile() repairs it)
             service.changelog.sync(snap)
         return rows
@@ -37,15 +41,22 @@ class GalleryWriter:
     def delete(self, image_id: int) -> bool:
         service = self.service
         with service.write_lock:
-            with service.Session.begin() as s:
+            with service.Session() as s:
                 row = crud.get_image(session=s, image_id=image_id)
                 if row is None:
                     return False
-                path, sha = row.image_path, row.image_sha256
-                crud.delete_image(session=s, image_id=image_id)
-                s.flush()
-                shared = crud.count_by_sha(session=s, sha256=sha) > 0
+                sha = row.image_sha256
+            # under the content lock no upload of the same bytes can commit between the count and the unlink
+            with service.images.content_lock([sha], service.engine):
+                with service.Session.begin() as s:
+                    row = crud.get_image(session=s, image_id=image_id)
+                    if row is None:  # deleted by another replica meanwhile
+                        return False
+                    path = row.image_path
+                    crud.delete_image(session=s, image_id=image_id)
+                    s.flush()
+                    shared = crud.count_by_sha(session=s, sha256=sha) > 0
+                if not shared:
+                    Path(path).unlink(missing_ok=True)  # a crash before this: the start-up sweep removes it
             service.changelog.sync(service.current)
-            if not shared:
-                Path(path).unlink(missing_ok=True)
         return True

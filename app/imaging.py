@@ -1,15 +1,18 @@
-"""Uploaded image validation: everything is checked before anything is written."""
+"""Uploaded image validation: everything is checked before anything is written, and a request's decoding work is
+bounded before any of it starts (header probes first, then the pixels)."""
 import io
 from dataclasses import dataclass
+from typing import List, Sequence, Tuple
 
 from PIL import Image, UnidentifiedImageError
 
-from models.imaging import to_rgb
+from models.imaging import draft, to_rgb
 
-__all__ = ['DecodedImage', 'ImageRejected', 'decode_upload']
+__all__ = ['DecodedImage', 'ImageRejected', 'decode_upload', 'decode_request']
 
 MAX_NAME_CHARS = 255  # the database keeps up to 512
 ACCEPTED_FORMATS = {'JPEG', 'PNG', 'BMP', 'WEBP', 'TIFF', 'GIF'}
+_UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class ImageRejected(ValueError):
@@ -28,7 +31,16 @@ class DecodedImage:
     filename: str
 
 
-def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> DecodedImage:
+@dataclass
+class _Probed:
+    data: bytes
+    name: str
+    fmt: str
+    size: Tuple[int, int]  # as it will decode (large JPEGs at reduced scale)
+
+
+def _probe(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> _Probed:
+    """Checks that need only the header: name, bytes, format, decoded size."""
     name = filename or 'upload'
     if len(name) > MAX_NAME_CHARS:
         raise ImageRejected(f'{name[:40]}...: file name longer than {MAX_NAME_CHARS} characters')
@@ -39,23 +51,44 @@ def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -
     try:
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format
-            w, h = probe.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            w, h = draft(probe).size
+    except _UNREADABLE as e:
         raise ImageRejected(f'{name}: not a readable image ({e.__class__.__name__})') from None
     if fmt not in ACCEPTED_FORMATS:
         raise ImageRejected(f'{name}: unsupported image format {fmt}')
     if w * h > max_pixels:
         raise ImageRejected(f'{name}: {w}x{h} pixels exceeds the limit of {max_pixels}', status=413)
+    return _Probed(data, name, fmt, (w, h))
+
+
+def _decode(p: _Probed) -> DecodedImage:
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # truncated files fail here
+        with Image.open(io.BytesIO(p.data)) as im:
+            draft(im).load()  # truncated files fail here
             rgb = to_rgb(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageRejected(f'{name}: corrupt or truncated image ({e})') from None
+    except _UNREADABLE as e:
+        raise ImageRejected(f'{p.name}: corrupt or truncated image ({e})') from None
     if min(rgb.size) < 8:
-        raise ImageRejected(f'{name}: image is too small ({rgb.size[0]}x{rgb.size[1]})')
-    if fmt in ('JPEG', 'PNG'):
-        return DecodedImage(rgb, data, 'jpg' if fmt == 'JPEG' else 'png', name)
+        raise ImageRejected(f'{p.name}: image is too small ({rgb.size[0]}x{rgb.size[1]})')
+    if p.fmt in ('JPEG', 'PNG'):
+        return DecodedImage(rgb, p.data, 'jpg' if p.fmt == 'JPEG' else 'png', p.name)
     buf = io.BytesIO()
     rgb.save(buf, format='PNG')
-    return DecodedImage(rgb, buf.getvalue(), 'png', name)
+    return DecodedImage(rgb, buf.getvalue(), 'png', p.name)
+
+
+def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> DecodedImage:
+    """One file: checked from its header, then decoded (RGB, EXIF applied); :class:`ImageRejected` says why not."""
+    return _decode(_probe(data, filename, max_bytes, max_pixels))
+
+
+def decode_request(files: Sequence[Tuple[bytes, str]], max_bytes: int, max_pixels: int,
+                   max_request_pixels: int) -> List[DecodedImage]:
+    """All files of one request: every header is checked, and the decoded pixels of all of them together are
+    bounded by ``max_request_pixels``, before the first file is decoded."""
+    probed = [_probe(data, name, max_bytes, max_pixels) for data, name in files]
+    total = sum(w * h for w, h in (p.size for p in probed))
+    if total > max_request_pixels:
+        raise ImageRejected(f'{len(probed)} images of {total} pixels in all exceed the limit of '
+                            f'{max_request_pixels} decoded pixels per request', status=413)
+    return [_decode(p) for p in probed]

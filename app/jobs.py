@@ -94,8 +94,11 @@ def run_job(job_id: int, database_url: str, data_dir: str, nice: int = 10) -> No
             crud.update_job(session=s, job_id=job_id, state=JobState.CANCELLED, log_line='cancelled')
     except Exception as e:  # any failure is reported through the API, not lost in the worker
         with Session.begin() as s:
+            # the job's log is served by the API: the traceback without chained causes (a parser's message can
+            # quote the file it read); the worker's own log keeps everything
+            _logger.exception('job %d failed', job_id)
             crud.update_job(session=s, job_id=job_id, state=JobState.FAILED, error=f'{e.__class__.__name__}: {e}',
-                            log_line=traceback.format_exc(limit=5))
+                            log_line=''.join(traceback.format_exception(e, limit=5, chain=False)))
 
 
 class JobManager:

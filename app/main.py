@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Optional
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .jobs import JobManager
 from .routes import admin, gallery, health, samples, search
+from .security import BrowserGuard
 from .settings import Settings
 from .state import ServiceState
 
@@ -20,32 +23,58 @@ _logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / 'static'
 
 
+class RequestTooLarge(Exception):
+    """Raised into the app by the body stream once it passes the byte limit."""
+
+
 class LimitsAndMetrics:
-    """Refuses over-long request bodies up front and times every request by route (plain ASGI: the decorator form,
-    BaseHTTPMiddleware, costs about a millisecond a request)."""
+    """Refuses over-long request bodies - up front by Content-Length, and on the stream itself (a chunked or lying
+    body is cut off at the limit and answered 413) - and times every request by route (plain ASGI: the decorator
+    form, BaseHTTPMiddleware, costs about a millisecond a request)."""
 
     def __init__(self, app: ASGIApp, max_request_bytes: int) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
+
+    def _too_large(self, size: str) -> JSONResponse:
+        return JSONResponse(status_code=413, content={
+            'detail': f'request body of {size} bytes exceeds the limit of {self.max_request_bytes}'})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope['type'] != 'http':
             return await self.app(scope, receive, send)
         length = dict(scope['headers']).get(b'content-length', b'')
         if length.isdigit() and int(length) > self.max_request_bytes:
-            response = JSONResponse(status_code=413, content={
-                'detail': f'request body of {int(length)} bytes exceeds the limit of {self.max_request_bytes}'})
-            return await response(scope, receive, send)
-        start, status = time.perf_counter(), 500
+            return await self._too_large(str(int(length)))(scope, receive, send)
+        start, status, received, cut_off, started = time.perf_counter(), 500, 0, False, False
+
+        async def counting_receive() -> Message:
+            nonlocal received, cut_off
+            message = await receive()
+            if message['type'] == 'http.request':
+                received += len(message.get('body', b''))
+                if received > self.max_request_bytes:
+                    cut_off = True
+                    raise RequestTooLarge()
+            return message
 
         async def send_and_note_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
+            if cut_off:  # whatever the app made of the cut-off body (FastAPI: a 400), the answer is 413
+                if message['type'] == 'http.response.start' and not started:
+                    started, status = True, 413
+                    await self._too_large(f'more than {self.max_request_bytes}')(scope, receive, send)
+                return
             if message['type'] == 'http.response.start':
-                status = message['status']
+                started, status = True, message['status']
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_note_status)
+            await self.app(scope, counting_receive, send_and_note_status)
+        except RequestTooLarge:
+            if not started:
+                status = 413
+                await self._too_large(f'more than {self.max_request_bytes}')(scope, receive, send)
         finally:
             service = getattr(scope['app'].state, 'service', None)
             if service is not None:
@@ -71,7 +100,13 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app = FastAPI(title='amg-reid', version='0.1.0', lifespan=lifespan,
                   description='Person re-identification with AMG-pruned LA-Transformers: gallery, search, jobs.')
 
+    # the last added runs first: the browser guard, then CORS (when origins are set), then the body limit
     app.add_middleware(LimitsAndMetrics, max_request_bytes=settings.max_request_bytes)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=['GET', 'POST', 'DELETE'],
+                           allow_headers=['X-API-Key', 'Content-Type'])
+    app.add_middleware(BrowserGuard, cors_origins=settings.cors_origin_list)
+    app.mount('/static', StaticFiles(directory=STATIC), name='static')
     for module in (health, search, gallery, admin, samples):
         app.include_router(module.router)
 

@@ -1,6 +1,6 @@
 """Service settings from environment variables (prefix ``AMG_``) or a ``.env`` file."""
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import List, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +18,15 @@ class Settings(BaseSettings):
     database_url: Optional[str] = Field(None, description='SQLAlchemy URL; default sqlite:///DATA_DIR/amg.db')
     model_path: Optional[Path] = Field(None, description='checkpoint to serve; registered and activated at start')
     api_key: Optional[str] = Field(None, description='admin API key (header X-API-Key); admin is off without it')
+    read_api_key: Optional[str] = Field(None, description='when set, searches and gallery reads need this key (or the '
+                                                          'write or admin key); open by default')
+    write_api_key: Optional[str] = Field(None, description='when set, gallery uploads and deletes need this key (or '
+                                                           'the admin key); open by default (then writes need what '
+                                                           'reads need)')
+    data_roots: str = Field('', description='comma-separated folders that admin jobs may read datasets and weights '
+                                            'from (default: data_dir)')
+    cors_origins: str = Field('', description='comma-separated web origins allowed to call the API from a browser '
+                                              '(CORS, and writes with their Origin); none by default')
     device: str = 'cpu'
     backend: Backend = Field(
         Backend.AUTO, description='auto: ONNX Runtime when CHECKPOINT.onnx is fresh, else eager torch')
@@ -44,13 +53,32 @@ class Settings(BaseSettings):
                                                              'awaited (concurrent writers commit out of order)')
     default_k: int = Field(10, ge=1, le=100)
     default_min_score: float = Field(0.5, description="used when the model has no calibrated threshold")
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description='per image')
-    max_request_bytes: int = Field(200 * 1024 * 1024, ge=1024)
-    max_pixels: int = Field(25_000_000, ge=1024, description='width x height limit (decompression bombs)')
-    max_files_per_request: int = Field(256, ge=1)
+    # request limits, sized for person crops (a few hundred pixels a side, tens of kB): see README "Limits"
+    max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1024, description='per image file')
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024,
+                                   description='per request body, counted as it streams in (chunked included)')
+    max_pixels: int = Field(4_000_000, ge=1024, description='width x height of one image as decoded (large JPEGs '
+                                                            'decode at 1/2-1/8 scale): decompression bombs')
+    max_request_pixels: int = Field(16_000_000, ge=1024, description='decoded pixels of all images of one request '
+                                                                     'together, checked before any is decoded')
+    max_files_per_request: int = Field(64, ge=1, le=1000)
+    decode_threads: int = Field(2, ge=1, le=64, description='requests decoding images at once (the others wait, '
+                                                            'off the event loop)')
+    orphan_grace_seconds: float = Field(3600.0, ge=0, description='at start, image files no row names (and '
+                                        'temporaries) older than this are removed: left by a crash between a '
+                                        'write and its commit')
     job_workers: int = Field(1, ge=1, description='background job processes at once')
     job_nice: int = Field(10, ge=0, le=19, description='nice of job processes where SCHED_IDLE is unavailable '
                                                        '(Linux runs them under SCHED_IDLE): queries come first')
+
+    @property
+    def cors_origin_list(self) -> List[str]:
+        return [o.strip().rstrip('/') for o in self.cors_origins.split(',') if o.strip()]
+
+    @property
+    def data_root_list(self) -> List[Path]:
+        roots = [r.strip() for r in self.data_roots.split(',') if r.strip()] or [str(self.data_dir)]
+        return [Path(r).expanduser().resolve() for r in roots]
 
     @model_validator(mode='after')
     def _default_database(self) -> 'Settings':

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import anyio
 import numpy as np
 
 from models.checkpoints import load_model, read_metadata
@@ -107,6 +108,8 @@ class ServiceState:
         self.index_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
         self.write_lock = threading.RLock()  # uploads, deletes and the model swap
+        # image decoding runs in worker threads, this many requests at once: the event loop keeps answering
+        self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
         self.current: Optional[Snapshot] = None  # swapped whole by an activation
         self.changelog = ChangeLogFollower(self)
         self.index_builder = IndexBuilder(self)
@@ -126,6 +129,11 @@ class ServiceState:
             if self.settings.model_path is not None:
                 self._register_configured_model(s)
             active = crud.active_model(session=s)
+            referenced = crud.all_image_paths(session=s)
+        files, temps = self.images.sweep(referenced, self.settings.orphan_grace_seconds)
+        if files or temps:
+            _logger.warning('removed %d image file(s) no gallery row names and %d temporary file(s) of interrupted '
+                            'writes', files, temps)
         if active is not None:
             self.current = self.open(active)
             self.changelog.reconcile(self.current)

@@ -38,11 +38,11 @@ _logger = logging.getLogger('bench.pruning')
 
 PRESETS = {
     # calibrated so that the unpruned LA-Tiny (strong recipe) lands in the 50-85 mAP band on 2 CPU cores
-    'cpu': dict(img_size=[128, 64], ids=200, imgs_per_id=20, difficulty=0.05, occlusion=[0.15, 0.35],
-                occluded_train=0.5, epochs=40, batch_size=64, lr=5e-4, iter_nums=2, finetune_nums=1,
-                final_finetune=4, configs='unpruned+ft,token40,head67,head67+token40,head50+drop50',
+    'cpu': dict(img_size=[128, 64], ids=200, imgs_per_id=20, difficulty=0.05, occlusion=[0.15, 0.30],
+                occluded_train=0.5, epochs=40, batch_size=64, lr=5e-4, iter_nums=4, finetune_nums=1,
+                final_finetune=8, configs='unpruned+ft,token40,head67,head67+token40,head50+drop50',
                 recipes='strong,la'),
-    'gpu': dict(img_size=[224, 224], ids=200, imgs_per_id=20, difficulty=0.05, occlusion=[0.15, 0.35],
+    'gpu': dict(img_size=[224, 224], ids=200, imgs_per_id=20, difficulty=0.05, occlusion=[0.15, 0.30],
                 occluded_train=0.5, epochs=40, batch_size=64, lr=5e-4, iter_nums=4, finetune_nums=1,
                 final_finetune=8, configs='unpruned+ft,token40,head67,head67+token40,head50+drop50',
                 recipes='strong,la'),

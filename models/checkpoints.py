@@ -80,7 +80,8 @@ def load_model(
             arch, _ = read_metadata(path)
             state = load_file(str(path))
         except Exception as e:  # safetensors raises several types for a damaged file
-            raise CheckpointError(f'cannot read {path}: {e}') from e
+            # the error's own text can quote the file's bytes: name its kind only
+            raise CheckpointError(f'cannot read {path} as safetensors ({e.__class__.__name__})') from e
         if arch is not None:
             model = model_from_architecture(arch)
             _load_strict(model, state, path)
@@ -91,7 +92,7 @@ def load_model(
         try:
             state = torch.load(str(path), map_location='cpu', weights_only=True)
         except Exception as e:
-            raise CheckpointError(f'cannot read {path} as a weights-only torch file: {e}') from e
+            raise CheckpointError(f'cannot read {path} as a weights-only torch file ({e.__class__.__name__})') from e
 
     if model_name is None:
         raise CheckpointError(f'{path} has no architecture record: pass the model name (--model)')

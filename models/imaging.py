@@ -6,11 +6,24 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ['ImageError', 'to_rgb', 'open_image']
+__all__ = ['ImageError', 'DRAFT_SIDE', 'draft', 'to_rgb', 'open_image']
+
+# JPEGs larger than this on both sides decode at 1/2, 1/4 or 1/8 scale, never below it: a person crop never needs
+# more pixels, and a 25 MP photo decodes in a sixteenth of the memory and time. Every reader applies the same rule,
+# so a file gives the same pixels (and vector) to training, evaluation and the service.
+DRAFT_SIDE = 1024
 
 
 class ImageError(ValueError):
     """An input that is not a readable image."""
+
+
+def draft(im: Image.Image) -> Image.Image:
+    """Before ``load()``: ask the JPEG decoder for its smallest scale that keeps both sides >= ``DRAFT_SIDE``
+    (``im.size`` then says the decoded size; other formats are unchanged)."""
+    if im.format == 'JPEG':
+        im.draft(None, (DRAFT_SIDE, DRAFT_SIDE))
+    return im
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -33,7 +46,7 @@ def open_image(path: Union[str, Path]) -> Image.Image:
     broken."""
     try:
         with Image.open(path) as im:
-            im.load()
+            draft(im).load()
             return to_rgb(im)
     except FileNotFoundError as e:
         raise ImageError(f'image not found: {path}') from e

@@ -62,7 +62,7 @@ class PruneConfig(RecipeOptions):
     output_dir: str = Field('runs', description='where runs are written')
     dataset: Optional[DatasetName] = Field(None, description='look for this dataset under --data-dir')
     img_size: Optional[ImageSize] = Field(None, description='input height and width (default: the checkpoint\'s)')
-    batch_size: int = Field(32, ge=2, le=1024)
+    batch_size: int = Field(32, ge=2, le=512)
     prune_mode: PruneMode = Field(PruneMode.ATTN, description='attn: key/value tokens; head_entropy: heads; '
                                                               'head_attn: both')
     prune_rate: float = Field(0.0, ge=0, lt=1, description='share removed: tokens for attn, heads for head_entropy')

@@ -147,7 +147,7 @@ class TrainConfig(RecipeOptions):
     weight_path: Optional[str] = Field(None, description='weights to start from (timm ViT or LA-Transformer)')
     img_size: ImageSize = Field((224, 224), description='input height and width')
     epochs: int = Field(30, ge=1, le=1000)
-    batch_size: int = Field(32, ge=2, le=1024)
+    batch_size: int = Field(32, ge=2, le=512)
     lr: float = Field(3e-4, gt=0, le=1, description='Adam learning rate')
     weight_decay: float = Field(5e-4, ge=0, le=1)
     lmbd: float = Field(8.0, ge=0, le=1000, description='weight of the row average against CLS in each part')

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 __all__ = ['RunConfig', 'ImageSize', 'add_config_arguments', 'config_from_args', 'job_params_model']
 
-_Side = typing.Annotated[int, Field(ge=16, le=2048)]
+_Side = typing.Annotated[int, Field(ge=16, le=512)]  # a person crop: 224 (ViT), 256x128 (Re-ID)
 ImageSize = Tuple[_Side, _Side]  # (height, width) in pixels
 
 

@@ -104,7 +104,8 @@ class Job(Base):
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with the tables created; SQLite gets WAL and a busy timeout (API and job worker share the file)."""
+    """An engine on a database at the latest schema revision (``storage.migrate``); SQLite gets WAL and a busy
+    timeout (API and job worker share the file)."""
     kwargs: Dict[str, Any] = {}
     if url.startswith('sqlite'):
         kwargs['connect_args'] = {'check_same_thread': False, 'timeout': 30}
@@ -116,7 +117,8 @@ def make_engine(url: str) -> Engine:
             cur.execute('PRAGMA journal_mode=WAL')
             cur.execute('PRAGMA synchronous=FULL')  # an acknowledged upload survives power loss
             cur.close()
-    Base.metadata.create_all(engine)
+    from .migrate import upgrade  # the migrations import the tables from this module
+    upgrade(engine)
     return engine
 
 

@@ -1,10 +1,34 @@
-"""Content-addressed image files: ``<root>/<sha[:2]>/<sha>.<ext>``, written atomically, never outside ``root``."""
+"""Content-addressed image files: ``<root>/<sha[:2]>/<sha>.<ext>``, written atomically and durably, never outside
+``root``.
+
+Rows in the database name files by content, so two uploads of the same bytes share one file, and a delete may remove
+the file only when no row names it any more. Replicas share the store: :meth:`ImageStore.content_lock` orders a
+delete's "count the rows, unlink" against an upload's "make sure the file exists, commit the row", so neither can
+leave a row without its file."""
+import fcntl
 import hashlib
 import os
+import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Tuple
+from typing import Collection, Iterable, Iterator, Optional, Tuple
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 __all__ = ['ImageStore']
+
+LOCK_FILE = '.content.lock'
+
+
+def _fsync_dir(path: Path) -> None:
+    """A new or renamed directory entry is durable only once its directory is fsynced."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class ImageStore:
@@ -18,18 +42,23 @@ class ImageStore:
         return self.root / sha256[:2] / f'{sha256}.{ext}'
 
     def put(self, data: bytes, ext: str) -> Tuple[str, Path]:
-        """Store bytes (idempotent for the same content); returns (sha256, path). The file is durable on return."""
+        """Store bytes (idempotent for the same content); returns (sha256, path). The file and its directory entry
+        are durable on return."""
         sha = hashlib.sha256(data).hexdigest()
         path = self.path_for(sha, ext)
         if path.exists():
+            os.utime(path)  # in use again: the orphan sweep goes by age
             return sha, path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self.root)
+        tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')  # unique: writers of the same bytes may race
         with open(tmp, 'wb') as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
         return sha, path
 
     def resolve(self, stored_path: str) -> Path:
@@ -38,3 +67,48 @@ class ImageStore:
         if self.root not in path.parents:
             raise ValueError('image path outside the image store')
         return path
+
+    @contextmanager
+    def content_lock(self, sha256s: Iterable[str], engine: Optional[Engine] = None) -> Iterator[None]:
+        """Held by every replica around "rows of these contents change, and their files with them". PostgreSQL:
+        an advisory lock per content (replicas may sit on different machines); otherwise an exclusive lock on a file
+        in the shared store (SQLite replicas share one machine's disk)."""
+        if engine is not None and engine.dialect.name == 'postgresql':
+            keys = sorted({int(s[:15], 16) for s in sha256s})  # sorted: two writers cannot deadlock
+            with engine.connect() as conn:
+                for key in keys:
+                    conn.execute(text('SELECT pg_advisory_lock(:k)'), {'k': key})
+                try:
+                    yield
+                finally:
+                    for key in keys:
+                        conn.execute(text('SELECT pg_advisory_unlock(:k)'), {'k': key})
+                    conn.commit()
+            return
+        with open(self.root / LOCK_FILE, 'a+b') as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def sweep(self, referenced: Collection[str], older_than_s: float) -> Tuple[int, int]:
+        """Remove image files no row names and temporaries of interrupted writes, both only when older than
+        ``older_than_s`` (another replica may be between writing a file and committing its row). Returns (files,
+        temporaries) removed."""
+        keep = {str(Path(p).resolve()) for p in referenced}
+        cutoff = time.time() - older_than_s
+        files = temps = 0
+        for path in self.root.glob('??/*'):
+            try:
+                if path.stat().st_mtime > cutoff:
+                    continue
+                if path.name.startswith('.') and path.name.endswith('.tmp'):
+                    path.unlink(missing_ok=True)
+                    temps += 1
+                elif str(path) not in keep:
+                    path.unlink(missing_ok=True)
+                    files += 1
+            except FileNotFoundError:  # removed meanwhile by another replica
+                continue
+        return files, temps

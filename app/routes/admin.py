@@ -18,6 +18,17 @@ from ..schemas import (ERRORS, JOB_PARAMS, JobCreate, JobPublic, JobsPublic, Mes
 router = APIRouter(prefix='/v1/admin', tags=['admin'], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
 
+def confined(state, field: str, value: str, file: bool = False) -> str:
+    """A server path a job may read: under one of AMG_DATA_ROOTS (links resolved). Missing and refused paths get
+    the same answer, so the API cannot probe what exists elsewhere."""
+    path = Path(value).expanduser().resolve()
+    inside = any(path == root or root in path.parents for root in state.settings.data_root_list)
+    if not inside or not (path.is_file() if file else path.is_dir()):
+        raise HTTPException(status_code=400, detail=f'{field}: no such {"file" if file else "folder"} under the '
+                                                    f'allowed data roots (AMG_DATA_ROOTS)')
+    return str(path)
+
+
 def job_public(job) -> JobPublic:
     out = JobPublic.model_validate(job)
     out.log_tail = '\n'.join((job.log or '').splitlines()[-20:])
@@ -31,19 +42,20 @@ def start_job(body: JobCreate, state: StateDep, request: Request):
         params = JOB_PARAMS[body.kind](**body.params)
     except ValidationError as e:
         raise HTTPException(status_code=422, detail=e.errors(include_url=False, include_context=False, include_input=False)) from None
+    values = params.model_dump(mode='json')
+    values['data_dir'] = confined(state, 'data_dir', values['data_dir'])
     try:
-        load_dataset(Path(params.data_dir))
+        load_dataset(Path(values['data_dir']))
     except DatasetError as e:
         raise HTTPException(status_code=400, detail=f'data_dir: {e}') from None
-    values = params.model_dump(mode='json')
     if body.kind != JobKind.TRAIN and values.get('weight_path') is None:
         with state.Session() as s:
             active = crud.active_model(session=s)
         if active is None:
             raise HTTPException(status_code=409, detail='no active model to start from: give weight_path')
         values['weight_path'] = active.path
-    if values.get('weight_path') and not Path(values['weight_path']).is_file():
-        raise HTTPException(status_code=400, detail=f'weight_path not found: {values["weight_path"]}')
+    elif values.get('weight_path') is not None:
+        values['weight_path'] = confined(state, 'weight_path', values['weight_path'], file=True)
     try:
         job_config(body.kind, values, 'runs', 0)  # what the worker will build: its cross-field checks run now
     except ValidationError as e:

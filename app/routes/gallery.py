@@ -2,7 +2,7 @@ import io
 import logging
 from typing import List, Optional
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
@@ -11,13 +11,13 @@ from models.imaging import ImageError, open_image
 from storage import crud
 from storage.db import GalleryImage
 
-from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep
+from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_read, require_write
 from ..forms import int_list, per_file, read_images, str_list, when
 from ..schemas import ERRORS, GalleryItemPublic, GalleryItemsPublic, Message
 
 _logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix='/v1', tags=['gallery'], responses=ERRORS)
+router = APIRouter(prefix='/v1', tags=['gallery'], dependencies=[Depends(require_read)], responses=ERRORS)
 
 
 def public(row: GalleryImage, request: Request) -> GalleryItemPublic:
@@ -27,7 +27,7 @@ def public(row: GalleryImage, request: Request) -> GalleryItemPublic:
     return item
 
 
-@router.post('/gallery', response_model=GalleryItemsPublic, status_code=201)
+@router.post('/gallery', response_model=GalleryItemsPublic, status_code=201, dependencies=[Depends(require_write)])
 async def upload_gallery(
         request: Request, state: StateDep, _snap: SnapshotDep,
         images: List[UploadFile] = File(..., description='one or more person crops'),
@@ -37,7 +37,7 @@ async def upload_gallery(
         tags: Optional[str] = Form(None, description='comma-separated, for all files'),
 ):
     """Add images to the gallery (embedded in batches). Nothing is stored unless every file and field is valid."""
-    decoded = await read_images(images, state.settings)
+    decoded = await read_images(images, state.settings, state.decode_limiter)
     n = len(decoded)
     pids = per_file('person_id', int_list('person_id', person_id), n)
     cams = per_file('camera_id', int_list('camera_id', camera_id), n, default=0)
@@ -76,7 +76,7 @@ def get_gallery_item(image_id: IdPath, request: Request, session: SessionDep):
     return public(_row(session, image_id), request)
 
 
-@router.delete('/gallery/{image_id}', response_model=Message)
+@router.delete('/gallery/{image_id}', response_model=Message, dependencies=[Depends(require_write)])
 def delete_gallery_item(image_id: IdPath, state: StateDep):
     """Remove an image from the database, the index and the image store."""
     if not state.gallery.delete(image_id):

@@ -3,15 +3,15 @@ click. Off unless AMG_SAMPLE_QUERIES_DIR names a folder; only the listed files a
 from pathlib import Path
 from typing import Dict, List
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from reid.datasets import DatasetError, parse_market_name
 
-from ..deps import StateDep
+from ..deps import StateDep, require_read
 
-router = APIRouter(prefix='/v1/samples', tags=['samples'])
+router = APIRouter(prefix='/v1/samples', tags=['samples'], dependencies=[Depends(require_read)])
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png'}
 
 

@@ -1,14 +1,14 @@
 from typing import List, Optional
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import MAX_ID, SnapshotDep, StateDep
+from ..deps import MAX_ID, SnapshotDep, StateDep, require_read
 from ..forms import int_list, read_images, str_list, when
 from ..schemas import ERRORS, SearchResponse
 from ..search_service import search_gallery
 
-router = APIRouter(prefix='/v1', tags=['search'], responses=ERRORS)
+router = APIRouter(prefix='/v1', tags=['search'], dependencies=[Depends(require_read)], responses=ERRORS)
 
 
 @router.post('/search', response_model=SearchResponse)
@@ -27,7 +27,7 @@ async def search(
         exclude_same_camera: bool = Form(False, description="skip gallery images from the query's camera"),
 ):
     """Who is this? Top-k gallery matches per query image, or an explicit no-match below ``min_score``."""
-    decoded = await read_images(images, state.settings)
+    decoded = await read_images(images, state.settings, state.decode_limiter)
     k = k or state.settings.default_k
     threshold = snap.min_score if min_score is None else min_score
     query_cams = int_list('query_camera_id', query_camera_id)

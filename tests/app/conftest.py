@@ -20,6 +20,19 @@ API_KEY = 'test-key'
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope='session', autouse=True)
+def jobs_may_read_the_test_folders(tmp_path_factory):
+    """Admin jobs read datasets and weights only under AMG_DATA_ROOTS: here, this session's temporary folders
+    (servers started by the tests inherit it)."""
+    previous = os.environ.get('AMG_DATA_ROOTS')
+    os.environ['AMG_DATA_ROOTS'] = str(tmp_path_factory.getbasetemp().resolve())
+    yield
+    if previous is None:
+        os.environ.pop('AMG_DATA_ROOTS')
+    else:
+        os.environ['AMG_DATA_ROOTS'] = previous
+
+
 def make_client(data_dir: Path, model_path=None, **overrides) -> TestClient:
     settings = Settings(data_dir=data_dir, model_path=model_path, api_key=API_KEY, index_save_seconds=0.5,
                         **overrides)

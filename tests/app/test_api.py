@@ -179,7 +179,7 @@ def test_admin_needs_the_key(gallery_client):
         assert client.post('/v1/admin/models/1/activate', headers=headers).status_code == 401
     assert client.get('/v1/admin/jobs', headers=ADMIN).status_code == 200
     r = client.post('/v1/admin/jobs', headers=ADMIN, json={'kind': 'train', 'params': {'data_dir': '/nowhere'}})
-    assert r.status_code == 400 and '/nowhere' in r.json()['detail']
+    assert r.status_code == 400 and r.json()['detail'].startswith('data_dir: no such folder')
     r = client.post('/v1/admin/jobs', headers=ADMIN, json={'kind': 'explode', 'params': {}})
     assert r.status_code == 422
 

@@ -1,4 +1,5 @@
-"""Schemathesis against the app's own OpenAPI schema: no 5xx and no schema violations, admin with and without key.
+"""Schemathesis against the app's own OpenAPI schema, on SQLite and PostgreSQL: no 5xx and no schema violations,
+admin with and without key.
 
 Driven through Hypothesis directly (schemathesis' pytest plugin does not run under this pytest version)."""
 import pytest
@@ -9,13 +10,16 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
 from tests.app.conftest import API_KEY, make_client  # noqa: E402
+from tests.conftest import database_url_for  # noqa: E402
 
 BACKGROUND_WORK = {('POST', '/v1/admin/jobs'), ('POST', '/v1/admin/models/{model_id}/activate')}
 
 
 @pytest.mark.slow
-def test_api_never_fails_and_follows_its_schema(tmp_path, service_model):
-    with make_client(tmp_path, service_model, max_upload_bytes=200_000) as client:
+@pytest.mark.parametrize('db', ['sqlite', 'postgresql'])
+def test_api_never_fails_and_follows_its_schema(request, db, tmp_path, tmp_path_factory, service_model):
+    url = database_url_for(request, db, tmp_path_factory)  # PostgreSQL: 32-bit ids, strict JSON, string lengths
+    with make_client(tmp_path, service_model, max_upload_bytes=200_000, database_url=url) as client:
         schema = schemathesis.openapi.from_asgi('/openapi.json', client.app)
         operations = [result.ok() for result in schema.get_all_operations()]
         assert len(operations) >= 12
