@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -25,6 +25,8 @@ class _Request(NamedTuple):
     future: Future
     then: Optional[Callable[[np.ndarray], Any]] = None
     call: Optional[Callable[[], Any]] = None
+    queued: float = 0.0  # perf_counter when put in the queue
+    timings: Optional[Dict[str, float]] = None  # filled with model_wait, forward, index_search (seconds)
 
 
 class ModelThread:
@@ -46,11 +48,13 @@ class ModelThread:
         self._worker = threading.Thread(target=self._run, name='model', daemon=True)
         self._worker.start()
 
-    def embed(self, fn: EmbedFn, images: Sequence[Any], then: Optional[Callable[[np.ndarray], Any]] = None) -> Any:
+    def embed(self, fn: EmbedFn, images: Sequence[Any], then: Optional[Callable[[np.ndarray], Any]] = None,
+              timings: Optional[Dict[str, float]] = None) -> Any:
         """``fn(images)`` on the model thread, batched with other requests; ``then(vectors)`` runs there too, right
-        after (a query's index search: no second trip)."""
+        after (a query's index search: no second trip). ``timings`` gets the seconds spent queued (``model_wait``),
+        in the shared forward pass (``forward``) and in ``then`` (``index_search``)."""
         future: Future = Future()
-        self._queue.put(_Request(fn, list(images), future, then))
+        self._queue.put(_Request(fn, list(images), future, then, queued=time.perf_counter(), timings=timings))
         return future.result()
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -101,12 +105,14 @@ class ModelThread:
             request.future.set_exception(e)
 
     def _process(self, fn: EmbedFn, batch: List[_Request], count: int) -> None:
+        started = time.perf_counter()
         try:
             vectors = fn([image for request in batch for image in request.images])
         except Exception as e:  # every caller gets the error, the thread keeps running
             for request in batch:
                 request.future.set_exception(e)
             return
+        forwarded = time.perf_counter()
         if self.on_batch is not None:
             self.on_batch(count)
         start = 0
@@ -114,6 +120,11 @@ class ModelThread:
             mine = vectors[start:start + len(request.images)]
             start += len(request.images)
             try:
-                request.future.set_result(request.then(mine) if request.then is not None else mine)
+                then_start = time.perf_counter()
+                result = request.then(mine) if request.then is not None else mine
+                if request.timings is not None:
+                    request.timings.update(model_wait=started - request.queued, forward=forwarded - started,
+                                           index_search=time.perf_counter() - then_start)
+                request.future.set_result(result)
             except Exception as e:
                 request.future.set_exception(e)

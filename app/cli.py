@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--model', default=None, help='only for foreign checkpoints')
     p.add_argument('--output', type=Path, help='default: the checkpoint path with .onnx')
     p.add_argument('--img-size', nargs=2, type=int, metavar=('H', 'W'))
+    p.add_argument('--int8', action='store_true', help='also write CHECKPOINT.int8.onnx: statically quantised INT8 '
+                   '(QDQ, per-channel weights), calibrated on --data-dir training images (AMG_BACKEND=onnx-int8)')
+    p.add_argument('--data-dir', '--data_dir', dest='data_dir', help='for --int8: the dataset the model was trained on')
+    p.add_argument('--calibration-images', type=int, default=300, help='for --int8: how many training images')
 
     p = sub.add_parser('serve', help='run the REST service (settings from AMG_* environment variables / .env)')
     p.add_argument('--host', default='127.0.0.1')
@@ -198,6 +202,12 @@ def _cmd_export(a: argparse.Namespace) -> None:
     out = a.output or Path(a.weight_path).with_suffix('.onnx')
     export_onnx(model, out, checkpoint_sha256=file_sha256(a.weight_path))
     print(out)
+    if a.int8:
+        from reid.datasets import load_dataset
+        from reid.export import export_int8_calibrated
+        if not a.data_dir:
+            raise SystemExit('export --int8 needs --data-dir: the dataset whose training images calibrate it')
+        print(export_int8_calibrated(a.weight_path, load_dataset(Path(a.data_dir)).train, a.calibration_images))
 
 
 def _service_settings(a: argparse.Namespace):

@@ -47,6 +47,8 @@ class LimitsAndMetrics:
         if length.isdigit() and int(length) > self.max_request_bytes:
             return await self._too_large(str(int(length)))(scope, receive, send)
         start, status, received, cut_off, started = time.perf_counter(), 500, 0, False, False
+        request_state = scope.setdefault('state', {})
+        request_state['amg_start'] = start  # a search's "receive" stage runs from here to its handler
 
         async def counting_receive() -> Message:
             nonlocal received, cut_off
@@ -78,9 +80,12 @@ class LimitsAndMetrics:
         finally:
             service = getattr(scope['app'].state, 'service', None)
             if service is not None:
+                end = time.perf_counter()
                 route = getattr(scope.get('route'), 'path', 'unmatched')
-                service.metrics.request_latency.labels(scope['method'], route, str(status)).observe(
-                    time.perf_counter() - start)
+                service.metrics.request_latency.labels(scope['method'], route, str(status)).observe(end - start)
+                stages = request_state.get('search_stages')
+                if stages is not None and status == 200:
+                    service.metrics.observe_stages(dict(stages, answer=end - request_state['handler_done']))
 
 
 def create_app(settings: Optional[Settings] = None) -> FastAPI:

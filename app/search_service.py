@@ -1,5 +1,6 @@
 """Search ("who is this?"): filters to allowed ids, the model's forward and the index search, threshold and result
 assembly. No database session is held while the model runs."""
+import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -29,13 +30,18 @@ def _allowed_ids(service: 'ServiceState', filters: Dict[str, Any],
 
 def search_gallery(service: 'ServiceState', snap: 'Snapshot', queries: Sequence[DecodedImage], k: int,
                    threshold: float, filters: Dict[str, Any], exclude_cameras: Sequence[Optional[int]],
-                   thumbnail_url: str) -> List[QueryResult]:
+                   thumbnail_url: str, timings: Optional[Dict[str, float]] = None) -> List[QueryResult]:
     """Top-``k`` matches per query; ``exclude_cameras[i]``: query i's camera, whose gallery images it skips (None:
-    none skipped); ``thumbnail_url`` has an ``{image_id}`` placeholder."""
+    none skipped); ``thumbnail_url`` has an ``{image_id}`` placeholder. ``timings`` gets each stage's seconds."""
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
     allowed = _allowed_ids(service, filters, exclude_cameras)
-    hits = service.search(snap, [q.image for q in queries], k, allowed)
+    database = time.perf_counter() - t0
+    hits = service.search(snap, [q.image for q in queries], k, allowed, timings)
+    t0 = time.perf_counter()
     with service.Session() as s:
         rows = crud.get_match_rows(session=s, image_ids=sorted({int(i) for _, I in hits for i in I if i >= 0}))
+    timings['database'] = database + time.perf_counter() - t0
     results = []
     for qi, (item, (D, I)) in enumerate(zip(queries, hits)):
         matches = [SearchMatch(

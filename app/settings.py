@@ -29,7 +29,9 @@ class Settings(BaseSettings):
                                               '(CORS, and writes with their Origin); none by default')
     device: str = 'cpu'
     backend: Backend = Field(
-        Backend.AUTO, description='auto: ONNX Runtime when CHECKPOINT.onnx is fresh, else eager torch')
+        Backend.AUTO, description='auto: ONNX Runtime when CHECKPOINT.onnx is fresh, else eager torch; onnx-int8: '
+                                  'CHECKPOINT.int8.onnx (amg-reid export --int8)')
+    int8: bool = Field(False, description='with backend auto: the INT8 export first, when a fresh one exists')
     onnx_threads: Optional[int] = Field(None, ge=1, description='ONNX Runtime threads (default: all cores)')
     sample_queries_dir: Optional[Path] = Field(None, description='a folder of query images named like Market-1501 '
                                                '(PID_cCAM...): the web page offers them as one-click samples')

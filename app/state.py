@@ -186,7 +186,7 @@ class ServiceState:
         """Load ``model`` (on the model thread) and its saved index, if any."""
         embedder = self.on_model_thread(Embedder, model.path, device=self.settings.device,
                                         batch_size=self.settings.embed_batch_size, backend=self.settings.backend,
-                                        threads=self.settings.onnx_threads)
+                                        threads=self.settings.onnx_threads, prefer_int8=self.settings.int8)
         self.metrics.backend.clear()
         self.metrics.backend.labels(backend=embedder.backend).set(1)
         index = VectorIndex.load(self.index_path(model.id), embedder.dim, self.settings.nprobe, self.settings.pca_dim)
@@ -209,12 +209,16 @@ class ServiceState:
         """Model loads, forwards and FAISS calls all run on one thread (see app.batching)."""
         return self.model_thread.call(fn, *args, **kwargs)
 
-    def search(self, snap: Snapshot, images: Sequence, k: int,
-               allowed: Sequence[Optional[np.ndarray]]) -> List[Tuple[np.ndarray, np.ndarray]]:
+    def search(self, snap: Snapshot, images: Sequence, k: int, allowed: Sequence[Optional[np.ndarray]],
+               timings: Optional[Dict[str, float]] = None) -> List[Tuple[np.ndarray, np.ndarray]]:
         """(scores, ids) of the top ``k`` per query image; ``allowed[i]``: the ids query i may match (None: all).
-        Concurrent queries share a forward pass; each one's index search follows on the model thread."""
+        Concurrent queries share a forward pass; each one's index search follows on the model thread. ``timings``
+        gets the seconds of each stage (preprocess, model_wait, forward, index_search)."""
+        t0 = time.perf_counter()
         tensors = [snap.embedder.preprocess(image) for image in images]  # here: overlaps other forwards
-        return self.model_thread.embed(snap.embedder, tensors,
+        if timings is not None:
+            timings['preprocess'] = time.perf_counter() - t0
+        return self.model_thread.embed(snap.embedder, tensors, timings=timings,
                                        then=lambda xq: _search_each(snap.index, xq, k, allowed))
 
     def embed_for_storage(self, embedder: Embedder, images: Sequence) -> np.ndarray:

@@ -1,10 +1,14 @@
-"""Embedding backends side by side: eager PyTorch vs ONNX Runtime, unpruned and pruned LA-Tiny (224x224, CPU).
+"""Embedding backends side by side: eager PyTorch, ONNX Runtime fp32 and ONNX Runtime INT8, unpruned and pruned
+LA-Tiny (224x224, CPU), with the CPU's instruction sets in the table.
 
 Pruned architectures are made the way the seed's table is (scores from random data): head 67% + key/value tokens
-40%, and token dropping (half of the survivors before blocks 3, 6, 9) with head 50%. Outputs are checked equal
-(max abs difference) before anything is timed; all eight runs are interleaved in one process (median of repeats).
+40%, and token dropping (half of the survivors before blocks 3, 6, 9) with head 50%. fp32 outputs are checked equal
+(max abs difference) before anything is timed; all runs are interleaved in one process (median of repeats). INT8
+models are calibrated on a small synthetic dataset for timing; ``--accuracy-workdir`` (a ``bench.pruning`` work
+folder) also measures what INT8 costs in accuracy on the occluded benchmark's trained models: mean cosine to the
+fp32 embedding and mAP (standard protocol), target within 0.5 points.
 
-    python -m bench.backends
+    python -m bench.backends [--accuracy-workdir bench-cpu]
 """
 import argparse
 import tempfile
@@ -13,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.speed import interleaved_throughput
+from models.speed import cpu_description, interleaved_throughput
 from models.checkpoints import save_checkpoint
 from models.embedder import Embedder
 from models.export import export_onnx, file_sha256
@@ -21,7 +25,11 @@ from models.la_transformer import create_model
 from pruning.heads import apply_heads, head_prune_count, select_heads
 from pruning.scoring import score_model
 from pruning.tokens import apply_kv_tokens, select_dropped_tokens, select_kv_tokens, token_prune_count
+from reid.datasets import load_dataset
 from reid.engine import ce_step
+from reid.export import export_int8_calibrated
+from reid.metrics import compute_distance_matrix, evaluate_rank
+from reid.synthetic import SynthConfig, generate_dataset
 
 
 def pruned_models():
@@ -45,41 +53,83 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--repeats', type=int, default=7)
     p.add_argument('--threads', type=int, default=torch.get_num_threads())
+    p.add_argument('--accuracy-workdir', type=Path, help='a bench.pruning work folder: INT8 accuracy of its models')
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     work = Path(tempfile.mkdtemp(prefix='amg-backends-'))
+    generate_dataset(work / 'calibration', SynthConfig(num_ids=10, num_cams=2, imgs_per_id=4, seed=0), progress=False)
+    calibration = load_dataset(work / 'calibration').train
     embedders = {}
     for name, model in pruned_models().items():
         ckpt = save_checkpoint(model, work / f'{name}.safetensors')
         export_onnx(model.eval(), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+        export_int8_calibrated(ckpt, calibration, count=32)
         embedders[f'eager {name}'] = Embedder(ckpt, backend='torch')
         embedders[f'ORT {name}'] = Embedder(ckpt, backend='onnx', threads=a.threads)
-        assert embedders[f'ORT {name}'].backend == 'onnx'
+        embedders[f'INT8 {name}'] = Embedder(ckpt, backend='onnx-int8', threads=a.threads)
+        assert embedders[f'ORT {name}'].backend == 'onnx' and embedders[f'INT8 {name}'].backend == 'onnx-int8'
     results = {}
     for batch in (1, 32):
         x = torch.randn(batch, 3, 224, 224)
-        for name in [n for n in embedders if n.startswith('ORT')]:
+        for name in [n for n in embedders if n.startswith('ORT')]:  # INT8 differs by design: see --accuracy-workdir
             diff = np.abs(embedders[name].embed_tensor(x).numpy() -
                           embedders[name.replace('ORT', 'eager')].embed_tensor(x).numpy()).max()
             assert diff < 1e-4, (name, diff)
         fns = {n: (lambda e=e, x=x: e.embed_tensor(x)) for n, e in embedders.items()}
         results[batch] = interleaved_throughput(fns, batch, repeats=a.repeats)
     base = {b: results[b]['eager unpruned'] for b in results}
-    print(f'LA-Tiny 224x224, {a.threads} CPU threads, images/s (median of {a.repeats}); outputs equal to < 1e-4')
-    print('| model | eager b1 | ORT b1 | ORT/eager b1 | eager b32 | ORT b32 | ORT/eager b32 | ORT vs eager unpruned b1 | b32 |')
-    print('|---|---|---|---|---|---|---|---|---|')
-    verdict_ort, verdict_total = True, True
+    print(f'CPU: {cpu_description()}')
+    print(f'LA-Tiny 224x224, {a.threads} CPU threads, images/s (median of {a.repeats}); fp32 outputs equal to < 1e-4')
+    print('| model | batch | eager | ORT fp32 | ORT INT8 | ORT/eager | INT8/eager | INT8/ORT | ORT vs eager unpruned | '
+          'INT8 vs eager unpruned |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    verdict_ort, verdict_total, verdict_int8 = True, True, True
     for name in ('unpruned', 'head67+token40', 'head50+drop50'):
-        e1, o1 = results[1][f'eager {name}'], results[1][f'ORT {name}']
-        e32, o32 = results[32][f'eager {name}'], results[32][f'ORT {name}']
-        verdict_ort &= o1 / e1 >= 1.7 and o32 / e32 >= 1.7
-        if name == 'head67+token40':
-            verdict_total = o1 / base[1] >= 2.4 and o32 / base[32] >= 2.4
-        print(f'| {name} | {e1:.1f} | {o1:.1f} | {o1 / e1:.2f} | {e32:.1f} | {o32:.1f} | {o32 / e32:.2f} | '
-              f'{o1 / base[1]:.2f} | {o32 / base[32]:.2f} |')
+        for b in (1, 32):
+            e, o, q = (results[b][f'{kind} {name}'] for kind in ('eager', 'ORT', 'INT8'))
+            verdict_ort &= o / e >= 1.7
+            if name == 'head67+token40':
+                verdict_total &= o / base[b] >= 2.4
+                verdict_int8 &= q / base[b] >= 4.0
+            print(f'| {name} | {b} | {e:.1f} | {o:.1f} | {q:.1f} | {o / e:.2f} | {q / e:.2f} | {q / o:.2f} | '
+                  f'{o / base[b]:.2f} | {q / base[b]:.2f} |')
     print(f"\ntarget: ORT >= 1.7x eager for every model, b1 and b32: {'PASS' if verdict_ort else 'FAIL'}")
     print(f"target: ORT head67+token40 >= 2.4x eager unpruned, b1 and b32: {'PASS' if verdict_total else 'FAIL'}")
+    print(f"target: ORT INT8 head67+token40 >= 4x eager unpruned, b1 and b32: {'PASS' if verdict_int8 else 'FAIL'}")
+    if a.accuracy_workdir:
+        print_int8_accuracy(a.accuracy_workdir, work)
 
+
+def _map(embedder: Embedder, ds) -> tuple:
+    """(query features, standard-protocol mAP) of ``embedder`` on ``ds``."""
+    qf, gf = embedder([r.path for r in ds.query]), embedder([r.path for r in ds.gallery])
+    ids = {name: np.array([getattr(r, attr) for r in records]) for name, attr, records in (
+        ('q_pids', 'pid', ds.query), ('g_pids', 'pid', ds.gallery), ('q_camids', 'camid', ds.query),
+        ('g_camids', 'camid', ds.gallery))}
+    return qf, evaluate_rank(compute_distance_matrix(qf, gf), **ids, protocol='standard')['mAP']
+
+
+def print_int8_accuracy(bench_workdir: Path, work: Path) -> None:
+    """INT8 vs fp32 on the occluded benchmark's trained models (calibrated on 300 of its training images)."""
+    import shutil
+    ds = load_dataset(bench_workdir / 'data')
+    print(f'\nINT8 accuracy on {bench_workdir} (standard protocol, {len(ds.query)} occluded queries):')
+    print('| model | fp32 mAP | INT8 mAP | INT8 - fp32 | mean cosine INT8 vs fp32 (queries) |')
+    print('|---|---|---|---|---|')
+    ok = True
+    for name, file in (('unpruned', 'best.safetensors'), ('head67+token40', 'pruned.safetensors'),
+                       ('head50+drop50', 'pruned.safetensors')):
+        source = bench_workdir / 'runs' / name / file
+        if not source.exists():
+            continue
+        ckpt = Path(shutil.copy(source, work / f'accuracy-{name}.safetensors'))
+        export_int8_calibrated(ckpt, ds.train)
+        f32, m32 = _map(Embedder(ckpt, backend='torch', batch_size=64), ds)
+        f8, m8 = _map(Embedder(ckpt, backend='onnx-int8', batch_size=64), ds)
+        cos = float(((f8 * f32).sum(1) / np.linalg.norm(f8, axis=1) / np.linalg.norm(f32, axis=1)).mean())
+        ok &= abs(m8 - m32) <= 0.5
+        print(f'| {name} | {m32:.2f} | {m8:.2f} | {m8 - m32:+.2f} | {cos:.4f} |')
+    print(f"target: INT8 mAP within 0.5 points of fp32: {'PASS' if ok else 'FAIL'}")
 
 if __name__ == '__main__':
     main()

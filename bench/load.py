@@ -6,7 +6,8 @@ Prints throughput, p50/p99 latency, and the ratio of service throughput to the b
 size equal to the concurrency (target >= 0.8). Then one client's p50/p99 latency idle and while a prune job
 fine-tunes in the service's worker process (target: p99 within 2x of idle).
 
-    python -m bench.load [--seconds 10] [--rounds 3] [--job-seconds 10] [--backend torch|onnx] [--img-size 224 224]
+    python -m bench.load [--seconds 10] [--rounds 3] [--job-seconds 10] [--backend torch|onnx|onnx-int8]
+                         [--img-size 224 224]
 """
 import argparse
 import json
@@ -119,7 +120,7 @@ def bare_throughput(checkpoint: Path, image: str, batch: int, backend: str, seco
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--seconds', type=float, default=10)
-    p.add_argument('--backend', choices=['torch', 'onnx'], default='torch')
+    p.add_argument('--backend', choices=['torch', 'onnx', 'onnx-int8'], default='torch')
     p.add_argument('--img-size', nargs=2, type=int, default=[224, 224])
     p.add_argument('--concurrency', default='1,8,32')
     p.add_argument('--rounds', type=int, default=3, help='interleaved service/bare rounds per level (median)')
@@ -148,6 +149,9 @@ def main() -> None:
     if a.backend == 'onnx':
         from models.checkpoints import load_model
         export_onnx(load_model(ckpt), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+    elif a.backend == 'onnx-int8':
+        from reid.export import export_int8_calibrated
+        export_int8_calibrated(ckpt, ds.train, count=100)
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]

@@ -12,6 +12,7 @@ from .checkpoints import PathLike, load_model
 from .imaging import ImageError, open_image
 from .la_transformer import LATransformer
 from .onnx_backend import OnnxEmbedding, onnx_path_for, onnx_status
+from .quantize import int8_path_for
 from .transforms import build_transform
 
 __all__ = ['Embedder', 'Backend', 'ImageInput', 'open_image', 'ImageError']
@@ -23,7 +24,8 @@ ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 class Backend(StrEnum):
     TORCH = 'torch'  # eager PyTorch
     ONNX = 'onnx'  # ONNX Runtime on CHECKPOINT.onnx
-    AUTO = 'auto'  # ONNX Runtime when a fresh export exists, else torch
+    ONNX_INT8 = 'onnx-int8'  # ONNX Runtime on CHECKPOINT.int8.onnx (amg-reid export --int8)
+    AUTO = 'auto'  # ONNX Runtime when a fresh export exists (INT8 first when asked), else torch
 
 
 class Embedder:
@@ -35,9 +37,10 @@ class Embedder:
         device: 'cpu', 'cuda', ...
         batch_size: images per forward pass.
         flip: average the embeddings of each image and its mirror (then re-normalise).
-        backend: 'torch' (eager), 'onnx' (ONNX Runtime on the CPU, from ``CHECKPOINT.onnx``) or 'auto' (ONNX
-            Runtime when that file is present and fresh, else torch). A stale or corrupt ``.onnx`` falls back to
-            torch with a warning; :attr:`backend` says which one runs.
+        backend: 'torch' (eager), 'onnx' (ONNX Runtime on the CPU, from ``CHECKPOINT.onnx``), 'onnx-int8' (from
+            ``CHECKPOINT.int8.onnx``) or 'auto' (ONNX Runtime when a fresh export is present - the INT8 one first
+            when ``prefer_int8`` - else torch). A stale or corrupt export falls back (INT8 to fp32 ONNX to torch)
+            with a warning; :attr:`backend` says which one runs.
         threads: ONNX Runtime intra-op threads (default: the machine's cores).
 
     Call it with a path, a PIL image, an HWC uint8 array, a (C, H, W) / (B, C, H, W) normalised tensor, or a list of
@@ -51,7 +54,7 @@ class Embedder:
 
     def __init__(self, model: Union[PathLike, LATransformer], model_name: Optional[str] = None,
                  device: Union[str, torch.device] = 'cpu', batch_size: int = 64, flip: bool = False,
-                 backend: 'Backend' = 'torch', threads: Optional[int] = None) -> None:
+                 backend: 'Backend' = 'torch', threads: Optional[int] = None, prefer_int8: bool = False) -> None:
         self.model = model if isinstance(model, LATransformer) else load_model(model, model_name, device=device)
         self.model.eval()
         self.device = torch.device(device)
@@ -64,20 +67,23 @@ class Embedder:
         if backend != Backend.TORCH:
             if isinstance(model, LATransformer):
                 raise ValueError('the onnx backend needs a checkpoint path (its .onnx lies beside it)')
-            self._try_onnx(Path(model), threads, warn=backend == Backend.ONNX)
+            int8 = backend == Backend.ONNX_INT8 or (backend == Backend.AUTO and prefer_int8)
+            if not (int8 and self._try_onnx(Path(model), threads, True, warn=backend == Backend.ONNX_INT8)):
+                self._try_onnx(Path(model), threads, False, warn=backend != Backend.AUTO)
 
-    def _try_onnx(self, checkpoint: Path, threads: Optional[int], warn: bool) -> None:
-        onnx_file = onnx_path_for(checkpoint)
+    def _try_onnx(self, checkpoint: Path, threads: Optional[int], int8: bool, warn: bool) -> bool:
+        onnx_file = int8_path_for(checkpoint) if int8 else onnx_path_for(checkpoint)
         usable, reason = onnx_status(onnx_file, checkpoint)
         if usable:
             try:
                 self._onnx = OnnxEmbedding(onnx_file, threads)
-                self.backend = Backend.ONNX
-                return
+                self.backend = Backend.ONNX_INT8 if int8 else Backend.ONNX
+                return True
             except Exception as e:  # onnxruntime missing or refusing the graph
                 usable, reason = False, f'ONNX Runtime cannot run {onnx_file}: {e}'
         if warn or onnx_file.exists():
-            _logger.warning('using eager torch: %s', reason)
+            _logger.warning('not using %s: %s', 'INT8 ONNX' if int8 else 'ONNX Runtime', reason)
+        return False
 
     @property
     def dim(self) -> int:

@@ -20,6 +20,7 @@ from models.la_transformer import LATransformer
 from reid.data import make_loader, split_validation
 from reid.datasets import load_dataset
 from reid.distributed import SINGLE, Distributed, setup_distributed
+from reid.export import export_int8_calibrated
 from reid.engine import (DatasetName, calibrate_model_threshold, ce_step, evaluate_model, recipe_step, set_seed,
                          train_one_epoch)
 from reid.options import ImageSize
@@ -283,6 +284,8 @@ def prune(cfg: PruneConfig, progress: bool = True, on_progress: Optional[Progres
     summary = RunSummary(checkpoint=str(checkpoint), metrics=dict(results['standard']), history=history,
                          details=dict(before=before, after=after, heads=model.heads_per_block(),
                                       kv_tokens=_kv_tokens(model), results=results))
+    if cfg.int8:
+        summary.details['int8'] = str(export_int8_calibrated(checkpoint, train_records, seed=cfg.seed))
     (cfg.run_dir / 'prune.json').write_text(json.dumps(asdict(summary), indent=2, default=str))
     if on_progress:
         on_progress(Progress('done', 1.0, dict(results['standard']), dict(heads=sum(model.heads_per_block()))))

@@ -19,6 +19,7 @@ from models.la_transformer import LATransformer, create_model
 from .data import make_loader, split_validation
 from .datasets import ImageRecord, load_dataset
 from .distributed import setup_distributed
+from .export import export_int8_calibrated
 from .metrics import calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank
 from .options import ImageSize
 from .progress import Cancelled, Progress, ProgressCallback, RunSummary
@@ -288,6 +289,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_progress: Optional[Progres
                          metrics={k: v for k, v in best_epoch.items() if k != 'epoch'},
                          details=dict(config=cfg.model_dump(mode='json', exclude={'extra'}), last=str(last_path),
                                       num_classes=num_classes, best_epoch=best_epoch.get('epoch')))
+    if cfg.int8:
+        summary.details['int8'] = str(export_int8_calibrated(best_path, train_records, seed=cfg.seed))
     (run_dir / 'train.json').write_text(json.dumps(asdict(summary), indent=2, default=str))
     dist.barrier()
     return summary

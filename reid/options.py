@@ -26,6 +26,9 @@ class RunConfig(BaseModel):
     CLI_ALIASES: ClassVar[Dict[str, Tuple[str, ...]]] = {'weight_decay': ('--wd',), 'num_workers': ('--workers',)}
     SERVER_OWNED: ClassVar[Tuple[str, ...]] = ()
 
+    int8: bool = Field(False, description='also write CHECKPOINT.int8.onnx: the model quantised to INT8 (ONNX '
+                                          'Runtime, calibrated on training images), served by AMG_BACKEND=onnx-int8')
+
 
 def _unwrap_optional(annotation: Any) -> Tuple[Any, bool]:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):

@@ -1,3 +1,4 @@
+import time
 from typing import List, Optional
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
@@ -27,7 +28,10 @@ async def search(
         exclude_same_camera: bool = Form(False, description="skip gallery images from the query's camera"),
 ):
     """Who is this? Top-k gallery matches per query image, or an explicit no-match below ``min_score``."""
+    entered = time.perf_counter()
+    stages = {'receive': entered - getattr(request.state, 'amg_start', entered)}  # amg_start: app.main
     decoded = await read_images(images, state.settings, state.decode_limiter)
+    stages['decode'] = time.perf_counter() - entered
     k = k or state.settings.default_k
     threshold = snap.min_score if min_score is None else min_score
     query_cams = int_list('query_camera_id', query_camera_id)
@@ -39,5 +43,7 @@ async def search(
     cams = [(query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if exclude_same_camera else None
             for qi in range(len(decoded))]
     thumbnail = request.app.url_path_for('gallery_thumbnail', image_id='{image_id}')
-    results = await run_in_threadpool(search_gallery, state, snap, decoded, k, threshold, filters, cams, thumbnail)
+    results = await run_in_threadpool(search_gallery, state, snap, decoded, k, threshold, filters, cams, thumbnail,
+                                      stages)
+    request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
     return SearchResponse(model_id=snap.model_id, min_score=threshold, k=k, results=results)

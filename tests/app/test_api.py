@@ -236,3 +236,22 @@ def test_request_body_limit_answers_413_before_reading(tmp_path):
         assert client.get('/healthz').status_code == 200
         text = client.get('/metrics').text
         assert 'amg_request_seconds_count{method="GET",route="/healthz",status="200"} 1.0' in text
+
+
+def test_the_service_serves_int8_and_says_so(tmp_path, service_model, learnable_root, dataset):
+    import shutil
+
+    from reid.export import export_int8_calibrated
+    ckpt = shutil.copy(service_model, tmp_path / 'model.safetensors')
+    export_int8_calibrated(ckpt, dataset.train, count=64)
+    with make_client(tmp_path / 'data', ckpt, backend='onnx-int8') as client:
+        assert client.get('/readyz').json()['backend'] == 'onnx-int8'
+        assert 'amg_embed_backend{backend="onnx-int8"} 1.0' in client.get('/metrics').text
+        g = dataset.gallery[0]
+        assert client.post('/v1/gallery', files=files_for([g.path]), data={'person_id': str(g.pid)}).status_code == 201
+        r = client.post('/v1/search', files=files_for([g.path]), data={'min_score': '-1'}).json()
+        assert r['results'][0]['matches'][0]['score'] > 0.99
+        text = client.get('/metrics').text
+        for stage in ('receive', 'decode', 'preprocess', 'model_wait', 'forward', 'index_search', 'database',
+                      'answer'):
+            assert f'amg_search_stage_seconds_count{{stage="{stage}"}} 1.0' in text, stage
