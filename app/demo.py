@@ -20,6 +20,7 @@ _logger = logging.getLogger('amg_reid.demo')
 DEMO_DATA = SynthConfig(num_ids=120, num_cams=6, imgs_per_id=24, occluded=True, occlusion=(0.15, 0.3),
                         occluded_train=0.5, difficulty=0.05, seed=0)
 DEMO_EPOCHS = 25
+DEMO_PRUNE = dict(iter_nums=4, finetune_nums=1, final_finetune=6)  # 6 heads and 10% of the tokens per round
 
 
 def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: int = 8000,
@@ -53,7 +54,7 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
         print('[3/6] AMG pruning: 67% of heads + 40% of key/value tokens, soft distillation ...', flush=True)
         prune(PruneConfig(weight_path=str(teacher), data_dir=str(data), name='la-tiny-head67-token40',
                           output_dir=str(runs), batch_size=64, prune_mode='head_attn', head_rate=0.67,
-                          token_rate=0.4, iter_nums=2, finetune_nums=1, final_finetune=3))
+                          token_rate=0.4, **DEMO_PRUNE))
     else:
         print(f'[3/6] pruned model: reusing {pruned}')
     table = workdir / 'table.json'

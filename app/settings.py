@@ -33,6 +33,8 @@ class Settings(BaseSettings):
                                   'CHECKPOINT.int8.onnx (amg-reid export --int8)')
     int8: bool = Field(False, description='with backend auto: the INT8 export first, when a fresh one exists')
     onnx_threads: Optional[int] = Field(None, ge=1, description='ONNX Runtime threads (default: all cores)')
+    onnx_spin: bool = Field(False, description="ONNX Runtime's threads busy-wait between forwards (they then compete "
+                                               "with the request threads and the index search)")
     sample_queries_dir: Optional[Path] = Field(None, description='a folder of query images named like Market-1501 '
                                                '(PID_cCAM...): the web page offers them as one-click samples')
     sample_queries: int = Field(16, ge=1, le=200, description='how many samples the page shows')

@@ -186,7 +186,8 @@ class ServiceState:
         """Load ``model`` (on the model thread) and its saved index, if any."""
         embedder = self.on_model_thread(Embedder, model.path, device=self.settings.device,
                                         batch_size=self.settings.embed_batch_size, backend=self.settings.backend,
-                                        threads=self.settings.onnx_threads, prefer_int8=self.settings.int8)
+                                        threads=self.settings.onnx_threads, prefer_int8=self.settings.int8,
+                                        onnx_spin=self.settings.onnx_spin)
         self.metrics.backend.clear()
         self.metrics.backend.labels(backend=embedder.backend).set(1)
         index = VectorIndex.load(self.index_path(model.id), embedder.dim, self.settings.nprobe, self.settings.pca_dim)

@@ -42,6 +42,8 @@ class Embedder:
             when ``prefer_int8`` - else torch). A stale or corrupt export falls back (INT8 to fp32 ONNX to torch)
             with a warning; :attr:`backend` says which one runs.
         threads: ONNX Runtime intra-op threads (default: the machine's cores).
+        onnx_spin: let ONNX Runtime's threads busy-wait between runs (best for back-to-back batches; a service
+            that does other work between forwards is faster without).
 
     Call it with a path, a PIL image, an HWC uint8 array, a (C, H, W) / (B, C, H, W) normalised tensor, or a list of
     those; it returns a float32 array (B, D) of unit-norm embeddings.
@@ -54,7 +56,8 @@ class Embedder:
 
     def __init__(self, model: Union[PathLike, LATransformer], model_name: Optional[str] = None,
                  device: Union[str, torch.device] = 'cpu', batch_size: int = 64, flip: bool = False,
-                 backend: 'Backend' = 'torch', threads: Optional[int] = None, prefer_int8: bool = False) -> None:
+                 backend: 'Backend' = 'torch', threads: Optional[int] = None, prefer_int8: bool = False,
+                 onnx_spin: bool = True) -> None:
         self.model = model if isinstance(model, LATransformer) else load_model(model, model_name, device=device)
         self.model.eval()
         self.device = torch.device(device)
@@ -63,6 +66,7 @@ class Embedder:
         self.transform = build_transform(self.model.img_size)
         self.backend = Backend.TORCH
         self._onnx: Optional[OnnxEmbedding] = None
+        self._onnx_spin = onnx_spin
         backend = Backend(backend)  # ValueError names a wrong one
         if backend != Backend.TORCH:
             if isinstance(model, LATransformer):
@@ -76,7 +80,7 @@ class Embedder:
         usable, reason = onnx_status(onnx_file, checkpoint)
         if usable:
             try:
-                self._onnx = OnnxEmbedding(onnx_file, threads)
+                self._onnx = OnnxEmbedding(onnx_file, threads, spin=self._onnx_spin)
                 self.backend = Backend.ONNX_INT8 if int8 else Backend.ONNX
                 return True
             except Exception as e:  # onnxruntime missing or refusing the graph

@@ -43,10 +43,13 @@ def onnx_status(onnx_path: PathLike, checkpoint: PathLike) -> Tuple[bool, str]:
 class OnnxEmbedding:
     """``images (B, 3, H, W) float32 -> embeddings (B, D)`` through ONNX Runtime on the CPU."""
 
-    def __init__(self, onnx_path: PathLike, threads: Optional[int] = None) -> None:
+    def __init__(self, onnx_path: PathLike, threads: Optional[int] = None, spin: bool = True) -> None:
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
+        # spinning: pool threads busy-wait for the next run; fastest back to back, but in a service they burn the
+        # cores the request threads and the index search need between runs (docs/benchmarks.md, bench.load)
+        options.add_session_config_entry('session.intra_op.allow_spinning', '1' if spin else '0')
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
         self.input_name = self.session.get_inputs()[0].name
