@@ -108,8 +108,8 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     # the last added runs first: the browser guard, then CORS (when origins are set), then the body limit
     app.add_middleware(LimitsAndMetrics, max_request_bytes=settings.max_request_bytes)
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=['GET', 'POST', 'DELETE'],
-                           allow_headers=['X-API-Key', 'Content-Type'])
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=['GET', 'POST', 'DELETE'], allow_headers=['X-API-Key', 'Content-Type'])
     app.add_middleware(BrowserGuard, cors_origins=settings.cors_origin_list)
     app.mount('/static', StaticFiles(directory=STATIC), name='static')
     for module in (health, search, gallery, admin, samples):

@@ -10,11 +10,7 @@ import argparse
 import asyncio
 import io
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -23,7 +19,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.server import running_server, upload_gallery
 
 
 def largest_request(settings) -> List[Tuple[str, bytes]]:
@@ -121,27 +117,11 @@ def run_flood(clients: int = 8, seconds: float = 20.0, img_size=(128, 64), work:
     ds = load_dataset(work / 'data')
     ckpt = save_checkpoint(create_model('amg_vit_tiny_patch16_224', img_size=tuple(img_size), num_classes=10).eval(),
                            work / 'model.safetensors')
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_BACKEND='torch', AMG_API_KEY='flood-admin')
-    for key in [k for k in env if k.startswith('AMG_') and k not in ('AMG_BACKEND', 'AMG_API_KEY')]:
-        env.pop(key)  # the default limits
-    server = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
-                               str(work / 'service'), '--weight-path', str(ckpt)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f'http://127.0.0.1:{port}'
-    try:
-        for _ in range(240):
-            try:
-                if httpx.get(url + '/readyz', timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    with running_server(ckpt, work / 'service', default_settings=True, AMG_BACKEND='torch',
+                        AMG_API_KEY='flood-admin') as server:
+        url, port = server.url, server.port
         gallery = [g for g in ds.gallery if g.pid > 0]
-        httpx.post(url + '/v1/gallery', timeout=120, data={'person_id': ','.join(str(g.pid) for g in gallery)},
-                   files=[('images', (Path(g.path).name, Path(g.path).read_bytes(), 'image/jpeg'))
-                          for g in gallery]).raise_for_status()
+        upload_gallery(url, gallery)
         files = largest_request(Settings())
         payload = encode('127.0.0.1', port, '/v1/search', files, {'k': '10'})
         before_kb = _rss_kb(server.pid, 'VmRSS')
@@ -159,9 +139,6 @@ def run_flood(clients: int = 8, seconds: float = 20.0, img_size=(128, 64), work:
                     health_max_ms=health[-1], health_polls=len(health),
                     after_status=after.status_code, after_found_itself=top.get('person_id') == probe.pid and
                     top.get('score', 0) > 0.99)
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def _png_pixels(data: bytes) -> int:

@@ -13,7 +13,6 @@ p50/p99 latency idle and while a prune job fine-tunes in the service's worker pr
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.server import ROOT, running_server, upload_gallery
+
 KEY = 'bench-key'  # admin key of the throwaway server
 
 
@@ -157,8 +157,6 @@ def main() -> None:
         client_main(a.client[0], int(a.client[1]), float(a.client[2]), a.client[3])
         return
 
-    import httpx
-
     from models.checkpoints import save_checkpoint
     from models.export import export_onnx, file_sha256
     from models.la_transformer import create_model
@@ -177,25 +175,11 @@ def main() -> None:
     elif a.backend == 'onnx-int8':
         from reid.export import export_int8_calibrated
         export_int8_calibrated(ckpt, ds.train, count=100)
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_BACKEND=a.backend, AMG_BATCH_WAIT_MS='5', AMG_API_KEY=KEY)
-    server = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
-                               str(work / 'service'), '--weight-path', str(ckpt)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f'http://127.0.0.1:{port}'
-    try:
-        for _ in range(240):
-            try:
-                if httpx.get(url + '/readyz', timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    with running_server(ckpt, work / 'service', AMG_BACKEND=a.backend, AMG_BATCH_WAIT_MS='5',
+                        AMG_API_KEY=KEY) as server:
+        url = server.url
         gallery = [g for g in ds.gallery if g.pid > 0]
-        files = [('images', (Path(g.path).name, Path(g.path).read_bytes(), 'image/jpeg')) for g in gallery]
-        httpx.post(url + '/v1/gallery', files=files, data={'person_id': ','.join(str(g.pid) for g in gallery)},
-                   timeout=120).raise_for_status()
+        upload_gallery(url, gallery)
         image = ds.query[0].path
         stages = stage_breakdown(url, image, a.seconds)
         rows = []
@@ -211,9 +195,6 @@ def main() -> None:
             rows.append((c, rps, *percentiles([x for r, _ in rounds for x in r['latencies_ms']]), bare, ratio,
                          sum(r['errors'] for r, _ in rounds)))
         during_job = latency_during_job(url, image, work / 'data', a.job_seconds) if a.job_seconds else None
-    finally:
-        server.terminate()
-        server.wait()
     from models.speed import cpu_description
     print(f'CPU: {cpu_description()}')
     print(f'LA-Tiny {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, gallery {len(gallery)}, dynamic batching '

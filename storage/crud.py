@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 from .db import ACTIVE_JOB_STATES, GalleryChange, GalleryImage, GalleryVector, Job, JobState, ModelVersion, utcnow
 
 __all__ = ['add_images', 'get_image', 'get_images', 'get_match_rows', 'list_images', 'delete_image', 'filter_image_ids',
-           'all_image_ids', 'all_images', 'all_image_paths', 'count_images', 'count_by_sha', 'put_vectors', 'get_vectors',
+           'all_image_ids', 'all_images', 'all_image_paths', 'count_images', 'count_by_sha', 'put_vectors',
+           'get_vectors',
            'last_change_seq', 'changes_after', 'images_needing_vectors', 'set_model_version', 'add_model',
            'get_model', 'list_models', 'active_model', 'activate_model', 'create_job', 'get_job', 'list_jobs',
            'update_job', 'interrupt_running_jobs']
