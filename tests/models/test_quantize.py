@@ -33,6 +33,13 @@ def test_every_model_kind_quantises_and_runs(tmp_path, synth_root, kind):
     got, want = int8(x), Embedder(ckpt, backend='torch')(x)
     assert got.shape == want.shape and np.isfinite(got).all()
     assert _cosines(got, want).min() > 0.9  # random weights: loose; the trained model's bound is below
+    from tests.app.conftest import files_for, make_client
+    image = load_dataset(synth_root).gallery[0].path
+    with make_client(tmp_path / 'service', ckpt, backend='onnx-int8') as client:  # the service serves it
+        assert client.get('/readyz').json()['backend'] == 'onnx-int8'
+        assert client.post('/v1/gallery', files=files_for([image]), data={'person_id': '1'}).status_code == 201
+        match = client.post('/v1/search', files=files_for([image]), data={'min_score': '-1'}).json()
+        assert match['results'][0]['matches'][0]['score'] > 0.99
 
 
 def test_int8_embeddings_of_a_trained_model_match_fp32(tmp_path, trained_run, learnable_root):
