@@ -33,7 +33,12 @@ def jobs_may_read_the_test_folders(tmp_path_factory):
         os.environ['AMG_DATA_ROOTS'] = previous
 
 
+# the tests upload whole galleries in one request: more files than the default limit (sized for clients)
+MANY_FILES = 1000
+
+
 def make_client(data_dir: Path, model_path=None, **overrides) -> TestClient:
+    overrides.setdefault('max_files_per_request', MANY_FILES)
     settings = Settings(data_dir=data_dir, model_path=model_path, api_key=API_KEY, index_save_seconds=0.5,
                         **overrides)
     return TestClient(create_app(settings))
@@ -66,7 +71,8 @@ def free_port() -> int:
 
 
 def start_server(data_dir: Path, model: Path, port: int, **env_vars: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_INDEX_SAVE_SECONDS='0.3', AMG_API_KEY='k', **env_vars)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), AMG_INDEX_SAVE_SECONDS='0.3', AMG_API_KEY='k',
+               AMG_MAX_FILES_PER_REQUEST=str(MANY_FILES), **env_vars)
     proc = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
                              str(data_dir), '--weight-path', str(model)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
