@@ -1,7 +1,7 @@
 """Parsing of multipart form fields, with errors that say which field and why (400)."""
 from datetime import datetime
 from functools import partial
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import anyio
 from fastapi import HTTPException, UploadFile
@@ -69,10 +69,11 @@ def per_file(field: str, values: Optional[List[int]], n: int, default: Optional[
     return values
 
 
-async def read_images(files: List[UploadFile], settings: Settings,
-                      limiter: anyio.CapacityLimiter) -> List[DecodedImage]:
+async def read_images(files: List[UploadFile], settings: Settings, limiter: anyio.CapacityLimiter,
+                      prepare: Optional[Callable[[Any], Any]] = None) -> List[DecodedImage]:
     """Decode every upload first, in a worker thread (at most ``settings.decode_threads`` requests at once): one bad
-    file, or too many pixels in all, rejects the request before anything is decoded or written."""
+    file, or too many pixels in all, rejects the request before anything is decoded or written. ``prepare``: see
+    :func:`app.imaging.decode_request`."""
     if not files:
         raise bad('images', 'at least one image file is required')
     if len(files) > settings.max_files_per_request:
@@ -80,7 +81,8 @@ async def read_images(files: List[UploadFile], settings: Settings,
     raw = [(await f.read(settings.max_upload_bytes + 1), f.filename or 'upload') for f in files]
     try:
         return await anyio.to_thread.run_sync(partial(
-            decode_request, raw, settings.max_upload_bytes, settings.max_pixels, settings.max_request_pixels),
+            decode_request, raw, settings.max_upload_bytes, settings.max_pixels, settings.max_request_pixels,
+            prepare),
             limiter=limiter)
     except ImageRejected as e:
         raise HTTPException(status_code=e.status, detail=str(e)) from None

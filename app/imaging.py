@@ -1,8 +1,9 @@
 """Uploaded image validation: everything is checked before anything is written, and a request's decoding work is
 bounded before any of it starts (header probes first, then the pixels)."""
 import io
+import time
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from PIL import Image, UnidentifiedImageError
 
@@ -25,10 +26,11 @@ class ImageRejected(ValueError):
 
 @dataclass
 class DecodedImage:
-    image: Image.Image  # RGB, EXIF orientation applied
+    image: Any  # RGB PIL image, EXIF orientation applied; or what ``prepare`` made of it (a model input)
     data: bytes  # what is stored: the original JPEG/PNG bytes, other formats re-encoded as PNG
     ext: str
     filename: str
+    prepare_seconds: float = 0.0
 
 
 @dataclass
@@ -82,13 +84,23 @@ def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -
     return _decode(_probe(data, filename, max_bytes, max_pixels))
 
 
-def decode_request(files: Sequence[Tuple[bytes, str]], max_bytes: int, max_pixels: int,
-                   max_request_pixels: int) -> List[DecodedImage]:
+def decode_request(files: Sequence[Tuple[bytes, str]], max_bytes: int, max_pixels: int, max_request_pixels: int,
+                   prepare: Optional[Callable[[Image.Image], Any]] = None) -> List[DecodedImage]:
     """All files of one request: every header is checked, and the decoded pixels of all of them together are
-    bounded by ``max_request_pixels``, before the first file is decoded."""
+    bounded by ``max_request_pixels``, before the first file is decoded. ``prepare`` (a search: the model's
+    preprocessing) replaces each decoded image as soon as it is decoded, so a queued request holds model inputs,
+    not full-size pixels."""
     probed = [_probe(data, name, max_bytes, max_pixels) for data, name in files]
     total = sum(w * h for w, h in (p.size for p in probed))
     if total > max_request_pixels:
         raise ImageRejected(f'{len(probed)} images of {total} pixels in all exceed the limit of '
                             f'{max_request_pixels} decoded pixels per request', status=413)
-    return [_decode(p) for p in probed]
+    decoded = []
+    for p in probed:
+        item = _decode(p)
+        if prepare is not None:
+            start = time.perf_counter()
+            item.image = prepare(item.image)
+            item.prepare_seconds = time.perf_counter() - start
+        decoded.append(item)
+    return decoded

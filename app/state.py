@@ -217,8 +217,8 @@ class ServiceState:
         gets the seconds of each stage (preprocess, model_wait, forward, index_search)."""
         t0 = time.perf_counter()
         tensors = [snap.embedder.preprocess(image) for image in images]  # here: overlaps other forwards
-        if timings is not None:
-            timings['preprocess'] = time.perf_counter() - t0
+        if timings is not None:  # inputs already preprocessed (a search's decode step) pass through
+            timings['preprocess'] = timings.get('preprocess', 0.0) + time.perf_counter() - t0
         return self.model_thread.embed(snap.embedder, tensors, timings=timings,
                                        then=lambda xq: _search_each(snap.index, xq, k, allowed))
 
