@@ -7,6 +7,8 @@ import argparse
 import json
 import logging
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from reid.synthetic import SynthConfig
@@ -24,6 +26,15 @@ DEMO_EPOCHS = 25
 DEMO_PRUNE = dict(iter_nums=4, finetune_nums=1, final_finetune=6, lr=3e-4)
 
 
+@contextmanager
+def _timed(step: str):
+    """Print the step, then how long it took: the demo's time budget is the newcomer's wait."""
+    t0 = time.perf_counter()
+    print(step, flush=True)
+    yield
+    print(f'      done in {time.perf_counter() - t0:.0f} s', flush=True)
+
+
 def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: int = 8000,
              epochs: int = DEMO_EPOCHS) -> Path:
     from models.checkpoints import load_model
@@ -38,39 +49,38 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
 
     data, runs = workdir / 'data', workdir / 'runs'
     if not (data / 'synth.json').exists():
-        print('[1/6] generating a synthetic occluded Re-ID dataset (Market-1501 layout) ...', flush=True)
-        generate_dataset(data, DEMO_DATA)
+        with _timed('[1/6] generating a synthetic occluded Re-ID dataset (Market-1501 layout) ...'):
+            generate_dataset(data, DEMO_DATA)
     else:
         print(f'[1/6] dataset: reusing {data}')
     teacher = runs / 'la-tiny' / 'best.safetensors'
     if not teacher.exists():
-        print(f'[2/6] training LA-Tiny (128x64) from scratch on the CPU, strong recipe, {epochs} epochs ...',
-              flush=True)
-        train(TrainConfig(data_dir=str(data), name='la-tiny', output_dir=str(runs), img_size=(128, 64),
-                          epochs=epochs, batch_size=64, lr=5e-4))
+        with _timed(f'[2/6] training LA-Tiny (128x64) from scratch on the CPU, strong recipe, {epochs} epochs ...'):
+            train(TrainConfig(data_dir=str(data), name='la-tiny', output_dir=str(runs), img_size=(128, 64),
+                              epochs=epochs, batch_size=64, lr=5e-4))
     else:
         print(f'[2/6] model: reusing {teacher}')
     pruned = runs / 'la-tiny-head67-token40' / 'pruned.safetensors'
     if not pruned.exists():
-        print('[3/6] AMG pruning: 67% of heads + 40% of key/value tokens, soft distillation ...', flush=True)
-        prune(PruneConfig(weight_path=str(teacher), data_dir=str(data), name='la-tiny-head67-token40',
-                          output_dir=str(runs), batch_size=64, prune_mode='head_attn', head_rate=0.67,
-                          token_rate=0.4, **DEMO_PRUNE))
+        with _timed('[3/6] AMG pruning: 67% of heads + 40% of key/value tokens, soft distillation ...'):
+            prune(PruneConfig(weight_path=str(teacher), data_dir=str(data), name='la-tiny-head67-token40',
+                              output_dir=str(runs), batch_size=64, prune_mode='head_attn', head_rate=0.67,
+                              token_rate=0.4, **DEMO_PRUNE))
     else:
         print(f'[3/6] pruned model: reusing {pruned}')
     table = workdir / 'table.json'
     if not table.exists():
-        print('[4/6] evaluating both models (standard Market-1501 protocol) and timing them ...', flush=True)
-        ds = load_dataset(data)
-        models = {'unpruned': load_model(teacher), 'pruned': load_model(pruned)}
-        rows = {}
-        for name, m in models.items():
-            r = evaluate_model(m, ds.query, ds.gallery, batch_size=64, progress=False)
-            rows[name] = dict(complexity_report(m), rank1=r['standard']['rank1'], mAP=r['standard']['mAP'])
-        speed = interleaved_throughput({n: embed_fn(m, 32) for n, m in models.items()}, 32, repeats=5)
-        for name in rows:
-            rows[name]['ips'] = speed[name]
-        table.write_text(json.dumps(rows, indent=2))
+        with _timed('[4/6] evaluating both models (standard Market-1501 protocol) and timing them ...'):
+            ds = load_dataset(data)
+            models = {'unpruned': load_model(teacher), 'pruned': load_model(pruned)}
+            rows = {}
+            for name, m in models.items():
+                r = evaluate_model(m, ds.query, ds.gallery, batch_size=64, progress=False)
+                rows[name] = dict(complexity_report(m), rank1=r['standard']['rank1'], mAP=r['standard']['mAP'])
+            speed = interleaved_throughput({n: embed_fn(m, 32) for n, m in models.items()}, 32, repeats=5)
+            for name in rows:
+                rows[name]['ips'] = speed[name]
+            table.write_text(json.dumps(rows, indent=2))
     else:
         print(f'[4/6] results: reusing {table}')
     rows = json.loads(table.read_text())
@@ -80,8 +90,8 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
         print(f"| {name} | {r['heads']} | {r['rank1']:.2f} | {r['mAP']:.2f} | {r['seed_gflops']:.3f} | "
               f"{r['real_gmacs']:.3f} | {r['msa_params_m']:.3f} | {r['ips']:.1f} |")
     print('(Rank-1/mAP: standard Market-1501 protocol on the synthetic occluded test split)\n')
-    print('[5/6] exporting the pruned model to ONNX (the service runs it on ONNX Runtime) ...', flush=True)
-    ensure_onnx(str(pruned))
+    with _timed('[5/6] exporting the pruned model to ONNX (the service runs it on ONNX Runtime) ...'):
+        ensure_onnx(str(pruned))
     if serve:
         from app.serve import serve_demo
         print(f'[6/6] serving the pruned model on http://{host}:{port} (Ctrl-C to stop) ...', flush=True)

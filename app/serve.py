@@ -1,5 +1,6 @@
 """Running the service, bulk-loading a gallery, and the demo's serve step."""
 import logging
+import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -78,7 +79,9 @@ def serve_demo(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0
                         sample_queries_dir=data / 'query')
     marker = workdir / 'service' / 'indexed.txt'
     if not marker.exists():
+        t0 = time.perf_counter()
         counts = index_folder(data, settings)
         marker.write_text(str(counts))
+        print(f'      gallery indexed in {time.perf_counter() - t0:.0f} s: {counts}', flush=True)
     print(f'admin API key: {api_key} (header X-API-Key; stored in {key_file})', flush=True)
     serve(settings, host=host, port=port)
