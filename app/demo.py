@@ -74,9 +74,13 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
             ds = load_dataset(data)
             models = {'unpruned': load_model(teacher), 'pruned': load_model(pruned)}
             rows = {}
+            pruned_summary = pruned.parent / 'prune.json'  # prune() evaluated its model on the same test split
             for name, m in models.items():
-                r = evaluate_model(m, ds.query, ds.gallery, batch_size=64, progress=False)
-                rows[name] = dict(complexity_report(m), rank1=r['standard']['rank1'], mAP=r['standard']['mAP'])
+                if name == 'pruned' and pruned_summary.exists():
+                    r = json.loads(pruned_summary.read_text())['metrics']
+                else:
+                    r = evaluate_model(m, ds.query, ds.gallery, batch_size=64, progress=False)['standard']
+                rows[name] = dict(complexity_report(m), rank1=r['rank1'], mAP=r['mAP'])
             speed = interleaved_throughput({n: embed_fn(m, 32) for n, m in models.items()}, 32, repeats=5)
             for name in rows:
                 rows[name]['ips'] = speed[name]

@@ -2,10 +2,11 @@
 from pathlib import Path
 from typing import List, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.embedder import Backend
+from models.onnx_backend import Spin
 from storage.index import IndexKind
 
 __all__ = ['Settings']
@@ -33,8 +34,9 @@ class Settings(BaseSettings):
                                   'CHECKPOINT.int8.onnx (amg-reid export --int8)')
     int8: bool = Field(False, description='with backend auto: the INT8 export first, when a fresh one exists')
     onnx_threads: Optional[int] = Field(None, ge=1, description='ONNX Runtime threads (default: all cores)')
-    onnx_spin: bool = Field(False, description="ONNX Runtime's threads busy-wait between forwards (they then compete "
-                                               "with the request threads and the index search)")
+    onnx_spin: Spin = Field(Spin.RUN, description="when ONNX Runtime's threads busy-wait: run (during a forward only), "
+                                                  "always (between forwards too: they then slow the index search), off; "
+                                                  "1/0 mean always/off")
     sample_queries_dir: Optional[Path] = Field(None, description='a folder of query images named like Market-1501 '
                                                '(PID_cCAM...): the web page offers them as one-click samples')
     sample_queries: int = Field(16, ge=1, le=200, description='how many samples the page shows')
@@ -83,6 +85,11 @@ class Settings(BaseSettings):
     def data_root_list(self) -> List[Path]:
         roots = [r.strip() for r in self.data_roots.split(',') if r.strip()] or [str(self.data_dir)]
         return [Path(r).expanduser().resolve() for r in roots]
+
+    @field_validator('onnx_spin', mode='before')
+    @classmethod
+    def _spin(cls, value):
+        return Spin.parse(value)
 
     @model_validator(mode='after')
     def _default_database(self) -> 'Settings':

@@ -6,9 +6,10 @@ Prints throughput, p50/p99 latency, and the ratio of service throughput to the s
 at a batch size equal to the concurrency; targets: one client's p50 <= 1.5x the bare batch-1 forward, >= 0.9x the
 bare images/s at 8 and 32 clients. One client's time by stage (the service's own histograms). Then one client's
 p50/p99 latency idle and while a prune job fine-tunes in the service's worker process (target: p99 within 2x).
+Then one client's p50 with 1,000 and 100,000 gallery vectors, services side by side (target: within 1 ms).
 
     python -m bench.load [--seconds 10] [--rounds 3] [--job-seconds 10] [--backend torch|onnx|onnx-int8]
-                         [--img-size 224 224]
+                         [--img-size 224 224] [--gallery-sizes 1000,100000]
 """
 import argparse
 import json
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from typing import List, Sequence, Tuple
 
 from bench.server import ROOT, running_server, upload_gallery
 
@@ -130,6 +133,72 @@ def stage_breakdown(url: str, image: str, seconds: float) -> dict:
             for stage, (s, c) in after.items()}
 
 
+def pad_gallery(service_dir: Path, total: int, seed: int = 0) -> int:
+    """Grow a stopped service's gallery to ``total`` rows without embedding anything: new person ids sharing the
+    first row's image file, each with a random unit vector stored for the active model, logged as additions; the
+    next start indexes them from the database as it would any replica's gallery. Returns the rows added."""
+    import numpy as np
+
+    from storage import crud
+    from storage.db import make_engine, make_sessionmaker
+    engine = make_engine(f'sqlite:///{service_dir / "amg.db"}')
+    Session = make_sessionmaker(engine)
+    rng = np.random.default_rng(seed)
+    with Session() as s:
+        model, first = crud.active_model(session=s), crud.all_images(session=s)[0]
+        have = crud.count_images(session=s)
+        dim = len(crud.get_vectors(session=s, model_id=model.id, image_ids=[first.id])[first.id])
+        template = dict(image_sha256=first.image_sha256, image_path=first.image_path, source_name='padding')
+    added = 0
+    while have + added < total:
+        n = min(10_000, total - have - added)
+        xb = rng.standard_normal((n, dim)).astype(np.float32)
+        xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+        rows = [dict(template, person_id=1_000_000 + (added + j) // 16, camera_id=j % 6) for j in range(n)]
+        with Session.begin() as s:
+            crud.add_images(session=s, rows=rows, vectors=xb, model_id=model.id)
+        added += n
+    engine.dispose()
+    return added
+
+
+def gallery_growth(checkpoint: Path, work: Path, gallery: Sequence, image: str, sizes: Sequence[Tuple[int, dict]],
+                   seconds: float, rounds: int, env: dict) -> List[Tuple[int, dict, str, float, float]]:
+    """[(gallery size, its extra settings, index kind, 1-client p50 ms, p99 ms)]: one service per entry of
+    ``sizes`` ((size, AMG_* settings)), its gallery uploaded then padded (stopped in between); then all of them
+    running at once, measured in interleaved rounds (an idle service takes no CPU), once their indexes are built."""
+    from contextlib import ExitStack
+
+    import httpx
+    services = []
+    for i, (size, extra) in enumerate(sizes):
+        service = work / f'service-gallery-{i}'
+        with running_server(checkpoint, service, **env, **extra) as server:
+            upload_gallery(server.url, gallery)
+        pad_gallery(service, size)
+        services.append(service)
+    with ExitStack() as stack:
+        servers = [stack.enter_context(running_server(checkpoint, service, **env, **extra))
+                   for service, (size, extra) in zip(services, sizes)]
+        kinds = []
+        for server, (size, _) in zip(servers, sizes):
+            deadline = time.time() + 600
+            while True:  # a background index build (auto: IVF above AMG_APPROX_THRESHOLD) must finish first
+                ready = httpx.get(server.url + '/readyz', timeout=30).json()
+                if ready['gallery_vectors'] == size and ready['index_build']['state'] != 'running':
+                    break
+                if time.time() > deadline:
+                    raise RuntimeError(f'the {size}-vector index was not ready in 10 minutes: {ready}')
+                time.sleep(1)
+            kinds.append(ready['index_kind'])
+            run_clients(server.url, 1, min(2.0, seconds), image)  # warm-up
+        latencies = [[] for _ in servers]
+        for _ in range(rounds):
+            for server, lat in zip(servers, latencies):
+                lat += run_clients(server.url, 1, seconds, image)['latencies_ms']
+    return [(size, extra, kind, *percentiles(lat)) for (size, extra), kind, lat in zip(sizes, kinds, latencies)]
+
+
 def bare_throughput(checkpoint: Path, image: str, batch: int, backend: str, seconds: float = 5.0) -> float:
     from models.embedder import Embedder, open_image
     embedder = Embedder(checkpoint, backend=backend, batch_size=batch)
@@ -151,6 +220,9 @@ def main() -> None:
     p.add_argument('--rounds', type=int, default=3, help='interleaved service/bare rounds per level (median)')
     p.add_argument('--job-seconds', type=float, default=10,
                    help='also measure 1-client latency idle and while a prune job runs, this long each (0: skip)')
+    p.add_argument('--gallery-sizes', default='1000,100000',
+                   help='1-client p50 with galleries this large (padded with stored random vectors; the largest '
+                        'also with AMG_INDEX_KIND=approx), services side by side; empty: skip')
     p.add_argument('--client', nargs=4, metavar=('URL', 'CONCURRENCY', 'SECONDS', 'IMAGE'), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.client:
@@ -195,6 +267,12 @@ def main() -> None:
             rows.append((c, rps, *percentiles([x for r, _ in rounds for x in r['latencies_ms']]), bare, ratio,
                          sum(r['errors'] for r, _ in rounds)))
         during_job = latency_during_job(url, image, work / 'data', a.job_seconds) if a.job_seconds else None
+    growth = None
+    if a.gallery_sizes:
+        sizes = [(int(n), {}) for n in a.gallery_sizes.split(',')]
+        sizes.append((sizes[-1][0], {'AMG_INDEX_KIND': 'approx'}))
+        growth = gallery_growth(ckpt, work, gallery, image, sizes, a.seconds, a.rounds,
+                                dict(AMG_BACKEND=a.backend, AMG_API_KEY=KEY))
     from models.speed import cpu_description
     print(f'CPU: {cpu_description()}')
     print(f'LA-Tiny {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, gallery {len(gallery)}, dynamic batching '
@@ -224,6 +302,18 @@ def main() -> None:
         print(f'\n1 client, {a.job_seconds:.0f} s each: idle p50 {i50:.1f} ms / p99 {i99:.1f} ms; while a prune job '
               f'runs in the worker: p50 {j50:.1f} ms / p99 {j99:.1f} ms ({j99 / i99:.2f}x)')
         print(f"target: p99 during a prune job within 2x of idle: {'PASS' if j99 <= 2 * i99 else 'FAIL'}")
+    if growth:
+        print(f'\n1 client by gallery size (services side by side, {a.rounds} interleaved rounds of {a.seconds:.0f} s; '
+              f'padding: stored random unit vectors):')
+        print('| gallery vectors | settings | index | p50 ms | p99 ms | p50 - smallest gallery\'s |')
+        print('|---|---|---|---|---|---|')
+        base = growth[0][3]
+        for size, extra, kind, p50, p99 in growth:
+            settings = ' '.join(f'{k}={v}' for k, v in extra.items()) or 'defaults'
+            print(f'| {size} | {settings} | {kind} | {p50:.2f} | {p99:.2f} | {p50 - base:+.2f} |')
+        best = min(p50 for size, _, _, p50, _ in growth if size == growth[-1][0])
+        print(f"target: p50 with {growth[-1][0]} vectors within 1 ms of {growth[0][0]} (best index kind: "
+              f"{best - base:+.2f} ms): {'PASS' if best - base <= 1.0 else 'FAIL'}")
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ from PIL import Image
 from .checkpoints import PathLike, load_model
 from .imaging import ImageError, open_image
 from .la_transformer import LATransformer
-from .onnx_backend import OnnxEmbedding, onnx_path_for, onnx_status
+from .onnx_backend import OnnxEmbedding, Spin, onnx_path_for, onnx_status
 from .quantize import int8_path_for
 from .transforms import build_transform
 
@@ -42,8 +42,8 @@ class Embedder:
             when ``prefer_int8`` - else torch). A stale or corrupt export falls back (INT8 to fp32 ONNX to torch)
             with a warning; :attr:`backend` says which one runs.
         threads: ONNX Runtime intra-op threads (default: the machine's cores).
-        onnx_spin: let ONNX Runtime's threads busy-wait between runs (best for back-to-back batches; a service
-            that does other work between forwards is faster without).
+        onnx_spin: when ONNX Runtime's threads busy-wait (:class:`Spin`): 'always' (best for back-to-back
+            batches), 'run' (only during a forward: a service doing other work between forwards), 'off'.
 
     Call it with a path, a PIL image, an HWC uint8 array, a (C, H, W) / (B, C, H, W) normalised tensor, or a list of
     those; it returns a float32 array (B, D) of unit-norm embeddings.
@@ -57,7 +57,7 @@ class Embedder:
     def __init__(self, model: Union[PathLike, LATransformer], model_name: Optional[str] = None,
                  device: Union[str, torch.device] = 'cpu', batch_size: int = 64, flip: bool = False,
                  backend: 'Backend' = 'torch', threads: Optional[int] = None, prefer_int8: bool = False,
-                 onnx_spin: bool = True) -> None:
+                 onnx_spin: Union[Spin, str, bool] = Spin.ALWAYS) -> None:
         self.model = model if isinstance(model, LATransformer) else load_model(model, model_name, device=device)
         self.model.eval()
         self.device = torch.device(device)
@@ -66,7 +66,7 @@ class Embedder:
         self.transform = build_transform(self.model.img_size)
         self.backend = Backend.TORCH
         self._onnx: Optional[OnnxEmbedding] = None
-        self._onnx_spin = onnx_spin
+        self._onnx_spin = Spin.parse(onnx_spin)
         backend = Backend(backend)  # ValueError names a wrong one
         if backend != Backend.TORCH:
             if isinstance(model, LATransformer):

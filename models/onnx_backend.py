@@ -5,6 +5,7 @@ An export records the SHA-256 of the checkpoint it came from; an ``.onnx`` whose
 """
 import logging
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -12,10 +13,29 @@ import numpy as np
 
 from .export import file_sha256
 
-__all__ = ['OnnxEmbedding', 'onnx_status', 'onnx_path_for']
+__all__ = ['OnnxEmbedding', 'Spin', 'onnx_status', 'onnx_path_for']
 
 _logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
+
+
+class Spin(StrEnum):
+    """When ONNX Runtime's pool threads busy-wait for work instead of sleeping."""
+    OFF = 'off'  # never: every parallel section wakes its threads (a futex call each, dozens per forward)
+    RUN = 'run'  # while a forward runs; stopped as it returns (session.force_spinning_stop), so they do not burn
+    #              the cores that the code between forwards needs (the index search, the request threads)
+    ALWAYS = 'always'  # ONNX Runtime's default: between forwards too; best for back-to-back batches
+
+    @classmethod
+    def parse(cls, value: Union['Spin', str, bool]) -> 'Spin':
+        """Also the booleans of older settings: true -> always, false -> off."""
+        if isinstance(value, bool):
+            return cls.ALWAYS if value else cls.OFF
+        text = str(value).strip().lower()
+        spin = {'1': cls.ALWAYS, 'true': cls.ALWAYS, '0': cls.OFF, 'false': cls.OFF}.get(text)
+        if spin is None and text not in {s.value for s in cls}:
+            raise ValueError(f'spin {value!r}: one of {", ".join(s.value for s in cls)} (or 1/0)')
+        return spin or cls(text)
 
 
 def onnx_path_for(checkpoint: PathLike) -> Path:
@@ -43,13 +63,15 @@ def onnx_status(onnx_path: PathLike, checkpoint: PathLike) -> Tuple[bool, str]:
 class OnnxEmbedding:
     """``images (B, 3, H, W) float32 -> embeddings (B, D)`` through ONNX Runtime on the CPU."""
 
-    def __init__(self, onnx_path: PathLike, threads: Optional[int] = None, spin: bool = True) -> None:
+    def __init__(self, onnx_path: PathLike, threads: Optional[int] = None,
+                 spin: Union[Spin, str, bool] = Spin.ALWAYS) -> None:
         import onnxruntime as ort
+        spin = Spin.parse(spin)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
-        # spinning: pool threads busy-wait for the next run; fastest back to back, but in a service they burn the
-        # cores the request threads and the index search need between runs (docs/benchmarks.md, bench.load)
-        options.add_session_config_entry('session.intra_op.allow_spinning', '1' if spin else '0')
+        # measured in docs/benchmarks.md 5b (bench.load): spinning between forwards slows the index search after each
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0' if spin == Spin.OFF else '1')
+        options.add_session_config_entry('session.force_spinning_stop', '1' if spin == Spin.RUN else '0')
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
         self.input_name = self.session.get_inputs()[0].name

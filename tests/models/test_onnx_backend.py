@@ -7,7 +7,7 @@ import torch
 from models.checkpoints import load_model, save_checkpoint
 from models.embedder import Embedder
 from models.export import export_onnx, file_sha256
-from models.onnx_backend import onnx_status
+from models.onnx_backend import Spin, onnx_status
 from tests.conftest import tiny_model
 
 
@@ -52,3 +52,24 @@ def test_stale_or_corrupt_onnx_falls_back_to_torch(tmp_path, caplog):
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         assert np.allclose(embedder(x), model.eval().embed(x).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize('spin, allow, stop', [('off', '0', '0'), ('run', '1', '1'), ('always', '1', '0'),
+                                               (True, '1', '0'), ('0', '0', '0')])
+def test_spin_modes_reach_the_session(tmp_path, spin, allow, stop):
+    model = tiny_model(depth=1)
+    ckpt = save_checkpoint(model, tmp_path / 'm.safetensors')
+    export_onnx(model, ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+    embedder = Embedder(ckpt, backend='onnx', onnx_spin=spin)
+    options = embedder._onnx.session.get_session_options()
+    assert options.get_session_config_entry('session.intra_op.allow_spinning') == allow
+    assert options.get_session_config_entry('session.force_spinning_stop') == stop
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        assert np.abs(embedder(x) - model.eval().embed(x).numpy()).max() < 1e-4
+
+
+def test_spin_parse_names_the_choices():
+    assert Spin.parse('RUN') == Spin.RUN and Spin.parse(False) == Spin.OFF and Spin.parse('1') == Spin.ALWAYS
+    with pytest.raises(ValueError, match='off, run, always'):
+        Spin.parse('sometimes')
