@@ -34,9 +34,9 @@ class Settings(BaseSettings):
                                   'CHECKPOINT.int8.onnx (amg-reid export --int8)')
     int8: bool = Field(False, description='with backend auto: the INT8 export first, when a fresh one exists')
     onnx_threads: Optional[int] = Field(None, ge=1, description='ONNX Runtime threads (default: all cores)')
-    onnx_spin: Spin = Field(Spin.RUN, description="when ONNX Runtime's threads busy-wait: run (during a forward only), "
-                                                  "always (between forwards too: they then slow the index search), off; "
-                                                  "1/0 mean always/off")
+    onnx_spin: Spin = Field(Spin.RUN, description="when ONNX Runtime's threads busy-wait: run (during a forward "
+                                                  "only), always (between forwards too: they then slow the index "
+                                                  "search), off; 1/0 mean always/off")
     sample_queries_dir: Optional[Path] = Field(None, description='a folder of query images named like Market-1501 '
                                                '(PID_cCAM...): the web page offers them as one-click samples')
     sample_queries: int = Field(16, ge=1, le=200, description='how many samples the page shows')

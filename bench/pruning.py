@@ -40,11 +40,11 @@ PRESETS = {
     # calibrated so that the unpruned LA-Tiny (strong recipe) lands in the 50-85 mAP band on 2 CPU cores
     'cpu': dict(img_size=[128, 64], ids=200, imgs_per_id=20, difficulty=0.05, occlusion=[0.15, 0.30],
                 occluded_train=0.5, epochs=40, batch_size=64, lr=5e-4, iter_nums=4, finetune_nums=1,
-                final_finetune=8, configs='unpruned+ft,token40,head67,head67+token40,head50+drop50',
+                final_finetune=8, prune_lr=3e-4, configs='unpruned+ft,token40,head67,head67+token40,head50+drop50',
                 recipes='strong,la'),
     'gpu': dict(img_size=[224, 224], ids=200, imgs_per_id=20, difficulty=0.05, occlusion=[0.15, 0.30],
                 occluded_train=0.5, epochs=40, batch_size=64, lr=5e-4, iter_nums=4, finetune_nums=1,
-                final_finetune=8, configs='unpruned+ft,token40,head67,head67+token40,head50+drop50',
+                final_finetune=8, prune_lr=3e-4, configs='unpruned+ft,token40,head67,head67+token40,head50+drop50',
                 recipes='strong,la'),
 }
 CONFIGS = {
@@ -234,7 +234,7 @@ def main() -> None:
     p.add_argument('--iter-nums', type=int)
     p.add_argument('--finetune-nums', type=int)
     p.add_argument('--final-finetune', type=int)
-    p.add_argument('--prune-lr', type=float, default=1e-4)
+    p.add_argument('--prune-lr', type=float, help='fine-tuning learning rate (the seed: 1e-4)')
     p.add_argument('--device', default='cpu', help='for training and fine-tuning; speed is always measured on CPU')
     p.add_argument('--workers', type=int, default=0)
     p.add_argument('--threads', type=int, default=torch.get_num_threads())

@@ -42,8 +42,9 @@ class Embedder:
             when ``prefer_int8`` - else torch). A stale or corrupt export falls back (INT8 to fp32 ONNX to torch)
             with a warning; :attr:`backend` says which one runs.
         threads: ONNX Runtime intra-op threads (default: the machine's cores).
-        onnx_spin: when ONNX Runtime's threads busy-wait (:class:`Spin`): 'always' (best for back-to-back
-            batches), 'run' (only during a forward: a service doing other work between forwards), 'off'.
+        onnx_spin: when ONNX Runtime's threads busy-wait (:class:`Spin`): 'run' (only during a forward, so other
+            work and other sessions of the process get the cores between forwards), 'always' (ONNX Runtime's
+            default: between forwards too), 'off'.
 
     Call it with a path, a PIL image, an HWC uint8 array, a (C, H, W) / (B, C, H, W) normalised tensor, or a list of
     those; it returns a float32 array (B, D) of unit-norm embeddings.
@@ -57,7 +58,7 @@ class Embedder:
     def __init__(self, model: Union[PathLike, LATransformer], model_name: Optional[str] = None,
                  device: Union[str, torch.device] = 'cpu', batch_size: int = 64, flip: bool = False,
                  backend: 'Backend' = 'torch', threads: Optional[int] = None, prefer_int8: bool = False,
-                 onnx_spin: Union[Spin, str, bool] = Spin.ALWAYS) -> None:
+                 onnx_spin: Union[Spin, str, bool] = Spin.RUN) -> None:
         self.model = model if isinstance(model, LATransformer) else load_model(model, model_name, device=device)
         self.model.eval()
         self.device = torch.device(device)

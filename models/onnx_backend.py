@@ -64,7 +64,7 @@ class OnnxEmbedding:
     """``images (B, 3, H, W) float32 -> embeddings (B, D)`` through ONNX Runtime on the CPU."""
 
     def __init__(self, onnx_path: PathLike, threads: Optional[int] = None,
-                 spin: Union[Spin, str, bool] = Spin.ALWAYS) -> None:
+                 spin: Union[Spin, str, bool] = Spin.RUN) -> None:
         import onnxruntime as ort
         spin = Spin.parse(spin)
         options = ort.SessionOptions()

@@ -4,7 +4,7 @@ import logging
 import random
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, Literal, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -95,19 +95,20 @@ def train_one_epoch(model: LATransformer, loader, optimizer: torch.optim.Optimiz
 
 
 @torch.no_grad()
-def extract_features(model: LATransformer, records: Sequence[ImageRecord], batch_size: int = 64,
+def extract_features(model: Union[LATransformer, Embedder], records: Sequence[ImageRecord], batch_size: int = 64,
                      flip: bool = False, device: torch.device = torch.device('cpu'), num_workers: int = 0,
                      progress: bool = True, desc: str = 'features') -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features (N, D) float32, pids, camids) with deterministic test transforms."""
-    embedder = Embedder(model, device=device, flip=flip)
-    loader = make_loader(records, model.img_size, batch_size, train=False, num_workers=num_workers)
+    """(features (N, D) float32, pids, camids) with deterministic test transforms; an :class:`Embedder` is used as
+    it is (its backend and flip: e.g. an INT8 export)."""
+    embedder = model if isinstance(model, Embedder) else Embedder(model, device=device, flip=flip)
+    loader = make_loader(records, embedder.model.img_size, batch_size, train=False, num_workers=num_workers)
     feats = [embedder.embed_tensor(x).cpu() for x, _, _ in tqdm(loader, desc=desc, leave=False, disable=not progress)]
     pids = np.array([r.pid for r in records])
     camids = np.array([r.camid for r in records])
     return torch.cat(feats).numpy(), pids, camids
 
 
-def evaluate_model(model: LATransformer, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
+def evaluate_model(model: Union[LATransformer, Embedder], query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
                    batch_size: int = 64, flip: bool = False, rerank: bool = False,
                    protocols: Sequence[str] = ('standard', 'legacy'), device: torch.device = torch.device('cpu'),
                    num_workers: int = 0, progress: bool = True,
@@ -124,7 +125,8 @@ def evaluate_model(model: LATransformer, query: Sequence[ImageRecord], gallery: 
     if visualize_dir is not None:
         save_ranked_results(distmat, query, gallery, Path(visualize_dir) / 'ranked')
         cmc, _, _ = eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids)
-        save_cmc_curve({model.name: cmc}, Path(visualize_dir) / 'cmc.png')
+        name = (model.model if isinstance(model, Embedder) else model).name
+        save_cmc_curve({name: cmc}, Path(visualize_dir) / 'cmc.png')
     return results
 
 
