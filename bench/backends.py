@@ -32,12 +32,13 @@ from reid.metrics import compute_distance_matrix, evaluate_rank
 from reid.synthetic import SynthConfig, generate_dataset
 
 
-def pruned_models():
+def pruned_models(img_size=(224, 224), num_classes: int = 10):
+    """{'unpruned', 'head67+token40', 'head50+drop50': LA-Tiny}, pruned after scoring random data (speed only)."""
     torch.manual_seed(0)
-    models = {'unpruned': create_model('amg_vit_tiny_patch16_224', num_classes=10)}
-    x, y = torch.randn(2, 3, 224, 224), torch.randint(0, 10, (2,))
+    models = {'unpruned': create_model('amg_vit_tiny_patch16_224', img_size=tuple(img_size), num_classes=num_classes)}
+    x, y = torch.randn(2, 3, *img_size), torch.randint(0, num_classes, (2,))
     for name, head_rate, token_rate, drop in (('head67+token40', 0.67, 0.4, False), ('head50+drop50', 0.5, 0.5, True)):
-        model = create_model('amg_vit_tiny_patch16_224', num_classes=10)
+        model = create_model('amg_vit_tiny_patch16_224', img_size=tuple(img_size), num_classes=num_classes)
         scores = score_model(model, [(x, y, None)], torch.device('cpu'), ce_step, progress=False)
         if drop:
             model.set_token_keep(select_dropped_tokens(scores.token, model.sequence_positions(), (3, 6, 9), 0.5))

@@ -9,7 +9,7 @@ p50/p99 latency idle and while a prune job fine-tunes in the service's worker pr
 Then one client's p50 with 1,000 and 100,000 gallery vectors, services side by side (target: within 1 ms).
 
     python -m bench.load [--seconds 10] [--rounds 3] [--job-seconds 10] [--backend torch|onnx|onnx-int8]
-                         [--img-size 224 224] [--gallery-sizes 1000,100000]
+                         [--img-size 224 224] [--model head67+token40] [--gallery-sizes 1000,100000]
 """
 import argparse
 import json
@@ -216,6 +216,8 @@ def main() -> None:
     p.add_argument('--seconds', type=float, default=10)
     p.add_argument('--backend', choices=['torch', 'onnx', 'onnx-int8'], default='torch')
     p.add_argument('--img-size', nargs=2, type=int, default=[224, 224])
+    p.add_argument('--model', choices=['unpruned', 'head67+token40', 'head50+drop50'], default='head67+token40',
+                   help="LA-Tiny, random weights (speed only), pruned as bench.backends does (the targets' model)")
     p.add_argument('--concurrency', default='1,8,32')
     p.add_argument('--rounds', type=int, default=3, help='interleaved service/bare rounds per level (median)')
     p.add_argument('--job-seconds', type=float, default=10,
@@ -231,7 +233,7 @@ def main() -> None:
 
     from models.checkpoints import save_checkpoint
     from models.export import export_onnx, file_sha256
-    from models.la_transformer import create_model
+    from bench.backends import pruned_models
     from reid.datasets import load_dataset
     from reid.synthetic import SynthConfig, generate_dataset
 
@@ -239,8 +241,7 @@ def main() -> None:
     generate_dataset(work / 'data', SynthConfig(num_ids=20, num_cams=3, imgs_per_id=6, seed=0), progress=False)
     ds = load_dataset(work / 'data')
     train_ids = len({r.pid for r in ds.train})  # so that a prune job can fine-tune it on this dataset
-    ckpt = save_checkpoint(create_model('amg_vit_tiny_patch16_224', img_size=tuple(a.img_size),
-                                        num_classes=train_ids).eval(), work / 'model.safetensors')
+    ckpt = save_checkpoint(pruned_models(a.img_size, train_ids)[a.model].eval(), work / 'model.safetensors')
     if a.backend == 'onnx':
         from models.checkpoints import load_model
         export_onnx(load_model(ckpt), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
@@ -275,9 +276,9 @@ def main() -> None:
                                 dict(AMG_BACKEND=a.backend, AMG_API_KEY=KEY))
     from models.speed import cpu_description
     print(f'CPU: {cpu_description()}')
-    print(f'LA-Tiny {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, gallery {len(gallery)}, dynamic batching '
-          f'5 ms, {a.rounds} interleaved rounds of {a.seconds:.0f} s per level (medians), load from a second '
-          f'process on loopback')
+    print(f'LA-Tiny {a.model} {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, gallery {len(gallery)}, '
+          f'dynamic batching 5 ms, {a.rounds} interleaved rounds of {a.seconds:.0f} s per level (medians), load '
+          f'from a second process on loopback')
     print('| clients | queries/s | p50 ms | p99 ms | bare model img/s at batch = clients | service / bare | errors |')
     print('|---|---|---|---|---|---|---|')
     ok_latency, ok_throughput = True, True
