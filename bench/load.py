@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
 from typing import List, Sequence, Tuple
 
 from bench.server import ROOT, running_server, upload_gallery
@@ -231,9 +230,9 @@ def main() -> None:
         client_main(a.client[0], int(a.client[1]), float(a.client[2]), a.client[3])
         return
 
+    from bench.backends import pruned_models
     from models.checkpoints import save_checkpoint
     from models.export import export_onnx, file_sha256
-    from bench.backends import pruned_models
     from reid.datasets import load_dataset
     from reid.synthetic import SynthConfig, generate_dataset
 
