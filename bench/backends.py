@@ -26,7 +26,7 @@ from pruning.heads import apply_heads, head_prune_count, select_heads
 from pruning.scoring import score_model
 from pruning.tokens import apply_kv_tokens, select_dropped_tokens, select_kv_tokens, token_prune_count
 from reid.datasets import load_dataset
-from reid.engine import ce_step
+from reid.engine import ce_step, extract_features
 from reid.export import export_int8_calibrated
 from reid.metrics import compute_distance_matrix, evaluate_rank
 from reid.synthetic import SynthConfig, generate_dataset
@@ -103,11 +103,10 @@ def main() -> None:
 
 def _map(embedder: Embedder, ds) -> tuple:
     """(query features, standard-protocol mAP) of ``embedder`` on ``ds``."""
-    qf, gf = embedder([r.path for r in ds.query]), embedder([r.path for r in ds.gallery])
-    ids = {name: np.array([getattr(r, attr) for r in records]) for name, attr, records in (
-        ('q_pids', 'pid', ds.query), ('g_pids', 'pid', ds.gallery), ('q_camids', 'camid', ds.query),
-        ('g_camids', 'camid', ds.gallery))}
-    return qf, evaluate_rank(compute_distance_matrix(qf, gf), **ids, protocol='standard')['mAP']
+    qf, q_pids, q_camids = extract_features(embedder, ds.query, progress=False)
+    gf, g_pids, g_camids = extract_features(embedder, ds.gallery, progress=False)
+    return qf, evaluate_rank(compute_distance_matrix(qf, gf), q_pids, g_pids, q_camids, g_camids,
+                             protocol='standard')['mAP']
 
 
 def print_int8_accuracy(bench_workdir: Path, work: Path) -> None:
