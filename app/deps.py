@@ -12,7 +12,8 @@ MAX_ID = 2 ** 31 - 1  # ids and filters fit the database's INTEGER columns (32-b
 IdPath = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    # async: a plain def would cost every request a trip through the thread pool for an attribute read
     return request.app.state.service
 
 
@@ -27,7 +28,7 @@ def get_session(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_snapshot(state: StateDep) -> Snapshot:
+async def get_snapshot(state: StateDep) -> Snapshot:
     try:
         return state.snapshot()
     except NoModel as e:
@@ -45,7 +46,7 @@ def _matches(given: Optional[str], *keys: Optional[str]) -> bool:
 KeyHeader = Annotated[Optional[str], Header(description='the read, write or admin key, when the server sets one')]
 
 
-def require_api_key(state: StateDep, x_api_key: KeyHeader = None) -> None:
+async def require_api_key(state: StateDep, x_api_key: KeyHeader = None) -> None:
     """Admin: always behind AMG_API_KEY (off without it)."""
     expected = state.settings.api_key
     if not expected:
@@ -54,14 +55,14 @@ def require_api_key(state: StateDep, x_api_key: KeyHeader = None) -> None:
         raise HTTPException(status_code=401, detail='missing or wrong X-API-Key header')
 
 
-def require_read(state: StateDep, x_api_key: KeyHeader = None) -> None:
+async def require_read(state: StateDep, x_api_key: KeyHeader = None) -> None:
     """Searches and gallery reads: open unless AMG_READ_API_KEY is set (the write and admin keys also read)."""
     s = state.settings
     if s.read_api_key and not _matches(x_api_key, s.read_api_key, s.write_api_key, s.api_key):
         raise HTTPException(status_code=401, detail='this server needs a read key: missing or wrong X-API-Key header')
 
 
-def require_write(state: StateDep, x_api_key: KeyHeader = None) -> None:
+async def require_write(state: StateDep, x_api_key: KeyHeader = None) -> None:
     """Gallery uploads and deletes: AMG_WRITE_API_KEY (or the admin key) when set, else whatever reads need."""
     s = state.settings
     if s.write_api_key:
@@ -69,4 +70,4 @@ def require_write(state: StateDep, x_api_key: KeyHeader = None) -> None:
             raise HTTPException(status_code=401,
                                 detail='this server needs a write key: missing or wrong X-API-Key header')
     else:
-        require_read(state, x_api_key)
+        await require_read(state, x_api_key)

@@ -1,7 +1,7 @@
 """Parsing of multipart form fields, with errors that say which field and why (400)."""
 from datetime import datetime
 from functools import partial
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import anyio
 from fastapi import HTTPException, UploadFile
@@ -69,16 +69,21 @@ def per_file(field: str, values: Optional[List[int]], n: int, default: Optional[
     return values
 
 
+async def upload_bytes(files: List[UploadFile], settings: Settings) -> List[Tuple[bytes, str]]:
+    """(bytes, file name) of each upload, refused (400/413) when there are none or too many."""
+    if not files:
+        raise bad('images', 'at least one image file is required')
+    if len(files) > settings.max_files_per_request:
+        raise HTTPException(status_code=413, detail=f'at most {settings.max_files_per_request} files per request')
+    return [(await f.read(settings.max_upload_bytes + 1), f.filename or 'upload') for f in files]
+
+
 async def read_images(files: List[UploadFile], settings: Settings, limiter: anyio.CapacityLimiter,
                       prepare: Optional[Callable[[Any], Any]] = None) -> List[DecodedImage]:
     """Decode every upload first, in a worker thread (at most ``settings.decode_threads`` requests at once): one bad
     file, or too many pixels in all, rejects the request before anything is decoded or written. ``prepare``: see
     :func:`app.imaging.decode_request`."""
-    if not files:
-        raise bad('images', 'at least one image file is required')
-    if len(files) > settings.max_files_per_request:
-        raise HTTPException(status_code=413, detail=f'at most {settings.max_files_per_request} files per request')
-    raw = [(await f.read(settings.max_upload_bytes + 1), f.filename or 'upload') for f in files]
+    raw = await upload_bytes(files, settings)
     try:
         return await anyio.to_thread.run_sync(partial(
             decode_request, raw, settings.max_upload_bytes, settings.max_pixels, settings.max_request_pixels,

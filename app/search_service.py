@@ -19,12 +19,13 @@ __all__ = ['search_gallery']
 def _allowed_ids(service: 'ServiceState', filters: Dict[str, Any],
                  cameras: Sequence[Optional[int]]) -> List[Optional[np.ndarray]]:
     """Per query, the ids it may match (None: the whole gallery), one database query per distinct camera."""
+    if not any(v for v in filters.values()) and all(cam is None for cam in cameras):
+        return [None] * len(cameras)
     by_camera: Dict[Optional[int], Optional[np.ndarray]] = {}
-    filtering = any(v for v in filters.values())
     with service.Session() as s:
         for cam in set(cameras):
             by_camera[cam] = np.asarray(crud.filter_image_ids(session=s, exclude_camera=cam, **filters),
-                                        dtype=np.int64) if filtering or cam is not None else None
+                                        dtype=np.int64)
     return [by_camera[cam] for cam in cameras]
 
 

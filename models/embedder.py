@@ -110,17 +110,25 @@ class Embedder:
             raise ImageError(f'unsupported input type {type(item).__name__}')
         return self.transform(item)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._onnx is not None:
-            return torch.from_numpy(self._onnx(x.cpu().numpy()))
-        return self.model.embed(x.to(self.device))
+    def _embed_onnx(self, x: np.ndarray) -> np.ndarray:
+        # numpy from the inputs to the embeddings: a torch op on the batch here (a stack, a flip) woke torch's OpenMP
+        # team on the service's model thread, whose worker then spun ~2 ms of CPU per search beside ONNX Runtime
+        # (docs/benchmarks.md 5b)
+        f = self._onnx(x)
+        if self.flip:
+            f = f + self._onnx(x[..., ::-1])
+            f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # as torch's F.normalize
+        return f
 
     @torch.no_grad()
     def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """A normalised batch (B, 3, H, W) -> (B, D) embeddings (flip-averaged when ``flip``)."""
-        f = self._forward(x)
+        if self._onnx is not None:
+            return torch.from_numpy(self._embed_onnx(x.cpu().numpy()))
+        x = x.to(self.device)
+        f = self.model.embed(x)
         if self.flip:
-            f = torch.nn.functional.normalize(f + self._forward(x.flip(-1)), dim=1)
+            f = torch.nn.functional.normalize(f + self.model.embed(x.flip(-1)), dim=1)
         return f
 
     def __call__(self, inputs: Union[ImageInput, Sequence[ImageInput]]) -> np.ndarray:
@@ -130,6 +138,10 @@ class Embedder:
             items = list(inputs)
         else:
             items = [inputs]
+        if self._onnx is not None:
+            out = [self._embed_onnx(np.stack([self.preprocess(i).detach().cpu().numpy() for i in chunk]))
+                   for chunk in _chunks(items, self.batch_size)]
+            return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.dim), np.float32)
         out = [self.embed_tensor(torch.stack([self.preprocess(i) for i in chunk])).cpu()
                for chunk in _chunks(items, self.batch_size)]
         if not out:

@@ -3,7 +3,7 @@ from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from .db import ACTIVE_JOB_STATES, GalleryChange, GalleryImage, GalleryVector, Job, JobState, ModelVersion, utcnow
@@ -43,6 +43,8 @@ def get_images(*, session: Session, image_ids: Sequence[int]) -> Dict[int, Galle
 
 MATCH_COLUMNS = (GalleryImage.id, GalleryImage.person_id, GalleryImage.camera_id, GalleryImage.timestamp,
                  GalleryImage.tags, GalleryImage.source_name)
+# built once: constructing the statement cost more than running it (~0.1 ms of ~0.25 per search)
+_MATCH_ROWS = select(*MATCH_COLUMNS).where(GalleryImage.id.in_(bindparam('ids', expanding=True)))
 
 
 def get_match_rows(*, session: Session, image_ids: Sequence[int]) -> Dict[int, Any]:
@@ -51,7 +53,7 @@ def get_match_rows(*, session: Session, image_ids: Sequence[int]) -> Dict[int, A
     ids = [int(i) for i in image_ids]
     if not ids:
         return {}
-    return {r.id: r for r in session.execute(select(*MATCH_COLUMNS).where(GalleryImage.id.in_(ids)))}
+    return {r.id: r for r in session.execute(_MATCH_ROWS, {'ids': ids})}
 
 
 def _filtered(stmt, *, person_id: Optional[int] = None, camera_ids: Optional[Sequence[int]] = None,

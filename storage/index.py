@@ -32,6 +32,14 @@ MIN_TRAIN = 256  # below this many vectors an IVF index is pointless: exact inst
 PCA_TRAIN_PER_DIM = 8
 
 
+# Below this many multiply-adds (queries x vectors scanned x dims) a search runs on one OpenMP thread. FAISS's
+# parallel loops wake the whole team even for one query (IndexIDMap's id translation has no size condition), and
+# the woken workers then spin for a millisecond or more on cores the service needs: ~2 ms of CPU per search beside
+# a 0.2 ms search (docs/benchmarks.md 5b). One query is never faster on more threads (the scan of one query is
+# serial: 24 ms on one thread, 40 on two, at 100,000 x 1,536); many queries on a large gallery are.
+PARALLEL_SEARCH_WORK = 100_000_000
+
+
 def _nlist(n: int) -> int:
     return int(max(16, min(4 * np.sqrt(n), n // 39)))
 
@@ -149,16 +157,25 @@ class VectorIndex:
         """(D, I) of shape (nq, k): cosine scores and ids, -1 ids where fewer than k candidates exist."""
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         with self._lock:
-            params = None
+            params, ivf = None, self._ivf()
             if allowed_ids is not None:
                 sel = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
-                if self._ivf() is None:
+                if ivf is None:
                     params = faiss.SearchParameters(sel=sel)
                 else:
                     params = faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
                     if isinstance(self.index, faiss.IndexPreTransform):
                         params = faiss.SearchParametersPreTransform(index_params=params)
-            D, I = self.index.search(xq, k, params=params)
+            scanned = self.index.ntotal if ivf is None else self.index.ntotal * min(1.0, ivf.nprobe / ivf.nlist)
+            serial = len(xq) == 1 or len(xq) * scanned * self.dim < PARALLEL_SEARCH_WORK
+            threads = faiss.omp_get_max_threads()  # this thread's setting (OpenMP keeps one per thread)
+            if serial:
+                faiss.omp_set_num_threads(1)
+            try:
+                D, I = self.index.search(xq, k, params=params)
+            finally:
+                if serial:
+                    faiss.omp_set_num_threads(threads)
         if self.kind == 'compressed':
             D = np.where(I >= 0, 1 - D / 2, -np.inf).astype(np.float32)  # squared L2 of unit vectors -> cosine
         return D, I

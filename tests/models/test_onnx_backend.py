@@ -33,6 +33,20 @@ def test_onnx_runtime_equals_torch(tmp_path, kind):
         assert np.abs(ort(batch) - eager(batch)).max() < 1e-4
 
 
+def test_onnx_flip_averaging_equals_torch(tmp_path):
+    """The ONNX path stays in numpy (no torch op on the model thread); its mirror-averaging must match torch's."""
+    ckpt = save_checkpoint(_variants()['kv'], tmp_path / 'kv.safetensors')
+    export_onnx(load_model(ckpt), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+    x = torch.randn(3, 3, 64, 32)
+    eager, ort = Embedder(ckpt, backend='torch', flip=True), Embedder(ckpt, backend='onnx', flip=True)
+    plain = Embedder(ckpt, backend='onnx')
+    out = ort(x)
+    assert np.abs(out - eager(x)).max() < 1e-4
+    assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+    assert np.abs(out - plain(x)).max() > 1e-3  # the mirror really went in
+    assert np.abs(ort.embed_tensor(x).numpy() - out).max() < 1e-6
+
+
 def test_stale_or_corrupt_onnx_falls_back_to_torch(tmp_path, caplog):
     model = tiny_model(depth=2)
     ckpt = save_checkpoint(model, tmp_path / 'm.safetensors')

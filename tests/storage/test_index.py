@@ -31,6 +31,30 @@ def test_exact_search_matches_brute_force_and_keeps_our_ids():
     assert (I == I_ref).mean() > 0.99  # equal up to distance ties
 
 
+def test_small_searches_run_serially_and_leave_the_threads_setting_as_it_was(monkeypatch):
+    """A single query (or little work) runs on one OpenMP thread - FAISS would wake, and leave spinning, a whole
+    team for it - with the same results, and the caller's thread setting comes back afterwards."""
+    import faiss
+
+    import storage.index
+    xq, xb, ids = _data()
+    index = VectorIndex(32)
+    index.add(ids, xb)
+    seen = []
+    real_search = index.index.search
+    monkeypatch.setattr(index.index, 'search', lambda *a, **kw: (seen.append(faiss.omp_get_max_threads()),
+                                                                  real_search(*a, **kw))[1])
+    before = faiss.omp_get_max_threads()
+    D1, I1 = index.search(xq[:1], 10)
+    D20, I20 = index.search(xq, 10)  # 20 x 2000 x 32: little work, serial too
+    monkeypatch.setattr(storage.index, 'PARALLEL_SEARCH_WORK', 1)
+    D20p, I20p = index.search(xq, 10)  # now "a lot": the caller's setting
+    assert seen == [1, 1, before]
+    assert faiss.omp_get_max_threads() == before
+    assert np.array_equal(I1[0], I20[0]) and np.allclose(D1[0], D20[0])
+    assert np.array_equal(I20, I20p) and np.allclose(D20, D20p)
+
+
 def test_remove_readd_filter_and_persist(tmp_path):
     xq, xb, ids = _data(nb=100)
     index = VectorIndex(32)
