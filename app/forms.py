@@ -1,14 +1,18 @@
 """Parsing of multipart form fields, with errors that say which field and why (400)."""
+import asyncio
+import threading
 from datetime import datetime
-from functools import partial
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import anyio
 from fastapi import HTTPException, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from .deps import MAX_ID
 from .imaging import DecodedImage, ImageRejected, decode_request
 from .settings import Settings
+
+T = TypeVar('T')
 
 
 def bad(field: str, message: str) -> HTTPException:
@@ -79,15 +83,34 @@ async def upload_bytes(files: List[UploadFile], settings: Settings) -> List[Tupl
 
 
 async def read_images(files: List[UploadFile], settings: Settings, limiter: anyio.CapacityLimiter,
-                      prepare: Optional[Callable[[Any], Any]] = None) -> List[DecodedImage]:
-    """Decode every upload first, in a worker thread (at most ``settings.decode_threads`` requests at once): one bad
-    file, or too many pixels in all, rejects the request before anything is decoded or written. ``prepare``: see
-    :func:`app.imaging.decode_request`."""
+                      prepare: Optional[Callable[[Any], Any]] = None,
+                      then: Optional[Callable[[List[DecodedImage]], T]] = None) -> Any:
+    """Decode every upload first, in a worker thread (at most ``limiter``'s ``settings.decode_threads`` requests
+    decode at once; the others wait without holding a thread): one bad file, or too many pixels in all, rejects the
+    request before anything is decoded or written. ``prepare``: see :func:`app.imaging.decode_request`. ``then``
+    (a search): run on the decoded images in the same worker thread, after the decode slot is given back - one trip
+    to a thread per request instead of two; its result is returned instead of the images."""
     raw = await upload_bytes(files, settings)
+    borrower, loop = object(), asyncio.get_running_loop()
+    await limiter.acquire_on_behalf_of(borrower)
+    released = threading.Event()
+
+    def release() -> None:  # from the worker thread; the limiter belongs to the event loop
+        released.set()
+        loop.call_soon_threadsafe(limiter.release_on_behalf_of, borrower)
+
+    def work() -> Any:
+        try:
+            decoded = decode_request(raw, settings.max_upload_bytes, settings.max_pixels,
+                                     settings.max_request_pixels, prepare)
+        finally:
+            release()
+        return decoded if then is None else then(decoded)
+
     try:
-        return await anyio.to_thread.run_sync(partial(
-            decode_request, raw, settings.max_upload_bytes, settings.max_pixels, settings.max_request_pixels,
-            prepare),
-            limiter=limiter)
+        return await run_in_threadpool(work)
     except ImageRejected as e:
         raise HTTPException(status_code=e.status, detail=str(e)) from None
+    finally:
+        if not released.is_set():  # the work never started
+            limiter.release_on_behalf_of(borrower)

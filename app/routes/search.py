@@ -2,12 +2,11 @@ import time
 from typing import List, Optional
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from ..deps import MAX_ID, SnapshotDep, StateDep, require_read
-from ..forms import int_list, str_list, upload_bytes, when
-from ..imaging import ImageRejected, decode_request
-from ..schemas import ERRORS, SearchResponse
+from ..forms import int_list, read_images, str_list, when
+from ..imaging import DecodedImage
+from ..schemas import ERRORS, QueryResult, SearchResponse
 from ..search_service import search_gallery
 
 router = APIRouter(prefix='/v1', tags=['search'], dependencies=[Depends(require_read)], responses=ERRORS)
@@ -32,29 +31,25 @@ async def search(
     entered = time.perf_counter()
     stages = {'receive': entered - getattr(request.state, 'amg_start', entered)}  # amg_start: app.main
     settings = state.settings
-    raw = await upload_bytes(images, settings)
     k = k or settings.default_k
     threshold = snap.min_score if min_score is None else min_score
     query_cams = int_list('query_camera_id', query_camera_id)
-    if exclude_same_camera and (query_cams is None or len(query_cams) not in (1, len(raw))):
+    if exclude_same_camera and (query_cams is None or len(query_cams) not in (1, len(images))):
         raise HTTPException(status_code=400,
                             detail='exclude_same_camera needs query_camera_id: one value, or one per image')
     filters = dict(person_id=person_id, camera_ids=int_list('camera_id', camera_id),
                    after=when('after', after), before=when('before', before), tags=str_list(tags))
     cams = [(query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if exclude_same_camera else None
-            for qi in range(len(raw))]
+            for qi in range(len(images))]
     thumbnail = request.app.url_path_for('gallery_thumbnail', image_id='{image_id}')
 
-    def decode_and_search():
-        t0 = time.perf_counter()
-        decoded = decode_request(raw, settings.max_upload_bytes, settings.max_pixels, settings.max_request_pixels,
-                                 snap.embedder.preprocess)
+    def search_decoded(decoded: List[DecodedImage]) -> List[QueryResult]:
         stages['preprocess'] = sum(d.prepare_seconds for d in decoded)
-        stages['decode'] = time.perf_counter() - t0 - stages['preprocess']
+        stages['decode'] = time.perf_counter() - entered - stages['preprocess']
         return search_gallery(state, snap, decoded, k, threshold, filters, cams, thumbnail, stages)
-    try:
-        results = await run_in_threadpool(decode_and_search)
-    except ImageRejected as e:
-        raise HTTPException(status_code=e.status, detail=str(e)) from None
+
+    # preprocessed where decoded: a queued search holds model inputs (~100 kB an image), not full-size pixels
+    results = await read_images(images, settings, state.decode_limiter, prepare=snap.embedder.preprocess,
+                                then=search_decoded)
     request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
     return SearchResponse(model_id=snap.model_id, min_score=threshold, k=k, results=results)
