@@ -28,6 +28,7 @@ class ChangeLogFollower:
                 seq = crud.last_change_seq(session=s)  # before the scan: later changes are replayed by sync()
                 db_ids = set(crud.all_image_ids(session=s))
                 stray = [int(i) for i in snap.index.ids() if int(i) not in db_ids]
+                service.match_rows.clear()
                 service.on_model_thread(snap.index.remove, stray)
                 missing = crud.images_needing_vectors(session=s, indexed_ids=snap.index.ids(),
                                                       model_id=snap.model_id)
@@ -65,6 +66,7 @@ class ChangeLogFollower:
                         expected = seq + 1
                 index.applied_seq = max(index.applied_seq, expected - 1)
                 touched = sorted({image_id for _, image_id, _ in changes})
+                service.match_rows.forget(touched)  # added or deleted: the database says which, from now on
                 rows = crud.get_images(session=s, image_ids=touched)
             gone = [i for i in touched if i not in rows]
             if gone:

@@ -1,7 +1,9 @@
 """Search ("who is this?"): filters to allowed ids, the model's forward and the index search, threshold and result
 assembly. No database session is held while the model runs."""
+import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -13,7 +15,55 @@ from .schemas import QueryResult, SearchMatch
 if TYPE_CHECKING:
     from .state import ServiceState, Snapshot
 
-__all__ = ['search_gallery']
+__all__ = ['search_gallery', 'MatchRows']
+
+
+class MatchRows:
+    """What answers show of gallery rows (id, person, camera, time, tags, file name), by id, kept in memory: in the
+    service, SQLAlchemy's work for a search's one 10-row query cost ~0.9 ms of CPU, and a dict lookup next to
+    nothing (docs/benchmarks.md 5b). Gallery rows are only ever added and deleted, never changed, and each add or
+    delete passes through the change log, whose follower forgets the ids it touches (app.changelog). So a cached
+    row is the database's row, except that a row deleted by another replica is shown until this replica follows
+    the log (``sync_seconds``) - as long as its vector stays in this replica's index anyway. Least recently used
+    rows go beyond ``max_rows``."""
+
+    def __init__(self, session_factory: Callable[[], Any], max_rows: int = 100_000) -> None:
+        self._session_factory = session_factory
+        self.max_rows = max_rows
+        self._rows: 'OrderedDict[int, Any]' = OrderedDict()
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped by every forget: a fetch that raced one is not cached
+
+    def get(self, image_ids: Iterable[int]) -> Dict[int, Any]:
+        """Rows by id; ids without a row are absent."""
+        ids = sorted({int(i) for i in image_ids})
+        with self._lock:
+            found = {i: self._rows[i] for i in ids if i in self._rows}
+            for i in found:
+                self._rows.move_to_end(i)
+            generation = self._generation
+        missing = [i for i in ids if i not in found]
+        if missing:
+            with self._session_factory() as s:
+                fetched = crud.get_match_rows(session=s, image_ids=missing)
+            found.update(fetched)
+            with self._lock:
+                if generation == self._generation:
+                    self._rows.update(fetched)
+                    while len(self._rows) > self.max_rows:
+                        self._rows.popitem(last=False)
+        return found
+
+    def forget(self, image_ids: Iterable[int]) -> None:
+        with self._lock:
+            self._generation += 1
+            for i in image_ids:
+                self._rows.pop(int(i), None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._rows.clear()
 
 
 def _allowed_ids(service: 'ServiceState', filters: Dict[str, Any],
@@ -40,8 +90,7 @@ def search_gallery(service: 'ServiceState', snap: 'Snapshot', queries: Sequence[
     database = time.perf_counter() - t0
     hits = service.search(snap, [q.image for q in queries], k, allowed, timings)
     t0 = time.perf_counter()
-    with service.Session() as s:
-        rows = crud.get_match_rows(session=s, image_ids=sorted({int(i) for _, I in hits for i in I if i >= 0}))
+    rows = service.match_rows.get(i for _, I in hits for i in I if i >= 0)
     timings['database'] = database + time.perf_counter() - t0
     results = []
     for qi, (item, (D, I)) in enumerate(zip(queries, hits)):

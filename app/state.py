@@ -5,7 +5,7 @@ and deletions).
 
 The database is the source of truth: gallery rows, their vectors (float16, per model) and a change log. The FAISS
 index is a cache of the active model's vectors that follows the change log (this process's writes and other
-replicas'), is saved every few seconds and is reconciled at start-up (vectors without rows removed, rows without
+replicas'; so does app.search_service.MatchRows, the rows that answers show), is saved every few seconds and is reconciled at start-up (vectors without rows removed, rows without
 vectors read back from the database or re-embedded from the stored images), so a crash at any moment loses no
 acknowledged upload.
 """
@@ -35,6 +35,7 @@ from .changelog import ChangeLogFollower
 from .gallery_writes import GalleryWriter
 from .index_builds import IndexBuilder
 from .metrics import Metrics
+from .search_service import MatchRows
 from .settings import Settings
 
 __all__ = ['ServiceState', 'Snapshot', 'NoModel', 'register_checkpoint', 'ensure_onnx']
@@ -111,6 +112,7 @@ class ServiceState:
         # image decoding runs in worker threads, this many requests at once: the event loop keeps answering
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
         self.current: Optional[Snapshot] = None  # swapped whole by an activation
+        self.match_rows = MatchRows(self.Session)  # what search answers show of gallery rows
         self.changelog = ChangeLogFollower(self)
         self.index_builder = IndexBuilder(self)
         self.activator = ModelActivator(self)

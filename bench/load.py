@@ -4,7 +4,9 @@ Starts `amg-reid serve` with an LA-Tiny checkpoint and a small synthetic gallery
 process sends POST /v1/search from 1, 8 and 32 concurrent clients for a fixed time each (bounded, loopback only).
 Prints throughput, p50/p99 latency, and the ratio of service throughput to the same backend's bare model images/s
 at a batch size equal to the concurrency; targets: one client's p50 <= 1.5x the bare batch-1 forward, >= 0.9x the
-bare images/s at 8 and 32 clients. One client's time by stage (the service's own histograms). Then one client's
+bare images/s at 8 and 32 clients; and the CPU each answer costs (server, load generator) beside the bare model's
+CPU per image: their ratio bounds what the service can reach on cores it shares with its clients. One client's time
+by stage (the service's own histograms). Then one client's
 p50/p99 latency idle and while a prune job fine-tunes in the service's worker process (target: p99 within 2x).
 Then one client's p50 with 1,000 and 100,000 gallery vectors, services side by side (target: within 1 ms).
 
@@ -14,13 +16,14 @@ Then one client's p50 with 1,000 and 100,000 gallery vectors, services side by s
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from bench.server import ROOT, running_server, upload_gallery
 
@@ -75,11 +78,30 @@ def client_main(url: str, concurrency: int, seconds: float, image: str) -> None:
     print(json.dumps(dict(requests=len(latencies), errors=errors, seconds=elapsed, latencies_ms=latencies)))
 
 
-def run_clients(url: str, concurrency: int, seconds: float, image: str) -> dict:
+def process_cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU seconds of a running process, all threads (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def run_clients(url: str, concurrency: int, seconds: float, image: str, server_pid: Optional[int] = None) -> dict:
+    """The load generator's result, with ``client_cpu`` (its CPU seconds) and, given the server's pid,
+    ``server_cpu`` (the server's CPU seconds meanwhile)."""
+    server_before = process_cpu_seconds(server_pid) if server_pid else None
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([sys.executable, '-m', 'bench.load', '--client', url, str(concurrency), str(seconds), image],
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
                          timeout=seconds * 10 + 60, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result['client_cpu'] = (children.ru_utime + children.ru_stime - children_before.ru_utime
+                            - children_before.ru_stime)
+    if server_before is not None:
+        result['server_cpu'] = process_cpu_seconds(server_pid) - server_before
+    return result
 
 
 def percentiles(latencies) -> tuple:
@@ -198,16 +220,18 @@ def gallery_growth(checkpoint: Path, work: Path, gallery: Sequence, image: str, 
     return [(size, extra, kind, *percentiles(lat)) for (size, extra), kind, lat in zip(sizes, kinds, latencies)]
 
 
-def bare_throughput(checkpoint: Path, image: str, batch: int, backend: str, seconds: float = 5.0) -> float:
+def bare_throughput(checkpoint: Path, image: str, batch: int, backend: str, seconds: float = 5.0) -> Tuple[
+        float, float]:
+    """(images/s, CPU seconds per image: all of this process's threads) of the bare model at ``batch``."""
     from models.embedder import Embedder, open_image
     embedder = Embedder(checkpoint, backend=backend, batch_size=batch)
     x = embedder.preprocess(open_image(image)).unsqueeze(0).repeat(batch, 1, 1, 1)
     embedder.embed_tensor(x)
-    n, t0 = 0, time.perf_counter()
+    n, t0, cpu0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         embedder.embed_tensor(x)
         n += batch
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (time.process_time() - cpu0) / n
 
 
 def main() -> None:
@@ -259,13 +283,17 @@ def main() -> None:
             # interleaved rounds (service, then bare model), medians: the 2 shared cores drift by 10% or more
             rounds = []
             for _ in range(a.rounds):
-                r = run_clients(url, c, a.seconds, image)
-                rounds.append((r, bare_throughput(ckpt, image, c, a.backend, seconds=a.seconds / 2)))
-            rps = statistics.median(r['requests'] / r['seconds'] for r, _ in rounds)
-            bare = statistics.median(b for _, b in rounds)
-            ratio = statistics.median(r['requests'] / r['seconds'] / b for r, b in rounds)
-            rows.append((c, rps, *percentiles([x for r, _ in rounds for x in r['latencies_ms']]), bare, ratio,
-                         sum(r['errors'] for r, _ in rounds)))
+                r = run_clients(url, c, a.seconds, image, server_pid=server.pid)
+                rounds.append((r, *bare_throughput(ckpt, image, c, a.backend, seconds=a.seconds / 2)))
+            rps = statistics.median(r['requests'] / r['seconds'] for r, _, _ in rounds)
+            bare = statistics.median(b for _, b, _ in rounds)
+            ratio = statistics.median(r['requests'] / r['seconds'] / b for r, b, _ in rounds)
+            answers = max(sum(r['requests'] for r, _, _ in rounds), 1)
+            cpu = (1000 * sum(r.get('server_cpu', float('nan')) for r, _, _ in rounds) / answers,
+                   1000 * sum(r['client_cpu'] for r, _, _ in rounds) / answers,
+                   1000 * statistics.median(b for _, _, b in rounds))
+            rows.append((c, rps, *percentiles([x for r, _, _ in rounds for x in r['latencies_ms']]), bare, ratio,
+                         sum(r['errors'] for r, _, _ in rounds), cpu))
         during_job = latency_during_job(url, image, work / 'data', a.job_seconds) if a.job_seconds else None
     growth = None
     if a.gallery_sizes:
@@ -278,17 +306,21 @@ def main() -> None:
     print(f'LA-Tiny {a.model} {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, gallery {len(gallery)}, '
           f'dynamic batching 5 ms, {a.rounds} interleaved rounds of {a.seconds:.0f} s per level (medians), load '
           f'from a second process on loopback')
-    print('| clients | queries/s | p50 ms | p99 ms | bare model img/s at batch = clients | service / bare | errors |')
-    print('|---|---|---|---|---|---|---|')
+    print('| clients | queries/s | p50 ms | p99 ms | bare model img/s at batch = clients | service / bare | errors '
+          '| CPU ms per answer: server + client | bare model CPU ms per image | CPU bound |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     ok_latency, ok_throughput = True, True
-    for c, rps, p50, p99, bare, ratio, errors in rows:
+    for c, rps, p50, p99, bare, ratio, errors, (server_cpu, client_cpu, bare_cpu) in rows:
+        # both saturating the same cores, the service reaches at most this share of the bare model's images/s
+        bound = bare_cpu / (server_cpu + client_cpu)
+        cpu = f'{server_cpu:.2f} + {client_cpu:.2f} | {bare_cpu:.2f} | {bound:.2f}'
         if c == 1:
             ok_latency = p50 <= 1.5 * 1000 / bare
             print(f'| {c} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {bare:.1f} ({1000 / bare:.2f} ms) | {ratio:.2f} | '
-                  f'{errors} |')
+                  f'{errors} | {cpu} |')
         else:
             ok_throughput &= ratio >= 0.9
-            print(f'| {c} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {bare:.1f} | {ratio:.2f} | {errors} |')
+            print(f'| {c} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {bare:.1f} | {ratio:.2f} | {errors} | {cpu} |')
     print(f"target: 1 client's p50 <= 1.5x the bare batch-1 forward: {'PASS' if ok_latency else 'FAIL'}")
     print(f"target: >= 8 clients: service >= 0.9x bare model images/s at batch = clients: "
           f"{'PASS' if ok_throughput else 'FAIL'}")
