@@ -1,10 +1,10 @@
 import time
-from typing import List, Optional
+from typing import Annotated, List
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 
-from ..deps import MAX_ID, SnapshotDep, StateDep, require_read
-from ..forms import int_list, read_images, str_list, when
+from ..deps import SnapshotDep, StateDep, require_read
+from ..forms import SearchForm, int_list, read_images, str_list, when
 from ..imaging import DecodedImage
 from ..schemas import ERRORS, QueryResult, SearchResponse
 from ..search_service import search_gallery
@@ -13,33 +13,21 @@ router = APIRouter(prefix='/v1', tags=['search'], dependencies=[Depends(require_
 
 
 @router.post('/search', response_model=SearchResponse)
-async def search(
-        request: Request, state: StateDep, snap: SnapshotDep,
-        images: List[UploadFile] = File(..., description='one or more query images (batch query)'),
-        k: Optional[int] = Form(None, ge=1, le=100, description='matches per query (default from settings)'),
-        min_score: Optional[float] = Form(None, ge=-1, le=1,
-                                          description="below this cosine similarity: no match (default: the "
-                                                      "model's calibrated threshold)"),
-        camera_id: Optional[str] = Form(None, description='only gallery images from these cameras (comma list)'),
-        person_id: Optional[int] = Form(None, ge=0, le=MAX_ID, description='only this person'),
-        after: Optional[str] = Form(None), before: Optional[str] = Form(None),
-        tags: Optional[str] = Form(None, description='gallery images having all these tags (comma list)'),
-        query_camera_id: Optional[str] = Form(None, description="the queries' camera (one, or one per image)"),
-        exclude_same_camera: bool = Form(False, description="skip gallery images from the query's camera"),
-):
+async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Annotated[SearchForm, Form()]):
     """Who is this? Top-k gallery matches per query image, or an explicit no-match below ``min_score``."""
     entered = time.perf_counter()
     stages = {'receive': entered - getattr(request.state, 'amg_start', entered)}  # amg_start: app.main
     settings = state.settings
-    k = k or settings.default_k
-    threshold = snap.min_score if min_score is None else min_score
-    query_cams = int_list('query_camera_id', query_camera_id)
-    if exclude_same_camera and (query_cams is None or len(query_cams) not in (1, len(images))):
+    k = form.k or settings.default_k
+    threshold = snap.min_score if form.min_score is None else form.min_score
+    images = form.images
+    query_cams = int_list('query_camera_id', form.query_camera_id)
+    if form.exclude_same_camera and (query_cams is None or len(query_cams) not in (1, len(images))):
         raise HTTPException(status_code=400,
                             detail='exclude_same_camera needs query_camera_id: one value, or one per image')
-    filters = dict(person_id=person_id, camera_ids=int_list('camera_id', camera_id),
-                   after=when('after', after), before=when('before', before), tags=str_list(tags))
-    cams = [(query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if exclude_same_camera else None
+    filters = dict(person_id=form.person_id, camera_ids=int_list('camera_id', form.camera_id),
+                   after=when('after', form.after), before=when('before', form.before), tags=str_list(form.tags))
+    cams = [(query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if form.exclude_same_camera else None
             for qi in range(len(images))]
     thumbnail = request.app.url_path_for('gallery_thumbnail', image_id='{image_id}')
 
