@@ -53,9 +53,15 @@ class ModelThread:
         """``fn(images)`` on the model thread, batched with other requests; ``then(vectors)`` runs there too, right
         after (a query's index search: no second trip). ``timings`` gets the seconds spent queued (``model_wait``),
         in the shared forward pass (``forward``) and in ``then`` (``index_search``)."""
+        return self.submit(fn, images, then, timings).result()
+
+    def submit(self, fn: EmbedFn, images: Sequence[Any], then: Optional[Callable[[np.ndarray], Any]] = None,
+               timings: Optional[Dict[str, float]] = None) -> Future:
+        """:meth:`embed` without waiting: its Future (an event loop awaits ``asyncio.wrap_future`` of it, with no
+        thread of its own blocked meanwhile)."""
         future: Future = Future()
         self._queue.put(_Request(fn, list(images), future, then, queued=time.perf_counter(), timings=timings))
-        return future.result()
+        return future
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on the model thread (model loading, index updates)."""

@@ -1,19 +1,15 @@
 """Parsing of multipart form fields, with errors that say which field and why (400)."""
-import asyncio
-import threading
 from datetime import datetime
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from functools import partial
+from typing import Any, Callable, List, Optional, Tuple
 
 import anyio
 from fastapi import HTTPException, UploadFile
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from .deps import MAX_ID
-from .imaging import DecodedImage, ImageRejected, decode_request
+from .imaging import DecodedImage, ImageRejected, decode_probed, decode_request, probe_request, request_pixels
 from .settings import Settings
-
-T = TypeVar('T')
 
 
 class SearchForm(BaseModel):
@@ -99,35 +95,25 @@ async def upload_bytes(files: List[UploadFile], settings: Settings) -> List[Tupl
     return [(await f.read(settings.max_upload_bytes + 1), f.filename or 'upload') for f in files]
 
 
+# A request this small decodes in the event loop (~0.3 ms for a 128x64 JPEG, prepared): handing it to a worker
+# thread and back cost more than the work, ~0.3-0.5 ms a request on 2 cores (docs/benchmarks.md 5b).
+INLINE_DECODE_BYTES, INLINE_DECODE_PIXELS = 64 * 1024, 256 * 256
+
+
 async def read_images(files: List[UploadFile], settings: Settings, limiter: anyio.CapacityLimiter,
-                      prepare: Optional[Callable[[Any], Any]] = None,
-                      then: Optional[Callable[[List[DecodedImage]], T]] = None) -> Any:
-    """Decode every upload first, in a worker thread (at most ``limiter``'s ``settings.decode_threads`` requests
-    decode at once; the others wait without holding a thread): one bad file, or too many pixels in all, rejects the
-    request before anything is decoded or written. ``prepare``: see :func:`app.imaging.decode_request`. ``then``
-    (a search): run on the decoded images in the same worker thread, after the decode slot is given back - one trip
-    to a thread per request instead of two; its result is returned instead of the images."""
+                      prepare: Optional[Callable[[Any], Any]] = None, inline: bool = False) -> List[DecodedImage]:
+    """Decode every upload first: one bad file, or too many pixels in all, rejects the request before anything is
+    decoded or written. In a worker thread (at most ``settings.decode_threads`` requests at once; the others wait
+    without holding a thread), or, when ``inline`` and the request is small (:data:`INLINE_DECODE_PIXELS`), right
+    here in the event loop. ``prepare``: see :func:`app.imaging.decode_probed`."""
     raw = await upload_bytes(files, settings)
-    borrower, loop = object(), asyncio.get_running_loop()
-    await limiter.acquire_on_behalf_of(borrower)
-    released = threading.Event()
-
-    def release() -> None:  # from the worker thread; the limiter belongs to the event loop
-        released.set()
-        loop.call_soon_threadsafe(limiter.release_on_behalf_of, borrower)
-
-    def work() -> Any:
-        try:
-            decoded = decode_request(raw, settings.max_upload_bytes, settings.max_pixels,
-                                     settings.max_request_pixels, prepare)
-        finally:
-            release()
-        return decoded if then is None else then(decoded)
-
+    limits = (settings.max_upload_bytes, settings.max_pixels, settings.max_request_pixels)
     try:
-        return await run_in_threadpool(work)
+        if inline and sum(len(data) for data, _ in raw) <= INLINE_DECODE_BYTES:
+            probed = probe_request(raw, *limits)  # headers of a few kB: cheap
+            if request_pixels(probed) <= INLINE_DECODE_PIXELS:
+                return decode_probed(probed, prepare)
+            return await anyio.to_thread.run_sync(partial(decode_probed, probed, prepare), limiter=limiter)
+        return await anyio.to_thread.run_sync(partial(decode_request, raw, *limits, prepare), limiter=limiter)
     except ImageRejected as e:
         raise HTTPException(status_code=e.status, detail=str(e)) from None
-    finally:
-        if not released.is_set():  # the work never started
-            limiter.release_on_behalf_of(borrower)

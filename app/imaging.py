@@ -9,7 +9,8 @@ from PIL import Image, UnidentifiedImageError
 
 from models.imaging import draft, to_rgb
 
-__all__ = ['DecodedImage', 'ImageRejected', 'decode_upload', 'decode_request']
+__all__ = ['DecodedImage', 'ImageRejected', 'decode_upload', 'decode_request', 'probe_request', 'decode_probed',
+           'request_pixels']
 
 MAX_NAME_CHARS = 255  # the database keeps up to 512
 ACCEPTED_FORMATS = {'JPEG', 'PNG', 'BMP', 'WEBP', 'TIFF', 'GIF'}
@@ -84,17 +85,26 @@ def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -
     return _decode(_probe(data, filename, max_bytes, max_pixels))
 
 
-def decode_request(files: Sequence[Tuple[bytes, str]], max_bytes: int, max_pixels: int, max_request_pixels: int,
-                   prepare: Optional[Callable[[Image.Image], Any]] = None) -> List[DecodedImage]:
-    """All files of one request: every header is checked, and the decoded pixels of all of them together are
-    bounded by ``max_request_pixels``, before the first file is decoded. ``prepare`` (a search: the model's
-    preprocessing) replaces each decoded image as soon as it is decoded, so a queued request holds model inputs,
-    not full-size pixels."""
+def probe_request(files: Sequence[Tuple[bytes, str]], max_bytes: int, max_pixels: int,
+                  max_request_pixels: int) -> List[_Probed]:
+    """Every header of one request checked, and the decoded pixels of all files together bounded by
+    ``max_request_pixels`` (413), before any file is decoded."""
     probed = [_probe(data, name, max_bytes, max_pixels) for data, name in files]
-    total = sum(w * h for w, h in (p.size for p in probed))
+    total = request_pixels(probed)
     if total > max_request_pixels:
         raise ImageRejected(f'{len(probed)} images of {total} pixels in all exceed the limit of '
                             f'{max_request_pixels} decoded pixels per request', status=413)
+    return probed
+
+
+def request_pixels(probed: Sequence[_Probed]) -> int:
+    return sum(w * h for w, h in (p.size for p in probed))
+
+
+def decode_probed(probed: Sequence[_Probed], prepare: Optional[Callable[[Image.Image], Any]] = None) -> List[
+        DecodedImage]:
+    """``prepare`` (a search: the model's preprocessing) replaces each decoded image as soon as it is decoded, so a
+    queued request holds model inputs, not full-size pixels."""
     decoded = []
     for p in probed:
         item = _decode(p)
@@ -104,3 +114,9 @@ def decode_request(files: Sequence[Tuple[bytes, str]], max_bytes: int, max_pixel
             item.prepare_seconds = time.perf_counter() - start
         decoded.append(item)
     return decoded
+
+
+def decode_request(files: Sequence[Tuple[bytes, str]], max_bytes: int, max_pixels: int, max_request_pixels: int,
+                   prepare: Optional[Callable[[Image.Image], Any]] = None) -> List[DecodedImage]:
+    """All files of one request: :func:`probe_request`, then :func:`decode_probed`."""
+    return decode_probed(probe_request(files, max_bytes, max_pixels, max_request_pixels), prepare)

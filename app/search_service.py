@@ -1,11 +1,13 @@
 """Search ("who is this?"): filters to allowed ids, the model's forward and the index search, threshold and result
 assembly. No database session is held while the model runs."""
+import asyncio
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from storage import crud
 
@@ -34,15 +36,20 @@ class MatchRows:
         self._lock = threading.Lock()
         self._generation = 0  # bumped by every forget: a fetch that raced one is not cached
 
-    def get(self, image_ids: Iterable[int]) -> Dict[int, Any]:
-        """Rows by id; ids without a row are absent."""
+    def cached(self, image_ids: Iterable[int]) -> Tuple[Dict[int, Any], List[int]]:
+        """(rows in memory by id, the other ids): no database access, so the event loop may ask."""
         ids = sorted({int(i) for i in image_ids})
         with self._lock:
             found = {i: self._rows[i] for i in ids if i in self._rows}
             for i in found:
                 self._rows.move_to_end(i)
+        return found, [i for i in ids if i not in found]
+
+    def get(self, image_ids: Iterable[int]) -> Dict[int, Any]:
+        """Rows by id (from the database for those not in memory); ids without a row are absent."""
+        with self._lock:
             generation = self._generation
-        missing = [i for i in ids if i not in found]
+        found, missing = self.cached(image_ids)
         if missing:
             with self._session_factory() as s:
                 fetched = crud.get_match_rows(session=s, image_ids=missing)
@@ -69,8 +76,6 @@ class MatchRows:
 def _allowed_ids(service: 'ServiceState', filters: Dict[str, Any],
                  cameras: Sequence[Optional[int]]) -> List[Optional[np.ndarray]]:
     """Per query, the ids it may match (None: the whole gallery), one database query per distinct camera."""
-    if not any(v for v in filters.values()) and all(cam is None for cam in cameras):
-        return [None] * len(cameras)
     by_camera: Dict[Optional[int], Optional[np.ndarray]] = {}
     with service.Session() as s:
         for cam in set(cameras):
@@ -79,18 +84,26 @@ def _allowed_ids(service: 'ServiceState', filters: Dict[str, Any],
     return [by_camera[cam] for cam in cameras]
 
 
-def search_gallery(service: 'ServiceState', snap: 'Snapshot', queries: Sequence[DecodedImage], k: int,
-                   threshold: float, filters: Dict[str, Any], exclude_cameras: Sequence[Optional[int]],
-                   thumbnail_url: str, timings: Optional[Dict[str, float]] = None) -> List[QueryResult]:
+async def search_gallery(service: 'ServiceState', snap: 'Snapshot', queries: Sequence[DecodedImage], k: int,
+                         threshold: float, filters: Dict[str, Any], exclude_cameras: Sequence[Optional[int]],
+                         thumbnail_url: str, timings: Optional[Dict[str, float]] = None) -> List[QueryResult]:
     """Top-``k`` matches per query; ``exclude_cameras[i]``: query i's camera, whose gallery images it skips (None:
-    none skipped); ``thumbnail_url`` has an ``{image_id}`` placeholder. ``timings`` gets each stage's seconds."""
+    none skipped); ``thumbnail_url`` has an ``{image_id}`` placeholder. ``timings`` gets each stage's seconds.
+
+    Runs in the event loop: the model thread's Future is awaited, and the database is asked (in a worker thread)
+    only for filters and for rows not in memory; a plain search makes no other trip between threads."""
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
-    allowed = _allowed_ids(service, filters, exclude_cameras)
+    if any(v for v in filters.values()) or any(cam is not None for cam in exclude_cameras):
+        allowed = await run_in_threadpool(_allowed_ids, service, filters, exclude_cameras)
+    else:
+        allowed = [None] * len(queries)
     database = time.perf_counter() - t0
-    hits = service.search(snap, [q.image for q in queries], k, allowed, timings)
+    hits = await asyncio.wrap_future(service.submit_search(snap, [q.image for q in queries], k, allowed, timings))
     t0 = time.perf_counter()
-    rows = service.match_rows.get(i for _, I in hits for i in I if i >= 0)
+    rows, missing = service.match_rows.cached(i for _, I in hits for i in I if i >= 0)
+    if missing:
+        rows.update(await run_in_threadpool(service.match_rows.get, missing))
     timings['database'] = database + time.perf_counter() - t0
     results = []
     for qi, (item, (D, I)) in enumerate(zip(queries, hits)):

@@ -12,6 +12,7 @@ acknowledged upload.
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -212,17 +213,15 @@ class ServiceState:
         """Model loads, forwards and FAISS calls all run on one thread (see app.batching)."""
         return self.model_thread.call(fn, *args, **kwargs)
 
-    def search(self, snap: Snapshot, images: Sequence, k: int, allowed: Sequence[Optional[np.ndarray]],
-               timings: Optional[Dict[str, float]] = None) -> List[Tuple[np.ndarray, np.ndarray]]:
-        """(scores, ids) of the top ``k`` per query image; ``allowed[i]``: the ids query i may match (None: all).
-        Concurrent queries share a forward pass; each one's index search follows on the model thread. ``timings``
-        gets the seconds of each stage (preprocess, model_wait, forward, index_search)."""
-        t0 = time.perf_counter()
-        tensors = [snap.embedder.preprocess(image) for image in images]  # here: overlaps other forwards
-        if timings is not None:  # inputs already preprocessed (a search's decode step) pass through
-            timings['preprocess'] = timings.get('preprocess', 0.0) + time.perf_counter() - t0
-        return self.model_thread.embed(snap.embedder, tensors, timings=timings,
-                                       then=lambda xq: _search_each(snap.index, xq, k, allowed))
+    def submit_search(self, snap: Snapshot, images: Sequence, k: int, allowed: Sequence[Optional[np.ndarray]],
+                      timings: Optional[Dict[str, float]] = None) -> Future:
+        """A Future of (scores, ids) of the top ``k`` per query image; ``allowed[i]``: the ids query i may match
+        (None: all). Concurrent queries share a forward pass; each one's index search follows on the model thread.
+        ``timings`` gets the seconds of each stage (model_wait, forward, index_search). ``images``: decoded images or
+        already preprocessed model inputs."""
+        tensors = [snap.embedder.preprocess(image) for image in images]  # inputs pass through
+        return self.model_thread.submit(snap.embedder, tensors, timings=timings,
+                                        then=lambda xq: _search_each(snap.index, xq, k, allowed))
 
     def embed_for_storage(self, embedder: Embedder, images: Sequence) -> np.ndarray:
         """Embeddings as the database keeps them (float16 values), so every index holds the same numbers."""

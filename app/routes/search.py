@@ -1,12 +1,11 @@
 import time
-from typing import Annotated, List
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 
 from ..deps import SnapshotDep, StateDep, require_read
 from ..forms import SearchForm, int_list, read_images, str_list, when
-from ..imaging import DecodedImage
-from ..schemas import ERRORS, QueryResult, SearchResponse
+from ..schemas import ERRORS, SearchResponse
 from ..search_service import search_gallery
 
 router = APIRouter(prefix='/v1', tags=['search'], dependencies=[Depends(require_read)], responses=ERRORS)
@@ -31,13 +30,11 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
             for qi in range(len(images))]
     thumbnail = request.app.url_path_for('gallery_thumbnail', image_id='{image_id}')
 
-    def search_decoded(decoded: List[DecodedImage]) -> List[QueryResult]:
-        stages['preprocess'] = sum(d.prepare_seconds for d in decoded)
-        stages['decode'] = time.perf_counter() - entered - stages['preprocess']
-        return search_gallery(state, snap, decoded, k, threshold, filters, cams, thumbnail, stages)
-
     # preprocessed where decoded: a queued search holds model inputs (~100 kB an image), not full-size pixels
-    results = await read_images(images, settings, state.decode_limiter, prepare=snap.embedder.preprocess,
-                                then=search_decoded)
+    decoded = await read_images(images, settings, state.decode_limiter, prepare=snap.embedder.preprocess,
+                                inline=True)
+    stages['preprocess'] = sum(d.prepare_seconds for d in decoded)
+    stages['decode'] = time.perf_counter() - entered - stages['preprocess']
+    results = await search_gallery(state, snap, decoded, k, threshold, filters, cams, thumbnail, stages)
     request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
     return SearchResponse(model_id=snap.model_id, min_score=threshold, k=k, results=results)

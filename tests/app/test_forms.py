@@ -1,4 +1,5 @@
-"""app.forms.read_images: the decode limit holds while decoding only, and a refused image gives its slot back."""
+"""app.forms.read_images: small searches decode in the event loop, others in worker threads under the decode limit;
+a refused image gives its slot back."""
 import io
 import threading
 import time
@@ -6,17 +7,47 @@ import time
 import anyio
 import pytest
 from fastapi import HTTPException, UploadFile
+from PIL import Image
 
 import app.forms
-from app.imaging import ImageRejected
 from app.settings import Settings
 
 
-def _upload() -> UploadFile:
-    return UploadFile(file=io.BytesIO(b'not really an image'), filename='q.jpg')
+def _upload(data: bytes = b'not really an image') -> UploadFile:
+    return UploadFile(file=io.BytesIO(data), filename='q.jpg')
 
 
-def test_decode_slots_are_held_while_decoding_only(tmp_path, monkeypatch):
+def _jpeg(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new('RGB', (w, h), (200, 30, 40)).save(buf, format='JPEG')
+    return buf.getvalue()
+
+
+def test_small_requests_decode_in_the_event_loop_the_others_in_a_worker(tmp_path, monkeypatch):
+    settings = Settings(data_dir=tmp_path)
+    threads = []
+    real = app.forms.decode_probed
+
+    def recording(probed, prepare=None):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(probed, prepare)
+
+    monkeypatch.setattr(app.forms, 'decode_probed', recording)
+    big = 300  # 90,000 pixels: more than INLINE_DECODE_PIXELS, yet a few kB of JPEG
+    assert big * big > app.forms.INLINE_DECODE_PIXELS
+
+    async def main():
+        limiter = anyio.CapacityLimiter(1)
+        small = await app.forms.read_images([_upload(_jpeg(64, 128))], settings, limiter, inline=True)
+        await app.forms.read_images([_upload(_jpeg(big, big))], settings, limiter, inline=True)
+        return small
+
+    small = anyio.run(main)
+    assert threads == [True, False]  # anyio.run runs the loop in this (the main) thread
+    assert small[0].image.size == (64, 128) and small[0].filename == 'q.jpg'
+
+
+def test_worker_decodes_respect_the_limit(tmp_path, monkeypatch):
     settings = Settings(data_dir=tmp_path)
     decoding, peak, lock = 0, 0, threading.Lock()
 
@@ -31,22 +62,15 @@ def test_decode_slots_are_held_while_decoding_only(tmp_path, monkeypatch):
         return [f'decoded {name}' for _, name in raw]
 
     monkeypatch.setattr(app.forms, 'decode_request', slow_decode)
-    all_searching = threading.Barrier(3, timeout=10)
-
-    def search(decoded):  # e.g. waiting for the model: the three must be here at once, one decode slot or not
-        all_searching.wait()
-        return decoded
 
     async def main():
-        limiter = anyio.CapacityLimiter(1)
-        results = []
+        limiter, results = anyio.CapacityLimiter(1), []
 
         async def one():
-            results.append(await app.forms.read_images([_upload()], settings, limiter, then=search))
+            results.append(await app.forms.read_images([_upload()], settings, limiter))
         async with anyio.create_task_group() as tg:
             for _ in range(3):
                 tg.start_soon(one)
-        await anyio.sleep(0.05)  # the slots are given back through the event loop
         return results, limiter.borrowed_tokens
 
     results, still_borrowed = anyio.run(main)
@@ -54,20 +78,15 @@ def test_decode_slots_are_held_while_decoding_only(tmp_path, monkeypatch):
     assert peak == 1 and still_borrowed == 0
 
 
-def test_a_refused_image_gives_its_decode_slot_back(tmp_path, monkeypatch):
-    def refuse(raw, *args):
-        raise ImageRejected('q.jpg: not an image', status=415)
-
-    monkeypatch.setattr(app.forms, 'decode_request', refuse)
-
+@pytest.mark.parametrize('inline', [False, True])
+def test_a_refused_image_gives_its_decode_slot_back(tmp_path, inline):
     async def main():
         limiter = anyio.CapacityLimiter(1)
         for _ in range(2):  # the second waits forever if the first kept its slot
             with pytest.raises(HTTPException) as e:
                 with anyio.fail_after(10):
-                    await app.forms.read_images([_upload()], Settings(data_dir=tmp_path), limiter)
-            assert e.value.status_code == 415
-        await anyio.sleep(0.05)
+                    await app.forms.read_images([_upload()], Settings(data_dir=tmp_path), limiter, inline=inline)
+            assert e.value.status_code == 400 and 'not a readable image' in e.value.detail
         return limiter.borrowed_tokens
 
     assert anyio.run(main) == 0
