@@ -321,9 +321,12 @@ def main() -> None:
         else:
             ok_throughput &= ratio >= 0.9
             print(f'| {c} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {bare:.1f} | {ratio:.2f} | {errors} | {cpu} |')
-    print(f"target: 1 client's p50 <= 1.5x the bare batch-1 forward: {'PASS' if ok_latency else 'FAIL'}")
+    def verdict(ok: bool, measured: bool) -> str:
+        return ('PASS' if ok else 'FAIL') if measured else 'not measured'
+    levels = [row[0] for row in rows]
+    print(f"target: 1 client's p50 <= 1.5x the bare batch-1 forward: {verdict(ok_latency, 1 in levels)}")
     print(f"target: >= 8 clients: service >= 0.9x bare model images/s at batch = clients: "
-          f"{'PASS' if ok_throughput else 'FAIL'}")
+          f"{verdict(ok_throughput, any(c > 1 for c in levels))}")
     order = ['receive', 'decode', 'preprocess', 'model_wait', 'forward', 'index_search', 'database', 'answer']
     print('\n1 client, where a search\'s time goes (mean ms, the service\'s amg_search_stage_seconds):')
     print('| ' + ' | '.join(order) + ' | sum |')
