@@ -68,8 +68,9 @@ class Settings(BaseSettings):
     max_request_pixels: int = Field(16_000_000, ge=1024, description='decoded pixels of all images of one request '
                                                                      'together, checked before any is decoded')
     max_files_per_request: int = Field(64, ge=1, le=1000)
-    decode_threads: int = Field(2, ge=1, le=64, description='requests decoding images at once (the others wait, '
-                                                            'off the event loop)')
+    decode_threads: int = Field(2, ge=1, le=64, description='requests decoding images at once in worker threads '
+                                                            '(the others wait, off the event loop; a search of at '
+                                                            'most 256x256 pixels decodes in the event loop)')
     orphan_grace_seconds: float = Field(3600.0, ge=0, description='at start, image files no row names (and '
                                         'temporaries) older than this are removed: left by a crash between a '
                                         'write and its commit')
