@@ -60,6 +60,9 @@ class ModelThread:
         """:meth:`embed` without waiting: its Future (an event loop awaits ``asyncio.wrap_future`` of it, with no
         thread of its own blocked meanwhile)."""
         future: Future = Future()
+        # running from the start, so it cannot be cancelled (a cancelled await of its asyncio wrapper tries): the
+        # model thread's set_result would then raise, and the thread would die
+        future.set_running_or_notify_cancel()
         self._queue.put(_Request(fn, list(images), future, then, queued=time.perf_counter(), timings=timings))
         return future
 

@@ -91,3 +91,23 @@ def test_plain_calls_and_follow_ups_run_on_the_model_thread_and_requests_merge_o
     for t in threads:
         t.join()
     assert slow.calls == [2] * 6  # merge=False: one request per forward
+
+
+def test_an_abandoned_await_does_not_stop_the_model_thread():
+    """A search awaiting the model thread's Future from the event loop can be cancelled (a shutdown, a timeout):
+    the model thread must still finish that batch and go on serving."""
+    import asyncio
+    batcher = ModelThread(max_batch=8, max_wait_ms=0)
+    model = FakeModel()
+
+    async def abandon():
+        waiting = asyncio.ensure_future(asyncio.wrap_future(batcher.submit(model, [1.0])))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        return await asyncio.wait_for(asyncio.wrap_future(batcher.submit(model, [2.0])), 10)
+
+    assert asyncio.run(abandon()).ravel().tolist() == [2.0]
+    assert batcher.submit(model, [3.0]).result(timeout=10).ravel().tolist() == [3.0]
+    batcher.close()
