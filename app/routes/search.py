@@ -1,12 +1,20 @@
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 
 from ..deps import SnapshotDep, StateDep, require_read
 from ..forms import SearchForm, int_list, read_images, str_list, when
 from ..schemas import ERRORS, SearchResponse
 from ..search_service import search_gallery
+
+def _thumbnail_template(app: FastAPI) -> str:
+    """The thumbnail path with an ``{image_id}`` placeholder, looked up once: the lookup walks every route."""
+    template = getattr(app.state, 'thumbnail_template', None)
+    if template is None:
+        template = app.state.thumbnail_template = app.url_path_for('gallery_thumbnail', image_id='{image_id}')
+    return template
+
 
 router = APIRouter(prefix='/v1', tags=['search'], dependencies=[Depends(require_read)], responses=ERRORS)
 
@@ -28,7 +36,7 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
                    after=when('after', form.after), before=when('before', form.before), tags=str_list(form.tags))
     cams = [(query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if form.exclude_same_camera else None
             for qi in range(len(images))]
-    thumbnail = request.app.url_path_for('gallery_thumbnail', image_id='{image_id}')
+    thumbnail = _thumbnail_template(request.app)
 
     # preprocessed where decoded: a queued search holds model inputs (~100 kB an image), not full-size pixels
     decoded = await read_images(images, settings, state.decode_limiter, prepare=snap.embedder.preprocess,
