@@ -5,9 +5,10 @@ and deletions).
 
 The database is the source of truth: gallery rows, their vectors (float16, per model) and a change log. The FAISS
 index is a cache of the active model's vectors that follows the change log (this process's writes and other
-replicas'; so does app.search_service.MatchRows, the rows that answers show), is saved every few seconds and is reconciled at start-up (vectors without rows removed, rows without
+replicas'), is saved every few seconds and is reconciled at start-up (vectors without rows removed, rows without
 vectors read back from the database or re-embedded from the stored images), so a crash at any moment loses no
-acknowledged upload.
+acknowledged upload. The rows that search answers show are cached too, and follow the same log
+(app.search_service.MatchRows).
 """
 import logging
 import threading

@@ -321,6 +321,7 @@ def main() -> None:
         else:
             ok_throughput &= ratio >= 0.9
             print(f'| {c} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {bare:.1f} | {ratio:.2f} | {errors} | {cpu} |')
+
     def verdict(ok: bool, measured: bool) -> str:
         return ('PASS' if ok else 'FAIL') if measured else 'not measured'
     levels = [row[0] for row in rows]

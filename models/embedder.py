@@ -111,9 +111,9 @@ class Embedder:
         return self.transform(item)
 
     def _embed_onnx(self, x: np.ndarray) -> np.ndarray:
-        # numpy from the inputs to the embeddings: a torch op on the batch here (a stack, a flip) woke torch's OpenMP
-        # team on the service's model thread, whose worker then spun ~2 ms of CPU per search beside ONNX Runtime
-        # (docs/benchmarks.md 5b)
+        # numpy from the inputs to the embeddings: no torch op (a stack of a batch, a flip) on the service's model
+        # thread, whose parallel regions would wake torch's OpenMP team beside ONNX Runtime's threads on the same
+        # cores (a woken team spins after its work: docs/benchmarks.md 5b)
         f = self._onnx(x)
         if self.flip:
             f = f + self._onnx(x[..., ::-1])
