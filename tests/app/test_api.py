@@ -255,3 +255,20 @@ def test_the_service_serves_int8_and_says_so(tmp_path, service_model, learnable_
         for stage in ('receive', 'decode', 'preprocess', 'model_wait', 'forward', 'index_search', 'database',
                       'answer'):
             assert f'amg_search_stage_seconds_count{{stage="{stage}"}} 1.0' in text, stage
+
+
+def test_a_replica_with_no_index_file_fills_it_from_the_database_in_chunks(gallery_client, service_model, dataset,
+                                                                           tmp_path, monkeypatch):
+    """A full reconcile reads, vectorises and indexes the gallery a chunk at a time (bounded memory); every row
+    still arrives, with the same answers as the replica that embedded them."""
+    import app.changelog
+    client, data_dir, _ = gallery_client
+    monkeypatch.setattr(app.changelog, 'RECONCILE_CHUNK', 7)
+    q = dataset.query[0]
+    want = client.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '20'}).json()
+    with make_client(data_dir, service_model, index_dir=tmp_path / 'fresh-index',
+                     database_url=client.app.state.service.settings.database_url) as replica:
+        assert replica.get('/readyz').json()['gallery_vectors'] == client.get('/readyz').json()['gallery_vectors'] > 7
+        got = replica.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '20'}).json()
+    assert [m['image_id'] for m in got['results'][0]['matches']] == \
+        [m['image_id'] for m in want['results'][0]['matches']]
