@@ -98,14 +98,19 @@ def test_an_abandoned_await_does_not_stop_the_model_thread():
     the model thread must still finish that batch and go on serving."""
     import asyncio
     batcher = ModelThread(max_batch=8, max_wait_ms=0)
-    model = FakeModel()
+    model, gate = FakeModel(), threading.Event()
+
+    def held(images):  # the forward finishes only after its waiter gave up
+        gate.wait(10)
+        return model(images)
 
     async def abandon():
-        waiting = asyncio.ensure_future(asyncio.wrap_future(batcher.submit(model, [1.0])))
+        waiting = asyncio.ensure_future(asyncio.wrap_future(batcher.submit(held, [1.0])))
         await asyncio.sleep(0)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
+        gate.set()
         return await asyncio.wait_for(asyncio.wrap_future(batcher.submit(model, [2.0])), 10)
 
     assert asyncio.run(abandon()).ravel().tolist() == [2.0]
