@@ -157,7 +157,7 @@ class VectorIndex:
         """(D, I) of shape (nq, k): cosine scores and ids, -1 ids where fewer than k candidates exist."""
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         with self._lock:
-            params, ivf = None, self._ivf()
+            params, ivf = None, (None if self.kind == IndexKind.EXACT else self._ivf())  # exact: flat, no lookup
             if allowed_ids is not None:
                 sel = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
                 if ivf is None:
