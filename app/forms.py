@@ -1,7 +1,7 @@
 """Parsing of multipart form fields, with errors that say which field and why (400)."""
 from datetime import datetime
 from functools import partial
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional
 
 import anyio
 from fastapi import HTTPException, UploadFile
@@ -86,15 +86,6 @@ def per_file(field: str, values: Optional[List[int]], n: int, default: Optional[
     return values
 
 
-async def upload_bytes(files: List[UploadFile], settings: Settings) -> List[Tuple[bytes, str]]:
-    """(bytes, file name) of each upload, refused (400/413) when there are none or too many."""
-    if not files:
-        raise bad('images', 'at least one image file is required')
-    if len(files) > settings.max_files_per_request:
-        raise HTTPException(status_code=413, detail=f'at most {settings.max_files_per_request} files per request')
-    return [(await f.read(settings.max_upload_bytes + 1), f.filename or 'upload') for f in files]
-
-
 # A request this small decodes in the event loop (~0.3 ms for a 128x64 JPEG, prepared): handing it to a worker
 # thread and back cost more than the work, ~0.3-0.5 ms a request on 2 cores (docs/benchmarks.md 5b).
 INLINE_DECODE_BYTES, INLINE_DECODE_PIXELS = 64 * 1024, 256 * 256
@@ -106,7 +97,11 @@ async def read_images(files: List[UploadFile], settings: Settings, limiter: anyi
     decoded or written. In a worker thread (at most ``settings.decode_threads`` requests at once; the others wait
     without holding a thread), or, when ``inline`` and the request is small (:data:`INLINE_DECODE_PIXELS`), right
     here in the event loop. ``prepare``: see :func:`app.imaging.decode_probed`."""
-    raw = await upload_bytes(files, settings)
+    if not files:
+        raise bad('images', 'at least one image file is required')
+    if len(files) > settings.max_files_per_request:
+        raise HTTPException(status_code=413, detail=f'at most {settings.max_files_per_request} files per request')
+    raw = [(await f.read(settings.max_upload_bytes + 1), f.filename or 'upload') for f in files]
     limits = (settings.max_upload_bytes, settings.max_pixels, settings.max_request_pixels)
     try:
         if inline and sum(len(data) for data, _ in raw) <= INLINE_DECODE_BYTES:
