@@ -23,9 +23,10 @@ class ModelActivator:
         self.service = service
         self.progress = BackgroundTask()
 
-    def activate(self, model_id: int) -> None:
-        """Switch models in the background: the old model serves until the new index is complete, then both swap
-        at once (and the database records it in the same step)."""
+    def activate(self, model_id: int, follow: bool = False) -> None:
+        """Switch models in the background: the old model serves until the new engine is complete, then both swap
+        at once (and the database records it in the same step). ``follow``: the model was activated by another
+        replica, whose shared engine (Milvus) is complete already."""
         if self.progress.running:
             raise RuntimeError(f'model {self.progress.model_id} is being activated already')
         with self.service.Session() as s:
@@ -33,28 +34,43 @@ class ModelActivator:
             if model is None:
                 raise KeyError(model_id)
         self.progress.start(model_id=model_id)
-        threading.Thread(target=self._activate, args=(model,), name=f'activate-{model_id}', daemon=True).start()
+        threading.Thread(target=self._activate, args=(model, follow), name=f'activate-{model_id}',
+                         daemon=True).start()
 
-    def _activate(self, model: ModelVersion) -> None:
+    def _activate(self, model: ModelVersion, follow: bool) -> None:
         from .state import ensure_onnx
         service = self.service
         try:
             if service.settings.backend != Backend.TORCH:
                 ensure_onnx(model.path)  # here, in the background, never on a request
             new = service.open(model)
-            new.index.remove(new.index.ids())  # start clean: any stale file for this model is rebuilt
+            engine = new.engine
             with service.Session() as s:
                 self.progress.total = crud.count_images(session=s)
-            service.index_builder.build(new, progress=self.progress)  # the old model keeps serving meanwhile
+            if engine.shared and follow:
+                service.changelog.reconcile(new)  # built by the replica that activated it: catch up
+            else:
+                if engine.shared:  # start clean: a collection left by an earlier attempt is rebuilt
+                    engine.drop()
+                    engine.create()
+                else:
+                    engine.remove(engine.ids())  # any stale file for this model is rebuilt
+                service.index_builder.build(new, progress=self.progress)  # the old model keeps serving meanwhile
+            old = service.current
             with service.write_lock:  # catch up with uploads and deletes made during the build
                 service.changelog.sync(new)
-                new.index.save(service.index_path(model.id))  # before the commit: a crash leaves a usable file
+                engine.save()  # before the commit: a crash leaves a usable file
                 with service.Session.begin() as s:
                     crud.activate_model(session=s, model_id=model.id)
                 service.current = new
-                service.metrics.gallery_size.set(new.index.ntotal)
-            self.progress.finish(done=new.index.ntotal)
-            _logger.info('model %d active (%d gallery vectors)', model.id, new.index.ntotal)
+                service.metrics.gallery_size.set(engine.count())
+            if engine.shared and not follow:
+                engine.make_current()  # the alias follows the active model
+                keep = [engine.collection] + ([old.engine.collection] if old is not None and old.engine.shared
+                                              else [])
+                engine.drop_other_models(service.settings.milvus_collection_prefix, keep)
+            self.progress.finish(done=engine.count())
+            _logger.info('model %d active (%d gallery vectors)', model.id, engine.count())
         except Exception as e:  # report through the API; the old model keeps serving
             _logger.exception('activating model %d failed', model.id)
             self.progress.fail(str(e))
@@ -71,4 +87,4 @@ class ModelActivator:
         if self.progress.state == 'failed' and self.progress.model_id == active.id:
             return  # reported through the API; retried when an admin activates it again
         _logger.info('model %d was activated elsewhere: following', active.id)
-        self.activate(active.id)
+        self.activate(active.id, follow=True)

@@ -1,11 +1,21 @@
-"""Keeping an index equal to the gallery: a full reconcile (start-up, activation) and, after it, following the
-gallery change log that every replica writes."""
+"""Keeping a vector engine equal to the gallery: a full reconcile (start-up, activation) and, after it, following the
+gallery change log that every replica writes.
+
+An embedded engine (FAISS) is this replica's own: its position in the log lives in memory. A shared engine (one
+Milvus collection for all replicas) has one position, kept in the database (``engine_positions``); replicas take
+turns under a lock every replica honours, each continuing where the last stopped. Applying a change looks at the
+row as it is now (present: upsert its vector; gone: delete), so applying it twice, or late, does no harm.
+"""
 import logging
 import time
-from typing import TYPE_CHECKING, Dict, List, Optional
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional
+
+import numpy as np
 
 from storage import crud
-from storage.index import VectorIndex
+from storage.engine import VectorEngine
+from storage.locks import lock_key, replica_lock
 
 if TYPE_CHECKING:
     from .state import ServiceState, Snapshot
@@ -22,73 +32,139 @@ class ChangeLogFollower:
     def __init__(self, service: 'ServiceState') -> None:
         self.service = service
 
-    def reconcile(self, snap: 'Snapshot') -> Dict[str, int]:
-        """Make the index hold exactly one vector, from the snapshot's model, per gallery row (full scan: at
-        start-up and model activation; afterwards the change log keeps it so)."""
+    # ---- the log position --------------------------------------------------------------------------------------
+    @contextmanager
+    def position(self, engine: VectorEngine) -> Iterator[None]:
+        """Around applying changes: a shared engine's position is read from the database under the replicas' lock
+        and written back when the block succeeds (a failure leaves it, to be applied again)."""
+        if not engine.shared:
+            yield
+            return
         service = self.service
-        with service.write_lock:
+        name = getattr(engine, 'collection', engine.name)
+        lock_file = service.data_dir / f'.engine-{name}.lock'
+        with replica_lock([lock_key(f'engine:{name}')], lock_file, service.engine):
+            with service.Session() as s:
+                seq, awaited = crud.get_engine_position(session=s, collection=name)
+            wall, mono = time.time(), time.monotonic()
+            engine.applied_seq, engine.awaited = seq, {k: mono - (wall - v) for k, v in awaited.items()}
+            yield
+            wall, mono = time.time(), time.monotonic()
+            with service.Session.begin() as s:
+                crud.put_engine_position(session=s, collection=name, applied_seq=engine.applied_seq,
+                                         awaited={k: wall - (mono - v) for k, v in engine.awaited.items()})
+
+    def shared_position_exists(self, engine: VectorEngine) -> bool:
+        with self.service.Session() as s:
+            name = getattr(engine, 'collection', engine.name)
+            return crud.get_engine_position(session=s, collection=name) != (0, {})
+
+    # ---- full reconcile ----------------------------------------------------------------------------------------
+    def reconcile(self, snap: 'Snapshot') -> Dict[str, int]:
+        """Make the engine hold exactly one vector, from the snapshot's model, per gallery row (start-up and model
+        activation; afterwards the change log keeps it so). Rows and vectors are read in chunks; ids travel as
+        int64 arrays. A shared engine that other replicas keep already is only brought up to date."""
+        service, engine = self.service, snap.engine
+        if engine.shared:
+            engine.create()
+            if self.shared_position_exists(engine):
+                self.sync(snap)
+                if engine.count() == self._row_count():
+                    return dict(removed=0, embedded=0)
+        with service.write_lock, self.position(engine):
             with service.Session() as s:
                 seq = crud.last_change_seq(session=s)  # before the scan: later changes are replayed by sync()
-                db_ids = set(crud.all_image_ids(session=s))
-                stray = [int(i) for i in snap.index.ids() if int(i) not in db_ids]
-                service.match_rows.clear()
-                service.on_model_thread(snap.index.remove, stray)
-                missing = crud.images_needing_vectors(session=s, indexed_ids=snap.index.ids(),
-                                                      model_id=snap.model_id)
+                db_ids = crud.image_id_array(session=s)
+                other_model = crud.ids_not_embedded_by(session=s, model_id=snap.model_id)
+            indexed = engine.ids()
+            stray = np.setdiff1d(indexed, db_ids, assume_unique=True)
+            service.match_rows.clear()
+            if len(stray):
+                service.engine_call(snap, engine.remove, stray)
+            missing = np.union1d(np.setdiff1d(db_ids, indexed, assume_unique=True),
+                                 np.intersect1d(other_model, db_ids, assume_unique=True))
             done: List[int] = []
             for start in range(0, len(missing), RECONCILE_CHUNK):  # bounded memory: ~40 MB of vectors a chunk
-                done += service.fill(snap, missing[start:start + RECONCILE_CHUNK])
-            with service.Session.begin() as s:
-                crud.set_model_version(session=s, image_ids=done, model_id=snap.model_id)
-            snap.index.applied_seq, snap.index.awaited = seq, {}
-        if stray or missing:
+                done += self.fill_ids(snap, missing[start:start + RECONCILE_CHUNK])
+            for start in range(0, len(done), crud.IN_CHUNK):
+                with service.Session.begin() as s:
+                    crud.set_model_version(session=s, image_ids=done[start:start + crud.IN_CHUNK],
+                                           model_id=snap.model_id)
+            engine.applied_seq, engine.awaited = seq, {}
+        if len(stray) or len(missing):
             _logger.info('reconciled: removed %d stray vectors, added %d', len(stray), len(done))
         return dict(removed=len(stray), embedded=len(done))
 
+    def fill_ids(self, snap: 'Snapshot', ids, target: Optional[VectorEngine] = None) -> List[int]:
+        with self.service.Session() as s:
+            records = crud.gallery_records(session=s, image_ids=ids)
+        return self.service.fill(snap, [records[int(i)] for i in ids if int(i) in records], target)
+
+    def start_at(self, engine: VectorEngine, seq: int) -> None:
+        """After a build from the whole gallery as of ``seq``: follow the log from there."""
+        if engine.shared:
+            with self.service.Session.begin() as s:
+                crud.put_engine_position(session=s, collection=engine.collection, applied_seq=seq, awaited={})
+        engine.applied_seq, engine.awaited = seq, {}
+
+    def _row_count(self) -> int:
+        with self.service.Session() as s:
+            return crud.count_images(session=s)
+
+    # ---- following the log -------------------------------------------------------------------------------------
     def sync(self, snap: Optional['Snapshot']) -> int:
-        """Apply the gallery changes logged since the index last looked (by this process or another replica):
-        each touched image's vector is added if its row exists, removed if not. Returns how many were touched.
+        """Apply the gallery changes logged since the engine last looked (by this process or another replica):
+        each touched image's vector is upserted if its row exists, removed if not. Returns how many were touched.
 
         Sequence numbers can become visible out of order (concurrent writers on PostgreSQL): a skipped number is
         re-asked for until it appears or ``sync_gap_seconds`` pass (a rolled-back transaction leaves a hole)."""
         if snap is None:
             return 0
-        service = self.service
-        with service.write_lock:
-            index = snap.index
+        service, engine = self.service, snap.engine
+        with service.write_lock, self.position(engine):
             now = time.monotonic()
             with service.Session() as s:
-                changes = crud.changes_after(session=s, seq=index.applied_seq, also=sorted(index.awaited))
+                changes = crud.changes_after(session=s, seq=engine.applied_seq, also=sorted(engine.awaited))
                 if not changes:
-                    self._expire_gaps(index, now)
+                    self._expire_gaps(engine, now)
                     return 0
-                expected = index.applied_seq + 1
-                for seq, _, _ in changes:
-                    index.awaited.pop(seq, None)
-                    if seq >= expected:
-                        for hole in range(expected, seq):
-                            index.awaited.setdefault(hole, now)
-                        expected = seq + 1
-                index.applied_seq = max(index.applied_seq, expected - 1)
                 touched = sorted({image_id for _, image_id, _ in changes})
-                service.match_rows.forget(touched)  # added or deleted: the database says which, from now on
-                rows = crud.get_images(session=s, image_ids=touched)
+                rows = crud.gallery_records(session=s, image_ids=touched)
             gone = [i for i in touched if i not in rows]
             if gone:
-                service.on_model_thread(index.remove, gone)
+                service.engine_call(snap, engine.remove, gone)
             service.fill(snap, [rows[i] for i in touched if i in rows])
-            self._expire_gaps(index, now)
+            service.match_rows.forget(touched)  # added or deleted: the database says which, from now on
+            # the position moves only once the changes are in the engine (a failure above: applied again)
+            expected = engine.applied_seq + 1
+            for seq, _, _ in changes:
+                engine.awaited.pop(seq, None)
+                if seq >= expected:
+                    for hole in range(expected, seq):
+                        engine.awaited.setdefault(hole, now)
+                    expected = seq + 1
+            engine.applied_seq = max(engine.applied_seq, expected - 1)
+            self._expire_gaps(engine, now)
             if snap is service.current:
-                service.metrics.gallery_size.set(index.ntotal)
+                service.metrics.gallery_size.set(engine.count())
         return len(touched)
 
-    def _expire_gaps(self, index: VectorIndex, now: float) -> None:
-        for hole, since in list(index.awaited.items()):
+    def _expire_gaps(self, engine: VectorEngine, now: float) -> None:
+        for hole, since in list(engine.awaited.items()):
             if now - since > self.service.settings.sync_gap_seconds:
-                del index.awaited[hole]
+                del engine.awaited[hole]
+
+    def behind(self, snap: 'Snapshot') -> int:
+        """Changes logged that the engine has not applied (for /readyz)."""
+        with self.service.Session() as s:
+            last = crud.last_change_seq(session=s)
+            if snap.engine.shared:
+                applied = crud.get_engine_position(session=s, collection=snap.engine.collection)[0]
+            else:
+                applied = snap.engine.applied_seq
+        return max(0, last - applied)
 
     def consistent(self, snap: 'Snapshot') -> bool:
         """Cheap check for /readyz: after catching up with the change log, as many vectors as gallery rows."""
         self.sync(snap)
-        with self.service.Session() as s:
-            return crud.count_images(session=s) == snap.index.ntotal
+        return self._row_count() == snap.engine.count()

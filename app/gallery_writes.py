@@ -1,10 +1,12 @@
 """Gallery writes: an upload is acknowledged only after its image file is fsynced and its row, vector and change-log
-entry are committed; the index follows the change log."""
+entry are committed; the vector engine follows the change log (when it is down, the change waits there)."""
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 from storage import crud
 from storage.db import GalleryImage
+from storage.engine import EngineUnavailable
 
 from .imaging import DecodedImage
 
@@ -12,6 +14,8 @@ if TYPE_CHECKING:
     from .state import ServiceState
 
 __all__ = ['GalleryWriter']
+
+_logger = logging.getLogger(__name__)
 
 
 class GalleryWriter:
@@ -34,9 +38,16 @@ class GalleryWriter:
                         dict(meta, source_name=item.filename, image_sha256=sha, image_path=str(path),
                              model_version=snap.model_id)
                         for item, meta, (sha, path) in zip(items, metas, stored)])
-            # committed: acknowledged. The index follows the change log (a crash here: reconcile() repairs it)
-            service.changelog.sync(snap)
+            # committed: acknowledged. The engine follows the change log (a crash here: reconcile() repairs it)
+            self._follow(snap)
         return rows
+
+    def _follow(self, snap) -> None:
+        try:
+            self.service.changelog.sync(snap)
+        except EngineUnavailable as e:  # committed all the same: the maintenance loop applies it when it is back
+            self.service.engine_error = str(e)
+            _logger.warning('vector engine unavailable, the change waits in the change log: %s', e)
 
     def delete(self, image_id: int) -> bool:
         service = self.service
@@ -58,5 +69,5 @@ class GalleryWriter:
                     shared = crud.count_by_sha(session=s, sha256=sha) > 0
                 if not shared:
                     Path(path).unlink(missing_ok=True)  # a crash before this: the start-up sweep removes it
-            service.changelog.sync(service.current)
+            self._follow(service.current)
         return True

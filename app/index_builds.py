@@ -1,4 +1,5 @@
-"""(Re)building the active model's index in the background, from the vectors in the database."""
+"""(Re)building a model's vector engine in the background, from the vectors in the database: a FAISS index of another
+kind on the side (then swapped in), or a new Milvus collection at a model switch."""
 import logging
 import threading
 from typing import TYPE_CHECKING, List, Optional
@@ -6,7 +7,6 @@ from typing import TYPE_CHECKING, List, Optional
 import numpy as np
 
 from storage import crud
-from storage.db import GalleryImage
 from storage.index import MIN_TRAIN, IndexKind
 
 from .tasks import BackgroundTask
@@ -33,39 +33,44 @@ class IndexBuilder:
 
     def build(self, snap: 'Snapshot', kind: Optional[IndexKind] = None, chunk: int = 10_000,
               progress: Optional[BackgroundTask] = None) -> None:
-        """(Re)build the snapshot's index from the whole gallery as ``kind`` (default: what the settings want for
-        its size): trained on a sample, filled by chunks on the side, then swapped in and caught up with the change
-        log. Searches keep using the old contents until the swap; uploads are not blocked."""
-        service = self.service
+        """(Re)build the snapshot's engine from the whole gallery, read in chunks. FAISS: as index ``kind``
+        (default: what the settings want for its size), trained on a sample, filled on the side, then swapped in;
+        searches keep using the old contents until the swap. Milvus: filled in place (a new collection at a model
+        switch; Milvus builds its index itself). Then caught up with the change log; uploads are not blocked."""
+        service, engine = self.service, snap.engine
         with service.Session() as s:
             seq = crud.last_change_seq(session=s)
-            ids = crud.all_image_ids(session=s)
-        kind = kind or self.wanted_kind(len(ids))
-        sample = []
-        if kind != IndexKind.EXACT and len(ids) >= MIN_TRAIN:
-            picked = np.random.default_rng(0).choice(ids, size=min(len(ids), service.settings.index_train_size),
-                                                     replace=False)
-            sample = service.vectors_for(snap, self._rows(picked))[1]
-        fresh = snap.index.trained_like(kind, sample if len(sample) else np.zeros((0, snap.index.dim)), len(ids))
+            ids = crud.image_id_array(session=s)
+        target = engine
+        if not engine.shared:
+            kind = kind or self.wanted_kind(len(ids))
+            sample = np.zeros((0, engine.dim), np.float32)
+            if kind != IndexKind.EXACT and len(ids) >= MIN_TRAIN:
+                picked = np.sort(np.random.default_rng(0).choice(
+                    ids, size=min(len(ids), service.settings.index_train_size), replace=False))
+                got = service.vectors_for(snap, self._records(picked))[1]
+                sample = got if len(got) else sample
+            target = engine.trained_like(kind, sample, len(ids))
         for start in range(0, len(ids), chunk):
-            got, vectors = service.vectors_for(snap, self._rows(ids[start:start + chunk]))
-            if got:
-                fresh.add(np.asarray(got), vectors)
+            service.changelog.fill_ids(snap, ids[start:start + chunk], target)
             if progress is not None:
                 progress.done = min(len(ids), start + chunk)
         with service.write_lock:
-            snap.index.swap(fresh)
-            snap.index.applied_seq, snap.index.awaited = seq, {}
-            service.changelog.sync(snap)  # what changed while the new index was filled
+            if target is not engine:
+                engine.swap(target)
+            service.changelog.start_at(engine, seq)
+            service.changelog.sync(snap)  # what changed while the new contents were filled
 
-    def _rows(self, ids) -> List[GalleryImage]:
+    def _records(self, ids) -> List:
         with self.service.Session() as s:
-            rows = crud.get_images(session=s, image_ids=[int(i) for i in ids])
+            rows = crud.gallery_records(session=s, image_ids=ids)
         return [rows[int(i)] for i in ids if int(i) in rows]
 
     def maybe_rebuild(self, snap: 'Snapshot') -> None:
-        """Start a background rebuild when the index is not of the kind the settings want for its size."""
-        if snap.index.kind != self.wanted_kind(snap.index.ntotal):
+        """Start a background rebuild when the FAISS index is not of the kind the settings want for its size."""
+        if snap.engine.shared:
+            return
+        if snap.engine.kind != self.wanted_kind(snap.engine.count()):
             try:
                 self.rebuild(snap)
             except RuntimeError:  # one is running already
@@ -75,13 +80,13 @@ class IndexBuilder:
         """Rebuild ``snap``'s index in the background (``kind``: default from the settings)."""
         if self.progress.running:
             raise RuntimeError('an index build is running already')
-        self.progress.start(kind=str(kind or 'auto'), model_id=snap.model_id, total=snap.index.ntotal)
+        self.progress.start(kind=str(kind or 'auto'), model_id=snap.model_id, total=snap.engine.count())
 
         def run() -> None:
             try:
                 self.build(snap, kind, progress=self.progress)
-                self.progress.finish(kind=str(snap.index.kind), done=snap.index.ntotal)
-                _logger.info('index rebuilt as %s (%d vectors)', snap.index.kind, snap.index.ntotal)
+                self.progress.finish(kind=snap.engine.kind, done=snap.engine.count())
+                _logger.info('index rebuilt as %s (%d vectors)', snap.engine.kind, snap.engine.count())
             except Exception as e:  # reported through the API; the old index keeps serving
                 _logger.exception('index rebuild failed')
                 self.progress.fail(str(e))

@@ -28,7 +28,7 @@ class Message(BaseModel):
 ERRORS: Dict[Any, Dict[str, Any]] = {code: {'model': Message, 'description': text} for code, text in {
     400: 'malformed input (the message names the field or file)', 401: 'missing or wrong API key',
     404: 'unknown id', 409: 'conflicts with the current state', 413: 'too large',
-    503: 'no model is loaded yet'}.items()}
+    503: 'no model is loaded yet, or the vector engine is unavailable'}.items()}
 
 
 class GalleryItemPublic(BaseModel):

@@ -1,5 +1,6 @@
-"""Search ("who is this?"): filters to allowed ids, the model's forward and the index search, threshold and result
-assembly. No database session is held while the model runs."""
+"""Search ("who is this?"), the whole step: the query's filter, the model's forward, the vector engine's filtered
+search (the engine evaluates the filter itself: no list of ids comes from SQL), threshold and result assembly. No
+database session is held while the model runs."""
 import asyncio
 import threading
 import time
@@ -10,6 +11,8 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from storage import crud
+from storage.crud import GalleryRecord
+from storage.engine import GalleryFilter, Hits
 
 from .imaging import DecodedImage
 from .schemas import QueryResult, SearchMatch
@@ -36,7 +39,7 @@ class MatchRows:
         self._lock = threading.Lock()
         self._generation = 0  # bumped by every forget: a fetch that raced one is not cached
 
-    def cached(self, image_ids: Iterable[int]) -> Tuple[Dict[int, Any], List[int]]:
+    def cached(self, image_ids: Iterable[int]) -> Tuple[Dict[int, GalleryRecord], List[int]]:
         """(rows in memory by id, the other ids): no database access, so the event loop may ask."""
         ids = sorted({int(i) for i in image_ids})
         with self._lock:
@@ -45,7 +48,7 @@ class MatchRows:
                 self._rows.move_to_end(i)
         return found, [i for i in ids if i not in found]
 
-    def get(self, image_ids: Iterable[int]) -> Dict[int, Any]:
+    def get(self, image_ids: Iterable[int]) -> Dict[int, GalleryRecord]:
         """Rows by id (from the database for those not in memory); ids without a row are absent."""
         with self._lock:
             generation = self._generation
@@ -73,43 +76,44 @@ class MatchRows:
             self._rows.clear()
 
 
-def _allowed_ids(service: 'ServiceState', filters: Dict[str, Any],
-                 cameras: Sequence[Optional[int]]) -> List[Optional[np.ndarray]]:
-    """Per query, the ids it may match (None: the whole gallery), one database query per distinct camera."""
-    by_camera: Dict[Optional[int], Optional[np.ndarray]] = {}
-    with service.Session() as s:
-        for cam in set(cameras):
-            by_camera[cam] = np.asarray(crud.filter_image_ids(session=s, exclude_camera=cam, **filters),
-                                        dtype=np.int64)
-    return [by_camera[cam] for cam in cameras]
+def query_filters(flt: GalleryFilter, exclude_cameras: Sequence[Optional[int]]) -> List[GalleryFilter]:
+    """Each query's filter: the request's, less the query's own camera where it is given."""
+    return [flt.excluding_camera(cam) for cam in exclude_cameras]
 
 
 async def search_gallery(service: 'ServiceState', snap: 'Snapshot', queries: Sequence[DecodedImage], k: int,
-                         threshold: float, filters: Dict[str, Any], exclude_cameras: Sequence[Optional[int]],
+                         threshold: float, flt: GalleryFilter, exclude_cameras: Sequence[Optional[int]],
                          thumbnail_url: str, timings: Optional[Dict[str, float]] = None) -> List[QueryResult]:
-    """Top-``k`` matches per query; ``exclude_cameras[i]``: query i's camera, whose gallery images it skips (None:
-    none skipped); ``thumbnail_url`` has an ``{image_id}`` placeholder. ``timings`` gets each stage's seconds.
+    """Top-``k`` matches per query among what ``flt`` admits; ``exclude_cameras[i]``: query i's camera, whose
+    gallery images it skips (None: none skipped); ``thumbnail_url`` has an ``{image_id}`` placeholder. ``timings``
+    gets each stage's seconds. Raises storage.engine.FilterNotSupported / EngineUnavailable (the route answers
+    422 / 503).
 
-    Runs in the event loop: the model thread's Future is awaited, and the database is asked (in a worker thread)
-    only for filters and for rows not in memory; a plain search makes no other trip between threads."""
+    Runs in the event loop: the model thread's Future is awaited (an embedded engine's search runs there, right
+    after the forward; a shared engine's in a worker thread), and the database is asked only for rows not in
+    memory; a plain search makes no other trip between threads."""
     timings = {} if timings is None else timings
-    t0 = time.perf_counter()
-    if any(v for v in filters.values()) or any(cam is not None for cam in exclude_cameras):
-        allowed = await run_in_threadpool(_allowed_ids, service, filters, exclude_cameras)
+    filters = query_filters(flt, exclude_cameras)
+    for each in set(filters):
+        snap.engine.check_filter(each)
+    future = service.submit_search(snap, [q.image for q in queries], k, filters, timings)
+    if snap.engine.shared:
+        xq = await asyncio.wrap_future(future)
+        t0 = time.perf_counter()
+        hits: List[Hits] = await run_in_threadpool(snap.engine.search, xq, k, filters)
+        timings['index_search'] = time.perf_counter() - t0
     else:
-        allowed = [None] * len(queries)
-    database = time.perf_counter() - t0
-    hits = await asyncio.wrap_future(service.submit_search(snap, [q.image for q in queries], k, allowed, timings))
+        hits = await asyncio.wrap_future(future)
     t0 = time.perf_counter()
     rows, missing = service.match_rows.cached(i for _, I in hits for i in I if i >= 0)
     if missing:
         rows.update(await run_in_threadpool(service.match_rows.get, missing))
-    timings['database'] = database + time.perf_counter() - t0
+    timings['database'] = time.perf_counter() - t0
     results = []
     for qi, (item, (D, I)) in enumerate(zip(queries, hits)):
         matches = [SearchMatch(
             image_id=row.id, score=float(score), person_id=row.person_id, camera_id=row.camera_id,
-            timestamp=row.timestamp, tags=row.tags or [], source_name=row.source_name,
+            timestamp=row.timestamp, tags=list(row.tags), source_name=row.source_name,
             thumbnail_url=thumbnail_url.replace('{image_id}', str(row.id)), above_threshold=bool(score >= threshold))
             for score, image_id in zip(D, I) if (row := rows.get(int(image_id))) is not None]
         best = matches[0] if matches else None

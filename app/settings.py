@@ -1,6 +1,6 @@
 """Service settings from environment variables (prefix ``AMG_``) or a ``.env`` file."""
 from pathlib import Path
-from typing import List, Literal, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +51,23 @@ class Settings(BaseSettings):
     pca_dim: int = Field(256, ge=8, description='compressed index: dimensions kept by the PCA')
     index_train_size: int = Field(100_000, ge=1000, description='vectors sampled to train an IVF/PCA index')
     nprobe: int = Field(16, ge=1)
+    vector_engine: Literal['faiss', 'milvus'] = Field(
+        'faiss', description='where gallery vectors live and filters run: faiss (embedded, in every replica\'s memory) '
+                             'or milvus (a shared Milvus server or Milvus Lite: AMG_MILVUS_URI)')
+    milvus_uri: Optional[str] = Field(None, description='http://host:19530 (Milvus standalone or cluster), or a local '
+                                                        'path ending in .db (Milvus Lite, this process only)')
+    milvus_token: Optional[str] = Field(None, description='Milvus credentials ("user:password" or an API key)')
+    milvus_collection_prefix: str = Field('amg', pattern=r'^[A-Za-z_][A-Za-z0-9_]{0,60}$',
+                                          description='collections are PREFIX_modelN; the alias PREFIX_active '
+                                                      'names the active one')
+    milvus_index_type: str = Field('HNSW', description='the Milvus vector index: HNSW, IVF_FLAT, FLAT, AUTOINDEX, '
+                                                       '... (what your Milvus supports)')
+    milvus_index_params: Dict[str, Any] = Field(default_factory=lambda: {'M': 16, 'efConstruction': 200},
+                                                description='JSON, e.g. {"M": 16, "efConstruction": 200} (HNSW) '
+                                                            'or {"nlist": 4096} (IVF_FLAT)')
+    milvus_search_params: Dict[str, Any] = Field(default_factory=lambda: {'ef': 128},
+                                                 description='JSON, e.g. {"ef": 128} (HNSW; >= k) or {"nprobe": 32}')
+    milvus_timeout: float = Field(10.0, gt=0, description='seconds a Milvus call may take')
     index_save_seconds: float = Field(10.0, gt=0, description='how often a changed index is written to disk')
     index_dir: Optional[Path] = Field(None, description="this replica's FAISS index files (default: data_dir)")
     sync_seconds: float = Field(1.0, gt=0, description='how often the index follows the gallery change log and '
@@ -96,4 +113,7 @@ class Settings(BaseSettings):
     def _default_database(self) -> 'Settings':
         if self.database_url is None:
             self.database_url = f'sqlite:///{(self.data_dir / "amg.db").resolve()}'
+        if self.vector_engine == 'milvus' and not self.milvus_uri:
+            raise ValueError('AMG_VECTOR_ENGINE=milvus needs AMG_MILVUS_URI (http://host:19530, or a .db path for '
+                             'Milvus Lite)')
         return self

@@ -1,12 +1,13 @@
-"""The service's core: database, image store, the active model and its FAISS index (a :class:`Snapshot`), the model
-thread, and the life cycle; its collaborators each do one job (app.changelog: keep an index equal to the gallery;
-app.index_builds: rebuild indexes in the background; app.activation: switch models; app.gallery_writes: uploads
-and deletions).
+"""The service's core: database, image store, the active model and its vector engine (a :class:`Snapshot`), the model
+thread, and the life cycle; its collaborators each do one job (app.changelog: keep an engine equal to the gallery;
+app.index_builds: (re)build engines in the background; app.activation: switch models; app.gallery_writes: uploads
+and deletions; app.search_service: the search step).
 
-The database is the source of truth: gallery rows, their vectors (float16, per model) and a change log. The FAISS
-index is a cache of the active model's vectors that follows the change log (this process's writes and other
-replicas'), is saved every few seconds and is reconciled at start-up (vectors without rows removed, rows without
-vectors read back from the database or re-embedded from the stored images), so a crash at any moment loses no
+The database is the source of truth: gallery rows, their vectors (float16, per model) and a change log. The vector
+engine (storage.engine: FAISS in this process, or a Milvus collection shared by all replicas) holds the active
+model's vectors with the attributes searches filter on, follows the change log (this process's writes and other
+replicas'), and is reconciled at start-up (vectors without rows removed, rows without vectors read back from the
+database or re-embedded from the stored images), so a crash at any moment - or a Milvus outage - loses no
 acknowledged upload. The rows that search answers show are cached too, and follow the same log
 (app.search_service.MatchRows).
 """
@@ -27,13 +28,15 @@ from models.export import export_onnx, file_sha256
 from models.imaging import open_image
 from models.onnx_backend import onnx_path_for, onnx_status
 from storage import crud
-from storage.db import GalleryImage, ModelVersion, make_engine, make_sessionmaker
+from storage.crud import GalleryRecord
+from storage.db import ModelVersion, make_engine, make_sessionmaker
+from storage.engine import Attributes, EngineUnavailable, GalleryFilter, VectorEngine
 from storage.images import ImageStore
-from storage.index import VectorIndex
 
 from .activation import ModelActivator
 from .batching import ModelThread
 from .changelog import ChangeLogFollower
+from .engines import index_path, open_engine
 from .gallery_writes import GalleryWriter
 from .index_builds import IndexBuilder
 from .metrics import Metrics
@@ -51,9 +54,9 @@ class NoModel(RuntimeError):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What one request uses: a model and the index of its vectors, swapped together on activation."""
+    """What one request uses: a model and the engine of its vectors, swapped together on activation."""
     embedder: Embedder
-    index: VectorIndex
+    engine: VectorEngine
     model_id: int
     model_name: str
     min_score: float
@@ -84,21 +87,6 @@ def _as_stored(vectors: np.ndarray) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float16).astype(np.float32)
 
 
-def _search_each(index: VectorIndex, xq: np.ndarray, k: int, allowed: Sequence[Optional[np.ndarray]]):
-    if all(a is None for a in allowed):
-        D, I = index.search(xq, k)
-        return [(D[i], I[i]) for i in range(len(xq))]
-    empty = (np.zeros(0, np.float32), np.zeros(0, np.int64))
-    out = []
-    for i, ids in enumerate(allowed):
-        if ids is not None and len(ids) == 0:
-            out.append(empty)
-        else:
-            D, I = index.search(xq[i:i + 1], k, ids)
-            out.append((D[0], I[0]))
-    return out
-
-
 class ServiceState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -120,6 +108,8 @@ class ServiceState:
         self.activator = ModelActivator(self)
         self.gallery = GalleryWriter(self)
         self._stop = threading.Event()
+        self.reconcile_pending = False  # the engine could not be reached at start: the maintenance loop retries
+        self.engine_error: Optional[str] = None  # the last EngineUnavailable, until the engine answers again
         self._saver: Optional[threading.Thread] = None
         self.model_thread = ModelThread(max_batch=settings.embed_batch_size, max_wait_ms=settings.batch_wait_ms,
                                         merge=settings.batch_wait_ms > 0, on_batch=self.metrics.embed_batch.observe)
@@ -140,10 +130,22 @@ class ServiceState:
                             'writes', files, temps)
         if active is not None:
             self.current = self.open(active)
-            self.changelog.reconcile(self.current)
-            self.index_builder.maybe_rebuild(self.current)
+            self.reconcile_at_start()
         self._saver = threading.Thread(target=self._maintenance_loop, name='index-maintenance', daemon=True)
         self._saver.start()
+
+    def reconcile_at_start(self) -> None:
+        """The full reconcile; when the engine cannot be reached the service starts anyway (searches answer 503,
+        uploads wait in the change log) and the maintenance loop tries again."""
+        snap = self.current
+        try:
+            self.changelog.reconcile(snap)
+            self.reconcile_pending, self.engine_error = False, None
+        except EngineUnavailable as e:
+            _logger.error('vector engine unavailable at start (%s): retrying in the background', e)
+            self.reconcile_pending, self.engine_error = True, str(e)
+            return
+        self.index_builder.maybe_rebuild(snap)
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -167,7 +169,16 @@ class ServiceState:
         last_save = time.monotonic()
         while not self._stop.wait(self.settings.sync_seconds):
             try:
-                self.changelog.sync(self.current)
+                if self.reconcile_pending:
+                    self.reconcile_at_start()
+                    if self.reconcile_pending:
+                        continue
+                try:
+                    self.changelog.sync(self.current)
+                    self.engine_error = None
+                except EngineUnavailable as e:  # Milvus down: writes wait in the change log
+                    self.engine_error = str(e)
+                    _logger.warning('vector engine unavailable: %s', e)
                 self.activator.follow_active_model()
                 if self.current is not None and not self.activator.progress.running:
                     self.index_builder.maybe_rebuild(self.current)  # e.g. auto: the gallery grew past the threshold
@@ -178,12 +189,12 @@ class ServiceState:
                 _logger.exception('index maintenance failed')
 
     def index_path(self, model_id: int) -> Path:
-        return self.index_dir / f'index-model{model_id}.faiss'
+        return index_path(self.settings, self.index_dir, model_id)
 
     def save_index(self) -> None:
         snap = self.current
-        if snap is not None and snap.index.dirty:
-            snap.index.save(self.index_path(snap.model_id))
+        if snap is not None:
+            snap.engine.save()
 
     # ---- the active model ------------------------------------------------------------------------------------
     def open(self, model: ModelVersion) -> Snapshot:
@@ -194,9 +205,9 @@ class ServiceState:
                                         onnx_spin=self.settings.onnx_spin)
         self.metrics.backend.clear()
         self.metrics.backend.labels(backend=embedder.backend).set(1)
-        index = VectorIndex.load(self.index_path(model.id), embedder.dim, self.settings.nprobe, self.settings.pca_dim)
+        engine = open_engine(self.settings, self.index_dir, model.id, embedder.dim)
         min_score = model.min_score if model.min_score is not None else self.settings.default_min_score
-        return Snapshot(embedder, index, model.id, model.name, float(min_score))
+        return Snapshot(embedder, engine, model.id, model.name, float(min_score))
 
     def snapshot(self) -> Snapshot:
         snap = self.current
@@ -214,15 +225,21 @@ class ServiceState:
         """Model loads, forwards and FAISS calls all run on one thread (see app.batching)."""
         return self.model_thread.call(fn, *args, **kwargs)
 
-    def submit_search(self, snap: Snapshot, images: Sequence, k: int, allowed: Sequence[Optional[np.ndarray]],
+    def submit_search(self, snap: Snapshot, images: Sequence, k: int, filters: Sequence[Optional[GalleryFilter]],
                       timings: Optional[Dict[str, float]] = None) -> Future:
-        """A Future of (scores, ids) of the top ``k`` per query image; ``allowed[i]``: the ids query i may match
-        (None: all). Concurrent queries share a forward pass; each one's index search follows on the model thread.
+        """A Future of the top ``k`` (scores, ids) per query image among what ``filters[i]`` admits (None: all).
+        Concurrent queries share a forward pass; with an embedded engine each one's search follows on the model
+        thread, otherwise the Future holds the embeddings and the caller searches (app.search_service).
         ``timings`` gets the seconds of each stage (model_wait, forward, index_search). ``images``: decoded images or
         already preprocessed model inputs."""
         tensors = [snap.embedder.preprocess(image) for image in images]  # inputs pass through
-        return self.model_thread.submit(snap.embedder, tensors, timings=timings,
-                                        then=lambda xq: _search_each(snap.index, xq, k, allowed))
+        then = None if snap.engine.shared else (lambda xq: snap.engine.search(xq, k, filters))
+        return self.model_thread.submit(snap.embedder, tensors, timings=timings, then=then)
+
+    def engine_call(self, snap: Snapshot, fn, *args):
+        """An embedded engine's call runs on the model thread (with the FAISS searches); a shared engine's (a
+        network round trip) in the calling thread."""
+        return fn(*args) if snap.engine.shared else self.on_model_thread(fn, *args)
 
     def embed_for_storage(self, embedder: Embedder, images: Sequence) -> np.ndarray:
         """Embeddings as the database keeps them (float16 values), so every index holds the same numbers."""
@@ -231,7 +248,7 @@ class ServiceState:
             self.metrics.embed_batch.observe(min(bs, len(images) - i))
         return _as_stored(self.on_model_thread(embedder, list(images)))
 
-    def vectors_for(self, snap: Snapshot, rows: Sequence[GalleryImage]) -> Tuple[List[int], np.ndarray]:
+    def vectors_for(self, snap: Snapshot, rows: Sequence[GalleryRecord]) -> Tuple[List[int], np.ndarray]:
         """Vectors of ``rows`` by the snapshot's model: stored ones from the database, the others embedded from
         their images and stored (so no other replica or restart embeds them again). Unreadable images are logged
         and left out."""
@@ -260,9 +277,14 @@ class ServiceState:
         vectors = np.stack([stored[i] for i in ids]) if ids else np.zeros((0, snap.embedder.dim), np.float32)
         return ids, vectors
 
-    def fill(self, snap: Snapshot, rows: Sequence[GalleryImage]) -> List[int]:
-        """Add the vectors of ``rows`` to the snapshot's index; the ids added."""
+    def fill(self, snap: Snapshot, rows: Sequence[GalleryRecord], target: Optional[VectorEngine] = None) -> List[int]:
+        """Put the vectors and attributes of ``rows`` into ``target`` (default: the snapshot's engine); the ids put."""
         ids, vectors = self.vectors_for(snap, rows)
         if ids:
-            self.on_model_thread(snap.index.add, np.asarray(ids), vectors)
+            by_id = {r.id: r for r in rows}
+            attributes = Attributes.of_rows([by_id[i] for i in ids])
+            if target is None or target is snap.engine:
+                self.engine_call(snap, snap.engine.upsert, np.asarray(ids), vectors, attributes)
+            else:  # an engine being built on the side: no searches use it yet
+                target.upsert(np.asarray(ids), vectors, attributes)
         return ids

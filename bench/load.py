@@ -166,7 +166,8 @@ def pad_gallery(service_dir: Path, total: int, seed: int = 0) -> int:
     Session = make_sessionmaker(engine)
     rng = np.random.default_rng(seed)
     with Session() as s:
-        model, first = crud.active_model(session=s), crud.all_images(session=s)[0]
+        model = crud.active_model(session=s)
+        first = crud.get_image(session=s, image_id=int(crud.image_id_array(session=s)[0]))
         have = crud.count_images(session=s)
         dim = len(crud.get_vectors(session=s, model_id=model.id, image_ids=[first.id])[first.id])
         template = dict(image_sha256=first.image_sha256, image_path=first.image_path, source_name='padding')

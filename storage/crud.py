@@ -1,19 +1,19 @@
 """SQL access as keyword-only functions taking a session (API schemas live in app/, tables in storage.db)."""
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from .db import ACTIVE_JOB_STATES, GalleryChange, GalleryImage, GalleryVector, Job, JobState, ModelVersion, utcnow
+from .db import (ACTIVE_JOB_STATES, EnginePosition, GalleryChange, GalleryImage, GalleryTag, GalleryVector, Job, JobState,
+                 ModelVersion, utcnow)
 
-__all__ = ['add_images', 'get_image', 'get_images', 'get_match_rows', 'list_images', 'delete_image', 'filter_image_ids',
-           'all_image_ids', 'all_images', 'all_image_paths', 'count_images', 'count_by_sha', 'put_vectors',
-           'get_vectors',
-           'last_change_seq', 'changes_after', 'images_needing_vectors', 'set_model_version', 'add_model',
+__all__ = ['add_images', 'get_image', 'get_images', 'get_match_rows', 'gallery_records', 'GalleryRecord', 'list_images',
+           'delete_image', 'image_id_array', 'ids_not_embedded_by', 'all_image_paths', 'count_images', 'count_by_sha',
+           'put_vectors', 'get_vectors', 'last_change_seq', 'changes_after', 'set_model_version', 'add_model',
            'get_model', 'list_models', 'active_model', 'activate_model', 'create_job', 'get_job', 'list_jobs',
-           'update_job', 'interrupt_running_jobs']
+           'update_job', 'interrupt_running_jobs', 'get_engine_position', 'put_engine_position']
 
 
 # ---- gallery ----------------------------------------------------------------------------------------------------
@@ -41,24 +41,49 @@ def get_images(*, session: Session, image_ids: Sequence[int]) -> Dict[int, Galle
     return {r.id: r for r in session.scalars(select(GalleryImage).where(GalleryImage.id.in_(ids)))}
 
 
-MATCH_COLUMNS = (GalleryImage.id, GalleryImage.person_id, GalleryImage.camera_id, GalleryImage.timestamp,
-                 GalleryImage.tags, GalleryImage.source_name)
-# built once: constructing the statement cost more than running it (~0.1 ms of ~0.25 per search)
-_MATCH_ROWS = select(*MATCH_COLUMNS).where(GalleryImage.id.in_(bindparam('ids', expanding=True)))
+class GalleryRecord(NamedTuple):
+    """A gallery row as searches show it and vector engines filter on it (no ORM object: read by the thousand)."""
+    id: int
+    person_id: int
+    camera_id: int
+    timestamp: Optional[datetime]
+    tags: List[str]
+    source_name: str
+    image_path: str
 
 
-def get_match_rows(*, session: Session, image_ids: Sequence[int]) -> Dict[int, Any]:
-    """What a search answer shows of each match (id, person, camera, timestamp, tags, file name), by id, in one
-    column query (no ORM objects: this runs on every search)."""
+_RECORD_COLUMNS = (GalleryImage.id, GalleryImage.person_id, GalleryImage.camera_id, GalleryImage.timestamp,
+                   GalleryImage.source_name, GalleryImage.image_path)
+# built once: constructing a statement cost more than running it (~0.1 ms of ~0.25 per search)
+_RECORDS = select(*_RECORD_COLUMNS).where(GalleryImage.id.in_(bindparam('ids', expanding=True)))
+_TAGS = (select(GalleryTag.image_id, GalleryTag.tag).where(GalleryTag.image_id.in_(bindparam('ids', expanding=True)))
+         .order_by(GalleryTag.image_id, GalleryTag.position))
+IN_CHUNK = 10_000  # bounded IN lists
+
+
+def gallery_records(*, session: Session, image_ids: Sequence[int]) -> Dict[int, GalleryRecord]:
+    """Records by id, two column queries per 10,000 ids (rows, then their tags); missing ids are absent."""
     ids = [int(i) for i in image_ids]
-    if not ids:
-        return {}
-    return {r.id: r for r in session.execute(_MATCH_ROWS, {'ids': ids})}
+    out: Dict[int, GalleryRecord] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        part = ids[start:start + IN_CHUNK]
+        tags: Dict[int, List[str]] = {}
+        for image_id, tag in session.execute(_TAGS, {'ids': part}):
+            tags.setdefault(image_id, []).append(tag)
+        for r in session.execute(_RECORDS, {'ids': part}):
+            out[r.id] = GalleryRecord(r.id, r.person_id, r.camera_id, r.timestamp, tags.get(r.id, []),
+                                      r.source_name, r.image_path)
+    return out
+
+
+def get_match_rows(*, session: Session, image_ids: Sequence[int]) -> Dict[int, GalleryRecord]:
+    """What a search answer shows of each match, by id (column queries, no ORM objects: this runs on searches)."""
+    return gallery_records(session=session, image_ids=image_ids)
 
 
 def _filtered(stmt, *, person_id: Optional[int] = None, camera_ids: Optional[Sequence[int]] = None,
               exclude_camera: Optional[int] = None, after: Optional[datetime] = None,
-              before: Optional[datetime] = None):
+              before: Optional[datetime] = None, tags: Optional[Sequence[str]] = None):
     if person_id is not None:
         stmt = stmt.where(GalleryImage.person_id == person_id)
     if camera_ids:
@@ -69,37 +94,39 @@ def _filtered(stmt, *, person_id: Optional[int] = None, camera_ids: Optional[Seq
         stmt = stmt.where(GalleryImage.timestamp >= after)
     if before is not None:
         stmt = stmt.where(GalleryImage.timestamp <= before)
+    for tag in dict.fromkeys(tags or ()):  # all of them: one indexed (tag, image_id) lookup each
+        stmt = stmt.where(select(GalleryTag.image_id).where(GalleryTag.tag == tag,
+                                                            GalleryTag.image_id == GalleryImage.id).exists())
     return stmt
 
 
-def _has_tags(image: GalleryImage, tags: Optional[Sequence[str]]) -> bool:
-    return not tags or set(tags) <= set(image.tags or [])
-
-
 def list_images(*, session: Session, offset: int = 0, limit: int = 50, **filters: Any) -> Tuple[List[GalleryImage], int]:
-    """A page of images (newest id last) and the total count matching the filters."""
-    tags = filters.pop('tags', None)
+    """A page of images (newest id last) and the total count matching the filters (tags: indexed lookups)."""
     stmt = _filtered(select(GalleryImage), **filters).order_by(GalleryImage.id)
-    if tags:  # JSON containment is not portable across databases: filter tags in Python
-        matching = [i for i in session.scalars(stmt) if _has_tags(i, tags)]
-        return matching[offset:offset + limit], len(matching)
     total = session.scalar(_filtered(select(func.count(GalleryImage.id)), **filters)) or 0
     return list(session.scalars(stmt.offset(offset).limit(limit))), total
 
 
-def filter_image_ids(*, session: Session, **filters: Any) -> List[int]:
-    tags = filters.pop('tags', None)
-    if tags:
-        return [i.id for i in session.scalars(_filtered(select(GalleryImage), **filters)) if _has_tags(i, tags)]
-    return list(session.scalars(_filtered(select(GalleryImage.id), **filters)))
+def image_id_array(*, session: Session, after_id: int = 0, chunk: int = 100_000) -> np.ndarray:
+    """Every gallery id (above ``after_id``), sorted, as int64, read in chunks: 8 bytes an id, never Python
+    objects for the whole gallery."""
+    parts, last = [], after_id
+    while True:
+        ids = np.fromiter(session.scalars(select(GalleryImage.id).where(GalleryImage.id > last)
+                                          .order_by(GalleryImage.id).limit(chunk)), np.int64)
+        if len(ids) == 0:
+            break
+        parts.append(ids)
+        last = int(ids[-1])
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def all_image_ids(*, session: Session) -> List[int]:
-    return list(session.scalars(select(GalleryImage.id)))
-
-
-def all_images(*, session: Session) -> List[GalleryImage]:
-    return list(session.scalars(select(GalleryImage).order_by(GalleryImage.id)))
+def ids_not_embedded_by(*, session: Session, model_id: Optional[int]) -> np.ndarray:
+    """Ids of rows whose recorded vector comes from another model (or none), sorted int64."""
+    cond = GalleryImage.model_version.is_(None)
+    if model_id is not None:
+        cond = cond | (GalleryImage.model_version != model_id)
+    return np.fromiter(session.scalars(select(GalleryImage.id).where(cond).order_by(GalleryImage.id)), np.int64)
 
 
 def all_image_paths(*, session: Session) -> List[str]:
@@ -109,13 +136,6 @@ def all_image_paths(*, session: Session) -> List[str]:
 
 def count_by_sha(*, session: Session, sha256: str) -> int:
     return session.scalar(select(func.count(GalleryImage.id)).where(GalleryImage.image_sha256 == sha256)) or 0
-
-
-def images_needing_vectors(*, session: Session, indexed_ids: Sequence[int], model_id: Optional[int]
-                           ) -> List[GalleryImage]:
-    """Rows that the index lacks, or whose vector came from another model."""
-    indexed = set(int(i) for i in indexed_ids)
-    return [i for i in all_images(session=session) if i.id not in indexed or i.model_version != model_id]
 
 
 def set_model_version(*, session: Session, image_ids: Sequence[int], model_id: int) -> None:
@@ -234,6 +254,22 @@ def update_job(*, session: Session, job_id: int, log_line: Optional[str] = None,
         job.log = ((job.log or '') + log_line.rstrip('\n') + '\n')[-max_log_chars:]
     job.updated_at = utcnow()
     return job
+
+
+def get_engine_position(*, session: Session, collection: str) -> Tuple[int, Dict[int, float]]:
+    """(applied seq, awaited seqs -> since when, epoch seconds) of a shared engine's collection; (0, {}) if new."""
+    row = session.get(EnginePosition, collection)
+    if row is None:
+        return 0, {}
+    return row.applied_seq, {int(k): float(v) for k, v in (row.awaited or {}).items()}
+
+
+def put_engine_position(*, session: Session, collection: str, applied_seq: int, awaited: Dict[int, float]) -> None:
+    row = session.get(EnginePosition, collection)
+    if row is None:
+        row = EnginePosition(collection=collection)
+        session.add(row)
+    row.applied_seq, row.awaited = int(applied_seq), {str(k): float(v) for k, v in awaited.items()}
 
 
 def interrupt_running_jobs(*, session: Session) -> int:

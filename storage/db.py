@@ -3,13 +3,16 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, Dict, List, Optional
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
-                        event)
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String,
+                        Text, create_engine, event)
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-__all__ = ['Base', 'GalleryImage', 'GalleryVector', 'GalleryChange', 'ModelVersion', 'Job', 'JobKind', 'JobState',
-           'ACTIVE_JOB_STATES', 'make_engine', 'make_sessionmaker', 'utcnow']
+__all__ = ['Base', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition', 'ModelVersion',
+           'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'make_engine', 'make_sessionmaker',
+           'utcnow']
+
+TAG_CHARS = 64  # longest tag
 
 
 class JobKind(StrEnum):
@@ -52,18 +55,36 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class GalleryTag(Base):
+    """One tag of one gallery image: tags are rows, so listing and counting by tag are indexed queries."""
+    __tablename__ = 'gallery_tags'
+    __table_args__ = (Index('ix_gallery_tags_tag_image', 'tag', 'image_id'),)
+    image_id: Mapped[int] = mapped_column(ForeignKey('gallery_images.id', ondelete='CASCADE'), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(TAG_CHARS), primary_key=True)
+    position: Mapped[int] = mapped_column(SmallInteger, default=0)  # the order the uploader gave
+
+
 class GalleryImage(Base):
     __tablename__ = 'gallery_images'
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[int] = mapped_column(Integer, index=True)
     camera_id: Mapped[int] = mapped_column(Integer, index=True, default=0)
     timestamp: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True, index=True)
-    tags: Mapped[List[str]] = mapped_column(default=list)
+    tag_rows: Mapped[List[GalleryTag]] = relationship(lazy='selectin', cascade='all, delete-orphan',
+                                                      order_by=GalleryTag.position)
     source_name: Mapped[str] = mapped_column(String(512), default='')
     image_sha256: Mapped[str] = mapped_column(String(64), index=True)
     image_path: Mapped[str] = mapped_column(String(1024))
     model_version: Mapped[Optional[int]] = mapped_column(ForeignKey('model_versions.id'), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    @property
+    def tags(self) -> List[str]:
+        return [t.tag for t in self.tag_rows]
+
+    @tags.setter
+    def tags(self, values: Optional[List[str]]) -> None:
+        self.tag_rows = [GalleryTag(tag=t, position=i) for i, t in enumerate(dict.fromkeys(values or ()))]
 
 
 class GalleryVector(Base):
@@ -84,6 +105,16 @@ class GalleryChange(Base):
     image_id: Mapped[int] = mapped_column(Integer)
     op: Mapped[str] = mapped_column(String(8))  # 'add' | 'delete'
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class EnginePosition(Base):
+    """How far a shared vector engine (one Milvus collection, used by every replica) has applied the gallery change
+    log: replicas take turns applying it, and each continues where the last one stopped."""
+    __tablename__ = 'engine_positions'
+    collection: Mapped[str] = mapped_column(String(255), primary_key=True)
+    applied_seq: Mapped[int] = mapped_column(Integer, default=0)
+    awaited: Mapped[Dict[str, Any]] = mapped_column(default=dict)  # seq -> seconds since the epoch it was first missed
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class Job(Base):

@@ -5,17 +5,16 @@ Rows in the database name files by content, so two uploads of the same bytes sha
 the file only when no row names it any more. Replicas share the store: :meth:`ImageStore.content_lock` orders a
 delete's "count the rows, unlink" against an upload's "make sure the file exists, commit the row", so neither can
 leave a row without its file."""
-import fcntl
 import hashlib
 import os
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Collection, Iterable, Iterator, Optional, Tuple
+from typing import Collection, Iterable, Optional, Tuple
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
+
+from .locks import replica_lock
 
 __all__ = ['ImageStore']
 
@@ -68,29 +67,10 @@ class ImageStore:
             raise ValueError('image path outside the image store')
         return path
 
-    @contextmanager
-    def content_lock(self, sha256s: Iterable[str], engine: Optional[Engine] = None) -> Iterator[None]:
-        """Held by every replica around "rows of these contents change, and their files with them". PostgreSQL:
-        an advisory lock per content (replicas may sit on different machines); otherwise an exclusive lock on a file
-        in the shared store (SQLite replicas share one machine's disk)."""
-        if engine is not None and engine.dialect.name == 'postgresql':
-            keys = sorted({int(s[:15], 16) for s in sha256s})  # sorted: two writers cannot deadlock
-            with engine.connect() as conn:
-                for key in keys:
-                    conn.execute(text('SELECT pg_advisory_lock(:k)'), {'k': key})
-                try:
-                    yield
-                finally:
-                    for key in keys:
-                        conn.execute(text('SELECT pg_advisory_unlock(:k)'), {'k': key})
-                    conn.commit()
-            return
-        with open(self.root / LOCK_FILE, 'a+b') as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    def content_lock(self, sha256s: Iterable[str], engine: Optional[Engine] = None):
+        """Held by every replica around "rows of these contents change, and their files with them": an advisory
+        lock per content on PostgreSQL, otherwise a lock file in the shared store (storage.locks)."""
+        return replica_lock([int(s[:15], 16) for s in sha256s], self.root / LOCK_FILE, engine)
 
     def sweep(self, referenced: Collection[str], older_than_s: float) -> Tuple[int, int]:
         """Remove image files no row names and temporaries of interrupted writes, both only when older than

@@ -14,7 +14,7 @@ import os
 import threading
 from pathlib import Path
 from enum import StrEnum
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Iterable, Optional, Tuple
 
 import faiss
 import numpy as np
@@ -54,8 +54,6 @@ class VectorIndex:
         self._lock = threading.RLock()
         self.index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.dirty = False
-        self.applied_seq = 0  # the gallery change log is applied up to here (app.state.sync)
-        self.awaited: Dict[int, float] = {}  # older change seqs not visible yet -> since when (monotonic s)
 
     # ---- building --------------------------------------------------------------------------------------------
     def trained_like(self, kind: IndexKind, sample: np.ndarray, expected: Optional[int] = None) -> 'VectorIndex':
@@ -153,13 +151,15 @@ class VectorIndex:
                 return np.zeros((0, self.dim), dtype=np.float32)
             return np.stack([self.index.reconstruct(int(i)) for i in ids])
 
-    def search(self, xq: np.ndarray, k: int, allowed_ids: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """(D, I) of shape (nq, k): cosine scores and ids, -1 ids where fewer than k candidates exist."""
+    def search(self, xq: np.ndarray, k: int, bitmap: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """(D, I) of shape (nq, k): cosine scores and ids, -1 ids where fewer than k candidates exist. ``bitmap``:
+        only the ids whose bit is set (little-endian bits over ids, uint8; storage.faiss_engine builds it)."""
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         with self._lock:
             params, ivf = None, (None if self.kind == IndexKind.EXACT else self._ivf())  # exact: flat, no lookup
-            if allowed_ids is not None:
-                sel = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
+            if bitmap is not None:
+                bitmap = np.ascontiguousarray(bitmap, dtype=np.uint8)  # referenced by sel during the search
+                sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
                 if ivf is None:
                     params = faiss.SearchParameters(sel=sel)
                 else:

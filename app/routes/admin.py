@@ -118,7 +118,11 @@ def rebuild_index(state: StateDep, kind: Optional[IndexKind] = Query(
     """Rebuild the active model's FAISS index in the background from the vectors in the database (e.g. switch a
     grown gallery to ``compressed``); searches use the old index until the new one is complete."""
     try:
-        state.index_builder.rebuild(state.snapshot(), kind)
+        snap = state.snapshot()
+        if snap.engine.shared and kind is not None:
+            raise HTTPException(status_code=409, detail='the index kind is a FAISS setting; Milvus builds the index '
+                                                        'set by AMG_MILVUS_INDEX_TYPE')
+        state.index_builder.rebuild(snap, kind)
     except NoModel as e:
         raise HTTPException(status_code=503, detail=str(e)) from None
     except RuntimeError as e:

@@ -4,6 +4,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
 from storage.db import Job, JobState
+from storage.engine import EngineUnavailable
 
 from ..deps import StateDep
 from ..schemas import TaskPublic
@@ -18,18 +19,26 @@ def healthz() -> dict:
     return {'status': 'ok'}
 
 
-@router.get('/readyz', responses={503: {'description': 'no model, or the index is being repaired'}})
+@router.get('/readyz', responses={503: {'description': 'no model, the index is being repaired, or the vector engine '
+                                                     'is unavailable'}})
 def readyz(state: StateDep):
-    """Ready to search: a model is loaded and the index holds exactly the gallery's vectors."""
+    """Ready to search: a model is loaded and its vector engine holds exactly the gallery's vectors."""
     try:
         snap = state.snapshot()
     except NoModel as e:
         return JSONResponse(status_code=503, content={'status': 'no model', 'detail': str(e)})
-    consistent = state.changelog.consistent(snap)  # catches up with the change log first
+    engine = {'name': snap.engine.name, 'kind': snap.engine.kind, 'behind': state.changelog.behind(snap)}
     body = {'status': 'ready', 'model_id': snap.model_id, 'model_name': snap.model_name,
-            'gallery_vectors': snap.index.ntotal, 'index_kind': snap.index.kind, 'backend': snap.embedder.backend,
+            'index_kind': snap.engine.kind, 'backend': snap.embedder.backend, 'vector_engine': engine,
             'activation': TaskPublic.model_validate(state.activator.progress).model_dump(mode='json'),
             'index_build': TaskPublic.model_validate(state.index_builder.progress).model_dump(mode='json')}
+    try:
+        consistent = state.changelog.consistent(snap)  # catches up with the change log first
+        body['gallery_vectors'] = snap.engine.count()
+        engine['behind'] = state.changelog.behind(snap)
+    except EngineUnavailable as e:
+        engine['error'] = str(e)
+        return JSONResponse(status_code=503, content=dict(body, status='vector engine unavailable'))
     if not consistent:
         return JSONResponse(status_code=503, content=dict(body, status='index inconsistent'))
     return body
@@ -44,5 +53,8 @@ def metrics(state: StateDep) -> Response:
     for job_state in JobState:
         state.metrics.jobs.labels(state=job_state).set(counts.get(job_state, 0))
     if state.ready:
-        state.metrics.gallery_size.set(state.snapshot().index.ntotal)
+        try:
+            state.metrics.gallery_size.set(state.snapshot().engine.count())
+        except EngineUnavailable:  # the last known size stays
+            pass
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -3,6 +3,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 
+from storage.engine import EngineUnavailable, FilterNotSupported, GalleryFilter
+
 from ..deps import SnapshotDep, StateDep, require_read
 from ..forms import SearchForm, int_list, read_images, str_list, when
 from ..schemas import ERRORS, SearchResponse
@@ -32,8 +34,9 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
     if form.exclude_same_camera and (query_cams is None or len(query_cams) not in (1, len(images))):
         raise HTTPException(status_code=400,
                             detail='exclude_same_camera needs query_camera_id: one value, or one per image')
-    filters = dict(person_id=form.person_id, camera_ids=int_list('camera_id', form.camera_id),
-                   after=when('after', form.after), before=when('before', form.before), tags=str_list(form.tags))
+    flt = GalleryFilter.of(person_id=form.person_id, camera_ids=int_list('camera_id', form.camera_id),
+                           after=when('after', form.after), before=when('before', form.before),
+                           tags=str_list(form.tags))
     cams = [(query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if form.exclude_same_camera else None
             for qi in range(len(images))]
     thumbnail = _thumbnail_template(request.app)
@@ -43,6 +46,11 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
                                 inline=True)
     stages['preprocess'] = sum(d.prepare_seconds for d in decoded)
     stages['decode'] = time.perf_counter() - entered - stages['preprocess']
-    results = await search_gallery(state, snap, decoded, k, threshold, filters, cams, thumbnail, stages)
+    try:
+        results = await search_gallery(state, snap, decoded, k, threshold, flt, cams, thumbnail, stages)
+    except FilterNotSupported as e:
+        raise HTTPException(status_code=422, detail=str(e)) from None
+    except EngineUnavailable as e:
+        raise HTTPException(status_code=503, detail=f'the vector engine is unavailable: {e}') from None
     request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
     return SearchResponse(model_id=snap.model_id, min_score=threshold, k=k, results=results)

@@ -48,7 +48,7 @@ def test_two_replicas_share_one_database(request, kind, tmp_path, tmp_path_facto
 
         victim = on_a[0][0]
         assert b.delete(f'/v1/gallery/{victim}').status_code == 200
-        wait_for(lambda: a.app.state.service.snapshot().index.ntotal == len(gallery) - 1)
+        wait_for(lambda: a.app.state.service.snapshot().engine.count() == len(gallery) - 1)
         assert victim not in [i for i, _ in matches(a, query)[1]]
         assert a.get('/readyz').json()['gallery_vectors'] == len(gallery) - 1
 

@@ -2,8 +2,10 @@ from datetime import datetime
 
 import numpy as np
 
+from sqlalchemy import func, select
+
 from storage import crud
-from storage.db import make_engine, make_sessionmaker
+from storage.db import GalleryTag, make_engine, make_sessionmaker
 
 
 def test_gallery_filters_models_and_jobs(database_url):
@@ -15,17 +17,36 @@ def test_gallery_filters_models_and_jobs(database_url):
             for i, (p, c, d, t) in enumerate([(1, 1, 1, ['a']), (1, 2, 2, ['a', 'b']), (2, 1, 3, []), (3, 3, 4, ['b'])])])
         ids = [r.id for r in rows]
         model = crud.add_model(session=s, path='/m.safetensors', min_score=0.5)
+        other = crud.add_model(session=s, path='/n.safetensors')
         crud.activate_model(session=s, model_id=model.id)
+    def listed(**filters):
+        page, total = crud.list_images(session=s, limit=100, **filters)
+        assert total == len(page)
+        return [r.id for r in page]
+
     with Session() as s:
-        assert crud.filter_image_ids(session=s, person_id=1) == ids[:2]
-        assert crud.filter_image_ids(session=s, camera_ids=[1, 3]) == [ids[0], ids[2], ids[3]]
-        assert crud.filter_image_ids(session=s, tags=['b']) == [ids[1], ids[3]]
-        assert crud.filter_image_ids(session=s, after=datetime(2026, 1, 2), before=datetime(2026, 1, 3)) == ids[1:3]
+        assert listed(person_id=1) == ids[:2]
+        assert listed(camera_ids=[1, 3]) == [ids[0], ids[2], ids[3]]
+        assert listed(tags=['b']) == [ids[1], ids[3]]
+        assert listed(tags=['b', 'a']) == [ids[1]] and listed(tags=['a', 'zz']) == []
+        assert listed(tags=['a'], camera_ids=[2]) == [ids[1]]
+        assert listed(after=datetime(2026, 1, 2), before=datetime(2026, 1, 3)) == ids[1:3]
         page, total = crud.list_images(session=s, offset=1, limit=2)
         assert total == 4 and [r.id for r in page] == ids[1:3]
+        _, total = crud.list_images(session=s, limit=1, tags=['a'])
+        assert total == 2  # the count, not the page
         assert crud.active_model(session=s).id == model.id
-        assert all(r.model_version == model.id for r in crud.all_images(session=s))
-        assert crud.images_needing_vectors(session=s, indexed_ids=ids[:3], model_id=model.id)[0].id == ids[3]
+        assert crud.ids_not_embedded_by(session=s, model_id=model.id).tolist() == []
+        assert crud.image_id_array(session=s, chunk=3).tolist() == ids  # read in chunks
+        records = crud.gallery_records(session=s, image_ids=ids + [10 ** 6])
+        assert sorted(records) == ids and records[ids[1]].tags == ['a', 'b'] and records[ids[2]].tags == []
+        assert crud.get_image(session=s, image_id=ids[1]).tags == ['a', 'b']  # the uploader's order
+    with Session.begin() as s:
+        crud.set_model_version(session=s, image_ids=ids[3:], model_id=other.id)
+        assert crud.delete_image(session=s, image_id=ids[1])
+    with Session() as s:
+        assert crud.ids_not_embedded_by(session=s, model_id=model.id).tolist() == [ids[3]]
+        assert s.scalar(select(func.count()).select_from(GalleryTag)) == 2  # the deleted image's tags went too
     with Session.begin() as s:
         job = crud.create_job(session=s, kind='prune', params={})
         crud.update_job(session=s, job_id=job.id, state='running', log_line='x' * 50, max_log_chars=30)

@@ -55,6 +55,12 @@ def test_small_searches_run_serially_and_leave_the_threads_setting_as_it_was(mon
     assert np.array_equal(I20, I20p) and np.allclose(D20, D20p)
 
 
+def bitmap_of(ids) -> np.ndarray:
+    bits = np.zeros(int(max(ids)) + 1, bool)
+    bits[np.asarray(ids)] = True
+    return np.packbits(bits, bitorder='little')
+
+
 def test_remove_readd_filter_and_persist(tmp_path):
     xq, xb, ids = _data(nb=100)
     index = VectorIndex(32)
@@ -63,7 +69,7 @@ def test_remove_readd_filter_and_persist(tmp_path):
     index.add(ids[20:21], xb[:1])  # re-adding an id replaces its vector
     assert index.ntotal == 90 and np.allclose(index.vectors()[index.ids() == ids[20]][0], xb[0])
     allowed = ids[50:60]
-    D, I = index.search(xq, 5, allowed_ids=allowed)
+    D, I = index.search(xq, 5, bitmap=bitmap_of(allowed))
     assert set(I.ravel()) <= set(allowed)
     index.save(tmp_path / 'g.faiss')
     loaded = VectorIndex.load(tmp_path / 'g.faiss', 32)
@@ -85,7 +91,7 @@ def test_approximate_index_recall_and_ids():
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I, I_ref)])
     assert recall >= 0.9
     assert index.remove(ids[:5]) == 5
-    D, I = index.search(xq, 5, allowed_ids=ids[100:200])
+    D, I = index.search(xq, 5, bitmap=bitmap_of(ids[100:200]))
     assert set(I.ravel()) - {-1} <= set(ids[100:200])
 
 
@@ -139,7 +145,7 @@ def test_compressed_index_recall_scores_ids_and_persistence(tmp_path):
     assert np.abs(D[:, 0] - D_ref[:, 0]).max() < 0.05  # reported as cosines
     assert index.remove(ids[:10]) == 10 and index.ntotal == len(xb) - 10
     allowed = ids[100:150]
-    _, I = index.search(xq, 5, allowed_ids=allowed)
+    _, I = index.search(xq, 5, bitmap=bitmap_of(allowed))
     assert set(I.ravel()) - {-1} <= set(allowed)
     index.save(tmp_path / 'pq.faiss')
     loaded = VectorIndex.load(tmp_path / 'pq.faiss', 512, nprobe=16)

@@ -2,28 +2,43 @@
 a fresh one migrated from nothing matches the tables in storage.db exactly."""
 import threading
 
+from datetime import datetime
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import JSON, DateTime, Integer, String, column, create_engine, insert, select, table, text
 
-from storage.db import Base, GalleryImage, Job, make_engine
-from storage.migrate import current_revision, head_revision, upgrade
+from storage import crud
+from storage.db import Base, GalleryImage, Job, make_engine, make_sessionmaker
+from storage.migrate import FIRST_REVISION, _config, current_revision, head_revision, upgrade
 
 
 def test_a_database_from_before_migrations_is_upgraded_with_its_rows(database_url):
     old = create_engine(database_url)
-    Base.metadata.create_all(old)  # what make_engine did before migrations existed
+    with old.begin() as conn:  # revision 0001's schema, without alembic_version: what make_engine made before
+        cfg = _config(conn)
+        command.upgrade(cfg, FIRST_REVISION)
+        conn.execute(text('DROP TABLE alembic_version'))
+    images = table('gallery_images', column('id', Integer), column('person_id', Integer), column('tags', JSON),
+                   column('image_sha256', String), column('image_path', String), column('camera_id', Integer),
+                   column('source_name', String), column('created_at', DateTime))
     with old.begin() as conn:
         conn.execute(insert(Job).values(kind='train', state='succeeded', params={'data_dir': 'd', 'wd': 0.01,
                                                                                    'workers': 2}))
-        conn.execute(insert(GalleryImage).values(person_id=3, image_sha256='a' * 64, image_path='/x.jpg'))
+        conn.execute(insert(images), [
+            dict(person_id=3, image_sha256='a' * 64, image_path='/x.jpg', camera_id=0, source_name='',
+                 created_at=datetime(2026, 1, 1), tags=tags) for tags in (['b', 'a', 'b'], [], None)])
     old.dispose()
     engine = make_engine(database_url)
     assert current_revision(engine) == head_revision() != '0001'
     with engine.connect() as conn:
         assert conn.execute(select(Job.params)).scalar_one() == {'data_dir': 'd', 'weight_decay': 0.01,
                                                                   'num_workers': 2}
-        assert conn.execute(select(GalleryImage.person_id)).scalar_one() == 3
+        assert conn.execute(select(GalleryImage.person_id)).scalars().all() == [3, 3, 3]
+    with make_sessionmaker(engine)() as s:  # the JSON tags became rows, in the uploader's order, once each
+        assert [r.tags for r in s.scalars(select(GalleryImage).order_by(GalleryImage.id))] == [['b', 'a'], [], []]
+        assert crud.list_images(session=s, tags=['a'])[1] == 1
 
 
 def test_migrations_build_exactly_the_declared_tables(database_url):

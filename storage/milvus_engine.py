@@ -1,0 +1,225 @@
+"""The distributed vector engine: a Milvus collection per model version, shared by every replica (no vectors in a
+replica's memory), through pymilvus ``MilvusClient``.
+
+``uri``: ``http://host:19530`` for a Milvus standalone or distributed cluster, or a local ``.db`` path for Milvus Lite
+(in this process; several processes share Lite only through ``milvus-lite server``). Each row: ``id`` (the gallery
+image id, primary key), ``vector`` (inner product), ``person``, ``camera``, ``time`` (INT64 microseconds, see
+storage.engine.time_key) and ``tags`` (ARRAY of VARCHAR); a :class:`~storage.engine.GalleryFilter` becomes a Milvus
+boolean expression. Collections are created with Strong consistency: a search sees every write acknowledged
+before it, so a deleted vector is never found once its delete returned.
+"""
+import json
+import logging
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from .db import TAG_CHARS
+from .engine import (NO_TIME, Attributes, EngineUnavailable, FilterNotSupported, GalleryFilter, Hits, VectorEngine,
+                     group_by_filter, time_key)
+
+__all__ = ['MilvusEngine', 'filter_expression', 'collection_name']
+
+_logger = logging.getLogger(__name__)
+MAX_TAGS = 32  # per image (app.forms bounds uploads the same)
+WRITE_BATCH = 2_000  # rows per upsert call (a gRPC message stays well under Milvus's 64 MB default)
+_EMPTY: Hits = (np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+def collection_name(prefix: str, model_id: int) -> str:
+    return f'{prefix}_model{int(model_id)}'
+
+
+def _string_literal(value: str) -> str:
+    if any(ord(c) < 32 for c in value):
+        raise FilterNotSupported(f'tags: control characters cannot be searched on Milvus: {value!r}')
+    return json.dumps(value, ensure_ascii=False)  # "...", with quotes and backslashes escaped as Milvus reads them
+
+
+def filter_expression(flt: GalleryFilter) -> str:
+    """``flt`` as a Milvus boolean expression ('' for no condition)."""
+    terms = []
+    if flt.person_id is not None:
+        terms.append(f'person == {int(flt.person_id)}')
+    if flt.camera_ids:
+        terms.append(f'camera in [{", ".join(str(int(c)) for c in flt.camera_ids)}]')
+    if flt.exclude_camera is not None:
+        terms.append(f'camera != {int(flt.exclude_camera)}')
+    if flt.after is not None:
+        terms.append(f'time >= {time_key(flt.after)}')
+    if flt.before is not None:
+        terms.append(f'time <= {time_key(flt.before)}')
+        if flt.after is None:
+            terms.append(f'time != {NO_TIME}')
+    if flt.tags:
+        terms.append(f'array_contains_all(tags, [{", ".join(_string_literal(t) for t in flt.tags)}])')
+    return ' and '.join(terms)
+
+
+class MilvusEngine(VectorEngine):
+    """One model's vectors in the Milvus collection ``collection``; ``alias`` (optional) is pointed at it by
+    :meth:`make_current`, so outside readers follow the active model."""
+    name = 'milvus'
+    shared = True
+
+    def __init__(self, uri: str, collection: str, dim: int, *, token: str = '', index_type: str = 'HNSW',
+                 index_params: Optional[Dict[str, Any]] = None, search_params: Optional[Dict[str, Any]] = None,
+                 alias: str = '', timeout: float = 10.0) -> None:
+        super().__init__(dim)
+        from pymilvus import MilvusClient  # optional dependency: amg-reid[milvus]
+        self.uri, self.collection, self.alias = uri, collection, alias
+        self.index_type = index_type
+        self.index_params = dict(index_params or {})
+        self.search_params = dict(search_params or {})
+        self.timeout = timeout
+        self._client_args = dict(uri=uri, token=token or '', timeout=timeout)
+        self._client: Optional[MilvusClient] = None
+
+    # ---- connection ------------------------------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            from pymilvus import MilvusClient
+            try:
+                self._client = MilvusClient(**self._client_args)
+            except Exception as e:  # connection refused, server starting, bad URI
+                raise EngineUnavailable(f'Milvus at {self.uri} cannot be reached: {_reason(e)}') from None
+        return self._client
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        """A pymilvus call; an unreachable server is :class:`EngineUnavailable` (and reconnects next time)."""
+        from pymilvus.exceptions import MilvusException
+        try:
+            return fn(*args, **kwargs)
+        except MilvusException as e:
+            if _is_unavailable(e):
+                self._client = None
+                raise EngineUnavailable(f'Milvus {what} failed: {_reason(e)}') from None
+            raise
+        except Exception as e:  # gRPC errors that pymilvus passes through
+            if type(e).__module__.startswith('grpc'):
+                self._client = None
+                raise EngineUnavailable(f'Milvus {what} failed: {_reason(e)}') from None
+            raise
+
+    @property
+    def kind(self) -> str:
+        return f'milvus-{self.index_type.lower()}'
+
+    def exists(self) -> bool:
+        return bool(self._call('has_collection', self.client.has_collection, self.collection))
+
+    def create(self) -> None:
+        """Create the collection with its scalar fields and vector index (a no-op when it exists) and load it."""
+        from pymilvus import DataType, MilvusClient
+        client = self.client
+        if not self._call('has_collection', client.has_collection, self.collection):
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field('id', DataType.INT64, is_primary=True)
+            schema.add_field('vector', DataType.FLOAT_VECTOR, dim=self.dim)
+            schema.add_field('person', DataType.INT64)
+            schema.add_field('camera', DataType.INT64)
+            schema.add_field('time', DataType.INT64)
+            schema.add_field('tags', DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS,
+                             max_length=TAG_CHARS * 4)  # bytes: up to 4 per UTF-8 character
+            index = client.prepare_index_params()
+            index.add_index(field_name='vector', index_type=self.index_type, metric_type='IP',
+                            params=self.index_params)
+            self._call('create_collection', client.create_collection, self.collection, schema=schema,
+                       index_params=index, consistency_level='Strong')
+        self._call('load_collection', client.load_collection, self.collection)
+
+    def drop(self) -> None:
+        if self.exists():
+            self._call('drop_collection', self.client.drop_collection, self.collection)
+
+    def make_current(self) -> None:
+        """Point the alias (if any) at this collection."""
+        if not self.alias:
+            return
+        client = self.client
+        try:
+            current = self._call('describe_alias', client.describe_alias, self.alias).get('collection_name')
+        except EngineUnavailable:
+            raise
+        except Exception:  # no such alias yet
+            current = None
+        if current is None:
+            self._call('create_alias', client.create_alias, self.collection, self.alias)
+        elif current != self.collection:
+            self._call('alter_alias', client.alter_alias, self.collection, self.alias)
+
+    def drop_other_models(self, prefix: str, keep: Sequence[str]) -> List[str]:
+        """Drop this prefix's collections of other models than ``keep``; the names dropped."""
+        client = self.client
+        dropped = []
+        for name in self._call('list_collections', client.list_collections):
+            if name.startswith(f'{prefix}_model') and name not in keep:
+                self._call('drop_collection', client.drop_collection, name)
+                dropped.append(name)
+        return dropped
+
+    # ---- the engine ------------------------------------------------------------------------------------------
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray, attributes: Attributes) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        self._check_vectors(ids, vectors, attributes, self.dim)
+        for start in range(0, len(ids), WRITE_BATCH):
+            stop = start + WRITE_BATCH
+            rows = [dict(id=int(i), vector=v, person=int(p), camera=int(c), time=int(t), tags=list(tags))
+                    for i, v, p, c, t, tags in zip(ids[start:stop], vectors[start:stop],
+                                                   attributes.person[start:stop], attributes.camera[start:stop],
+                                                   attributes.time[start:stop], attributes.tags[start:stop])]
+            self._call('upsert', self.client.upsert, self.collection, rows)
+
+    def remove(self, ids: Iterable[int]) -> int:
+        ids = [int(i) for i in ids]
+        for start in range(0, len(ids), WRITE_BATCH):
+            self._call('delete', self.client.delete, self.collection, ids=ids[start:start + WRITE_BATCH])
+        return len(ids)  # Milvus does not say which of them existed
+
+    def check_filter(self, flt: GalleryFilter) -> None:
+        filter_expression(flt)
+
+    def search(self, queries: np.ndarray, k: int, filters: Sequence[Optional[GalleryFilter]]) -> List[Hits]:
+        queries = np.asarray(queries, dtype=np.float32)
+        out: List[Hits] = [_EMPTY] * len(queries)
+        params = {'metric_type': 'IP', 'params': self.search_params}
+        for flt, positions in group_by_filter(filters).items():
+            expression = '' if flt is None else filter_expression(flt)
+            found = self._call('search', self.client.search, self.collection, data=[queries[p] for p in positions],
+                               limit=k, filter=expression, output_fields=['id'], search_params=params)
+            for position, hits in zip(positions, found):
+                out[position] = (np.fromiter((h['distance'] for h in hits), np.float32, len(hits)),
+                                 np.fromiter((h['id'] for h in hits), np.int64, len(hits)))
+        return out
+
+    def count(self) -> int:
+        result = self._call('count', self.client.query, self.collection, filter='', output_fields=['count(*)'])
+        return int(result[0]['count(*)'])
+
+    def ids(self, batch: int = 10_000) -> np.ndarray:
+        """Every id, read in batches into int64 arrays (8 bytes an id in this process)."""
+        iterator = self._call('query_iterator', self.client.query_iterator, self.collection, batch_size=batch,
+                              filter='', output_fields=['id'])
+        parts = []
+        try:
+            while True:
+                rows = self._call('query_iterator', iterator.next)
+                if not rows:
+                    break
+                parts.append(np.fromiter((r['id'] for r in rows), np.int64, len(rows)))
+        finally:
+            iterator.close()
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def _is_unavailable(e: Exception) -> bool:
+    text = str(e).lower()
+    return any(s in text for s in ('unavailable', 'connect', 'deadline', 'timeout', 'timed out', 'not ready',
+                                   'closed channel', 'rpc error', 'fail connecting'))
