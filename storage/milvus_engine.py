@@ -87,11 +87,15 @@ class MilvusEngine(VectorEngine):
         return self._client
 
     def _call(self, what: str, fn, *args, **kwargs):
-        """A pymilvus call; an unreachable server is :class:`EngineUnavailable` (and reconnects next time)."""
+        """A pymilvus call; an unreachable server is :class:`EngineUnavailable` (and reconnects next time); a
+        collection released by a server restart is loaded again and the call repeated."""
         from pymilvus.exceptions import MilvusException
         try:
             return fn(*args, **kwargs)
         except MilvusException as e:
+            if _is_released(e) and what != 'load_collection':
+                self._call('load_collection', self.client.load_collection, self.collection)
+                return self._call(what, fn, *args, **kwargs)
             if _is_unavailable(e):
                 self._client = None
                 raise EngineUnavailable(f'Milvus {what} failed: {_reason(e)}') from None
@@ -217,6 +221,11 @@ class MilvusEngine(VectorEngine):
 def _reason(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return text[0][:300] if text else type(e).__name__
+
+
+def _is_released(e: Exception) -> bool:
+    text = str(e).lower()
+    return 'released' in text or 'not loaded' in text or 'call load' in text
 
 
 def _is_unavailable(e: Exception) -> bool:

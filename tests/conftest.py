@@ -82,3 +82,61 @@ def trained(synth_root, tmp_path_factory):
                       batch_size=8, val_fraction=0.34, seed=0)
     train(cfg, progress=False)
     return out / 'teacher' / 'best.safetensors'
+
+
+VECTOR_ENGINES = ['faiss', 'milvus']
+
+
+def engine_settings(kind: str, tmp_path_factory, uri: str = '') -> dict:
+    """Service settings for vector engine ``kind``: FAISS (the default), or Milvus - Milvus Lite in this process on a
+    fresh ``.db`` file unless ``uri`` names a server. Skips the Milvus variant where pymilvus or milvus-lite is
+    missing."""
+    if kind == 'faiss':
+        return {}
+    import uuid
+    for module in ('pymilvus', 'milvus_lite'):
+        pytest.importorskip(module, reason=f'Milvus variant skipped: {module} is not installed '
+                                           '(pip install -e .[milvus])')
+    uri = uri or str(tmp_path_factory.mktemp('milvus') / 'milvus.db')
+    return dict(vector_engine='milvus', milvus_uri=uri, milvus_collection_prefix=f'amg_{uuid.uuid4().hex[:8]}')
+
+
+def start_milvus_lite(data_dir: Path, port: int = 0):
+    """A Milvus Lite gRPC server in its own process on ``data_dir`` (which several service processes can share: a
+    Lite ``.db`` file opened directly belongs to one process); (process, URI). Skips where it cannot start."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    for module in ('pymilvus', 'milvus_lite'):
+        pytest.importorskip(module, reason=f'{module} is not installed (pip install -e .[milvus])')
+    from pymilvus import MilvusClient
+    if not port:
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            port = sock.getsockname()[1]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / f'server-{port}.log'
+    with open(log, 'ab') as out:
+        proc = subprocess.Popen([sys.executable, '-m', 'milvus_lite', 'server', '--data-dir', str(data_dir / 'db'),
+                                 '--host', '127.0.0.1', '--port', str(port)], stdout=out, stderr=subprocess.STDOUT)
+    uri = f'http://127.0.0.1:{port}'
+    deadline = time.time() + 60
+    while True:
+        try:
+            MilvusClient(uri=uri, timeout=2).list_collections()
+            return proc, uri
+        except Exception:  # noqa: BLE001 - not up yet
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.skip(f'Milvus Lite server did not start: {log.read_text()[-300:]}')
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope='session')
+def milvus_lite_server(tmp_path_factory):
+    """One shared Milvus Lite server for the session's multi-process tests; its URI."""
+    proc, uri = start_milvus_lite(tmp_path_factory.mktemp('milvus-server'))
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)

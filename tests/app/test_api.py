@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.app.conftest import API_KEY, files_for, make_client, png_bytes
-from tests.conftest import database_url_for
+from tests.conftest import database_url_for, engine_settings
 
 ADMIN = {'X-API-Key': API_KEY}
 
@@ -23,13 +23,15 @@ def test_without_a_model_the_service_starts_and_explains(tmp_path, dataset):
         assert client.get('/metrics').status_code == 200
 
 
-@pytest.fixture(scope='module', params=['sqlite', 'postgresql'])
+@pytest.fixture(scope='module', params=['sqlite-faiss', 'postgresql-faiss', 'sqlite-milvus', 'postgresql-milvus'])
 def gallery_client(request, tmp_path_factory, service_model, dataset):
     """A service with the synthetic test gallery uploaded through the API (camera-tagged, timestamps by camera),
-    with its metadata on SQLite and on PostgreSQL."""
+    with its metadata on SQLite and on PostgreSQL, its vectors in FAISS and in Milvus (Lite)."""
+    database, engine = request.param.split('-')
     data_dir = tmp_path_factory.mktemp('service')
-    database_url = database_url_for(request, request.param, tmp_path_factory)
-    with make_client(data_dir, service_model, database_url=database_url) as client:
+    database_url = database_url_for(request, database, tmp_path_factory)
+    with make_client(data_dir, service_model, database_url=database_url,
+                     **engine_settings(engine, tmp_path_factory)) as client:
         gallery = [r for r in dataset.gallery if r.pid > 0]
         for start in range(0, len(gallery), 40):
             chunk = gallery[start:start + 40]
@@ -39,6 +41,13 @@ def gallery_client(request, tmp_path_factory, service_model, dataset):
                 'timestamp': '2026-01-01T10:00:00', 'tags': 'synthetic,test'})
             assert r.status_code == 201, r.text
         yield client, data_dir, gallery
+
+
+def same_stores(client) -> dict:
+    """Settings of another service on ``client``'s database and vector engine."""
+    settings = client.app.state.service.settings
+    return dict(database_url=settings.database_url, vector_engine=settings.vector_engine,
+                milvus_uri=settings.milvus_uri, milvus_collection_prefix=settings.milvus_collection_prefix)
 
 
 def test_upload_and_search_finds_the_right_person(gallery_client, dataset):
@@ -207,7 +216,7 @@ def test_delete_removes_from_db_and_index_and_restart_keeps_everything(gallery_c
     ready = client.get('/readyz').json()
     assert ready['status'] == 'ready' and ready['gallery_vectors'] == len(gallery) - 1
     # a second service on the same data dir (a restart) sees the same gallery and gives the same answers
-    with make_client(data_dir, service_model, database_url=client.app.state.service.settings.database_url) as again:
+    with make_client(data_dir, service_model, **same_stores(client)) as again:
         assert again.get('/readyz').json()['gallery_vectors'] == len(gallery) - 1
         same = again.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '100'}).json()
         assert [m['image_id'] for m in same['results'][0]['matches']] == \
@@ -266,8 +275,7 @@ def test_a_replica_with_no_index_file_fills_it_from_the_database_in_chunks(galle
     monkeypatch.setattr(app.changelog, 'RECONCILE_CHUNK', 7)
     q = dataset.query[0]
     want = client.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '20'}).json()
-    with make_client(data_dir, service_model, index_dir=tmp_path / 'fresh-index',
-                     database_url=client.app.state.service.settings.database_url) as replica:
+    with make_client(data_dir, service_model, index_dir=tmp_path / 'fresh-index', **same_stores(client)) as replica:
         assert replica.get('/readyz').json()['gallery_vectors'] == client.get('/readyz').json()['gallery_vectors'] > 7
         got = replica.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '20'}).json()
     assert [m['image_id'] for m in got['results'][0]['matches']] == \

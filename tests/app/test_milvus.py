@@ -1,0 +1,77 @@
+"""The service on Milvus: an acknowledged upload survives a Milvus outage (it waits in the change log and is applied
+when Milvus is back), a delete is never found again, /readyz names the engine and how far behind it is, and a
+filter Milvus cannot express is a 422."""
+import time
+
+import pytest
+
+from tests.app.conftest import files_for, make_client
+from tests.conftest import engine_settings, start_milvus_lite
+
+
+def wait_for(check, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError('timed out')
+
+
+def search(client, path, **fields):
+    return client.post('/v1/search', files=files_for([path]), data=dict({'min_score': '-1', 'k': '50'}, **fields))
+
+
+def found(client, path):
+    return {m['image_id'] for m in search(client, path).json()['results'][0]['matches']}
+
+
+@pytest.mark.slow
+def test_an_outage_loses_no_acknowledged_upload(tmp_path, tmp_path_factory, service_model, dataset):
+    server, uri = start_milvus_lite(tmp_path / 'milvus')
+    port = int(uri.rsplit(':', 1)[1])
+    settings = dict(engine_settings('milvus', tmp_path_factory, uri=uri), sync_seconds=0.2, milvus_timeout=2)
+    gallery = [r for r in dataset.gallery if r.pid > 0][:12]
+    try:
+        with make_client(tmp_path / 'data', service_model, **settings) as client:
+            r = client.post('/v1/gallery', files=files_for([g.path for g in gallery[:10]]),
+                            data={'person_id': ','.join(str(g.pid) for g in gallery[:10])})
+            assert r.status_code == 201
+            first = [d['id'] for d in r.json()['data']]
+            ready = client.get('/readyz').json()
+            assert ready['vector_engine'] == {'name': 'milvus', 'kind': 'milvus-hnsw', 'behind': 0}
+            assert ready['gallery_vectors'] == 10
+
+            server.kill()  # Milvus goes away
+            server.wait()
+            r = client.post('/v1/gallery', files=files_for([g.path for g in gallery[10:]]),
+                            data={'person_id': ','.join(str(g.pid) for g in gallery[10:])})
+            assert r.status_code == 201  # committed to the database: acknowledged
+            late = [d['id'] for d in r.json()['data']]
+            assert client.delete(f'/v1/gallery/{first[0]}').status_code == 200
+            r = search(client, gallery[10].path)
+            assert r.status_code == 503 and 'vector engine' in r.json()['detail']
+            ready = client.get('/readyz')
+            assert ready.status_code == 503 and ready.json()['status'] == 'vector engine unavailable'
+            assert ready.json()['vector_engine']['behind'] == 3 and 'error' in ready.json()['vector_engine']
+
+            server, _ = start_milvus_lite(tmp_path / 'milvus', port)  # back, with what it had stored
+            wait_for(lambda: client.get('/readyz').status_code == 200)
+            ready = client.get('/readyz').json()
+            assert ready['vector_engine']['behind'] == 0 and ready['gallery_vectors'] == 11
+            ids = found(client, gallery[10].path)
+            assert set(late) <= ids and first[0] not in ids
+    finally:
+        server.kill()
+
+
+def test_a_filter_milvus_cannot_express_is_a_422(tmp_path, tmp_path_factory, service_model, dataset):
+    with make_client(tmp_path, service_model, **engine_settings('milvus', tmp_path_factory)) as client:
+        g = dataset.gallery[0]
+        assert client.post('/v1/gallery', files=files_for([g.path]), data={'person_id': '1'}).status_code == 201
+        r = search(client, g.path, tags='tab\there')
+        assert r.status_code == 422 and 'control characters' in r.json()['detail']
+        r = search(client, g.path, tags='say "hi",back\\slash')
+        assert r.status_code == 200 and r.json()['results'][0]['matches'] == []
+        assert client.get('/readyz').json()['vector_engine']['name'] == 'milvus'
