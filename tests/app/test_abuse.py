@@ -1,5 +1,5 @@
-"""Hostile input gets a clear 4xx, never a 500, on SQLite and PostgreSQL; work per request is bounded; writes sit
-behind their key; files stay durable."""
+"""Hostile input gets a clear 4xx, never a 500, on SQLite and PostgreSQL, on FAISS and Milvus; work per request is
+bounded; writes sit behind their key; files stay durable."""
 import io
 import os
 import threading
@@ -15,16 +15,17 @@ from app.state import ServiceState
 from models.imaging import open_image
 from storage import crud
 from tests.app.conftest import API_KEY, files_for, make_client, png_bytes
-from tests.conftest import database_url_for
+from tests.conftest import database_url_for, engine_settings
 
 ADMIN = {'X-API-Key': API_KEY}
 
 
-@pytest.fixture(scope='module', params=['sqlite', 'postgresql'])
+@pytest.fixture(scope='module', params=['sqlite-faiss', 'postgresql-faiss', 'sqlite-milvus'])
 def client(request, tmp_path_factory, service_model, dataset):
+    database, engine = request.param.split('-')
     data_dir = tmp_path_factory.mktemp('abuse')
-    url = database_url_for(request, request.param, tmp_path_factory)
-    with make_client(data_dir, service_model, database_url=url) as c:
+    url = database_url_for(request, database, tmp_path_factory)
+    with make_client(data_dir, service_model, database_url=url, **engine_settings(engine, tmp_path_factory)) as c:
         r = c.post('/v1/gallery', files=files_for([dataset.gallery[0].path]), data={'person_id': '1'})
         assert r.status_code == 201
         yield c, data_dir, dataset

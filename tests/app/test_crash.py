@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Set, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 import faiss
 import httpx
@@ -22,6 +22,7 @@ from app.state import register_checkpoint
 from models.checkpoints import load_model, save_checkpoint
 from storage.db import GalleryImage, ModelVersion, make_engine, make_sessionmaker
 from tests.app.conftest import free_port, start_server
+from tests.conftest import engine_settings
 
 pytestmark = pytest.mark.slow
 
@@ -39,20 +40,34 @@ def distinct_images(count: int, seed: int = 0):
     return out
 
 
-def stored_ids(data_dir: Path) -> Tuple[Set[int], Set[int], int]:
-    """(database ids, ids in the active model's saved index, active model id), read from the files of a stopped
-    server."""
+def stored_ids(data_dir: Path, env: Dict[str, str]) -> Tuple[Set[int], Set[int], int]:
+    """(database ids, ids in the active model's saved index or Milvus collection, active model id), read after the
+    server stopped."""
     Session = make_sessionmaker(make_engine(f'sqlite:///{data_dir / "amg.db"}'))
     with Session() as s:
         db_ids = set(s.scalars(select(GalleryImage.id)))
         active = s.scalars(select(ModelVersion.id).where(ModelVersion.active.is_(True))).one()
+    if env.get('AMG_VECTOR_ENGINE') == 'milvus':
+        from storage.milvus_engine import MilvusEngine, collection_name
+        engine = MilvusEngine(env['AMG_MILVUS_URI'], collection_name(env['AMG_MILVUS_COLLECTION_PREFIX'], active), 1)
+        return db_ids, set(engine.ids().tolist()), active
     index = faiss.read_index(str(data_dir / f'index-model{active}.faiss'))
     return db_ids, set(faiss.vector_to_array(index.id_map).tolist()), active
 
 
-def restart(data_dir: Path, model: Path):
-    proc = start_server(data_dir, model, free_port())  # start-up reconciles database and index
+def restart(data_dir: Path, model: Path, env: Optional[Dict[str, str]] = None):
+    proc = start_server(data_dir, model, free_port(), **(env or {}))  # start-up reconciles database and index
     return proc, f'http://127.0.0.1:{proc.args[proc.args.index("--port") + 1]}'
+
+
+@pytest.fixture(params=['faiss', 'milvus'])
+def engine_env(request, tmp_path_factory) -> Dict[str, str]:
+    """Server environment for each vector engine: Milvus is a Milvus Lite server of its own process, which
+    outlives the killed service as a real Milvus would."""
+    if request.param == 'faiss':
+        return {}
+    settings = engine_settings('milvus', tmp_path_factory, uri=request.getfixturevalue('milvus_lite_server'))
+    return {f'AMG_{k.upper()}': str(v) for k, v in settings.items()}
 
 
 def stop(proc) -> None:
@@ -60,13 +75,13 @@ def stop(proc) -> None:
     proc.wait(timeout=60)
 
 
-def test_kill_9_during_a_2000_image_upload(tmp_path, service_model):
+def test_kill_9_during_a_2000_image_upload(tmp_path, service_model, engine_env):
     rng = random.Random(0)
     images = distinct_images(2000)
     acknowledged: Dict[int, int] = {}  # gallery id -> image number
     next_image, kills = 0, 0
     while next_image < len(images):
-        proc, url = restart(tmp_path, service_model)
+        proc, url = restart(tmp_path, service_model, engine_env)
         stop_uploading = threading.Event()
 
         def upload() -> None:
@@ -96,7 +111,7 @@ def test_kill_9_during_a_2000_image_upload(tmp_path, service_model):
         if proc.poll() is None:
             stop(proc)
 
-        proc, url = restart(tmp_path, service_model)
+        proc, url = restart(tmp_path, service_model, engine_env)
         try:
             with httpx.Client(base_url=url, timeout=60) as client:
                 ready = client.get('/readyz').json()
@@ -109,7 +124,7 @@ def test_kill_9_during_a_2000_image_upload(tmp_path, service_model):
                     assert r['results'][0]['matches'][0]['image_id'] == image_id  # itself, first
         finally:
             stop(proc)
-        db_ids, index_ids, _ = stored_ids(tmp_path)
+        db_ids, index_ids, _ = stored_ids(tmp_path, engine_env)
         assert db_ids == index_ids  # no vector without a row, no row without a vector
         assert set(acknowledged) <= db_ids  # nothing acknowledged was lost
     assert kills >= 5 and len(acknowledged) >= len(images)  # (8 unless the upload finished first)
@@ -163,6 +178,6 @@ def test_kill_9_during_a_model_switch(tmp_path, service_model, dataset):
                     assert body['results'][0]['best_score'] > 0.999, body
         finally:
             stop(proc)
-        db_ids, index_ids, _ = stored_ids(tmp_path)
+        db_ids, index_ids, _ = stored_ids(tmp_path, {})
         assert db_ids == index_ids and len(db_ids) == len(gallery)
     assert seen  # the model that serves after each crash is one of the two, whole

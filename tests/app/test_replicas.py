@@ -1,5 +1,6 @@
-"""Two API replicas on one database (SQLite file and PostgreSQL): each keeps its own FAISS index and follows the
-other's uploads, deletions and model activations through the database's gallery change log."""
+"""Two API replicas on one database (SQLite file and PostgreSQL): with FAISS each keeps its own index, with Milvus both
+share one collection (and hold no vectors themselves); either way each follows the other's uploads, deletions and
+model activations through the database's gallery change log."""
 import time
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 from app.state import register_checkpoint
 from models.checkpoints import load_model, save_checkpoint
 from tests.app.conftest import API_KEY, files_for, make_client
-from tests.conftest import database_url_for
+from storage.faiss_engine import FaissEngine
+from tests.conftest import database_url_for, engine_settings
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +32,13 @@ def matches(client, path, k=20):
     return body['model_id'], [(m['image_id'], round(m['score'], 5)) for m in body['results'][0]['matches']]
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'postgresql'])
+@pytest.mark.parametrize('kind', ['sqlite-faiss', 'postgresql-faiss', 'sqlite-milvus', 'postgresql-milvus'])
 def test_two_replicas_share_one_database(request, kind, tmp_path, tmp_path_factory, service_model, dataset):
-    url = database_url_for(request, kind, tmp_path_factory)
+    database, engine = kind.split('-')
+    url = database_url_for(request, database, tmp_path_factory)
     shared = tmp_path / 'shared'  # images on a shared volume; indexes per replica
-    common = dict(database_url=url, sync_seconds=0.2)
+    server = request.getfixturevalue('milvus_lite_server') if engine == 'milvus' else ''
+    common = dict(database_url=url, sync_seconds=0.2, **engine_settings(engine, tmp_path_factory, uri=server))
     with make_client(shared, service_model, index_dir=tmp_path / 'a', **common) as a, \
             make_client(shared, service_model, index_dir=tmp_path / 'b', **common) as b:
         gallery = [r for r in dataset.gallery if r.pid > 0][:30]
@@ -51,6 +55,8 @@ def test_two_replicas_share_one_database(request, kind, tmp_path, tmp_path_facto
         wait_for(lambda: a.app.state.service.snapshot().engine.count() == len(gallery) - 1)
         assert victim not in [i for i, _ in matches(a, query)[1]]
         assert a.get('/readyz').json()['gallery_vectors'] == len(gallery) - 1
+        for client in (a, b):  # on Milvus no replica holds vectors of its own
+            assert isinstance(client.app.state.service.snapshot().engine, FaissEngine) == (engine == 'faiss')
 
         # a second model, activated on replica A: B follows, reading the vectors A stored instead of re-embedding
         model = load_model(service_model)
