@@ -9,7 +9,7 @@ row as it is now (present: upsert its vector; gone: delete), so applying it twic
 import logging
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -145,7 +145,7 @@ class ChangeLogFollower:
                     expected = seq + 1
             engine.applied_seq = max(engine.applied_seq, expected - 1)
             self._expire_gaps(engine, now)
-            if snap is service.current:
+            if snap is service.current and not engine.shared:  # a shared engine's count is a round trip: /metrics
                 service.metrics.gallery_size.set(engine.count())
         return len(touched)
 
@@ -164,7 +164,9 @@ class ChangeLogFollower:
                 applied = snap.engine.applied_seq
         return max(0, last - applied)
 
-    def consistent(self, snap: 'Snapshot') -> bool:
-        """Cheap check for /readyz: after catching up with the change log, as many vectors as gallery rows."""
+    def consistent(self, snap: 'Snapshot') -> Tuple[bool, int]:
+        """Cheap check for /readyz: after catching up with the change log, as many vectors as gallery rows?
+        (and the vector count)."""
         self.sync(snap)
-        return self._row_count() == snap.engine.count()
+        count = snap.engine.count()
+        return self._row_count() == count, count

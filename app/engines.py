@@ -23,6 +23,7 @@ def open_engine(settings: Settings, index_dir: Path, model_id: int, dim: int) ->
         engine = MilvusEngine(settings.milvus_uri, collection_name(prefix, model_id), dim,
                               token=settings.milvus_token or '', index_type=settings.milvus_index_type,
                               index_params=settings.milvus_index_params, search_params=settings.milvus_search_params,
-                              alias=f'{prefix}_active', timeout=settings.milvus_timeout)
+                              alias=f'{prefix}_active', timeout=settings.milvus_timeout,
+                              consistency=settings.milvus_consistency)
         return engine
     return FaissEngine.load(index_path(settings, index_dir, model_id), dim, settings.nprobe, settings.pca_dim)

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     milvus_search_params: Dict[str, Any] = Field(default_factory=lambda: {'ef': 128},
                                                  description='JSON, e.g. {"ef": 128} (HNSW; >= k) or {"nprobe": 32}')
     milvus_timeout: float = Field(10.0, gt=0, description='seconds a Milvus call may take')
+    milvus_consistency: Literal['Strong', 'Session', 'Bounded', 'Eventually'] = Field(
+        'Session', description="Milvus searches' consistency level: Session sees this replica's writes at once; "
+                               'Strong waits for every write (~230 ms a search on Milvus 2.3)')
     index_save_seconds: float = Field(10.0, gt=0, description='how often a changed index is written to disk')
     index_dir: Optional[Path] = Field(None, description="this replica's FAISS index files (default: data_dir)")
     sync_seconds: float = Field(1.0, gt=0, description='how often the index follows the gallery change log and '

@@ -33,8 +33,7 @@ def readyz(state: StateDep):
             'activation': TaskPublic.model_validate(state.activator.progress).model_dump(mode='json'),
             'index_build': TaskPublic.model_validate(state.index_builder.progress).model_dump(mode='json')}
     try:
-        consistent = state.changelog.consistent(snap)  # catches up with the change log first
-        body['gallery_vectors'] = snap.engine.count()
+        consistent, body['gallery_vectors'] = state.changelog.consistent(snap)  # catches up with the log first
         engine['behind'] = state.changelog.behind(snap)
     except EngineUnavailable as e:
         engine['error'] = str(e)

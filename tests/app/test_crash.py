@@ -55,6 +55,10 @@ def stored_ids(data_dir: Path, env: Dict[str, str]) -> Tuple[Set[int], Set[int],
     return db_ids, set(faiss.vector_to_array(index.id_map).tolist()), active
 
 
+def same_bytes(client: httpx.Client, a: int, b: int) -> bool:
+    return client.get(f'/v1/gallery/{a}').json()['image_sha256'] == client.get(f'/v1/gallery/{b}').json()['image_sha256']
+
+
 def restart(data_dir: Path, model: Path, env: Optional[Dict[str, str]] = None):
     proc = start_server(data_dir, model, free_port(), **(env or {}))  # start-up reconciles database and index
     return proc, f'http://127.0.0.1:{proc.args[proc.args.index("--port") + 1]}'
@@ -121,7 +125,10 @@ def test_kill_9_during_a_2000_image_upload(tmp_path, service_model, engine_env):
                     i = acknowledged[image_id]
                     r = client.post('/v1/search', files=[('images', ('q.jpg', images[i], 'image/jpeg'))],
                                     data={'k': '5', 'min_score': '-1'}).json()
-                    assert r['results'][0]['matches'][0]['image_id'] == image_id  # itself, first
+                    best = r['results'][0]['matches'][0]['image_id']
+                    # itself, first - or a row of the same bytes: a request cut by the kill may have committed
+                    # before it, and its resend stores the same image again (two equal vectors, in either order)
+                    assert best == image_id or same_bytes(client, best, image_id)
         finally:
             stop(proc)
         db_ids, index_ids, _ = stored_ids(tmp_path, engine_env)
