@@ -76,6 +76,11 @@ class MatchRows:
             self._rows.clear()
 
 
+# A shared engine may still return, for a moment, a vector whose row another client deleted (Milvus below Strong
+# consistency): such hits are dropped when answers are joined with the database's rows, so a few more are fetched.
+STALE_MARGIN = 8
+
+
 def query_filters(flt: GalleryFilter, exclude_cameras: Sequence[Optional[int]]) -> List[GalleryFilter]:
     """Each query's filter: the request's, less the query's own camera where it is given."""
     return [flt.excluding_camera(cam) for cam in exclude_cameras]
@@ -100,7 +105,7 @@ async def search_gallery(service: 'ServiceState', snap: 'Snapshot', queries: Seq
     if snap.engine.shared:
         xq = await asyncio.wrap_future(future)
         t0 = time.perf_counter()
-        hits: List[Hits] = await run_in_threadpool(snap.engine.search, xq, k, filters)
+        hits: List[Hits] = await run_in_threadpool(snap.engine.search, xq, k + STALE_MARGIN, filters)
         timings['index_search'] = time.perf_counter() - t0
     else:
         hits = await asyncio.wrap_future(future)
@@ -115,7 +120,7 @@ async def search_gallery(service: 'ServiceState', snap: 'Snapshot', queries: Seq
             image_id=row.id, score=float(score), person_id=row.person_id, camera_id=row.camera_id,
             timestamp=row.timestamp, tags=list(row.tags), source_name=row.source_name,
             thumbnail_url=thumbnail_url.replace('{image_id}', str(row.id)), above_threshold=bool(score >= threshold))
-            for score, image_id in zip(D, I) if (row := rows.get(int(image_id))) is not None]
+            for score, image_id in zip(D, I) if (row := rows.get(int(image_id))) is not None][:k]
         best = matches[0] if matches else None
         hit = best is not None and best.above_threshold
         results.append(QueryResult(query_index=qi, filename=item.filename, no_match=not hit,

@@ -87,12 +87,14 @@ def trained(synth_root, tmp_path_factory):
 VECTOR_ENGINES = ['faiss', 'milvus']
 
 
-def engine_settings(kind: str, tmp_path_factory, uri: str = '') -> dict:
-    """Service settings for vector engine ``kind``: FAISS (the default), or Milvus - Milvus Lite in this process on a
-    fresh ``.db`` file unless ``uri`` names a server. Skips the Milvus variant where pymilvus or milvus-lite is
-    missing."""
+def engine_settings(kind: str, tmp_path_factory, uri: str = '', request=None) -> dict:
+    """Service settings for vector engine ``kind``: ``faiss`` (the default); ``milvus``: Milvus Lite in this process
+    on a fresh ``.db`` file unless ``uri`` names a server; ``milvusserver``: the real Milvus standalone (fixture
+    ``milvus_server``, through ``request``). Skips the Milvus variants where their packages are missing."""
     if kind == 'faiss':
         return {}
+    if kind == 'milvusserver':
+        uri = request.getfixturevalue('milvus_server')
     import uuid
     for module in ('pymilvus', 'milvus_lite'):
         pytest.importorskip(module, reason=f'Milvus variant skipped: {module} is not installed '
@@ -140,3 +142,41 @@ def milvus_lite_server(tmp_path_factory):
     yield uri
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope='session')
+def milvus_server(tmp_path_factory):
+    """A real Milvus standalone (the PyPI package ``milvus``, its bundled binary) for the slow tests; its URI.
+    Skips with the reason where it cannot start."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    for module in ('pymilvus', 'milvus'):
+        pytest.importorskip(module, reason=f'{module} is not installed (pip install -e .[dev])')
+    from pymilvus import MilvusClient
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    base = tmp_path_factory.mktemp('milvus-standalone')
+    log = base / 'launcher.log'
+    with open(log, 'wb') as out:
+        proc = subprocess.Popen([sys.executable, '-m', 'tests.milvus_server', str(base / 'server'), str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+    uri = f'http://127.0.0.1:{port}'
+    deadline = time.time() + 120
+    while True:
+        try:
+            MilvusClient(uri=uri, timeout=2).list_collections()
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.skip(f'the Milvus standalone server did not start: {log.read_text()[-400:]}')
+            time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -23,15 +23,17 @@ def test_without_a_model_the_service_starts_and_explains(tmp_path, dataset):
         assert client.get('/metrics').status_code == 200
 
 
-@pytest.fixture(scope='module', params=['sqlite-faiss', 'postgresql-faiss', 'sqlite-milvus', 'postgresql-milvus'])
+@pytest.fixture(scope='module', params=['sqlite-faiss', 'postgresql-faiss', 'sqlite-milvus', 'postgresql-milvus',
+                                        pytest.param('sqlite-milvusserver', marks=pytest.mark.slow)])
 def gallery_client(request, tmp_path_factory, service_model, dataset):
     """A service with the synthetic test gallery uploaded through the API (camera-tagged, timestamps by camera),
-    with its metadata on SQLite and on PostgreSQL, its vectors in FAISS and in Milvus (Lite)."""
+    with its metadata on SQLite and on PostgreSQL, its vectors in FAISS, in Milvus Lite and (slow) in a real Milvus
+    standalone server."""
     database, engine = request.param.split('-')
     data_dir = tmp_path_factory.mktemp('service')
     database_url = database_url_for(request, database, tmp_path_factory)
     with make_client(data_dir, service_model, database_url=database_url,
-                     **engine_settings(engine, tmp_path_factory)) as client:
+                     **engine_settings(engine, tmp_path_factory, request=request)) as client:
         gallery = [r for r in dataset.gallery if r.pid > 0]
         for start in range(0, len(gallery), 40):
             chunk = gallery[start:start + 40]

@@ -64,13 +64,14 @@ def restart(data_dir: Path, model: Path, env: Optional[Dict[str, str]] = None):
     return proc, f'http://127.0.0.1:{proc.args[proc.args.index("--port") + 1]}'
 
 
-@pytest.fixture(params=['faiss', 'milvus'])
+@pytest.fixture(params=['faiss', 'milvus', 'milvusserver'])
 def engine_env(request, tmp_path_factory) -> Dict[str, str]:
-    """Server environment for each vector engine: Milvus is a Milvus Lite server of its own process, which
-    outlives the killed service as a real Milvus would."""
+    """Server environment for each vector engine: Milvus is a Milvus Lite server of its own process, or the real
+    Milvus standalone, either outliving the killed service."""
     if request.param == 'faiss':
         return {}
-    settings = engine_settings('milvus', tmp_path_factory, uri=request.getfixturevalue('milvus_lite_server'))
+    uri = request.getfixturevalue('milvus_lite_server') if request.param == 'milvus' else ''
+    settings = engine_settings(request.param, tmp_path_factory, uri=uri, request=request)
     return {f'AMG_{k.upper()}': str(v) for k, v in settings.items()}
 
 

@@ -32,13 +32,15 @@ def matches(client, path, k=20):
     return body['model_id'], [(m['image_id'], round(m['score'], 5)) for m in body['results'][0]['matches']]
 
 
-@pytest.mark.parametrize('kind', ['sqlite-faiss', 'postgresql-faiss', 'sqlite-milvus', 'postgresql-milvus'])
+@pytest.mark.parametrize('kind', ['sqlite-faiss', 'postgresql-faiss', 'sqlite-milvus', 'postgresql-milvus',
+                                  'postgresql-milvusserver'])
 def test_two_replicas_share_one_database(request, kind, tmp_path, tmp_path_factory, service_model, dataset):
     database, engine = kind.split('-')
     url = database_url_for(request, database, tmp_path_factory)
     shared = tmp_path / 'shared'  # images on a shared volume; indexes per replica
     server = request.getfixturevalue('milvus_lite_server') if engine == 'milvus' else ''
-    common = dict(database_url=url, sync_seconds=0.2, **engine_settings(engine, tmp_path_factory, uri=server))
+    common = dict(database_url=url, sync_seconds=0.2,
+                  **engine_settings(engine, tmp_path_factory, uri=server, request=request))
     with make_client(shared, service_model, index_dir=tmp_path / 'a', **common) as a, \
             make_client(shared, service_model, index_dir=tmp_path / 'b', **common) as b:
         gallery = [r for r in dataset.gallery if r.pid > 0][:30]
