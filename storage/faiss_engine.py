@@ -24,6 +24,12 @@ _logger = logging.getLogger(__name__)
 _EMPTY: Hits = (np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
+def _count_bits(bitmap: np.ndarray) -> int:
+    if hasattr(np, 'bitwise_count'):  # numpy >= 2
+        return int(np.bitwise_count(bitmap).sum(dtype=np.int64))
+    return int(np.unpackbits(bitmap).sum(dtype=np.int64))
+
+
 def _bit_positions(ids: np.ndarray):
     return ids >> 3, (np.uint8(1) << (ids & 7).astype(np.uint8))
 
@@ -108,8 +114,10 @@ class AttributeColumns:
             also(self.time <= time_key(flt.before))
             if flt.after is None:
                 also(self.time != NO_TIME)
+        if mask is not None:
+            also(self.present)  # bits only for ids the index holds: their count is the filter's selectivity
         bits = None if mask is None else np.packbits(mask, bitorder='little')
-        for tag in flt.tags:
+        for tag in flt.tags:  # tag bits are set for held ids only
             tagged = self.tag_bits.get(tag)
             if tagged is None:
                 return np.zeros(max(1, self.capacity // 8), np.uint8)
@@ -193,9 +201,10 @@ class FaissEngine(VectorEngine):
         with self._lock:
             for flt, positions in group_by_filter(filters).items():
                 bitmap = None if flt is None else self.columns.bitmap(flt)
-                if bitmap is not None and not bitmap.any():
+                admitted = None if bitmap is None else _count_bits(bitmap)
+                if admitted == 0:
                     continue  # nothing admitted: no search
-                D, I = self.index.search(queries[positions], k, bitmap=bitmap)
+                D, I = self.index.search(queries[positions], k, bitmap=bitmap, admitted=admitted)
                 for row, position in enumerate(positions):
                     keep = I[row] >= 0
                     out[position] = (D[row][keep], I[row][keep])
