@@ -94,16 +94,28 @@ def _filtered(stmt, *, person_id: Optional[int] = None, camera_ids: Optional[Seq
         stmt = stmt.where(GalleryImage.timestamp >= after)
     if before is not None:
         stmt = stmt.where(GalleryImage.timestamp <= before)
-    for tag in dict.fromkeys(tags or ()):  # all of them: one indexed (tag, image_id) lookup each
-        stmt = stmt.where(select(GalleryTag.image_id).where(GalleryTag.tag == tag,
-                                                            GalleryTag.image_id == GalleryImage.id).exists())
+    for tag in dict.fromkeys(tags or ()):  # all of them; IN: the (tag, image_id) index lists the tag's ids
+        stmt = stmt.where(GalleryImage.id.in_(select(GalleryTag.image_id).where(GalleryTag.tag == tag)))
     return stmt
+
+
+def _count(filters: Dict[str, Any]):
+    """The count statement; tags alone are counted in the tag index (no gallery row read)."""
+    tags = list(dict.fromkeys(filters.get('tags') or ()))
+    if tags and not any(v is not None and v != [] for k, v in filters.items() if k != 'tags'):
+        stmt = select(func.count()).select_from(GalleryTag).where(GalleryTag.tag == tags[0])
+        for tag in tags[1:]:
+            other = GalleryTag.__table__.alias()
+            stmt = stmt.where(select(other.c.image_id).where(other.c.tag == tag,
+                                                             other.c.image_id == GalleryTag.image_id).exists())
+        return stmt
+    return _filtered(select(func.count(GalleryImage.id)), **filters)
 
 
 def list_images(*, session: Session, offset: int = 0, limit: int = 50, **filters: Any) -> Tuple[List[GalleryImage], int]:
     """A page of images (newest id last) and the total count matching the filters (tags: indexed lookups)."""
     stmt = _filtered(select(GalleryImage), **filters).order_by(GalleryImage.id)
-    total = session.scalar(_filtered(select(func.count(GalleryImage.id)), **filters)) or 0
+    total = session.scalar(_count(filters)) or 0
     return list(session.scalars(stmt.offset(offset).limit(limit))), total
 
 
