@@ -2,16 +2,19 @@
 follow an activation made elsewhere."""
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import Callable, Optional
 
 from models.embedder import Backend
 from storage import crud
 from storage.db import ModelVersion
 
+from .changelog import ChangeLogFollower
+from .index_builds import IndexBuilder
+from .metrics import Metrics
+from .registry import ensure_onnx
+from .settings import Settings
+from .snapshot import Snapshot
 from .tasks import BackgroundTask
-
-if TYPE_CHECKING:
-    from .state import ServiceState
 
 __all__ = ['ModelActivator']
 
@@ -19,8 +22,19 @@ _logger = logging.getLogger(__name__)
 
 
 class ModelActivator:
-    def __init__(self, service: 'ServiceState') -> None:
-        self.service = service
+    def __init__(self, session_factory: Callable, settings: Settings, open_model: Callable[[ModelVersion], Snapshot],
+                 index_builder: IndexBuilder, changelog: ChangeLogFollower, write_lock: threading.RLock,
+                 metrics: Metrics, current: Callable[[], Optional[Snapshot]],
+                 make_current: Callable[[Snapshot], None]) -> None:
+        self.Session = session_factory
+        self.settings = settings
+        self.open_model = open_model  # loads the model (on the model thread) and opens its engine
+        self.index_builder = index_builder
+        self.changelog = changelog
+        self.write_lock = write_lock
+        self.metrics = metrics
+        self.current = current
+        self.make_current = make_current
         self.progress = BackgroundTask()
 
     def activate(self, model_id: int, follow: bool = False) -> None:
@@ -29,7 +43,7 @@ class ModelActivator:
         replica, whose shared engine (Milvus) is complete already."""
         if self.progress.running:
             raise RuntimeError(f'model {self.progress.model_id} is being activated already')
-        with self.service.Session() as s:
+        with self.Session() as s:
             model = crud.get_model(session=s, model_id=model_id)
             if model is None:
                 raise KeyError(model_id)
@@ -38,37 +52,35 @@ class ModelActivator:
                          daemon=True).start()
 
     def _activate(self, model: ModelVersion, follow: bool) -> None:
-        from .state import ensure_onnx
-        service = self.service
         try:
-            if service.settings.backend != Backend.TORCH:
+            if self.settings.backend != Backend.TORCH:
                 ensure_onnx(model.path)  # here, in the background, never on a request
-            new = service.open(model)
+            new = self.open_model(model)
             engine = new.engine
-            with service.Session() as s:
+            with self.Session() as s:
                 self.progress.total = crud.count_images(session=s)
             if engine.shared and follow:
-                service.changelog.reconcile(new)  # built by the replica that activated it: catch up
+                self.changelog.reconcile(new)  # built by the replica that activated it: catch up
             else:
                 if engine.shared:  # start clean: a collection left by an earlier attempt is rebuilt
                     engine.drop()
                     engine.create()
                 else:
                     engine.remove(engine.ids())  # any stale file for this model is rebuilt
-                service.index_builder.build(new, progress=self.progress)  # the old model keeps serving meanwhile
-            old = service.current
-            with service.write_lock:  # catch up with uploads and deletes made during the build
-                service.changelog.sync(new)
+                self.index_builder.build(new, progress=self.progress)  # the old model keeps serving meanwhile
+            old = self.current()
+            with self.write_lock:  # catch up with uploads and deletes made during the build
+                self.changelog.sync(new)
                 engine.save()  # before the commit: a crash leaves a usable file
-                with service.Session.begin() as s:
+                with self.Session.begin() as s:
                     crud.activate_model(session=s, model_id=model.id)
-                service.current = new
-                service.metrics.gallery_size.set(engine.count())
+                self.make_current(new)
+                self.metrics.gallery_size.set(engine.count())
             if engine.shared and not follow:
                 engine.make_current()  # the alias follows the active model
                 keep = [engine.collection] + ([old.engine.collection] if old is not None and old.engine.shared
                                               else [])
-                engine.drop_other_models(service.settings.milvus_collection_prefix, keep)
+                engine.drop_other_models(self.settings.milvus_collection_prefix, keep)
             self.progress.finish(done=engine.count())
             _logger.info('model %d active (%d gallery vectors)', model.id, engine.count())
         except Exception as e:  # report through the API; the old model keeps serving
@@ -79,9 +91,9 @@ class ModelActivator:
         """Another replica activated a model: activate it here too (its vectors are in the database already)."""
         if self.progress.running:
             return
-        with self.service.Session() as s:
+        with self.Session() as s:
             active = crud.active_model(session=s)
-        snap = self.service.current
+        snap = self.current()
         if active is None or (snap is not None and active.id == snap.model_id):
             return
         if self.progress.state == 'failed' and self.progress.model_id == active.id:

@@ -227,7 +227,7 @@ def _cmd_serve(a: argparse.Namespace) -> None:
 
 def _cmd_index(a: argparse.Namespace) -> None:
     from app.serve import index_folder
-    from app.state import NoModel
+    from app.snapshot import NoModel
     try:
         print(json.dumps(index_folder(a.folder, _service_settings(a), split=a.split)))
     except NoModel as e:

@@ -52,7 +52,7 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
     from reid.export import export_int8_calibrated
     from reid.synthetic import generate_dataset
 
-    from .state import ensure_onnx
+    from .registry import ensure_onnx
 
     data, runs = workdir / 'data', workdir / 'runs'
     if not (data / 'synth.json').exists():

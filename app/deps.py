@@ -5,7 +5,8 @@ from typing import Annotated, Iterator, Optional
 from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
-from .state import NoModel, ServiceState, Snapshot
+from .snapshot import NoModel, Snapshot
+from .state import ServiceState
 
 
 MAX_ID = 2 ** 31 - 1  # ids and filters fit the database's INTEGER columns (32-bit on PostgreSQL)

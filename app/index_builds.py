@@ -2,17 +2,20 @@
 kind on the side (then swapped in), or a new Milvus collection at a model switch."""
 import logging
 import threading
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import numpy as np
 
 from storage import crud
 from storage.index import MIN_TRAIN, IndexKind
 
+from .settings import Settings
+from .snapshot import Snapshot
 from .tasks import BackgroundTask
+from .vector_feed import VectorFeed
 
 if TYPE_CHECKING:
-    from .state import ServiceState, Snapshot
+    from .changelog import ChangeLogFollower
 
 __all__ = ['IndexBuilder']
 
@@ -20,25 +23,30 @@ _logger = logging.getLogger(__name__)
 
 
 class IndexBuilder:
-    def __init__(self, service: 'ServiceState') -> None:
-        self.service = service
+    def __init__(self, session_factory: Callable, settings: Settings, feed: VectorFeed,
+                 changelog: 'ChangeLogFollower', write_lock: threading.RLock) -> None:
+        self.Session = session_factory
+        self.settings = settings
+        self.feed = feed
+        self.changelog = changelog
+        self.write_lock = write_lock
         self.progress = BackgroundTask()  # the background rebuild (activations report their own)
 
     def wanted_kind(self, n: int) -> IndexKind:
-        settings = self.service.settings
+        settings = self.settings
         kind = settings.index_kind
         if kind == 'auto':
             kind = IndexKind.APPROX if n >= settings.approx_threshold else IndexKind.EXACT
         return IndexKind(kind) if n >= MIN_TRAIN else IndexKind.EXACT
 
-    def build(self, snap: 'Snapshot', kind: Optional[IndexKind] = None, chunk: int = 10_000,
+    def build(self, snap: Snapshot, kind: Optional[IndexKind] = None, chunk: int = 10_000,
               progress: Optional[BackgroundTask] = None) -> None:
         """(Re)build the snapshot's engine from the whole gallery, read in chunks. FAISS: as index ``kind``
         (default: what the settings want for its size), trained on a sample, filled on the side, then swapped in;
         searches keep using the old contents until the swap. Milvus: filled in place (a new collection at a model
         switch; Milvus builds its index itself). Then caught up with the change log; uploads are not blocked."""
-        service, engine = self.service, snap.engine
-        with service.Session() as s:
+        engine = snap.engine
+        with self.Session() as s:
             seq = crud.last_change_seq(session=s)
             ids = crud.image_id_array(session=s)
         target = engine
@@ -47,26 +55,26 @@ class IndexBuilder:
             sample = np.zeros((0, engine.dim), np.float32)
             if kind != IndexKind.EXACT and len(ids) >= MIN_TRAIN:
                 picked = np.sort(np.random.default_rng(0).choice(
-                    ids, size=min(len(ids), service.settings.index_train_size), replace=False))
-                got = service.vectors_for(snap, self._records(picked))[1]
+                    ids, size=min(len(ids), self.settings.index_train_size), replace=False))
+                got = self.feed.vectors_for(snap, self._records(picked))[1]
                 sample = got if len(got) else sample
             target = engine.trained_like(kind, sample, len(ids))
         for start in range(0, len(ids), chunk):
-            service.changelog.fill_ids(snap, ids[start:start + chunk], target)
+            self.changelog.fill_ids(snap, ids[start:start + chunk], target)
             if progress is not None:
                 progress.done = min(len(ids), start + chunk)
-        with service.write_lock:
+        with self.write_lock:
             if target is not engine:
                 engine.swap(target)
-            service.changelog.start_at(engine, seq)
-            service.changelog.sync(snap)  # what changed while the new contents were filled
+            self.changelog.start_at(engine, seq)
+            self.changelog.sync(snap)  # what changed while the new contents were filled
 
     def _records(self, ids) -> List:
-        with self.service.Session() as s:
+        with self.Session() as s:
             rows = crud.gallery_records(session=s, image_ids=ids)
         return [rows[int(i)] for i in ids if int(i) in rows]
 
-    def maybe_rebuild(self, snap: 'Snapshot') -> None:
+    def maybe_rebuild(self, snap: Snapshot) -> None:
         """Start a background rebuild when the FAISS index is not of the kind the settings want for its size."""
         if snap.engine.shared:
             return
@@ -76,7 +84,7 @@ class IndexBuilder:
             except RuntimeError:  # one is running already
                 pass
 
-    def rebuild(self, snap: 'Snapshot', kind: Optional[IndexKind] = None) -> None:
+    def rebuild(self, snap: Snapshot, kind: Optional[IndexKind] = None) -> None:
         """Rebuild ``snap``'s index in the background (``kind``: default from the settings)."""
         if self.progress.running:
             raise RuntimeError('an index build is running already')

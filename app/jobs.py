@@ -56,7 +56,7 @@ def run_job(job_id: int, database_url: str, data_dir: str, nice: int = 10) -> No
 
     _yield_to_queries(nice)
 
-    from app.state import ensure_onnx, register_checkpoint
+    from app.registry import ensure_onnx, register_checkpoint
     from pruning.schedule import prune
     from reid.engine import train
     from reid.progress import Cancelled, Progress

@@ -7,7 +7,6 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from storage import crud
@@ -17,8 +16,10 @@ from storage.engine import GalleryFilter, Hits
 from .imaging import DecodedImage
 from .schemas import QueryResult, SearchMatch
 
+from .snapshot import Snapshot
+
 if TYPE_CHECKING:
-    from .state import ServiceState, Snapshot
+    from .state import ServiceState
 
 __all__ = ['search_gallery', 'MatchRows']
 
@@ -86,7 +87,7 @@ def query_filters(flt: GalleryFilter, exclude_cameras: Sequence[Optional[int]]) 
     return [flt.excluding_camera(cam) for cam in exclude_cameras]
 
 
-async def search_gallery(service: 'ServiceState', snap: 'Snapshot', queries: Sequence[DecodedImage], k: int,
+async def search_gallery(service: 'ServiceState', snap: Snapshot, queries: Sequence[DecodedImage], k: int,
                          threshold: float, flt: GalleryFilter, exclude_cameras: Sequence[Optional[int]],
                          thumbnail_url: str, timings: Optional[Dict[str, float]] = None) -> List[QueryResult]:
     """Top-``k`` matches per query among what ``flt`` admits; ``exclude_cameras[i]``: query i's camera, whose

@@ -15,22 +15,15 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import anyio
-import numpy as np
 
-from models.checkpoints import load_model, read_metadata
 from models.embedder import Embedder
-from models.export import export_onnx, file_sha256
-from models.imaging import open_image
-from models.onnx_backend import onnx_path_for, onnx_status
 from storage import crud
-from storage.crud import GalleryRecord
 from storage.db import ModelVersion, make_engine, make_sessionmaker
-from storage.engine import Attributes, EngineUnavailable, GalleryFilter, VectorEngine
+from storage.engine import EngineUnavailable, GalleryFilter
 from storage.images import ImageStore
 
 from .activation import ModelActivator
@@ -40,51 +33,15 @@ from .engines import index_path, open_engine
 from .gallery_writes import GalleryWriter
 from .index_builds import IndexBuilder
 from .metrics import Metrics
+from .registry import ensure_onnx, register_checkpoint
 from .search_service import MatchRows
 from .settings import Settings
+from .snapshot import NoModel, Snapshot
+from .vector_feed import VectorFeed
 
-__all__ = ['ServiceState', 'Snapshot', 'NoModel', 'register_checkpoint', 'ensure_onnx']
+__all__ = ['ServiceState', 'Snapshot', 'NoModel', 'register_checkpoint', 'ensure_onnx']  # the last four: re-exported
 
 _logger = logging.getLogger(__name__)
-
-
-class NoModel(RuntimeError):
-    """No model is active yet."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What one request uses: a model and the engine of its vectors, swapped together on activation."""
-    embedder: Embedder
-    engine: VectorEngine
-    model_id: int
-    model_name: str
-    min_score: float
-
-
-def register_checkpoint(session, path: str, name: str = '', info: Optional[Dict] = None) -> ModelVersion:
-    """A model row for a checkpoint file, with its calibrated threshold and complexity from the file's record."""
-    _, extra = read_metadata(path)
-    return crud.add_model(session=session, path=str(Path(path).resolve()), name=name, sha256=file_sha256(path),
-                          min_score=extra.get('min_score'), info=dict(info or {}, **{
-                              k: extra[k] for k in ('complexity', 'metrics', 'pruned_from') if k in extra}))
-
-
-def ensure_onnx(checkpoint: str) -> bool:
-    """Export ``checkpoint`` to ONNX beside it unless a fresh export exists; False (logged) when export fails."""
-    if onnx_status(onnx_path_for(checkpoint), checkpoint)[0]:
-        return True
-    try:
-        export_onnx(load_model(checkpoint), onnx_path_for(checkpoint), checkpoint_sha256=file_sha256(checkpoint))
-        return True
-    except Exception:  # the service then runs eager torch
-        _logger.exception('ONNX export of %s failed; serving with eager torch', checkpoint)
-        return False
-
-
-def _as_stored(vectors: np.ndarray) -> np.ndarray:
-    """Vectors as the database keeps them (float16), so every index holds the same numbers."""
-    return np.asarray(vectors, dtype=np.float16).astype(np.float32)
 
 
 class ServiceState:
@@ -103,16 +60,24 @@ class ServiceState:
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
         self.current: Optional[Snapshot] = None  # swapped whole by an activation
         self.match_rows = MatchRows(self.Session)  # what search answers show of gallery rows
-        self.changelog = ChangeLogFollower(self)
-        self.index_builder = IndexBuilder(self)
-        self.activator = ModelActivator(self)
-        self.gallery = GalleryWriter(self)
         self._stop = threading.Event()
         self.reconcile_pending = False  # the engine could not be reached at start: the maintenance loop retries
         self.engine_error: Optional[str] = None  # the last EngineUnavailable, until the engine answers again
         self._saver: Optional[threading.Thread] = None
         self.model_thread = ModelThread(max_batch=settings.embed_batch_size, max_wait_ms=settings.batch_wait_ms,
                                         merge=settings.batch_wait_ms > 0, on_batch=self.metrics.embed_batch.observe)
+        # each collaborator gets the pieces it needs, nothing more
+        self.feed = VectorFeed(self.Session, self.images, self.model_thread, self.metrics)
+        self.changelog = ChangeLogFollower(self.Session, self.engine, self.data_dir, self.write_lock, self.feed,
+                                           self.match_rows, settings.sync_gap_seconds, self.metrics,
+                                           current=lambda: self.current)
+        self.index_builder = IndexBuilder(self.Session, settings, self.feed, self.changelog, self.write_lock)
+        self.gallery = GalleryWriter(self.Session, self.engine, self.images, self.feed, self.changelog,
+                                     self.write_lock, snapshot=self.snapshot, current=lambda: self.current,
+                                     on_engine_error=self._engine_error)
+        self.activator = ModelActivator(self.Session, settings, self.open, self.index_builder, self.changelog,
+                                        self.write_lock, self.metrics, current=lambda: self.current,
+                                        make_current=self._make_current)
 
     # ---- life cycle ------------------------------------------------------------------------------------------
     def startup(self) -> None:
@@ -133,6 +98,12 @@ class ServiceState:
             self.reconcile_at_start()
         self._saver = threading.Thread(target=self._maintenance_loop, name='index-maintenance', daemon=True)
         self._saver.start()
+
+    def _make_current(self, snap: Snapshot) -> None:
+        self.current = snap
+
+    def _engine_error(self, message: str) -> None:
+        self.engine_error = message
 
     def reconcile_at_start(self) -> None:
         """The full reconcile; when the engine cannot be reached the service starts anyway (searches answer 503,
@@ -235,56 +206,3 @@ class ServiceState:
         tensors = [snap.embedder.preprocess(image) for image in images]  # inputs pass through
         then = None if snap.engine.shared else (lambda xq: snap.engine.search(xq, k, filters))
         return self.model_thread.submit(snap.embedder, tensors, timings=timings, then=then)
-
-    def engine_call(self, snap: Snapshot, fn, *args):
-        """An embedded engine's call runs on the model thread (with the FAISS searches); a shared engine's (a
-        network round trip) in the calling thread."""
-        return fn(*args) if snap.engine.shared else self.on_model_thread(fn, *args)
-
-    def embed_for_storage(self, embedder: Embedder, images: Sequence) -> np.ndarray:
-        """Embeddings as the database keeps them (float16 values), so every index holds the same numbers."""
-        bs = embedder.batch_size
-        for i in range(0, len(images), bs):
-            self.metrics.embed_batch.observe(min(bs, len(images) - i))
-        return _as_stored(self.on_model_thread(embedder, list(images)))
-
-    def vectors_for(self, snap: Snapshot, rows: Sequence[GalleryRecord]) -> Tuple[List[int], np.ndarray]:
-        """Vectors of ``rows`` by the snapshot's model: stored ones from the database, the others embedded from
-        their images and stored (so no other replica or restart embeds them again). Unreadable images are logged
-        and left out."""
-        with self.Session() as s:
-            stored = crud.get_vectors(session=s, model_id=snap.model_id, image_ids=[r.id for r in rows])
-        todo = [r for r in rows if r.id not in stored]
-        bs = max(1, snap.embedder.batch_size)
-        for start in range(0, len(todo), bs):
-            chunk, pics = [], []
-            for row in todo[start:start + bs]:
-                try:
-                    pics.append(open_image(self.images.resolve(row.image_path)))
-                    chunk.append(row.id)
-                except (OSError, ValueError) as e:
-                    _logger.error('gallery image %d cannot be embedded (%s): left without a vector', row.id, e)
-            if chunk:
-                xb = self.embed_for_storage(snap.embedder, pics)
-                with self.Session.begin() as s:
-                    if crud.get_model(session=s, model_id=snap.model_id) is not None:
-                        present = set(crud.get_images(session=s, image_ids=chunk))
-                        keep = [j for j, i in enumerate(chunk) if i in present]  # rows deleted meanwhile: skip
-                        crud.put_vectors(session=s, model_id=snap.model_id, image_ids=[chunk[j] for j in keep],
-                                         vectors=xb[keep])
-                stored.update(zip(chunk, xb))
-        ids = [r.id for r in rows if r.id in stored]
-        vectors = np.stack([stored[i] for i in ids]) if ids else np.zeros((0, snap.embedder.dim), np.float32)
-        return ids, vectors
-
-    def fill(self, snap: Snapshot, rows: Sequence[GalleryRecord], target: Optional[VectorEngine] = None) -> List[int]:
-        """Put the vectors and attributes of ``rows`` into ``target`` (default: the snapshot's engine); the ids put."""
-        ids, vectors = self.vectors_for(snap, rows)
-        if ids:
-            by_id = {r.id: r for r in rows}
-            attributes = Attributes.of_rows([by_id[i] for i in ids])
-            if target is None or target is snap.engine:
-                self.engine_call(snap, snap.engine.upsert, np.asarray(ids), vectors, attributes)
-            else:  # an engine being built on the side: no searches use it yet
-                target.upsert(np.asarray(ids), vectors, attributes)
-        return ids

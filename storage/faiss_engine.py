@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
-import faiss
 import numpy as np
 
 from .engine import NO_TIME, Attributes, GalleryFilter, Hits, VectorEngine, group_by_filter, time_key

@@ -10,7 +10,7 @@ from storage.db import JobKind, JobState
 from storage.index import IndexKind
 
 from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_api_key
-from ..state import NoModel
+from ..snapshot import NoModel
 from ..jobs import job_config
 from ..schemas import (ERRORS, JOB_PARAMS, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
                        TaskPublic)

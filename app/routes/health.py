@@ -8,7 +8,7 @@ from storage.engine import EngineUnavailable
 
 from ..deps import StateDep
 from ..schemas import TaskPublic
-from ..state import NoModel
+from ..snapshot import NoModel
 
 router = APIRouter(tags=['health'])
 

@@ -1,0 +1,35 @@
+"""Checkpoints as the service knows them: a model row per file (with its calibrated threshold and complexity), and
+the ONNX export beside it."""
+import logging
+from pathlib import Path
+from typing import Dict, Optional
+
+from models.checkpoints import load_model, read_metadata
+from models.export import export_onnx, file_sha256
+from models.onnx_backend import onnx_path_for, onnx_status
+from storage import crud
+from storage.db import ModelVersion
+
+__all__ = ['register_checkpoint', 'ensure_onnx']
+
+_logger = logging.getLogger(__name__)
+
+
+def register_checkpoint(session, path: str, name: str = '', info: Optional[Dict] = None) -> ModelVersion:
+    """A model row for a checkpoint file, with its calibrated threshold and complexity from the file's record."""
+    _, extra = read_metadata(path)
+    return crud.add_model(session=session, path=str(Path(path).resolve()), name=name, sha256=file_sha256(path),
+                          min_score=extra.get('min_score'), info=dict(info or {}, **{
+                              k: extra[k] for k in ('complexity', 'metrics', 'pruned_from') if k in extra}))
+
+
+def ensure_onnx(checkpoint: str) -> bool:
+    """Export ``checkpoint`` to ONNX beside it unless a fresh export exists; False (logged) when export fails."""
+    if onnx_status(onnx_path_for(checkpoint), checkpoint)[0]:
+        return True
+    try:
+        export_onnx(load_model(checkpoint), onnx_path_for(checkpoint), checkpoint_sha256=file_sha256(checkpoint))
+        return True
+    except Exception:  # the service then runs eager torch
+        _logger.exception('ONNX export of %s failed; serving with eager torch', checkpoint)
+        return False

@@ -1,0 +1,89 @@
+"""Vectors of gallery rows by a model, and putting them into a vector engine: stored vectors are read from the
+database, the others embedded from the stored images on the model thread and stored (so no other replica or restart
+embeds them again). Shared by the change-log follower, the index builder and the gallery writer."""
+import logging
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from models.embedder import Embedder
+from models.imaging import open_image
+from storage import crud
+from storage.crud import GalleryRecord
+from storage.engine import Attributes, VectorEngine
+from storage.images import ImageStore
+
+from .batching import ModelThread
+from .metrics import Metrics
+from .snapshot import Snapshot
+
+__all__ = ['VectorFeed']
+
+_logger = logging.getLogger(__name__)
+
+
+def _as_stored(vectors: np.ndarray) -> np.ndarray:
+    """Vectors as the database keeps them (float16), so every index holds the same numbers."""
+    return np.asarray(vectors, dtype=np.float16).astype(np.float32)
+
+
+class VectorFeed:
+    def __init__(self, session_factory: Callable, images: ImageStore, model_thread: ModelThread,
+                 metrics: Metrics) -> None:
+        self.Session = session_factory
+        self.images = images
+        self.model_thread = model_thread
+        self.metrics = metrics
+
+    def engine_call(self, snap: Snapshot, fn, *args):
+        """An embedded engine's call runs on the model thread (with the FAISS searches); a shared engine's (a
+        network round trip) in the calling thread."""
+        return fn(*args) if snap.engine.shared else self.model_thread.call(fn, *args)
+
+    def embed_for_storage(self, embedder: Embedder, images: Sequence) -> np.ndarray:
+        """Embeddings as the database keeps them (float16 values), so every index holds the same numbers."""
+        bs = embedder.batch_size
+        for i in range(0, len(images), bs):
+            self.metrics.embed_batch.observe(min(bs, len(images) - i))
+        return _as_stored(self.model_thread.call(embedder, list(images)))
+
+    def vectors_for(self, snap: Snapshot, rows: Sequence[GalleryRecord]) -> Tuple[List[int], np.ndarray]:
+        """Vectors of ``rows`` by the snapshot's model: stored ones from the database, the others embedded from
+        their images and stored (so no other replica or restart embeds them again). Unreadable images are logged
+        and left out."""
+        with self.Session() as s:
+            stored = crud.get_vectors(session=s, model_id=snap.model_id, image_ids=[r.id for r in rows])
+        todo = [r for r in rows if r.id not in stored]
+        bs = max(1, snap.embedder.batch_size)
+        for start in range(0, len(todo), bs):
+            chunk, pics = [], []
+            for row in todo[start:start + bs]:
+                try:
+                    pics.append(open_image(self.images.resolve(row.image_path)))
+                    chunk.append(row.id)
+                except (OSError, ValueError) as e:
+                    _logger.error('gallery image %d cannot be embedded (%s): left without a vector', row.id, e)
+            if chunk:
+                xb = self.embed_for_storage(snap.embedder, pics)
+                with self.Session.begin() as s:
+                    if crud.get_model(session=s, model_id=snap.model_id) is not None:
+                        present = set(crud.get_images(session=s, image_ids=chunk))
+                        keep = [j for j, i in enumerate(chunk) if i in present]  # rows deleted meanwhile: skip
+                        crud.put_vectors(session=s, model_id=snap.model_id, image_ids=[chunk[j] for j in keep],
+                                         vectors=xb[keep])
+                stored.update(zip(chunk, xb))
+        ids = [r.id for r in rows if r.id in stored]
+        vectors = np.stack([stored[i] for i in ids]) if ids else np.zeros((0, snap.embedder.dim), np.float32)
+        return ids, vectors
+
+    def fill(self, snap: Snapshot, rows: Sequence[GalleryRecord], target: Optional[VectorEngine] = None) -> List[int]:
+        """Put the vectors and attributes of ``rows`` into ``target`` (default: the snapshot's engine); the ids put."""
+        ids, vectors = self.vectors_for(snap, rows)
+        if ids:
+            by_id = {r.id: r for r in rows}
+            attributes = Attributes.of_rows([by_id[i] for i in ids])
+            if target is None or target is snap.engine:
+                self.engine_call(snap, snap.engine.upsert, np.asarray(ids), vectors, attributes)
+            else:  # an engine being built on the side: no searches use it yet
+                target.upsert(np.asarray(ids), vectors, attributes)
+        return ids
