@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    '(QDQ, per-channel weights), calibrated on --data-dir training images (AMG_BACKEND=onnx-int8)')
     p.add_argument('--data-dir', '--data_dir', dest='data_dir', help='for --int8: the dataset the model was trained on')
     p.add_argument('--calibration-images', type=int, default=300, help='for --int8: how many training images')
+    p.add_argument('--openvino', action='store_true', help="check that OpenVINO's CPU plugin runs the export "
+                   '(AMG_BACKEND=openvino) and say in which precision and how close to eager PyTorch')
 
     p = sub.add_parser('serve', help='run the REST service (settings from AMG_* environment variables / .env)')
     p.add_argument('--host', default='127.0.0.1')
@@ -208,6 +210,28 @@ def _cmd_export(a: argparse.Namespace) -> None:
         if not a.data_dir:
             raise SystemExit('export --int8 needs --data-dir: the dataset whose training images calibrate it')
         print(export_int8_calibrated(a.weight_path, load_dataset(Path(a.data_dir)).train, a.calibration_images))
+    if a.openvino:
+        _check_openvino(a.weight_path, model)
+
+
+def _check_openvino(checkpoint: str, model) -> None:
+    """The export on OpenVINO against eager PyTorch, on random inputs (what the service would run)."""
+    import numpy as np
+    import torch
+
+    from models.embedder import Embedder
+    from models.openvino_backend import openvino_available
+    if not openvino_available():
+        raise SystemExit('export --openvino needs the openvino package (pip install -e .[openvino])')
+    embedder = Embedder(checkpoint, backend='openvino')
+    if embedder.backend != 'openvino':
+        raise SystemExit('OpenVINO cannot run the export (see the warning above)')
+    x = torch.randn(2, 3, *model.img_size)
+    with torch.no_grad():
+        eager = model.eval().embed(x).numpy()
+    got = embedder.embed_tensor(x).numpy()
+    cosine = float(((got * eager).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(eager, axis=1)).min())
+    print(f'OpenVINO {embedder.precision}: runs the export; cosine to eager PyTorch >= {cosine:.6f}')
 
 
 def _service_settings(a: argparse.Namespace):

@@ -23,7 +23,7 @@ class Metrics:
                                       '(body and form), decode, preprocess, model_wait (queued for the model '
                                       'thread), forward, index_search, database, answer (serialise and send)',
                                       ['stage'], buckets=_STAGE_BUCKETS, registry=self.registry)
-        self.backend = Gauge('amg_embed_backend', 'the embedding backend in use (1)', ['backend'],
+        self.backend = Gauge('amg_embed_backend', 'the embedding backend and its precision in use (1)', ['backend', 'precision'],
                              registry=self.registry)
 
     def observe_stages(self, stages: Dict[str, float]) -> None:

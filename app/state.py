@@ -173,9 +173,9 @@ class ServiceState:
         embedder = self.on_model_thread(Embedder, model.path, device=self.settings.device,
                                         batch_size=self.settings.embed_batch_size, backend=self.settings.backend,
                                         threads=self.settings.onnx_threads, prefer_int8=self.settings.int8,
-                                        onnx_spin=self.settings.onnx_spin)
+                                        onnx_spin=self.settings.onnx_spin, ov_precision=self.settings.ov_precision)
         self.metrics.backend.clear()
-        self.metrics.backend.labels(backend=embedder.backend).set(1)
+        self.metrics.backend.labels(backend=embedder.backend, precision=embedder.precision).set(1)
         engine = open_engine(self.settings, self.index_dir, model.id, embedder.dim)
         min_score = model.min_score if model.min_score is not None else self.settings.default_min_score
         return Snapshot(embedder, engine, model.id, model.name, float(min_score))

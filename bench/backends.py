@@ -1,5 +1,7 @@
-"""Embedding backends side by side: eager PyTorch, ONNX Runtime fp32 and ONNX Runtime INT8, unpruned and pruned
-LA-Tiny (224x224, CPU), with the CPU's instruction sets in the table.
+"""Embedding backends side by side: eager PyTorch, ONNX Runtime fp32 and INT8, OpenVINO fp32 and bf16 (bf16 where
+the CPU runs it natively; skipped without the openvino package), unpruned and pruned LA-Tiny (224x224, CPU), with the
+CPU's instruction sets in the table. For OpenVINO also: does pruning keep paying there (pruned/unpruned speed ratio
+against the real-FLOPs ratio, target >= 90%)?
 
 Pruned architectures are made the way the seed's table is (scores from random data): head 67% + key/value tokens
 40%, and token dropping (half of the survivors before blocks 3, 6, 9) with head 50%. fp32 outputs are checked equal
@@ -17,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.complexity import real_macs
+from models.openvino_backend import cpu_precision, openvino_available
 from models.speed import cpu_description, interleaved_throughput
 from models.checkpoints import save_checkpoint
 from models.embedder import Embedder
@@ -61,7 +65,11 @@ def main() -> None:
     generate_dataset(work / 'calibration', SynthConfig(num_ids=10, num_cams=2, imgs_per_id=4, seed=0), progress=False)
     calibration = load_dataset(work / 'calibration').train
     embedders = {}
+    openvino = openvino_available()
+    precisions = (['fp32'] + (['bf16'] if cpu_precision() == 'bf16' else [])) if openvino else []
+    macs = {}
     for name, model in pruned_models().items():
+        macs[name] = real_macs(model)
         ckpt = save_checkpoint(model, work / f'{name}.safetensors')
         export_onnx(model.eval(), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
         export_int8_calibrated(ckpt, calibration, count=32)
@@ -69,13 +77,22 @@ def main() -> None:
         embedders[f'ORT {name}'] = Embedder(ckpt, backend='onnx', threads=a.threads)
         embedders[f'INT8 {name}'] = Embedder(ckpt, backend='onnx-int8', threads=a.threads)
         assert embedders[f'ORT {name}'].backend == 'onnx' and embedders[f'INT8 {name}'].backend == 'onnx-int8'
+        for precision in precisions:
+            embedders[f'OV-{precision} {name}'] = Embedder(ckpt, backend='openvino', threads=a.threads,
+                                                           ov_precision=precision)
+            assert embedders[f'OV-{precision} {name}'].precision == precision
     results = {}
     for batch in (1, 32):
         x = torch.randn(batch, 3, 224, 224)
-        for name in [n for n in embedders if n.startswith('ORT')]:  # INT8 differs by design: see --accuracy-workdir
-            diff = np.abs(embedders[name].embed_tensor(x).numpy() -
-                          embedders[name.replace('ORT', 'eager')].embed_tensor(x).numpy()).max()
+        for name in [n for n in embedders if n.startswith(('ORT', 'OV-fp32'))]:  # INT8, bf16 differ by design
+            eager = embedders['eager ' + name.split(' ', 1)[1]].embed_tensor(x).numpy()
+            diff = np.abs(embedders[name].embed_tensor(x).numpy() - eager).max()
             assert diff < 1e-4, (name, diff)
+        for name in [n for n in embedders if n.startswith('OV-bf16')]:
+            eager = embedders['eager ' + name.split(' ', 1)[1]].embed_tensor(x).numpy()
+            got = embedders[name].embed_tensor(x).numpy()
+            cosine = (got * eager).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(eager, axis=1)
+            assert cosine.min() >= 0.999, (name, cosine.min())
         fns = {n: (lambda e=e, x=x: e.embed_tensor(x)) for n, e in embedders.items()}
         results[batch] = interleaved_throughput(fns, batch, repeats=a.repeats)
     base = {b: results[b]['eager unpruned'] for b in results}
@@ -97,8 +114,32 @@ def main() -> None:
     print(f"\ntarget: ORT >= 1.7x eager for every model, b1 and b32: {'PASS' if verdict_ort else 'FAIL'}")
     print(f"target: ORT head67+token40 >= 2.4x eager unpruned, b1 and b32: {'PASS' if verdict_total else 'FAIL'}")
     print(f"target: ORT INT8 head67+token40 >= 4x eager unpruned, b1 and b32: {'PASS' if verdict_int8 else 'FAIL'}")
+    if precisions:
+        print_openvino(results, base, precisions, macs)
     if a.accuracy_workdir:
         print_int8_accuracy(a.accuracy_workdir, work)
+
+
+def print_openvino(results, base, precisions, macs) -> None:
+    print(f'\nOpenVINO (CPU plugin, LATENCY hint), images/s; this CPU runs {cpu_precision()} natively')
+    print('| model | batch | ' + ' | '.join(f'OV {p}' for p in precisions) + ' | ' +
+          ' | '.join(f'OV {p} vs eager unpruned' for p in precisions) + ' | ' +
+          ' | '.join(f'OV {p}: speed ratio / FLOPs ratio' for p in precisions) + ' |')
+    print('|---|---|' + '---|' * (3 * len(precisions)))
+    fastest, pays = True, True
+    for name in ('unpruned', 'head67+token40', 'head50+drop50'):
+        for b in (1, 32):
+            speeds = [results[b][f'OV-{p} {name}'] for p in precisions]
+            flops_ratio = macs['unpruned'] / macs[name]
+            kept = [(results[b][f'OV-{p} {name}'] / results[b][f'OV-{p} unpruned']) / flops_ratio for p in precisions]
+            if name != 'unpruned':
+                pays &= min(kept) >= 0.9
+            if name == 'head67+token40':
+                fastest &= max(speeds) / base[b] >= 4.0
+            print(f'| {name} | {b} | ' + ' | '.join(f'{v:.1f}' for v in speeds) + ' | ' +
+                  ' | '.join(f'{v / base[b]:.2f}' for v in speeds) + ' | ' + ' | '.join(f'{k:.2f}' for k in kept) + ' |')
+    print(f"target: head67+token40 on OpenVINO >= 4x eager unpruned fp32, b1 and b32: {'PASS' if fastest else 'FAIL'}")
+    print(f"target: pruned/unpruned speed ratio >= 90% of the real-FLOPs ratio on OpenVINO: {'PASS' if pays else 'FAIL'}")
 
 
 def _map(embedder: Embedder, ds) -> tuple:

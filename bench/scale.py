@@ -7,8 +7,9 @@ Rows: person ``i // 16``, camera ``i % 30`` (30 cameras), timestamps spread even
 each (``tag{i % 50}``: a tag filter admits 2%); vectors from bench.gallery's identity-structured generator (16
 images an identity). The time window is the middle week (25%).
 
-    python -m bench.scale [--sizes 100000,1000000] [--kinds exact,approx,compressed] [--milvus-uri URI]
-                          [--workdir bench-scale] [--queries 50]
+    python -m bench.scale [--sizes 100000,1000000] [--kinds exact,approx,compressed] [--nprobe 16,64]
+                          [--milvus-uri URI] [--milvus-index HNSW:M=16,efConstruction=200:ef=128]
+                          [--workdir bench-scale] [--queries 50] [--skip-replica]
 
 ``--milvus-uri``: also measure Milvus there (a server: ``http://host:19530``); Milvus Lite is too slow for this
 (README, "More than one machine").
@@ -189,6 +190,12 @@ def _replica_main(data_dir: Path, index_dir: Path) -> None:
     print(json.dumps(dict(seconds=seconds, peak_rss_mb=hwm / 1024, vectors=count)))
 
 
+def set_nprobe(engine, nprobe: int) -> None:
+    import faiss
+    engine.index.nprobe = nprobe
+    faiss.extract_index_ivf(engine.index.index).nprobe = nprobe
+
+
 def replicas(n: int, data_dir: Path, args, starts: Dict) -> None:
     """A FAISS replica's start (no index file: all vectors read from the database); with Milvus, a replica's first
     start on the filled collection (lists its ids against the database's) and a later one (follows the log)."""
@@ -213,11 +220,15 @@ def main() -> None:
     p.add_argument('--milvus-uri', default='')
     p.add_argument('--milvus-consistency', default='Session', help="searches' consistency level (the service's "
                                                                    'default: Session)')
+    p.add_argument('--milvus-reuse', action='store_true', help='keep a collection of the right size from an earlier '
+                                                               'run (no ingest rate then)')
     p.add_argument('--milvus-index', default='HNSW:M=16,efConstruction=200:ef=128',
                    help='TYPE:build params:search params, e.g. IVF_FLAT:nlist=4096:nprobe=32')
     p.add_argument('--workdir', type=Path, default=Path('bench-scale'))
     p.add_argument('--queries', type=int, default=50)
     p.add_argument('--train-size', type=int, default=50_000, help='vectors an IVF/PCA index trains on')
+    p.add_argument('--nprobe', default='16', help='IVF lists searched (AMG_NPROBE), a comma list: each measured '
+                                                  'on the same index')
     p.add_argument('--skip-replica', action='store_true')
     p.add_argument('--replica', type=Path, help=argparse.SUPPRESS)
     p.add_argument('--index-dir', type=Path, help=argparse.SUPPRESS)
@@ -235,12 +246,16 @@ def main() -> None:
               f'{listing["tag+camera"]:.1f} ms', flush=True)
         xq = generator(n).sample(args.queries, tag=3)
         reference: Dict[str, list] = {}
-        for kind in args.kinds.split(','):
+        for kind in [k for k in args.kinds.split(',') if k]:
             engine = faiss_engine(kind, n, args.train_size)
             rate = fill(engine, n)
-            row = measure(engine, xq, reference)
-            results.append((n, 'faiss', kind, rate, row))
-            print(json.dumps(dict(n=n, engine='faiss', kind=kind, ingest_per_s=rate, **row)), flush=True)
+            for nprobe in ([0] if kind == 'exact' else [int(p) for p in args.nprobe.split(',')]):
+                if nprobe:
+                    set_nprobe(engine, nprobe)
+                label = kind if kind == 'exact' else f'{kind}, nprobe {nprobe}'
+                row = measure(engine, xq, reference)
+                results.append((n, 'faiss', label, rate, row))
+                print(json.dumps(dict(n=n, engine='faiss', kind=label, ingest_per_s=rate, **row)), flush=True)
             del engine
         if args.milvus_uri:
             from storage.milvus_engine import MilvusEngine
@@ -250,10 +265,13 @@ def main() -> None:
             engine = MilvusEngine(args.milvus_uri, collection_name(f'bench{n}', 1), DIM, index_type=index_type,
                                   index_params=_params(build), search_params=_params(search), timeout=600,
                                   consistency=args.milvus_consistency)
-            engine.drop()
-            engine.create()
-            rate = fill(engine, n)
-            waited = engine.wait_indexed()
+            if args.milvus_reuse and engine.exists() and engine.count() == n:
+                rate, waited = float('nan'), engine.wait_indexed()  # measured by an earlier run
+            else:
+                engine.drop()
+                engine.create()
+                rate = fill(engine, n)
+                waited = engine.wait_indexed()
             row = measure(engine, xq, reference)
             results.append((n, 'milvus', args.milvus_index, rate, row))
             print(json.dumps(dict(n=n, engine='milvus', kind=args.milvus_index, ingest_per_s=rate,

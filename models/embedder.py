@@ -12,6 +12,7 @@ from .checkpoints import PathLike, load_model
 from .imaging import ImageError, open_image
 from .la_transformer import LATransformer
 from .onnx_backend import OnnxEmbedding, Spin, onnx_path_for, onnx_status
+from .openvino_backend import OpenVinoEmbedding, openvino_available
 from .quantize import int8_path_for
 from .transforms import build_transform
 
@@ -25,7 +26,8 @@ class Backend(StrEnum):
     TORCH = 'torch'  # eager PyTorch
     ONNX = 'onnx'  # ONNX Runtime on CHECKPOINT.onnx
     ONNX_INT8 = 'onnx-int8'  # ONNX Runtime on CHECKPOINT.int8.onnx (amg-reid export --int8)
-    AUTO = 'auto'  # ONNX Runtime when a fresh export exists (INT8 first when asked), else torch
+    OPENVINO = 'openvino'  # OpenVINO's CPU plugin on CHECKPOINT.onnx (bf16 where the CPU has it)
+    AUTO = 'auto'  # OpenVINO (when installed) or ONNX Runtime when a fresh export exists, else torch
 
 
 class Embedder:
@@ -38,10 +40,14 @@ class Embedder:
         batch_size: images per forward pass.
         flip: average the embeddings of each image and its mirror (then re-normalise).
         backend: 'torch' (eager), 'onnx' (ONNX Runtime on the CPU, from ``CHECKPOINT.onnx``), 'onnx-int8' (from
-            ``CHECKPOINT.int8.onnx``) or 'auto' (ONNX Runtime when a fresh export is present - the INT8 one first
-            when ``prefer_int8`` - else torch). A stale or corrupt export falls back (INT8 to fp32 ONNX to torch)
-            with a warning; :attr:`backend` says which one runs.
-        threads: ONNX Runtime intra-op threads (default: the machine's cores).
+            ``CHECKPOINT.int8.onnx``), 'openvino' (OpenVINO's CPU plugin on ``CHECKPOINT.onnx``) or 'auto' (when a
+            fresh export is present: the INT8 one first when ``prefer_int8``, then OpenVINO where it is installed,
+            then ONNX Runtime; else torch). A stale or corrupt export, or a runtime that refuses it, falls back (INT8
+            or OpenVINO to fp32 ONNX Runtime to torch) with a warning; :attr:`backend` says which one runs and
+            :attr:`precision` in what precision.
+        threads: ONNX Runtime or OpenVINO threads (default: the machine's cores).
+        ov_precision: OpenVINO's inference precision: 'auto' (bf16 where the CPU runs it natively, else f32),
+            'bf16' or 'f32'.
         onnx_spin: when ONNX Runtime's threads busy-wait (:class:`Spin`): 'run' (only during a forward, so other
             work and other sessions of the process get the cores between forwards), 'always' (ONNX Runtime's
             default: between forwards too), 'off'.
@@ -58,7 +64,7 @@ class Embedder:
     def __init__(self, model: Union[PathLike, LATransformer], model_name: Optional[str] = None,
                  device: Union[str, torch.device] = 'cpu', batch_size: int = 64, flip: bool = False,
                  backend: 'Backend' = 'torch', threads: Optional[int] = None, prefer_int8: bool = False,
-                 onnx_spin: Union[Spin, str, bool] = Spin.RUN) -> None:
+                 onnx_spin: Union[Spin, str, bool] = Spin.RUN, ov_precision: Optional[str] = 'auto') -> None:
         self.model = model if isinstance(model, LATransformer) else load_model(model, model_name, device=device)
         self.model.eval()
         self.device = torch.device(device)
@@ -66,15 +72,20 @@ class Embedder:
         self.flip = flip
         self.transform = build_transform(self.model.img_size)
         self.backend = Backend.TORCH
-        self._onnx: Optional[OnnxEmbedding] = None
+        self.precision = 'fp32'
+        self._onnx: Optional[Union[OnnxEmbedding, OpenVinoEmbedding]] = None  # an exported graph's runner
         self._onnx_spin = Spin.parse(onnx_spin)
         backend = Backend(backend)  # ValueError names a wrong one
         if backend != Backend.TORCH:
             if isinstance(model, LATransformer):
-                raise ValueError('the onnx backend needs a checkpoint path (its .onnx lies beside it)')
+                raise ValueError(f'the {backend} backend needs a checkpoint path (its .onnx lies beside it)')
+            checkpoint = Path(model)
             int8 = backend == Backend.ONNX_INT8 or (backend == Backend.AUTO and prefer_int8)
-            if not (int8 and self._try_onnx(Path(model), threads, True, warn=backend == Backend.ONNX_INT8)):
-                self._try_onnx(Path(model), threads, False, warn=backend != Backend.AUTO)
+            openvino = backend == Backend.OPENVINO or (backend == Backend.AUTO and openvino_available())
+            if not (int8 and self._try_onnx(checkpoint, threads, True, warn=backend == Backend.ONNX_INT8)) and \
+                    not (openvino and self._try_openvino(checkpoint, threads, ov_precision,
+                                                         warn=backend == Backend.OPENVINO)):
+                self._try_onnx(checkpoint, threads, False, warn=backend != Backend.AUTO)
 
     def _try_onnx(self, checkpoint: Path, threads: Optional[int], int8: bool, warn: bool) -> bool:
         onnx_file = int8_path_for(checkpoint) if int8 else onnx_path_for(checkpoint)
@@ -83,11 +94,29 @@ class Embedder:
             try:
                 self._onnx = OnnxEmbedding(onnx_file, threads, spin=self._onnx_spin)
                 self.backend = Backend.ONNX_INT8 if int8 else Backend.ONNX
+                self.precision = 'int8' if int8 else 'fp32'
                 return True
             except Exception as e:  # onnxruntime missing or refusing the graph
                 usable, reason = False, f'ONNX Runtime cannot run {onnx_file}: {e}'
         if warn or onnx_file.exists():
             _logger.warning('not using %s: %s', 'INT8 ONNX' if int8 else 'ONNX Runtime', reason)
+        return False
+
+    def _try_openvino(self, checkpoint: Path, threads: Optional[int], precision: Optional[str], warn: bool) -> bool:
+        onnx_file = onnx_path_for(checkpoint)
+        usable, reason = onnx_status(onnx_file, checkpoint)
+        if usable:
+            try:
+                self._onnx = OpenVinoEmbedding(onnx_file, threads, precision)
+                self.backend = Backend.OPENVINO
+                self.precision = 'fp32' if self._onnx.precision == 'f32' else self._onnx.precision
+                return True
+            except ValueError:  # a precision that does not exist: the caller's mistake
+                raise
+            except Exception as e:  # openvino missing or refusing the graph
+                usable, reason = False, f'OpenVINO cannot run {onnx_file}: {e}'
+        if warn or onnx_file.exists():
+            _logger.warning('not using OpenVINO: %s', reason)
         return False
 
     @property

@@ -141,14 +141,14 @@ class MilvusEngine(VectorEngine):
 
     def wait_indexed(self, timeout: float = 3600.0) -> float:
         """Flush, then wait until Milvus has indexed every row (searches are right before that too, scanning
-        unindexed segments by brute force, only slower); the seconds waited."""
+        unindexed segments by brute force, only slower; later re-indexing of compacted segments is not awaited);
+        the seconds waited."""
         import time
         t0 = time.monotonic()
         self._call('flush', self.client.flush, self.collection)
         while time.monotonic() - t0 < timeout:
             info = self._call('describe_index', self.client.describe_index, self.collection, 'vector')
-            if int(info.get('pending_index_rows', 0)) == 0 and int(info.get('indexed_rows', 0)) >= \
-                    int(info.get('total_rows', 0)):
+            if int(info.get('indexed_rows', 0)) >= int(info.get('total_rows', 0)):
                 break
             time.sleep(1.0)
         return time.monotonic() - t0

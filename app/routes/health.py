@@ -29,7 +29,8 @@ def readyz(state: StateDep):
         return JSONResponse(status_code=503, content={'status': 'no model', 'detail': str(e)})
     engine = {'name': snap.engine.name, 'kind': snap.engine.kind, 'behind': state.changelog.behind(snap)}
     body = {'status': 'ready', 'model_id': snap.model_id, 'model_name': snap.model_name,
-            'index_kind': snap.engine.kind, 'backend': snap.embedder.backend, 'vector_engine': engine,
+            'index_kind': snap.engine.kind, 'backend': snap.embedder.backend,
+            'precision': snap.embedder.precision, 'vector_engine': engine,
             'activation': TaskPublic.model_validate(state.activator.progress).model_dump(mode='json'),
             'index_build': TaskPublic.model_validate(state.index_builder.progress).model_dump(mode='json')}
     try:

@@ -257,7 +257,8 @@ def test_the_service_serves_int8_and_says_so(tmp_path, service_model, learnable_
     export_int8_calibrated(ckpt, dataset.train, count=64)
     with make_client(tmp_path / 'data', ckpt, backend='onnx-int8') as client:
         assert client.get('/readyz').json()['backend'] == 'onnx-int8'
-        assert 'amg_embed_backend{backend="onnx-int8"} 1.0' in client.get('/metrics').text
+        assert client.get('/readyz').json()['precision'] == 'int8'
+        assert 'amg_embed_backend{backend="onnx-int8",precision="int8"} 1.0' in client.get('/metrics').text
         g = next(r for r in dataset.gallery if r.pid > 0)
         assert client.post('/v1/gallery', files=files_for([g.path]), data={'person_id': str(g.pid)}).status_code == 201
         r = client.post('/v1/search', files=files_for([g.path]), data={'min_score': '-1'}).json()

@@ -27,7 +27,7 @@ def test_onnx_runtime_equals_torch(tmp_path, kind):
                 ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
     x = torch.randn(5, 3, 64, 32)
     eager = Embedder(ckpt, backend='torch')
-    ort = Embedder(ckpt, backend='auto')
+    ort = Embedder(ckpt, backend='onnx')
     assert eager.backend == 'torch' and ort.backend == 'onnx'
     for batch in (x[:1], x):
         assert np.abs(ort(batch) - eager(batch)).max() < 1e-4
