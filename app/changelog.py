@@ -98,6 +98,7 @@ class ChangeLogFollower:
             missing = np.union1d(np.setdiff1d(db_ids, indexed, assume_unique=True),
                                  np.intersect1d(other_model, db_ids, assume_unique=True))
             done: List[int] = []
+            engine.reserve(len(indexed) - len(stray) + len(missing))
             for start in range(0, len(missing), RECONCILE_CHUNK):  # bounded memory: ~40 MB of vectors a chunk
                 done += self.fill_ids(snap, missing[start:start + RECONCILE_CHUNK])
             for start in range(0, len(done), crud.IN_CHUNK):

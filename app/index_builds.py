@@ -59,6 +59,7 @@ class IndexBuilder:
                 got = self.feed.vectors_for(snap, self._records(picked))[1]
                 sample = got if len(got) else sample
             target = engine.trained_like(kind, sample, len(ids))
+            target.reserve(len(ids))
         for start in range(0, len(ids), chunk):
             self.changelog.fill_ids(snap, ids[start:start + chunk], target)
             if progress is not None:

@@ -143,6 +143,9 @@ class VectorEngine(ABC):
     def save(self) -> None:
         """Persist what the engine keeps only in memory (a no-op where the engine persists by itself)."""
 
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` vectors before a large fill (where the engine holds them in this process)."""
+
     def check_filter(self, flt: GalleryFilter) -> None:
         """Raise :class:`FilterNotSupported` for a filter this engine cannot express."""
 

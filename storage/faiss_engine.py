@@ -180,6 +180,10 @@ class FaissEngine(VectorEngine):
             self.columns = other.columns
 
     # ---- the engine ------------------------------------------------------------------------------------------
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` vectors before a large fill (storage.index.VectorIndex.reserve)."""
+        self.index.reserve(n)
+
     def upsert(self, ids: np.ndarray, vectors: np.ndarray, attributes: Attributes) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -159,3 +159,14 @@ def test_small_samples_fall_back_to_exact_and_unknown_kinds_are_refused():
     assert index.trained_like('compressed', xb).kind == 'exact'  # 100 < 256 training vectors
     with pytest.raises(ValueError, match='unknown index kind'):
         index.trained_like('hnsw', xb)
+
+
+def test_reserving_room_keeps_the_vectors_and_adds_after_it():
+    xq, xb, ids = _data(nb=300)
+    index = VectorIndex(32)
+    index.add(ids[:100], xb[:100])
+    index.reserve(300)
+    assert index.ntotal == 100 and np.array_equal(index.ids(), ids[:100])
+    index.add(ids[100:], xb[100:])
+    D, I = index.search(xq, 5)
+    assert np.array_equal(I, knn_reference(xq, xb, ids, 5)[1])
