@@ -123,6 +123,8 @@ class ServiceState:
         if self._saver is not None:
             self._saver.join(timeout=60)  # no faiss call may be running in a thread while the interpreter exits
         self.save_index()
+        if self.current is not None:
+            self.current.engine.close()
         self.model_thread.close()
 
     def _register_configured_model(self, s) -> None:

@@ -146,6 +146,9 @@ class VectorEngine(ABC):
     def reserve(self, n: int) -> None:
         """Make room for ``n`` vectors before a large fill (where the engine holds them in this process)."""
 
+    def close(self) -> None:
+        """Release connections (engines that have any)."""
+
     def check_filter(self, flt: GalleryFilter) -> None:
         """Raise :class:`FilterNotSupported` for a filter this engine cannot express."""
 

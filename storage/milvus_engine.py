@@ -112,6 +112,16 @@ class MilvusEngine(VectorEngine):
                 raise EngineUnavailable(f'Milvus {what} failed: {_reason(e)}') from None
             raise
 
+    def close(self) -> None:
+        """Close the connection (an unclosed client keeps its gRPC channel pinging the server, which a Milvus Lite
+        server answers with GOAWAY "too_many_pings" once enough of them pile up)."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+
     @property
     def kind(self) -> str:
         return f'milvus-{self.index_type.lower()}'

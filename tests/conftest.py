@@ -126,7 +126,9 @@ def start_milvus_lite(data_dir: Path, port: int = 0):
     deadline = time.time() + 60
     while True:
         try:
-            MilvusClient(uri=uri, timeout=2).list_collections()
+            probe = MilvusClient(uri=uri, timeout=2)
+            probe.list_collections()
+            probe.close()
             return proc, uri
         except Exception:  # noqa: BLE001 - not up yet
             if proc.poll() is not None or time.time() > deadline:
@@ -167,7 +169,9 @@ def milvus_server(tmp_path_factory):
     deadline = time.time() + 120
     while True:
         try:
-            MilvusClient(uri=uri, timeout=2).list_collections()
+            probe = MilvusClient(uri=uri, timeout=2)
+            probe.list_collections()
+            probe.close()
             break
         except Exception:  # noqa: BLE001 - not up yet
             if proc.poll() is not None or time.time() > deadline:

@@ -202,7 +202,7 @@ def test_metrics_report_requests_and_gallery(gallery_client):
     assert 'amg_embed_batch_size_bucket' in text
     assert f'amg_gallery_vectors {float(len(gallery))}' in text
     # no export beside the checkpoint: eager torch serves, and says so
-    assert 'amg_embed_backend{backend="torch"} 1.0' in text
+    assert 'amg_embed_backend{backend="torch",precision="fp32"} 1.0' in text
     assert client.get('/readyz').json()['backend'] == 'torch'
 
 

@@ -50,7 +50,10 @@ def stored_ids(data_dir: Path, env: Dict[str, str]) -> Tuple[Set[int], Set[int],
     if env.get('AMG_VECTOR_ENGINE') == 'milvus':
         from storage.milvus_engine import MilvusEngine, collection_name
         engine = MilvusEngine(env['AMG_MILVUS_URI'], collection_name(env['AMG_MILVUS_COLLECTION_PREFIX'], active), 1)
-        return db_ids, set(engine.ids().tolist()), active
+        try:
+            return db_ids, set(engine.ids().tolist()), active
+        finally:
+            engine.close()
     index = faiss.read_index(str(data_dir / f'index-model{active}.faiss'))
     return db_ids, set(faiss.vector_to_array(index.id_map).tolist()), active
 
