@@ -88,7 +88,10 @@ class ServiceState:
             if self.settings.model_path is not None:
                 self._register_configured_model(s)
             active = crud.active_model(session=s)
-            referenced = crud.all_image_paths(session=s)
+
+        def referenced(sha256s):
+            with self.Session() as s:
+                return crud.referenced_contents(session=s, sha256s=sha256s)
         files, temps = self.images.sweep(referenced, self.settings.orphan_grace_seconds)
         if files or temps:
             _logger.warning('removed %d image file(s) no gallery row names and %d temporary file(s) of interrupted '

@@ -10,7 +10,7 @@ from .db import (ACTIVE_JOB_STATES, EnginePosition, GalleryChange, GalleryImage,
                  ModelVersion, utcnow)
 
 __all__ = ['add_images', 'get_image', 'get_images', 'get_match_rows', 'gallery_records', 'GalleryRecord', 'list_images',
-           'delete_image', 'image_id_array', 'ids_not_embedded_by', 'all_image_paths', 'count_images', 'count_by_sha',
+           'delete_image', 'image_id_array', 'ids_not_embedded_by', 'referenced_contents', 'count_images', 'count_by_sha',
            'put_vectors', 'get_vectors', 'last_change_seq', 'changes_after', 'set_model_version', 'add_model',
            'get_model', 'list_models', 'active_model', 'activate_model', 'create_job', 'get_job', 'list_jobs',
            'update_job', 'interrupt_running_jobs', 'get_engine_position', 'put_engine_position']
@@ -141,9 +141,14 @@ def ids_not_embedded_by(*, session: Session, model_id: Optional[int]) -> np.ndar
     return np.fromiter(session.scalars(select(GalleryImage.id).where(cond).order_by(GalleryImage.id)), np.int64)
 
 
-def all_image_paths(*, session: Session) -> List[str]:
-    """Every stored file a row names (the orphan sweep keeps these)."""
-    return list(session.scalars(select(GalleryImage.image_path)))
+def referenced_contents(*, session: Session, sha256s: Sequence[str]) -> set:
+    """Which of these contents some gallery row names (the orphan sweep keeps their files)."""
+    wanted = list(dict.fromkeys(sha256s))
+    found = set()
+    for start in range(0, len(wanted), IN_CHUNK):
+        found.update(session.scalars(select(GalleryImage.image_sha256).distinct()
+                                     .where(GalleryImage.image_sha256.in_(wanted[start:start + IN_CHUNK]))))
+    return found
 
 
 def count_by_sha(*, session: Session, sha256: str) -> int:

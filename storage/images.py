@@ -10,7 +10,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Collection, Iterable, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Set, Tuple
 
 from sqlalchemy.engine import Engine
 
@@ -72,23 +72,38 @@ class ImageStore:
         lock per content on PostgreSQL, otherwise a lock file in the shared store (storage.locks)."""
         return replica_lock([int(s[:15], 16) for s in sha256s], self.root / LOCK_FILE, engine)
 
-    def sweep(self, referenced: Collection[str], older_than_s: float) -> Tuple[int, int]:
+    def sweep(self, referenced: Callable[[List[str]], Set[str]], older_than_s: float,
+              batch: int = 1000) -> Tuple[int, int]:
         """Remove image files no row names and temporaries of interrupted writes, both only when older than
-        ``older_than_s`` (another replica may be between writing a file and committing its row). Returns (files,
-        temporaries) removed."""
-        keep = {str(Path(p).resolve()) for p in referenced}
+        ``older_than_s`` (another replica may be between writing a file and committing its row). ``referenced``:
+        given a batch of contents (SHA-256, the file name's stem), those some row names - files are judged by
+        their content, not their path (a replica may mount the store elsewhere), a batch at a time (a large
+        gallery's rows are never all read). Returns (files, temporaries) removed."""
         cutoff = time.time() - older_than_s
         files = temps = 0
+        candidates: List[Path] = []
+
+        def judge() -> int:
+            named = referenced([p.name.split('.', 1)[0] for p in candidates])
+            gone = [p for p in candidates if p.name.split('.', 1)[0] not in named]
+            for p in gone:
+                p.unlink(missing_ok=True)
+            candidates.clear()
+            return len(gone)
+
         for path in self.root.glob('??/*'):
             try:
                 if path.stat().st_mtime > cutoff:
                     continue
-                if path.name.startswith('.') and path.name.endswith('.tmp'):
-                    path.unlink(missing_ok=True)
-                    temps += 1
-                elif str(path) not in keep:
-                    path.unlink(missing_ok=True)
-                    files += 1
             except FileNotFoundError:  # removed meanwhile by another replica
                 continue
+            if path.name.startswith('.') and path.name.endswith('.tmp'):
+                path.unlink(missing_ok=True)
+                temps += 1
+            else:
+                candidates.append(path)
+                if len(candidates) >= batch:
+                    files += judge()
+        if candidates:
+            files += judge()
         return files, temps
