@@ -109,10 +109,8 @@ def start_milvus_lite(data_dir: Path, port: int = 0):
     import socket
     import subprocess
     import sys
-    import time
     for module in ('pymilvus', 'milvus_lite'):
         pytest.importorskip(module, reason=f'{module} is not installed (pip install -e .[milvus])')
-    from pymilvus import MilvusClient
     if not port:
         with socket.socket() as sock:
             sock.bind(('127.0.0.1', 0))
@@ -123,17 +121,26 @@ def start_milvus_lite(data_dir: Path, port: int = 0):
         proc = subprocess.Popen([sys.executable, '-m', 'milvus_lite', 'server', '--data-dir', str(data_dir / 'db'),
                                  '--host', '127.0.0.1', '--port', str(port)], stdout=out, stderr=subprocess.STDOUT)
     uri = f'http://127.0.0.1:{port}'
-    deadline = time.time() + 60
+    wait_for_milvus(uri, proc, log, 'Milvus Lite server', timeout=60)
+    return proc, uri
+
+
+def wait_for_milvus(uri: str, proc, log: Path, what: str, timeout: float) -> None:
+    """Until the server at ``uri`` answers; skips (killing ``proc``) if it exits or does not answer in time."""
+    import time
+
+    from pymilvus import MilvusClient
+    deadline = time.time() + timeout
     while True:
         try:
             probe = MilvusClient(uri=uri, timeout=2)
             probe.list_collections()
             probe.close()
-            return proc, uri
+            return
         except Exception:  # noqa: BLE001 - not up yet
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                pytest.skip(f'Milvus Lite server did not start: {log.read_text()[-300:]}')
+                pytest.skip(f'the {what} did not start: {log.read_text()[-400:]}')
             time.sleep(0.3)
 
 
@@ -153,10 +160,8 @@ def milvus_server(tmp_path_factory):
     import socket
     import subprocess
     import sys
-    import time
     for module in ('pymilvus', 'milvus'):
         pytest.importorskip(module, reason=f'{module} is not installed (pip install -e .[dev])')
-    from pymilvus import MilvusClient
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         port = sock.getsockname()[1]
@@ -166,18 +171,7 @@ def milvus_server(tmp_path_factory):
         proc = subprocess.Popen([sys.executable, '-m', 'tests.milvus_server', str(base / 'server'), str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
     uri = f'http://127.0.0.1:{port}'
-    deadline = time.time() + 120
-    while True:
-        try:
-            probe = MilvusClient(uri=uri, timeout=2)
-            probe.list_collections()
-            probe.close()
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.skip(f'the Milvus standalone server did not start: {log.read_text()[-400:]}')
-            time.sleep(0.5)
+    wait_for_milvus(uri, proc, log, 'Milvus standalone server', timeout=120)
     yield uri
     proc.terminate()
     try:

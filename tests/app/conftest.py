@@ -37,6 +37,17 @@ def jobs_may_read_the_test_folders(tmp_path_factory):
 MANY_FILES = 1000
 
 
+def wait_for(check, timeout: float = 30.0, what: str = 'the condition'):
+    """``check()``'s first truthy value, polled every 0.2 s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f'{what} did not hold within {timeout} s')
+
+
 def make_client(data_dir: Path, model_path=None, **overrides) -> TestClient:
     overrides.setdefault('max_files_per_request', MANY_FILES)
     settings = Settings(data_dir=data_dir, model_path=model_path, api_key=API_KEY, index_save_seconds=0.5,

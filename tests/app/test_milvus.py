@@ -1,22 +1,11 @@
 """The service on Milvus: an acknowledged upload survives a Milvus outage (it waits in the change log and is applied
 when Milvus is back), a delete is never found again, /readyz names the engine and how far behind it is, and a
 filter Milvus cannot express is a 422."""
-import time
 
 import pytest
 
-from tests.app.conftest import files_for, make_client
+from tests.app.conftest import files_for, make_client, wait_for
 from tests.conftest import engine_settings, start_milvus_lite
-
-
-def wait_for(check, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError('timed out')
 
 
 def search(client, path, **fields):
@@ -57,7 +46,7 @@ def test_an_outage_loses_no_acknowledged_upload(tmp_path, tmp_path_factory, serv
             assert ready.json()['vector_engine']['behind'] == 3 and 'error' in ready.json()['vector_engine']
 
             server, _ = start_milvus_lite(tmp_path / 'milvus', port)  # back, with what it had stored
-            wait_for(lambda: client.get('/readyz').status_code == 200)
+            wait_for(lambda: client.get('/readyz').status_code == 200, timeout=60)
             ready = client.get('/readyz').json()
             assert ready['vector_engine']['behind'] == 0 and ready['gallery_vectors'] == 11
             ids = found(client, gallery[10].path)

@@ -1,28 +1,17 @@
 """Two API replicas on one database (SQLite file and PostgreSQL): with FAISS each keeps its own index, with Milvus both
 share one collection (and hold no vectors themselves); either way each follows the other's uploads, deletions and
 model activations through the database's gallery change log."""
-import time
 
 import pytest
 import torch
 
 from app.state import register_checkpoint
 from models.checkpoints import load_model, save_checkpoint
-from tests.app.conftest import API_KEY, files_for, make_client
+from tests.app.conftest import API_KEY, files_for, make_client, wait_for
 from storage.faiss_engine import FaissEngine
 from tests.conftest import database_url_for, engine_settings
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(check, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError('the replica did not catch up in time')
 
 
 def matches(client, path, k=20):
