@@ -55,7 +55,7 @@ class ChangeLogFollower:
         if not engine.shared:
             yield
             return
-        name = getattr(engine, 'collection', engine.name)
+        name = engine.position_key
         lock_file = self.lock_dir / f'.engine-{name}.lock'
         with replica_lock([lock_key(f'engine:{name}')], lock_file, self.database):
             with self.Session() as s:
@@ -70,8 +70,7 @@ class ChangeLogFollower:
 
     def shared_position_exists(self, engine: VectorEngine) -> bool:
         with self.Session() as s:
-            name = getattr(engine, 'collection', engine.name)
-            return crud.get_engine_position(session=s, collection=name) != (0, {})
+            return crud.get_engine_position(session=s, collection=engine.position_key) != (0, {})
 
     # ---- full reconcile ----------------------------------------------------------------------------------------
     def reconcile(self, snap: Snapshot) -> Dict[str, int]:
@@ -119,7 +118,7 @@ class ChangeLogFollower:
         """After a build from the whole gallery as of ``seq``: follow the log from there."""
         if engine.shared:
             with self.Session.begin() as s:
-                crud.put_engine_position(session=s, collection=engine.collection, applied_seq=seq, awaited={})
+                crud.put_engine_position(session=s, collection=engine.position_key, applied_seq=seq, awaited={})
         engine.applied_seq, engine.awaited = seq, {}
 
     def _row_count(self) -> int:
@@ -174,7 +173,7 @@ class ChangeLogFollower:
         with self.Session() as s:
             last = crud.last_change_seq(session=s)
             if snap.engine.shared:
-                applied = crud.get_engine_position(session=s, collection=snap.engine.collection)[0]
+                applied = crud.get_engine_position(session=s, collection=snap.engine.position_key)[0]
             else:
                 applied = snap.engine.applied_seq
         return max(0, last - applied)

@@ -116,6 +116,11 @@ class VectorEngine(ABC):
         self.awaited: Dict[int, float] = {}  # older change seqs not visible yet -> since when (monotonic s)
 
     @property
+    def position_key(self) -> str:
+        """The name a shared engine's change-log position is stored under (app.changelog)."""
+        return self.name
+
+    @property
     @abstractmethod
     def kind(self) -> str:
         """The index kind, as /readyz reports it."""

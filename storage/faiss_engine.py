@@ -4,7 +4,7 @@ columns indexed by image id, persisted beside the index file.
 Gallery ids are the database's small integers, so the columns are dense arrays indexed by id (1,000,000 rows: 25 MB)
 and tags are one bitmap per tag (1,000,000 rows: 125 kB a tag). A filter becomes a FAISS ``IDSelectorBitmap`` by
 vectorised numpy: comparisons over the columns, ``packbits``, then AND with the tag bitmaps (~0.1-0.3 ms at
-1,000,000 rows, docs/benchmarks.md), evaluated only for the ids the index scans.
+1,000,000 rows, measured by hand), evaluated only for the ids the index scans.
 """
 import logging
 import os

@@ -123,6 +123,10 @@ class MilvusEngine(VectorEngine):
                 pass
 
     @property
+    def position_key(self) -> str:
+        return self.collection
+
+    @property
     def kind(self) -> str:
         return f'milvus-{self.index_type.lower()}'
 

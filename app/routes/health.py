@@ -27,7 +27,7 @@ def readyz(state: StateDep):
         snap = state.snapshot()
     except NoModel as e:
         return JSONResponse(status_code=503, content={'status': 'no model', 'detail': str(e)})
-    engine = {'name': snap.engine.name, 'kind': snap.engine.kind, 'behind': state.changelog.behind(snap)}
+    engine = {'name': snap.engine.name, 'kind': snap.engine.kind}
     body = {'status': 'ready', 'model_id': snap.model_id, 'model_name': snap.model_name,
             'index_kind': snap.engine.kind, 'backend': snap.embedder.backend,
             'precision': snap.embedder.precision, 'vector_engine': engine,
@@ -37,7 +37,7 @@ def readyz(state: StateDep):
         consistent, body['gallery_vectors'] = state.changelog.consistent(snap)  # catches up with the log first
         engine['behind'] = state.changelog.behind(snap)
     except EngineUnavailable as e:
-        engine['error'] = str(e)
+        engine['behind'], engine['error'] = state.changelog.behind(snap), str(e)
         return JSONResponse(status_code=503, content=dict(body, status='vector engine unavailable'))
     if not consistent:
         return JSONResponse(status_code=503, content=dict(body, status='index inconsistent'))
