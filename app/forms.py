@@ -8,7 +8,8 @@ from fastapi import HTTPException, UploadFile
 from pydantic import BaseModel, Field
 
 from .deps import MAX_ID
-from .imaging import DecodedImage, ImageRejected, decode_probed, decode_request, probe_request, request_pixels
+from .imaging import (DecodedImage, ImageRejected, decode_probed, decode_request, has_control_characters, probe_request,
+                      request_pixels)
 from .settings import Settings
 
 
@@ -55,6 +56,8 @@ def str_list(value: Optional[str], field: str = 'tags') -> Optional[List[str]]:
     values = [v.strip() for v in value.split(',') if v.strip()]
     if len(values) > MAX_TAGS or any(len(v) > MAX_TAG_CHARS for v in values):
         raise bad(field, f'at most {MAX_TAGS} values of at most {MAX_TAG_CHARS} characters each')
+    if any(has_control_characters(v) for v in values):
+        raise bad(field, 'control characters (tab, newline, NUL, ...) are not allowed in tags')
     return values
 
 

@@ -2,6 +2,7 @@
 bounded before any of it starts (header probes first, then the pixels)."""
 import io
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -10,10 +11,18 @@ from PIL import Image, UnidentifiedImageError
 from models.imaging import draft, to_rgb
 
 __all__ = ['DecodedImage', 'ImageRejected', 'decode_upload', 'decode_request', 'probe_request', 'decode_probed',
-           'request_pixels']
+           'request_pixels', 'has_control_characters']
 
 MAX_NAME_CHARS = 255  # the database keeps up to 512
 ACCEPTED_FORMATS = {'JPEG', 'PNG', 'BMP', 'WEBP', 'TIFF', 'GIF'}
+
+
+def has_control_characters(text: str) -> bool:
+    # PostgreSQL text cannot hold NUL and Milvus expressions cannot quote control characters: names and labels
+    # need neither
+    return any(unicodedata.category(ch) == 'Cc' for ch in text)
+
+
 _UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
@@ -47,6 +56,8 @@ def _probe(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> _Prob
     name = filename or 'upload'
     if len(name) > MAX_NAME_CHARS:
         raise ImageRejected(f'{name[:40]}...: file name longer than {MAX_NAME_CHARS} characters')
+    if has_control_characters(name):
+        raise ImageRejected(f'{name!r}: control characters are not allowed in a file name')
     if not data:
         raise ImageRejected(f'{name}: empty file (0 bytes)')
     if len(data) > max_bytes:

@@ -21,8 +21,11 @@ router = APIRouter(prefix='/v1/admin', tags=['admin'], dependencies=[Depends(req
 def confined(state, field: str, value: str, file: bool = False) -> str:
     """A server path a job may read: under one of AMG_DATA_ROOTS (links resolved). Missing and refused paths get
     the same answer, so the API cannot probe what exists elsewhere."""
-    path = Path(value).expanduser().resolve()
-    inside = any(path == root or root in path.parents for root in state.settings.data_root_list)
+    try:
+        path = Path(value).expanduser().resolve()
+    except (ValueError, RuntimeError):  # an embedded NUL; a link loop
+        path = None
+    inside = path is not None and any(path == root or root in path.parents for root in state.settings.data_root_list)
     if not inside or not (path.is_file() if file else path.is_dir()):
         raise HTTPException(status_code=400, detail=f'{field}: no such {"file" if file else "folder"} under the '
                                                     f'allowed data roots (AMG_DATA_ROOTS)')
