@@ -4,7 +4,7 @@ import logging
 import threading
 from typing import Callable, Optional
 
-from models.embedder import Backend
+from models.runtime import Backend
 from storage import crud
 from storage.db import ModelVersion
 

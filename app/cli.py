@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from pruning.schedule import PruneConfig
-from reid.engine import TrainConfig
+from pruning.config import PruneConfig
+from reid.config import TrainConfig
 from reid.options import add_config_arguments, config_from_args
 from reid.synthetic import SynthConfig
 
@@ -272,8 +272,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    from models.checkpoints import CheckpointError
     from models.imaging import ImageError
+    from models.records import CheckpointError
     from reid.datasets import DatasetError
     try:
         COMMANDS[args.command](args)

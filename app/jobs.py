@@ -41,8 +41,8 @@ def _yield_to_queries(nice: int) -> None:
 
 def job_config(kind: JobKind, params: Dict[str, Any], out_dir: str, job_id: int):
     """The run a job stands for: its kind's config from the stored parameters plus the server's own fields."""
-    from pruning.schedule import PruneConfig
-    from reid.engine import TrainConfig
+    from pruning.config import PruneConfig
+    from reid.config import TrainConfig
     if kind == JobKind.TRAIN:
         return TrainConfig(output_dir=out_dir, name=f'job{job_id}', **params)
     if kind == JobKind.FINETUNE:  # a prune run that removes nothing

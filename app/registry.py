@@ -4,9 +4,8 @@ import logging
 from pathlib import Path
 from typing import Dict, Optional
 
-from models.checkpoints import load_model, read_metadata
-from models.export import export_onnx, file_sha256
-from models.onnx_backend import onnx_path_for, onnx_status
+from models.onnx_backend import file_sha256, onnx_path_for, onnx_status
+from models.records import read_metadata
 from storage import crud
 from storage.db import ModelVersion
 
@@ -28,6 +27,8 @@ def ensure_onnx(checkpoint: str) -> bool:
     if onnx_status(onnx_path_for(checkpoint), checkpoint)[0]:
         return True
     try:
+        from models.checkpoints import load_model  # torch: only to export, never to serve an export
+        from models.export import export_onnx
         export_onnx(load_model(checkpoint), onnx_path_for(checkpoint), checkpoint_sha256=file_sha256(checkpoint))
         return True
     except Exception:  # the service then runs eager torch

@@ -4,8 +4,8 @@ from typing import Annotated, Any, Dict, List, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from pruning.schedule import PruneConfig
-from reid.engine import TrainConfig
+from pruning.config import PruneConfig
+from reid.config import TrainConfig
 from reid.options import job_params_model
 from storage.db import JobKind, JobState
 

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.embedder import Backend
+from models.runtime import Backend
 from models.onnx_backend import Spin
 from storage.index import IndexKind
 

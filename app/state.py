@@ -20,7 +20,6 @@ from typing import Dict, Optional, Sequence
 
 import anyio
 
-from models.embedder import Embedder
 from storage import crud
 from storage.db import ModelVersion, make_engine, make_sessionmaker
 from storage.engine import EngineUnavailable, GalleryFilter
@@ -36,7 +35,7 @@ from .metrics import Metrics
 from .registry import ensure_onnx, register_checkpoint
 from .search_service import MatchRows
 from .settings import Settings
-from .snapshot import NoModel, Snapshot
+from .snapshot import NoModel, Snapshot, open_embedder
 from .vector_feed import VectorFeed
 
 __all__ = ['ServiceState', 'Snapshot', 'NoModel', 'register_checkpoint', 'ensure_onnx']  # the last four: re-exported
@@ -175,10 +174,7 @@ class ServiceState:
     # ---- the active model ------------------------------------------------------------------------------------
     def open(self, model: ModelVersion) -> Snapshot:
         """Load ``model`` (on the model thread) and its saved index, if any."""
-        embedder = self.on_model_thread(Embedder, model.path, device=self.settings.device,
-                                        batch_size=self.settings.embed_batch_size, backend=self.settings.backend,
-                                        threads=self.settings.onnx_threads, prefer_int8=self.settings.int8,
-                                        onnx_spin=self.settings.onnx_spin, ov_precision=self.settings.ov_precision)
+        embedder = self.on_model_thread(open_embedder, model.path, self.settings)
         self.metrics.backend.clear()
         self.metrics.backend.labels(backend=embedder.backend, precision=embedder.precision).set(1)
         engine = open_engine(self.settings, self.index_dir, model.id, embedder.dim)

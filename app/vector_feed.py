@@ -6,7 +6,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from models.embedder import Embedder
+from models.runtime import ImageEmbedder
 from models.imaging import open_image
 from storage import crud
 from storage.crud import GalleryRecord
@@ -40,7 +40,7 @@ class VectorFeed:
         network round trip) in the calling thread."""
         return fn(*args) if snap.engine.shared else self.model_thread.call(fn, *args)
 
-    def embed_for_storage(self, embedder: Embedder, images: Sequence) -> np.ndarray:
+    def embed_for_storage(self, embedder: ImageEmbedder, images: Sequence) -> np.ndarray:
         """Embeddings as the database keeps them (float16 values), so every index holds the same numbers."""
         bs = embedder.batch_size
         for i in range(0, len(images), bs):

@@ -18,23 +18,17 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from timm.layers import resample_abs_pos_embed
 
 from .la_transformer import LATransformer, create_model, model_from_architecture
+from .records import ARCH_KEY, EXTRA_KEY, CheckpointError, read_metadata
 
 __all__ = ['save_checkpoint', 'load_model', 'read_metadata', 'CheckpointError',
            'filter_timm_vit', 'filter_la_transformer_pth', 'filter_amg_checkpoint']
 
 _logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
-ARCH_KEY = 'amg_reid.architecture'
-EXTRA_KEY = 'amg_reid.extra'
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit the requested model."""
 
 
 def save_checkpoint(model: LATransformer, path: PathLike, extra: Optional[Dict[str, Any]] = None) -> Path:
@@ -47,14 +41,6 @@ def save_checkpoint(model: LATransformer, path: PathLike, extra: Optional[Dict[s
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint under the real name
     return path
-
-
-def read_metadata(path: PathLike) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
-    """(architecture record or None, extra dict) of a ``.safetensors`` file."""
-    with safe_open(str(path), framework='pt') as f:
-        meta = f.metadata() or {}
-    arch = json.loads(meta[ARCH_KEY]) if ARCH_KEY in meta else None
-    return arch, json.loads(meta.get(EXTRA_KEY, '{}'))
 
 
 def load_model(

@@ -1,6 +1,5 @@
 """A small user-facing API: load a checkpoint once, embed images in batches (like torchreid's FeatureExtractor)."""
 import logging
-from enum import StrEnum
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Union
 
@@ -11,23 +10,14 @@ from PIL import Image
 from .checkpoints import PathLike, load_model
 from .imaging import ImageError, open_image
 from .la_transformer import LATransformer
-from .onnx_backend import OnnxEmbedding, Spin, onnx_path_for, onnx_status
-from .openvino_backend import OpenVinoEmbedding, openvino_available
-from .quantize import int8_path_for
+from .onnx_backend import Spin
+from .runtime import Backend, ExportedEmbedder, open_exported
 from .transforms import build_transform
 
 __all__ = ['Embedder', 'Backend', 'ImageInput', 'open_image', 'ImageError']
 
 _logger = logging.getLogger(__name__)
 ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
-
-
-class Backend(StrEnum):
-    TORCH = 'torch'  # eager PyTorch
-    ONNX = 'onnx'  # ONNX Runtime on CHECKPOINT.onnx
-    ONNX_INT8 = 'onnx-int8'  # ONNX Runtime on CHECKPOINT.int8.onnx (amg-reid export --int8)
-    OPENVINO = 'openvino'  # OpenVINO's CPU plugin on CHECKPOINT.onnx (bf16 where the CPU has it)
-    AUTO = 'auto'  # OpenVINO (when installed) or ONNX Runtime when a fresh export exists, else torch
 
 
 class Embedder:
@@ -73,51 +63,15 @@ class Embedder:
         self.transform = build_transform(self.model.img_size)
         self.backend = Backend.TORCH
         self.precision = 'fp32'
-        self._onnx: Optional[Union[OnnxEmbedding, OpenVinoEmbedding]] = None  # an exported graph's runner
-        self._onnx_spin = Spin.parse(onnx_spin)
+        self._exported: Optional[ExportedEmbedder] = None  # an exported graph's runner (models.runtime)
         backend = Backend(backend)  # ValueError names a wrong one
         if backend != Backend.TORCH:
             if isinstance(model, LATransformer):
                 raise ValueError(f'the {backend} backend needs a checkpoint path (its .onnx lies beside it)')
-            checkpoint = Path(model)
-            int8 = backend == Backend.ONNX_INT8 or (backend == Backend.AUTO and prefer_int8)
-            openvino = backend == Backend.OPENVINO or (backend == Backend.AUTO and openvino_available())
-            if not (int8 and self._try_onnx(checkpoint, threads, True, warn=backend == Backend.ONNX_INT8)) and \
-                    not (openvino and self._try_openvino(checkpoint, threads, ov_precision,
-                                                         warn=backend == Backend.OPENVINO)):
-                self._try_onnx(checkpoint, threads, False, warn=backend != Backend.AUTO)
-
-    def _try_onnx(self, checkpoint: Path, threads: Optional[int], int8: bool, warn: bool) -> bool:
-        onnx_file = int8_path_for(checkpoint) if int8 else onnx_path_for(checkpoint)
-        usable, reason = onnx_status(onnx_file, checkpoint)
-        if usable:
-            try:
-                self._onnx = OnnxEmbedding(onnx_file, threads, spin=self._onnx_spin)
-                self.backend = Backend.ONNX_INT8 if int8 else Backend.ONNX
-                self.precision = 'int8' if int8 else 'fp32'
-                return True
-            except Exception as e:  # onnxruntime missing or refusing the graph
-                usable, reason = False, f'ONNX Runtime cannot run {onnx_file}: {e}'
-        if warn or onnx_file.exists():
-            _logger.warning('not using %s: %s', 'INT8 ONNX' if int8 else 'ONNX Runtime', reason)
-        return False
-
-    def _try_openvino(self, checkpoint: Path, threads: Optional[int], precision: Optional[str], warn: bool) -> bool:
-        onnx_file = onnx_path_for(checkpoint)
-        usable, reason = onnx_status(onnx_file, checkpoint)
-        if usable:
-            try:
-                self._onnx = OpenVinoEmbedding(onnx_file, threads, precision)
-                self.backend = Backend.OPENVINO
-                self.precision = 'fp32' if self._onnx.precision == 'f32' else self._onnx.precision
-                return True
-            except ValueError:  # a precision that does not exist: the caller's mistake
-                raise
-            except Exception as e:  # openvino missing or refusing the graph
-                usable, reason = False, f'OpenVINO cannot run {onnx_file}: {e}'
-        if warn or onnx_file.exists():
-            _logger.warning('not using OpenVINO: %s', reason)
-        return False
+            self._exported = open_exported(model, backend, threads, prefer_int8, onnx_spin, ov_precision,
+                                           batch_size, flip)
+            if self._exported is not None:
+                self.backend, self.precision = self._exported.backend, self._exported.precision
 
     @property
     def dim(self) -> int:
@@ -139,21 +93,11 @@ class Embedder:
             raise ImageError(f'unsupported input type {type(item).__name__}')
         return self.transform(item)
 
-    def _embed_onnx(self, x: np.ndarray) -> np.ndarray:
-        # numpy from the inputs to the embeddings: no torch op (a stack of a batch, a flip) on the service's model
-        # thread, whose parallel regions would wake torch's OpenMP team beside ONNX Runtime's threads on the same
-        # cores (a woken team spins after its work: docs/benchmarks.md 5b)
-        f = self._onnx(x)
-        if self.flip:
-            f = f + self._onnx(x[..., ::-1])
-            f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # as torch's F.normalize
-        return f
-
     @torch.no_grad()
     def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """A normalised batch (B, 3, H, W) -> (B, D) embeddings (flip-averaged when ``flip``)."""
-        if self._onnx is not None:
-            return torch.from_numpy(self._embed_onnx(x.cpu().numpy()))
+        if self._exported is not None:
+            return torch.from_numpy(self._exported.embed_array(x.cpu().numpy()))
         x = x.to(self.device)
         f = self.model.embed(x)
         if self.flip:
@@ -167,10 +111,11 @@ class Embedder:
             items = list(inputs)
         else:
             items = [inputs]
-        if self._onnx is not None:
-            out = [self._embed_onnx(np.stack([self.preprocess(i).detach().cpu().numpy() for i in chunk]))
-                   for chunk in _chunks(items, self.batch_size)]
-            return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.dim), np.float32)
+        if self._exported is not None:
+            # numpy from the inputs to the embeddings: no torch op (a stack of a batch, a flip) on the service's
+            # model thread, whose parallel regions would wake torch's OpenMP team beside ONNX Runtime's threads on
+            # the same cores (a woken team spins after its work: docs/benchmarks.md 5b)
+            return self._exported([self.preprocess(i).detach().cpu().numpy() for i in items])
         out = [self.embed_tensor(torch.stack([self.preprocess(i) for i in chunk])).cpu()
                for chunk in _chunks(items, self.batch_size)]
         if not out:

@@ -1,5 +1,4 @@
 """ONNX export of the retrieval embedding (any model: unpruned, head-pruned, key/value-pruned)."""
-import hashlib
 import logging
 from pathlib import Path
 from typing import Union
@@ -8,6 +7,7 @@ import torch
 from torch import nn
 
 from .la_transformer import LATransformer
+from .onnx_backend import SHA256_KEY, file_sha256
 
 __all__ = ['export_onnx', 'file_sha256']
 
@@ -21,14 +21,6 @@ class _Embedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.embed(x)
-
-
-def file_sha256(path: Union[str, Path]) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_onnx(model: LATransformer, path: Union[str, Path], opset: int = 18, checkpoint_sha256: str = '') -> Path:
@@ -50,7 +42,7 @@ def export_onnx(model: LATransformer, path: Union[str, Path], opset: int = 18, c
                                 dynamic_shapes={'x': {0: batch}}, opset_version=opset, dynamo=True)
     program.save(str(path))
     proto = onnx.load(str(path))
-    meta = {'amg_reid.checkpoint_sha256': checkpoint_sha256, 'amg_reid.model': model.name}
+    meta = {SHA256_KEY: checkpoint_sha256, 'amg_reid.model': model.name}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

@@ -3,20 +3,28 @@
 An export records the SHA-256 of the checkpoint it came from; an ``.onnx`` whose hash does not match the checkpoint
 (stale) or that cannot be read (corrupt) is never used.
 """
+import hashlib
 import logging
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .export import file_sha256
-
-__all__ = ['OnnxEmbedding', 'Spin', 'onnx_status', 'onnx_path_for']
+__all__ = ['OnnxEmbedding', 'Spin', 'onnx_status', 'onnx_path_for', 'file_sha256', 'freshness', 'SHA256_KEY']
 
 _logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
+SHA256_KEY = 'amg_reid.checkpoint_sha256'  # in an export's metadata: the checkpoint it came from
+
+
+def file_sha256(path: PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class Spin(StrEnum):
@@ -54,10 +62,22 @@ def onnx_status(onnx_path: PathLike, checkpoint: PathLike) -> Tuple[bool, str]:
         return False, 'the onnx package is not installed'
     except Exception as e:  # onnx raises DecodeError and others for damaged files
         return False, f'{onnx_path} is corrupt ({e.__class__.__name__})'
-    recorded = {p.key: p.value for p in model.metadata_props}.get('amg_reid.checkpoint_sha256')
-    if recorded != file_sha256(checkpoint):
+    return freshness({p.key: p.value for p in model.metadata_props}, onnx_path, checkpoint)
+
+
+def freshness(metadata: Dict[str, str], onnx_path: PathLike, checkpoint: PathLike) -> Tuple[bool, str]:
+    """(usable, reason) from an export's metadata (read by the onnx package, ONNX Runtime or OpenVINO)."""
+    if metadata.get(SHA256_KEY) != file_sha256(checkpoint):
         return False, f'{onnx_path} is stale: it was exported from another version of {Path(checkpoint).name}'
     return True, 'fresh'
+
+
+def _static(shape: Sequence, what: str) -> Tuple[int, ...]:
+    """The fixed sizes of an export's input or output shape after its (dynamic) batch axis."""
+    sizes = tuple(shape[1:])
+    if not all(isinstance(n, int) and n > 0 for n in sizes):
+        raise ValueError(f'the export\'s {what} shape {list(shape)} is not fixed after the batch axis')
+    return sizes
 
 
 class OnnxEmbedding:
@@ -75,6 +95,10 @@ class OnnxEmbedding:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
         self.input_name = self.session.get_inputs()[0].name
+        self.metadata: Dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        _, h, w = _static(self.session.get_inputs()[0].shape, 'input')
+        self.img_size: Tuple[int, int] = (h, w)
+        self.dim: int = _static(self.session.get_outputs()[0].shape, 'output')[0]
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]

@@ -8,14 +8,20 @@ figures, head67+token40 at batch 32: 129 vs 233 images/s).
 """
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ['OpenVinoEmbedding', 'cpu_precision', 'openvino_available', 'PRECISIONS']
+from .onnx_backend import SHA256_KEY
+
+__all__ = ['OpenVinoEmbedding', 'cpu_precision', 'openvino_available', 'PRECISIONS', 'UnknownPrecision']
 
 PRECISIONS = ('bf16', 'f32')
 _ALIASES = {'fp32': 'f32', 'float32': 'f32', 'bfloat16': 'bf16', '': 'auto'}
+
+
+class UnknownPrecision(ValueError):
+    """A precision OpenVINO does not have: the caller's mistake, never a reason to fall back."""
 
 
 def openvino_available() -> bool:
@@ -37,7 +43,7 @@ def resolve_precision(precision: Optional[str]) -> str:
     if text == 'auto':
         return cpu_precision()
     if text not in PRECISIONS:
-        raise ValueError(f'OpenVINO precision {precision!r}: one of auto, {", ".join(PRECISIONS)}')
+        raise UnknownPrecision(f'OpenVINO precision {precision!r}: one of auto, {", ".join(PRECISIONS)}')
     return text
 
 
@@ -52,7 +58,17 @@ class OpenVinoEmbedding:
         core = ov.Core()
         config = {'INFERENCE_PRECISION_HINT': self.precision, 'PERFORMANCE_HINT': 'LATENCY',
                   'INFERENCE_NUM_THREADS': int(threads or os.cpu_count() or 1)}
-        self.compiled = core.compile_model(core.read_model(str(onnx_path)), 'CPU', config)
+        model = core.read_model(str(onnx_path))
+        self.metadata: Dict[str, str] = {}  # ONNX Runtime's custom metadata map, as OpenVINO keeps it
+        if model.has_rt_info(['framework', SHA256_KEY]):
+            self.metadata[SHA256_KEY] = model.get_rt_info(['framework', SHA256_KEY]).astype(str)
+        _, _, h, w = (d.get_length() if d.is_static else None for d in model.input(0).get_partial_shape())
+        dim = model.output(0).get_partial_shape()[1]
+        if not (h and w and dim.is_static):
+            raise ValueError(f'{onnx_path}: input and output sizes are not fixed after the batch axis')
+        self.img_size: Tuple[int, int] = (h, w)
+        self.dim: int = dim.get_length()
+        self.compiled = core.compile_model(model, 'CPU', config)
         self.output = self.compiled.output(0)
         self.request = self.compiled.create_infer_request()
 

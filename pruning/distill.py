@@ -1,5 +1,4 @@
 """Knowledge distillation from the unpruned teacher, per LA part."""
-from enum import StrEnum
 from typing import Optional
 
 import torch
@@ -7,13 +6,9 @@ import torch.nn.functional as F
 
 from reid.engine import part_ce_loss
 
+from .config import Distill
+
 __all__ = ['distillation_loss', 'Distill']
-
-
-class Distill(StrEnum):
-    NONE = 'none'
-    SOFT = 'soft'
-    HARD = 'hard'
 
 
 def distillation_loss(student: torch.Tensor, teacher: Optional[torch.Tensor], y: torch.Tensor, kind: Distill,

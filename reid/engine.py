@@ -4,26 +4,25 @@ import logging
 import random
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, Literal, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from tqdm import tqdm
 
 from models.checkpoints import load_model, read_metadata, save_checkpoint
 from models.embedder import Embedder
 from models.la_transformer import LATransformer, create_model
 
+from .config import RecipeSettings, TrainConfig
 from .data import make_loader, split_validation
 from .datasets import ImageRecord, load_dataset
 from .distributed import setup_distributed
 from .export import export_int8_calibrated
 from .metrics import calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank
-from .options import ImageSize
 from .progress import Cancelled, Progress, ProgressCallback, RunSummary
-from .recipe import RecipeOptions, RecipeSettings, batch_hard_triplet_loss, paste_occluders, warmup_cosine
+from .recipe import batch_hard_triplet_loss, paste_occluders, warmup_cosine
 from .rerank import re_ranking
 from .visualize import save_cmc_curve, save_ranked_results
 
@@ -31,7 +30,6 @@ __all__ = ['TrainConfig', 'train', 'train_one_epoch', 'part_ce_loss', 'recipe_st
            'evaluate_model', 'calibrate_model_threshold', 'set_seed']
 
 _logger = logging.getLogger(__name__)
-DatasetName = Literal['market', 'o-duke']
 
 
 def set_seed(seed: int) -> None:
@@ -136,44 +134,6 @@ def calibrate_model_threshold(model: LATransformer, val: Tuple[Sequence[ImageRec
     qf, q_pids, q_cams = extract_features(model, val[0], batch_size, device=device, progress=False)
     gf, g_pids, g_cams = extract_features(model, val[1], batch_size, device=device, progress=False)
     return calibrate_threshold(qf @ gf.T, q_pids, g_pids, q_cams, g_cams)
-
-
-class TrainConfig(RecipeOptions):
-    """What ``amg-reid train`` and train jobs take (each field is a CLI flag and a job parameter)."""
-    SERVER_OWNED: ClassVar[Tuple[str, ...]] = ('name', 'output_dir', 'device', 'resume', 'extra')
-
-    data_dir: str = Field(description='dataset folder (Market-1501 or ImageFolder layout)')
-    name: str = Field('LA-tiny', description='run name: outputs go to OUTPUT_DIR/NAME/')
-    model: str = Field('amg_vit_tiny_patch16_224', description='registry name (see `amg-reid models`)')
-    output_dir: str = Field('runs', description='where runs are written')
-    dataset: Optional[DatasetName] = Field(None, description='look for this dataset under --data-dir')
-    weight_path: Optional[str] = Field(None, description='weights to start from (timm ViT or LA-Transformer)')
-    img_size: ImageSize = Field((224, 224), description='input height and width')
-    epochs: int = Field(30, ge=1, le=1000)
-    batch_size: int = Field(32, ge=2, le=512)
-    lr: float = Field(3e-4, gt=0, le=1, description='Adam learning rate')
-    weight_decay: float = Field(5e-4, ge=0, le=1)
-    lmbd: float = Field(8.0, ge=0, le=1000, description='weight of the row average against CLS in each part')
-    blockwise: Optional[bool] = Field(None, description='blockwise unfreezing (default: on with --weight-path, off '
-                                                        'from scratch)')
-    unfreeze_every: int = Field(2, ge=1, le=1000, description='blockwise: epochs between unfreezing blocks')
-    lr_decay: float = Field(0.8, gt=0, le=1, description='blockwise, LA recipe: learning rate factor at each '
-                                                         'unfreezing')
-    warmup_epochs: Optional[int] = Field(None, ge=0, le=1000, description='linear warmup, then cosine decay '
-                                         '(strong: 2); the LA recipe keeps a constant rate')
-    val_fraction: float = Field(0.1, ge=0, lt=1, description='train identities held out for model selection')
-    num_workers: int = Field(0, ge=0, le=32, description='data loader worker processes')
-    seed: int = Field(0, ge=0, le=2 ** 31 - 1)
-    resume: bool = Field(False, description='continue from OUTPUT_DIR/NAME/last.safetensors')
-    device: str = Field('cpu', description='torch device')
-    extra: Dict[str, Any] = Field(default_factory=dict, description='recorded in the checkpoints')
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
-
-    def recipe_settings(self) -> RecipeSettings:
-        return self.settings(warmup_epochs=self.warmup_epochs)
 
 
 def unfrozen_blocks(epoch: int, every: int) -> int:

@@ -11,81 +11,22 @@ The strong recipe is standard Re-ID practice, each part an option that 0 switche
 - ``label_smoothing`` of the part cross-entropies;
 - warmup + cosine learning rate (training only; timm's scheduler).
 """
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch.utils.data import Sampler
 from torchvision import transforms as T
 
 from models.transforms import ResizeNormalize
 
-from .options import RunConfig
+from .config import Recipe, RecipeOptions, RecipeSettings
 
 __all__ = ['Recipe', 'RecipeOptions', 'RecipeSettings', 'train_transform', 'IdentitySampler', 'paste_occluders',
            'batch_hard_triplet_loss', 'warmup_cosine', 'PASTE_AREA', 'ERASING_SCALE']
 
 PASTE_AREA = (0.1, 0.5)  # share of the crop a pasted strip covers
 ERASING_SCALE = (0.02, 0.33)  # torchvision's default erasing area
-
-
-class Recipe(StrEnum):
-    STRONG = 'strong'
-    LA = 'la'
-
-
-@dataclass(frozen=True)
-class RecipeSettings:
-    """Every recipe option resolved to a number."""
-    erasing: float
-    paste: float
-    crop_pad: int
-    instances: int
-    triplet: float
-    triplet_margin: float
-    label_smoothing: float
-    warmup_epochs: int
-    cosine: bool
-
-
-_DEFAULTS = {
-    Recipe.STRONG: dict(erasing=0.0, paste=0.5, crop_pad=4, instances=4, triplet=1.0, label_smoothing=0.1,
-                        warmup_epochs=2, cosine=True),
-    Recipe.LA: dict(erasing=0.0, paste=0.0, crop_pad=0, instances=0, triplet=0.0, label_smoothing=0.0,
-                    warmup_epochs=0, cosine=False),
-}
-
-
-class RecipeOptions(RunConfig):
-    """The recipe and its parts; a part left unset (None) takes the recipe's value."""
-    recipe: Recipe = Field(Recipe.STRONG, description='strong: occlusion-robust Re-ID recipe; la: LA-Transformer\'s '
-                                                      '(the seed\'s: random flips and the part cross-entropy only)')
-    erasing: Optional[float] = Field(None, ge=0, le=1, description='random-erasing probability (strong: 0, measured '
-                                   'to cost accuracy on short CPU runs; 0.5 is the usual value)')
-    paste: Optional[float] = Field(None, ge=0, le=1, description='probability of pasting a strip of another '
-                                   'identity\'s image over 10-50% of the crop (strong: 0.5)')
-    crop_pad: Optional[int] = Field(None, ge=0, le=64, description='pad by this many pixels, crop back at random '
-                                    '(strong: 4)')
-    instances: Optional[int] = Field(None, ge=0, le=64, description='K images per identity in a batch of '
-                                     'batch-size/K identities; 0: plain shuffling (strong: 4)')
-    triplet: Optional[float] = Field(None, ge=0, le=100, description='weight of the batch-hard triplet loss on the '
-                                     'embedding (strong: 1; needs --instances >= 2)')
-    triplet_margin: float = Field(0.3, gt=0, le=2, description='triplet margin (embedding distances are in [0, 2])')
-    label_smoothing: Optional[float] = Field(None, ge=0, lt=1, description='label smoothing of the part '
-                                             'cross-entropies (strong: 0.1)')
-
-    def settings(self, **extra) -> RecipeSettings:
-        values = dict(_DEFAULTS[self.recipe], triplet_margin=self.triplet_margin)
-        for name in ('erasing', 'paste', 'crop_pad', 'instances', 'triplet', 'label_smoothing', *extra):
-            own = extra[name] if name in extra else getattr(self, name)
-            if own is not None:
-                values[name] = own
-        if values['triplet'] and values['instances'] < 2:
-            raise ValueError('the triplet loss needs --instances >= 2 (positives in every batch), or --triplet 0')
-        return RecipeSettings(**values)
 
 
 def train_transform(img_size: Sequence[int], settings: Optional[RecipeSettings] = None) -> T.Compose:

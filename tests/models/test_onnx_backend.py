@@ -75,7 +75,7 @@ def test_spin_modes_reach_the_session(tmp_path, spin, allow, stop):
     ckpt = save_checkpoint(model, tmp_path / 'm.safetensors')
     export_onnx(model, ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
     embedder = Embedder(ckpt, backend='onnx', onnx_spin=spin)
-    options = embedder._onnx.session.get_session_options()
+    options = embedder._exported.runner.session.get_session_options()
     assert options.get_session_config_entry('session.intra_op.allow_spinning') == allow
     assert options.get_session_config_entry('session.force_spinning_stop') == stop
     x = torch.randn(2, 3, 64, 32)

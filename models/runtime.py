@@ -1,0 +1,159 @@
+"""Serving an exported embedding without torch: ONNX Runtime (fp32 or INT8) or OpenVINO on ``CHECKPOINT.onnx``, with
+PIL + numpy preprocessing. :class:`models.embedder.Embedder` uses the same runners under its torch API; the service
+uses :func:`open_exported` directly, so a process that serves an export never imports torch (its 0.5 GB resident
+and its start time stay with training, jobs and the torch backend)."""
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from .imaging import ImageError, ResizeNormalizeArray, open_image
+from .onnx_backend import OnnxEmbedding, Spin, freshness, onnx_path_for
+from .openvino_backend import OpenVinoEmbedding, UnknownPrecision, openvino_available
+
+__all__ = ['Backend', 'ExportedEmbedder', 'ImageEmbedder', 'open_exported', 'int8_path_for']
+
+_logger = logging.getLogger(__name__)
+
+
+class Backend(StrEnum):
+    TORCH = 'torch'  # eager PyTorch
+    ONNX = 'onnx'  # ONNX Runtime on CHECKPOINT.onnx
+    ONNX_INT8 = 'onnx-int8'  # ONNX Runtime on CHECKPOINT.int8.onnx (amg-reid export --int8)
+    OPENVINO = 'openvino'  # OpenVINO's CPU plugin on CHECKPOINT.onnx (bf16 where the CPU has it)
+    AUTO = 'auto'  # OpenVINO (when installed) or ONNX Runtime when a fresh export exists, else torch
+
+
+class ImageEmbedder(Protocol):
+    """What the service needs of an embedder (:class:`ExportedEmbedder` or the torch :class:`Embedder`)."""
+    backend: Backend
+    precision: str
+    batch_size: int
+
+    @property
+    def dim(self) -> int: ...
+
+    def preprocess(self, item): ...
+
+    def __call__(self, inputs) -> np.ndarray: ...
+
+
+def int8_path_for(checkpoint: Union[str, Path]) -> Path:
+    return Path(checkpoint).with_suffix('.int8.onnx')
+
+
+Runner = Union[OnnxEmbedding, OpenVinoEmbedding]
+
+
+class ExportedEmbedder:
+    """Embed person crops with an exported model: paths, PIL images, HWC uint8 arrays or preprocessed (3, H, W)
+    float32 arrays in; unit-norm float32 (B, D) out (flip-averaged when ``flip``)."""
+
+    def __init__(self, runner: Runner, backend: Backend, precision: str, batch_size: int = 64,
+                 flip: bool = False) -> None:
+        self.runner, self.backend, self.precision = runner, backend, precision
+        self.batch_size, self.flip = batch_size, flip
+        self.img_size: Tuple[int, int] = runner.img_size
+        self.transform = ResizeNormalizeArray(self.img_size)
+
+    @property
+    def dim(self) -> int:
+        return self.runner.dim
+
+    def preprocess(self, item) -> np.ndarray:
+        """One input -> a normalised (3, H, W) float32 array (float32 CHW arrays are taken as already normalised)."""
+        if isinstance(item, np.ndarray) and item.dtype == np.float32 and item.ndim == 3 and item.shape[0] == 3:
+            return item
+        if isinstance(item, (str, Path)):
+            item = open_image(item)
+        elif isinstance(item, np.ndarray):
+            if item.ndim != 3 or item.shape[2] not in (1, 3, 4):
+                raise ImageError(f'arrays must be HWC images, got shape {item.shape}')
+            item = Image.fromarray(item.astype(np.uint8)).convert('RGB')
+        elif isinstance(item, Image.Image):
+            item = item.convert('RGB')
+        else:
+            raise ImageError(f'unsupported input type {type(item).__name__}')
+        return self.transform(item)
+
+    def embed_array(self, x: np.ndarray) -> np.ndarray:
+        """A normalised batch (B, 3, H, W) -> (B, D)."""
+        f = self.runner(x)
+        if self.flip:
+            f = f + self.runner(x[..., ::-1])
+            f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # as torch's F.normalize
+        return f
+
+    def __call__(self, inputs) -> np.ndarray:
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        out = [self.embed_array(np.stack([self.preprocess(i) for i in chunk])) for chunk in _chunks(items,
+                                                                                                    self.batch_size)]
+        return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.dim), np.float32)
+
+
+def open_exported(checkpoint: Union[str, Path], backend: Union[Backend, str] = Backend.AUTO,
+                  threads: Optional[int] = None, prefer_int8: bool = False,
+                  onnx_spin: Union[Spin, str, bool] = Spin.RUN, ov_precision: Optional[str] = 'auto',
+                  batch_size: int = 64, flip: bool = False) -> Optional[ExportedEmbedder]:
+    """The exported model ``backend`` asks for, beside ``checkpoint`` and fresh (it records the checkpoint's
+    SHA-256), or None (torch must serve). ``auto``: the INT8 export first when ``prefer_int8``, then OpenVINO
+    where it is installed, then ONNX Runtime. A stale or corrupt export, or a runtime that refuses it, falls back
+    (INT8 or OpenVINO to fp32 ONNX Runtime) with a warning when it was asked for by name or exists."""
+    backend = Backend(backend)  # ValueError names a wrong one
+    if backend == Backend.TORCH:
+        return None
+    checkpoint = Path(checkpoint)
+    int8 = backend == Backend.ONNX_INT8 or (backend == Backend.AUTO and prefer_int8)
+    openvino = backend == Backend.OPENVINO or (backend == Backend.AUTO and openvino_available())
+    attempts: List[Tuple[Backend, bool]] = []
+    if int8:
+        attempts.append((Backend.ONNX_INT8, backend == Backend.ONNX_INT8))
+    if openvino:
+        attempts.append((Backend.OPENVINO, backend == Backend.OPENVINO))
+    attempts.append((Backend.ONNX, backend != Backend.AUTO))
+    for kind, asked in attempts:
+        exported = _open(checkpoint, kind, threads, onnx_spin, ov_precision, batch_size, flip, warn=asked)
+        if exported is not None:
+            return exported
+    return None
+
+
+_LABELS = {Backend.ONNX_INT8: 'INT8 ONNX', Backend.OPENVINO: 'OpenVINO', Backend.ONNX: 'ONNX Runtime'}
+
+
+def _open(checkpoint: Path, kind: Backend, threads, spin, ov_precision, batch_size: int, flip: bool,
+          warn: bool) -> Optional[ExportedEmbedder]:
+    path = int8_path_for(checkpoint) if kind == Backend.ONNX_INT8 else onnx_path_for(checkpoint)
+    if not path.is_file():
+        if warn:
+            _logger.warning('not using %s: %s does not exist', _LABELS[kind], path)
+        return None
+    try:
+        if kind == Backend.OPENVINO:
+            runner: Runner = OpenVinoEmbedding(path, threads, ov_precision)
+            precision = 'fp32' if runner.precision == 'f32' else runner.precision
+        else:
+            runner = OnnxEmbedding(path, threads, spin=spin)
+            precision = 'int8' if kind == Backend.ONNX_INT8 else 'fp32'
+    except UnknownPrecision:
+        raise
+    except ValueError as e:
+        reason = f'{path} is corrupt or not an embedding export ({e})'
+    except ImportError as e:
+        reason = f'{_LABELS[kind]} is not installed ({e})'
+    except Exception as e:  # the runtime refuses the file: damaged, or an operator it lacks
+        reason = f'{_LABELS[kind]} cannot run {path}: corrupt or unsupported ({e.__class__.__name__}: {e})'
+    else:
+        usable, reason = freshness(runner.metadata, path, checkpoint)
+        if usable:
+            return ExportedEmbedder(runner, kind, precision, batch_size, flip)
+    _logger.warning('not using %s: %s', _LABELS[kind], reason)
+    return None
+
+
+def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,108 @@
+"""What training takes, as plain settings (torch-free: the service builds its job schemas from these without
+importing torch). The training itself is :mod:`reid.engine` and :mod:`reid.recipe`."""
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
+
+from pydantic import Field
+
+from .options import ImageSize, RunConfig
+
+__all__ = ['Recipe', 'RecipeSettings', 'RecipeOptions', 'TrainConfig', 'DatasetName']
+
+DatasetName = Literal['market', 'o-duke']
+
+
+class Recipe(StrEnum):
+    STRONG = 'strong'
+    LA = 'la'
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    """Every recipe option resolved to a number."""
+    erasing: float
+    paste: float
+    crop_pad: int
+    instances: int
+    triplet: float
+    triplet_margin: float
+    label_smoothing: float
+    warmup_epochs: int
+    cosine: bool
+
+
+_DEFAULTS = {
+    Recipe.STRONG: dict(erasing=0.0, paste=0.5, crop_pad=4, instances=4, triplet=1.0, label_smoothing=0.1,
+                        warmup_epochs=2, cosine=True),
+    Recipe.LA: dict(erasing=0.0, paste=0.0, crop_pad=0, instances=0, triplet=0.0, label_smoothing=0.0,
+                    warmup_epochs=0, cosine=False),
+}
+
+
+class RecipeOptions(RunConfig):
+    """The recipe and its parts; a part left unset (None) takes the recipe's value."""
+    recipe: Recipe = Field(Recipe.STRONG, description='strong: occlusion-robust Re-ID recipe; la: LA-Transformer\'s '
+                                                      '(the seed\'s: random flips and the part cross-entropy only)')
+    erasing: Optional[float] = Field(None, ge=0, le=1, description='random-erasing probability (strong: 0, measured '
+                                   'to cost accuracy on short CPU runs; 0.5 is the usual value)')
+    paste: Optional[float] = Field(None, ge=0, le=1, description='probability of pasting a strip of another '
+                                   'identity\'s image over 10-50% of the crop (strong: 0.5)')
+    crop_pad: Optional[int] = Field(None, ge=0, le=64, description='pad by this many pixels, crop back at random '
+                                    '(strong: 4)')
+    instances: Optional[int] = Field(None, ge=0, le=64, description='K images per identity in a batch of '
+                                     'batch-size/K identities; 0: plain shuffling (strong: 4)')
+    triplet: Optional[float] = Field(None, ge=0, le=100, description='weight of the batch-hard triplet loss on the '
+                                     'embedding (strong: 1; needs --instances >= 2)')
+    triplet_margin: float = Field(0.3, gt=0, le=2, description='triplet margin (embedding distances are in [0, 2])')
+    label_smoothing: Optional[float] = Field(None, ge=0, lt=1, description='label smoothing of the part '
+                                             'cross-entropies (strong: 0.1)')
+
+    def settings(self, **extra) -> RecipeSettings:
+        values = dict(_DEFAULTS[self.recipe], triplet_margin=self.triplet_margin)
+        for name in ('erasing', 'paste', 'crop_pad', 'instances', 'triplet', 'label_smoothing', *extra):
+            own = extra[name] if name in extra else getattr(self, name)
+            if own is not None:
+                values[name] = own
+        if values['triplet'] and values['instances'] < 2:
+            raise ValueError('the triplet loss needs --instances >= 2 (positives in every batch), or --triplet 0')
+        return RecipeSettings(**values)
+
+
+class TrainConfig(RecipeOptions):
+    """What ``amg-reid train`` and train jobs take (each field is a CLI flag and a job parameter)."""
+    SERVER_OWNED: ClassVar[Tuple[str, ...]] = ('name', 'output_dir', 'device', 'resume', 'extra')
+
+    data_dir: str = Field(description='dataset folder (Market-1501 or ImageFolder layout)')
+    name: str = Field('LA-tiny', description='run name: outputs go to OUTPUT_DIR/NAME/')
+    model: str = Field('amg_vit_tiny_patch16_224', description='registry name (see `amg-reid models`)')
+    output_dir: str = Field('runs', description='where runs are written')
+    dataset: Optional[DatasetName] = Field(None, description='look for this dataset under --data-dir')
+    weight_path: Optional[str] = Field(None, description='weights to start from (timm ViT or LA-Transformer)')
+    img_size: ImageSize = Field((224, 224), description='input height and width')
+    epochs: int = Field(30, ge=1, le=1000)
+    batch_size: int = Field(32, ge=2, le=512)
+    lr: float = Field(3e-4, gt=0, le=1, description='Adam learning rate')
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    lmbd: float = Field(8.0, ge=0, le=1000, description='weight of the row average against CLS in each part')
+    blockwise: Optional[bool] = Field(None, description='blockwise unfreezing (default: on with --weight-path, off '
+                                                        'from scratch)')
+    unfreeze_every: int = Field(2, ge=1, le=1000, description='blockwise: epochs between unfreezing blocks')
+    lr_decay: float = Field(0.8, gt=0, le=1, description='blockwise, LA recipe: learning rate factor at each '
+                                                         'unfreezing')
+    warmup_epochs: Optional[int] = Field(None, ge=0, le=1000, description='linear warmup, then cosine decay '
+                                         '(strong: 2); the LA recipe keeps a constant rate')
+    val_fraction: float = Field(0.1, ge=0, lt=1, description='train identities held out for model selection')
+    num_workers: int = Field(0, ge=0, le=32, description='data loader worker processes')
+    seed: int = Field(0, ge=0, le=2 ** 31 - 1)
+    resume: bool = Field(False, description='continue from OUTPUT_DIR/NAME/last.safetensors')
+    device: str = Field('cpu', description='torch device')
+    extra: Dict[str, Any] = Field(default_factory=dict, description='recorded in the checkpoints')
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def recipe_settings(self) -> RecipeSettings:
+        return self.settings(warmup_epochs=self.warmup_epochs)
