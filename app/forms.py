@@ -1,11 +1,15 @@
 """Parsing of multipart form fields, with errors that say which field and why (400)."""
+import asyncio
 from datetime import datetime
 from functools import partial
 from typing import Any, Callable, List, Optional
 
 import anyio
-from fastapi import HTTPException, UploadFile
+from fastapi import HTTPException, Request, UploadFile
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .deps import MAX_ID
 from .imaging import (DecodedImage, ImageRejected, decode_probed, decode_request, has_control_characters, probe_request,
@@ -27,6 +31,44 @@ class SearchForm(BaseModel):
     tags: Optional[str] = Field(None, description='gallery images having all these tags (comma list)')
     query_camera_id: Optional[str] = Field(None, description="the queries' camera (one, or one per image)")
     exclude_same_camera: bool = Field(False, description="skip gallery images from the query's camera")
+
+
+OFF_LOOP_FORM_BYTES = 256 * 1024  # a multipart body larger than this is parsed in a worker thread
+
+
+class OffLoopFormRoute(APIRoute):
+    """A route whose large multipart bodies are parsed in a worker thread, not in the event loop: the loop only
+    moves the body's chunks, so ``/healthz`` and the small requests keep answering while big uploads (or floods of
+    requests refused later, by the pixel limit) are parsed. Small bodies parse in the loop, where a thread hop
+    would cost more than the parse. Same parser and limits as Starlette's own ``request.form()``."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def parse_then_handle(request: Request):
+            length = request.headers.get('content-length', '')
+            if request.headers.get('content-type', '').startswith('multipart/form-data') and \
+                    (not length.isdigit() or int(length) > OFF_LOOP_FORM_BYTES):
+                request._form = await _parse_multipart_off_loop(request)  # request.form() then returns it
+            return await handler(request)
+        return parse_then_handle
+
+
+async def _parse_multipart_off_loop(request: Request) -> FormData:
+    # the whole body first (at most AMG_MAX_REQUEST_BYTES, enforced on the stream), so a slow client holds no thread
+    body = [chunk async for chunk in request.stream()]
+
+    async def replay():
+        for chunk in body:
+            yield chunk
+
+    def parse() -> FormData:  # a loop of the worker's own: the parser writes large parts to its spool files
+        return asyncio.run(MultiPartParser(request.headers, replay()).parse())
+
+    try:
+        return await anyio.to_thread.run_sync(parse)
+    except MultiPartException as e:
+        raise HTTPException(status_code=400, detail=e.message) from None
 
 
 def bad(field: str, message: str) -> HTTPException:

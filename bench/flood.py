@@ -42,6 +42,15 @@ def largest_request(settings) -> List[Tuple[str, bytes]]:
     return files
 
 
+def refused_request(side: int, count: int) -> List[Tuple[str, bytes]]:
+    """``count`` PNGs of ``side`` x ``side`` pixels that compress to a few kB each: small in bytes, far over the
+    pixel limit, so every one is refused after its body has arrived."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new('RGB', (side, side), (90, 120, 150)).save(buf, format='PNG')
+    return [(f'huge{i}.png', buf.getvalue()) for i in range(count)]
+
+
 def encode(host: str, port: int, path: str, files: List[Tuple[str, bytes]], data: Dict[str, str]) -> bytes:
     import httpx
     request = httpx.Request('POST', f'http://{host}:{port}{path}', data=data,
@@ -102,8 +111,10 @@ def _rss_kb(pid: int, field: str = 'VmHWM') -> int:
     return 0
 
 
-def run_flood(clients: int = 8, seconds: float = 20.0, img_size=(128, 64), work: Path = None) -> Dict:
-    """Start a server (LA-Tiny, default limits), fill a small gallery, flood it; returns the figures."""
+def run_flood(clients: int = 8, seconds: float = 20.0, img_size=(128, 64), work: Path = None,
+              refused: Tuple[int, int] = (0, 0), backend: str = 'torch') -> Dict:
+    """Start a server (LA-Tiny, default limits), fill a small gallery, flood it; returns the figures. ``refused``
+    = (side, count): flood with ``count`` PNGs of ``side`` pixels square instead (refused by the pixel limit)."""
     import httpx
 
     from app.settings import Settings
@@ -115,14 +126,17 @@ def run_flood(clients: int = 8, seconds: float = 20.0, img_size=(128, 64), work:
     work = Path(work or tempfile.mkdtemp(prefix='amg-flood-'))
     generate_dataset(work / 'data', SynthConfig(num_ids=20, num_cams=3, imgs_per_id=6, seed=0), progress=False)
     ds = load_dataset(work / 'data')
-    ckpt = save_checkpoint(create_model('amg_vit_tiny_patch16_224', img_size=tuple(img_size), num_classes=10).eval(),
-                           work / 'model.safetensors')
-    with running_server(ckpt, work / 'service', default_settings=True, AMG_BACKEND='torch',
+    model = create_model('amg_vit_tiny_patch16_224', img_size=tuple(img_size), num_classes=10).eval()
+    ckpt = save_checkpoint(model, work / 'model.safetensors')
+    if backend != 'torch':
+        from models.export import export_onnx, file_sha256
+        export_onnx(model, ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+    with running_server(ckpt, work / 'service', default_settings=True, AMG_BACKEND=backend,
                         AMG_API_KEY='flood-admin') as server:
         url, port = server.url, server.port
         gallery = [g for g in ds.gallery if g.pid > 0]
         upload_gallery(url, gallery)
-        files = largest_request(Settings())
+        files = refused_request(*refused) if refused[0] else largest_request(Settings())
         payload = encode('127.0.0.1', port, '/v1/search', files, {'k': '10'})
         before_kb = _rss_kb(server.pid, 'VmRSS')
         result = asyncio.run(_flood('127.0.0.1', port, payload, clients, seconds, server.pid))
@@ -158,9 +172,12 @@ def main() -> None:
     p.add_argument('--clients', type=int, default=8)
     p.add_argument('--seconds', type=float, default=20)
     p.add_argument('--img-size', nargs=2, type=int, default=[128, 64])
+    p.add_argument('--refused', nargs=2, type=int, default=[0, 0], metavar=('SIDE', 'FILES'),
+                   help='flood with FILES PNGs of SIDE x SIDE pixels, all over the pixel limit (e.g. 5000 8)')
+    p.add_argument('--backend', default='torch', help='AMG_BACKEND of the server (an export is made for others)')
     a = p.parse_args()
     from models.speed import cpu_description
-    r = run_flood(a.clients, a.seconds, a.img_size)
+    r = run_flood(a.clients, a.seconds, a.img_size, refused=tuple(a.refused), backend=a.backend)
     print(f"CPU: {cpu_description()}")
     print(f"{r['clients']} clients x {r['seconds']:.0f} s, each request {r['files_per_request']} PNGs, "
           f"{r['request_pixels'] / 1e6:.1f} MP decoded, {r['request_bytes'] / 2 ** 20:.1f} MiB (the default limits)")

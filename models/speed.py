@@ -55,6 +55,7 @@ def cpu_description() -> str:
                 break
     except OSError:  # not Linux
         pass
-    isa = [label for flag, label in (('avx2', 'AVX2'), ('avx512f', 'AVX-512'), ('avx512_vnni', 'AVX-512 VNNI'), ('avx512_bf16', 'AVX-512 BF16'),
-                                     ('avx_vnni', 'AVX-VNNI'), ('amx_tile', 'AMX')) if flag in flags]
+    isa = [label for flag, label in (('avx2', 'AVX2'), ('avx512f', 'AVX-512'), ('avx512_vnni', 'AVX-512 VNNI'),
+                                     ('avx512_bf16', 'AVX-512 BF16'), ('avx_vnni', 'AVX-VNNI'), ('amx_tile', 'AMX'))
+           if flag in flags]
     return f"{name}; {', '.join(isa) or 'no AVX2'}; torch threads {torch.get_num_threads()}"

@@ -12,12 +12,13 @@ from storage import crud
 from storage.db import GalleryImage
 
 from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_read, require_write
-from ..forms import int_list, per_file, read_images, str_list, when
+from ..forms import OffLoopFormRoute, int_list, per_file, read_images, str_list, when
 from ..schemas import ERRORS, GalleryItemPublic, GalleryItemsPublic, Message
 
 _logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix='/v1', tags=['gallery'], dependencies=[Depends(require_read)], responses=ERRORS)
+router = APIRouter(prefix='/v1', route_class=OffLoopFormRoute, tags=['gallery'], dependencies=[Depends(require_read)],
+                   responses=ERRORS)
 
 
 def public(row: GalleryImage, request: Request) -> GalleryItemPublic:

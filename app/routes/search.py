@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from storage.engine import EngineUnavailable, FilterNotSupported, GalleryFilter
 
 from ..deps import SnapshotDep, StateDep, require_read
-from ..forms import SearchForm, int_list, read_images, str_list, when
+from ..forms import OffLoopFormRoute, SearchForm, int_list, read_images, str_list, when
 from ..schemas import ERRORS, SearchResponse
 from ..search_service import search_gallery
 
@@ -18,7 +18,8 @@ def _thumbnail_template(app: FastAPI) -> str:
     return template
 
 
-router = APIRouter(prefix='/v1', tags=['search'], dependencies=[Depends(require_read)], responses=ERRORS)
+router = APIRouter(prefix='/v1', route_class=OffLoopFormRoute, tags=['search'], dependencies=[Depends(require_read)],
+                   responses=ERRORS)
 
 
 @router.post('/search', response_model=SearchResponse)

@@ -90,3 +90,39 @@ def test_a_refused_image_gives_its_decode_slot_back(tmp_path, inline):
         return limiter.borrowed_tokens
 
     assert anyio.run(main) == 0
+
+
+def _noise_png(side: int, seed: int) -> bytes:
+    import numpy as np
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, 'PNG')
+    return buf.getvalue()
+
+
+def test_large_multipart_bodies_parse_in_a_worker_small_ones_in_the_loop(tmp_path, service_model, dataset,
+                                                                          monkeypatch):
+    from starlette.formparsers import MultiPartParser
+
+    from tests.app.conftest import files_for, make_client
+    parsed_on = []
+    real = MultiPartParser.parse
+
+    async def noting_parse(self):
+        parsed_on.append(threading.current_thread().name)
+        return await real(self)
+    monkeypatch.setattr(MultiPartParser, 'parse', noting_parse)
+    big = [('images', (f'n{i}.png', _noise_png(256, i), 'image/png')) for i in range(2)]  # ~200 kB each
+    assert sum(len(f[1][1]) for f in big) > app.forms.OFF_LOOP_FORM_BYTES
+    with make_client(tmp_path, service_model) as client:
+        r = client.post('/v1/gallery', files=big, data={'person_id': '5,6', 'tags': 'big'})
+        assert r.status_code == 201 and [d['person_id'] for d in r.json()['data']] == [5, 6]
+        r = client.post('/v1/search', files=[big[1]], data={'min_score': '-1'})  # one part: in the loop
+        assert r.json()['results'][0]['matches'][0]['person_id'] == 6
+        r = client.post('/v1/search', files=big, data={'min_score': '-1', 'tags': 'big'})
+        assert [q['matches'][0]['person_id'] for q in r.json()['results']] == [5, 6]
+        cut_off = b'--x\r\nContent-Disposition: form-data; name="images"' + b'x' * 300_000  # no end of headers
+        broken = client.post('/v1/search', content=cut_off, headers={'Content-Type': 'multipart/form-data; boundary=x'})
+        assert broken.status_code in (400, 422), broken.text
+        assert client.get('/healthz').status_code == 200
+    in_a_worker = [name.startswith('AnyIO worker') for name in parsed_on]  # the loop's thread is the TestClient's
+    assert in_a_worker == [True, False, True, True], parsed_on
