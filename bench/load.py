@@ -10,7 +10,7 @@ by stage (the service's own histograms). Then one client's
 p50/p99 latency idle and while a prune job fine-tunes in the service's worker process (target: p99 within 2x).
 Then one client's p50 with 1,000 and 100,000 gallery vectors, services side by side (target: within 1 ms).
 
-    python -m bench.load [--seconds 10] [--rounds 3] [--job-seconds 10] [--backend torch|onnx|onnx-int8]
+    python -m bench.load [--seconds 10] [--rounds 3] [--job-seconds 10] [--backend torch|onnx|onnx-int8|openvino]
                          [--img-size 224 224] [--model head67+token40] [--gallery-sizes 1000,100000]
 """
 import argparse
@@ -238,7 +238,7 @@ def bare_throughput(checkpoint: Path, image: str, batch: int, backend: str, seco
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--seconds', type=float, default=10)
-    p.add_argument('--backend', choices=['torch', 'onnx', 'onnx-int8'], default='torch')
+    p.add_argument('--backend', choices=['torch', 'onnx', 'onnx-int8', 'openvino'], default='torch')
     p.add_argument('--img-size', nargs=2, type=int, default=[224, 224])
     p.add_argument('--model', choices=['unpruned', 'head67+token40', 'head50+drop50'], default='head67+token40',
                    help="LA-Tiny, random weights (speed only), pruned as bench.backends does (the targets' model)")
@@ -266,7 +266,7 @@ def main() -> None:
     ds = load_dataset(work / 'data')
     train_ids = len({r.pid for r in ds.train})  # so that a prune job can fine-tune it on this dataset
     ckpt = save_checkpoint(pruned_models(a.img_size, train_ids)[a.model].eval(), work / 'model.safetensors')
-    if a.backend == 'onnx':
+    if a.backend in ('onnx', 'openvino'):
         from models.checkpoints import load_model
         export_onnx(load_model(ckpt), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
     elif a.backend == 'onnx-int8':
