@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output', type=Path, help='default: the checkpoint path with .onnx')
     p.add_argument('--img-size', nargs=2, type=int, metavar=('H', 'W'))
     p.add_argument('--int8', action='store_true', help='also write CHECKPOINT.int8.onnx: statically quantised INT8 '
-                   '(QDQ, per-channel weights), calibrated on --data-dir training images (AMG_BACKEND=onnx-int8)')
+                   '(QDQ, per-channel weights), calibrated on --data-dir training images (AMG_BACKEND=onnx-int8); '
+                   "and, where nncf is installed, CHECKPOINT.int8.xml: NNCF's INT8 (AMG_BACKEND=openvino-int8)")
     p.add_argument('--data-dir', '--data_dir', dest='data_dir', help='for --int8: the dataset the model was trained on')
     p.add_argument('--calibration-images', type=int, default=300, help='for --int8: how many training images')
     p.add_argument('--openvino', action='store_true', help="check that OpenVINO's CPU plugin runs the export "
@@ -209,7 +210,10 @@ def _cmd_export(a: argparse.Namespace) -> None:
         from reid.export import export_int8_calibrated
         if not a.data_dir:
             raise SystemExit('export --int8 needs --data-dir: the dataset whose training images calibrate it')
+        from models.openvino_backend import ov_int8_path_for
         print(export_int8_calibrated(a.weight_path, load_dataset(Path(a.data_dir)).train, a.calibration_images))
+        if ov_int8_path_for(a.weight_path).is_file():
+            print(ov_int8_path_for(a.weight_path))
     if a.openvino:
         _check_openvino(a.weight_path, model)
 

@@ -1,6 +1,6 @@
 """API shapes (never the ORM tables)."""
 from datetime import datetime, timezone
-from typing import Annotated, Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -12,7 +12,8 @@ from storage.db import JobKind, JobState
 from .tasks import TaskState
 
 __all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
-           'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'JobPublic', 'JobsPublic',
+           'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'TrainJobCreate',
+           'PruneJobCreate', 'FinetuneJobCreate', 'JobPublic', 'JobsPublic',
            'ModelPublic', 'ModelsPublic', 'TaskPublic']
 
 
@@ -91,11 +92,30 @@ FinetuneJobParams = job_params_model(PruneConfig, 'FinetuneJobParams', drop=_PRU
 JOB_PARAMS = {JobKind.TRAIN: TrainJobParams, JobKind.PRUNE: PruneJobParams, JobKind.FINETUNE: FinetuneJobParams}
 
 
-class JobCreate(BaseModel):
+_PARAMS_DOC = "the options of the CLI command of the same name (train, prune), except the server's own: output " \
+              "paths and device"
+
+
+class TrainJobCreate(BaseModel):
     model_config = ConfigDict(extra='forbid')
-    kind: JobKind
-    params: Dict[str, Any] = Field(description='the options of the CLI command of the same name (train, prune), '
-                                               'except the server\'s own: output paths and device')
+    kind: Literal['train']
+    params: TrainJobParams = Field(description=_PARAMS_DOC)
+
+
+class PruneJobCreate(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    kind: Literal['prune']
+    params: PruneJobParams = Field(description=_PARAMS_DOC)
+
+
+class FinetuneJobCreate(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    kind: Literal['finetune']
+    params: FinetuneJobParams = Field(description=_PARAMS_DOC + ' (a prune run that removes nothing)')
+
+
+# one body per kind, told apart by "kind": the OpenAPI document shows every job option of every kind
+JobCreate = Annotated[Union[TrainJobCreate, PruneJobCreate, FinetuneJobCreate], Field(discriminator='kind')]
 
 
 class JobPublic(BaseModel):

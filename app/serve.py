@@ -63,8 +63,8 @@ def index_folder(folder: Path, settings: Settings, split: str = 'gallery', batch
 
 
 def serve_demo(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0.1', port: int = 8000,
-               api_key: Optional[str] = None, int8: bool = False) -> None:
-    """Serve ``checkpoint`` (on ONNX Runtime when its export is fresh; its INT8 export first when ``int8``) with
+               api_key: Optional[str] = None, backend: str = 'auto') -> None:
+    """Serve ``checkpoint`` on ``backend`` (AMG_BACKEND: its fresh export; else torch) with
     the synthetic gallery indexed (once) under ``workdir/service``, and the query split offered as one-click
     samples on the page."""
     import os
@@ -77,7 +77,7 @@ def serve_demo(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0
                 f.write(secrets.token_urlsafe(24))
         api_key = key_file.read_text().strip()
     settings = Settings(data_dir=workdir / 'service', model_path=checkpoint, api_key=api_key,
-                        sample_queries_dir=data / 'query', int8=int8)
+                        sample_queries_dir=data / 'query', backend=backend)
     marker = workdir / 'service' / 'indexed.txt'
     if not marker.exists():
         t0 = time.perf_counter()

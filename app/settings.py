@@ -32,12 +32,14 @@ class Settings(BaseSettings):
     backend: Backend = Field(
         Backend.AUTO, description='auto: when CHECKPOINT.onnx is fresh, OpenVINO (if installed) or ONNX Runtime, else '
                                   'eager torch; onnx-int8: CHECKPOINT.int8.onnx (amg-reid export --int8); openvino: '
-                                  "OpenVINO's CPU plugin on CHECKPOINT.onnx")
-    int8: bool = Field(False, description='with backend auto: the INT8 export first, when a fresh one exists')
+                                  "OpenVINO's CPU plugin on CHECKPOINT.onnx; openvino-int8: CHECKPOINT.int8.xml "
+                                  '(NNCF INT8, amg-reid export --int8 where nncf is installed)')
+    int8: bool = Field(False, description="with backend auto: an INT8 export first (OpenVINO's, then ONNX "
+                                          "Runtime's), when a fresh one exists")
     onnx_threads: Optional[int] = Field(None, ge=1, description='ONNX Runtime or OpenVINO threads (default: all cores)')
     ov_precision: Literal['auto', 'bf16', 'fp32'] = Field(
         'auto', description="OpenVINO's inference precision: auto (bf16 where the CPU runs it natively: AMX or "
-                            'AVX-512 BF16; else fp32), bf16, fp32')
+                            'AVX-512 BF16; else fp32; an INT8 model: fp32 outside its INT8 layers), bf16, fp32')
     onnx_spin: Spin = Field(Spin.RUN, description="when ONNX Runtime's threads busy-wait: run (during a forward "
                                                   "only), always (between forwards too: they then slow the index "
                                                   "search), off; 1/0 mean always/off")

@@ -22,7 +22,7 @@ import torch
 from models.complexity import real_macs
 from models.openvino_backend import cpu_precision, openvino_available
 from models.speed import cpu_description, interleaved_throughput
-from models.checkpoints import save_checkpoint
+from models.checkpoints import load_model, save_checkpoint
 from models.embedder import Embedder
 from models.export import export_onnx, file_sha256
 from models.la_transformer import create_model
@@ -31,7 +31,7 @@ from pruning.scoring import score_model
 from pruning.tokens import apply_kv_tokens, select_dropped_tokens, select_kv_tokens, token_prune_count
 from reid.datasets import load_dataset
 from reid.engine import ce_step, extract_features
-from reid.export import export_int8_calibrated
+from reid.export import export_int8_calibrated, nncf_available
 from reid.metrics import compute_distance_matrix, evaluate_rank
 from reid.synthetic import SynthConfig, generate_dataset
 
@@ -64,9 +64,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix='amg-backends-'))
     generate_dataset(work / 'calibration', SynthConfig(num_ids=10, num_cams=2, imgs_per_id=4, seed=0), progress=False)
     calibration = load_dataset(work / 'calibration').train
-    embedders = {}
+    embedders, torch_bf16 = {}, {}
     openvino = openvino_available()
-    precisions = (['fp32'] + (['bf16'] if cpu_precision() == 'bf16' else [])) if openvino else []
+    precisions = (['fp32'] + (['bf16'] if cpu_precision() == 'bf16' else [])
+                  + (['int8'] if nncf_available() else [])) if openvino else []
     macs = {}
     for name, model in pruned_models().items():
         macs[name] = real_macs(model)
@@ -77,10 +78,12 @@ def main() -> None:
         embedders[f'ORT {name}'] = Embedder(ckpt, backend='onnx', threads=a.threads)
         embedders[f'INT8 {name}'] = Embedder(ckpt, backend='onnx-int8', threads=a.threads)
         assert embedders[f'ORT {name}'].backend == 'onnx' and embedders[f'INT8 {name}'].backend == 'onnx-int8'
-        for precision in precisions:
-            embedders[f'OV-{precision} {name}'] = Embedder(ckpt, backend='openvino', threads=a.threads,
-                                                           ov_precision=precision)
+        for precision in precisions:  # int8: NNCF's model (export_int8_calibrated wrote it), fp32 elsewhere
+            embedders[f'OV-{precision} {name}'] = Embedder(
+                ckpt, backend='openvino-int8' if precision == 'int8' else 'openvino', threads=a.threads,
+                ov_precision='auto' if precision == 'int8' else precision)
             assert embedders[f'OV-{precision} {name}'].precision == precision
+        torch_bf16[name] = embedders[f'eager {name}'].model
     results = {}
     for batch in (1, 32):
         x = torch.randn(batch, 3, 224, 224)
@@ -94,6 +97,8 @@ def main() -> None:
             cosine = (got * eager).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(eager, axis=1)
             assert cosine.min() >= 0.999, (name, cosine.min())
         fns = {n: (lambda e=e, x=x: e.embed_tensor(x)) for n, e in embedders.items()}
+        for name, model in torch_bf16.items():  # torch's own bf16 (oneDNN: AMX or AVX-512 BF16 where present)
+            fns[f'torch-bf16 {name}'] = lambda m=model, x=x: _autocast_embed(m, x)
         results[batch] = interleaved_throughput(fns, batch, repeats=a.repeats)
     base = {b: results[b]['eager unpruned'] for b in results}
     print(f'CPU: {cpu_description()}')
@@ -114,6 +119,13 @@ def main() -> None:
     print(f"\ntarget: ORT >= 1.7x eager for every model, b1 and b32: {'PASS' if verdict_ort else 'FAIL'}")
     print(f"target: ORT head67+token40 >= 2.4x eager unpruned, b1 and b32: {'PASS' if verdict_total else 'FAIL'}")
     print(f"target: ORT INT8 head67+token40 >= 4x eager unpruned, b1 and b32: {'PASS' if verdict_int8 else 'FAIL'}")
+    print('\ntorch bf16 (torch.autocast on the CPU), images/s and vs eager unpruned fp32:')
+    print('| model | batch | torch bf16 | vs eager unpruned | vs eager fp32 of the same model |')
+    print('|---|---|---|---|---|')
+    for name in torch_bf16:
+        for b in (1, 32):
+            v = results[b][f'torch-bf16 {name}']
+            print(f"| {name} | {b} | {v:.1f} | {v / base[b]:.2f} | {v / results[b][f'eager {name}']:.2f} |")
     if precisions:
         print_openvino(results, base, precisions, macs)
     if a.accuracy_workdir:
@@ -142,6 +154,11 @@ def print_openvino(results, base, precisions, macs) -> None:
     print(f"target: pruned/unpruned speed ratio >= 90% of the real-FLOPs ratio on OpenVINO: {'PASS' if pays else 'FAIL'}")
 
 
+def _autocast_embed(model, x):
+    with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
+        return model.embed(x)
+
+
 def _map(embedder: Embedder, ds) -> tuple:
     """(query features, standard-protocol mAP) of ``embedder`` on ``ds``."""
     qf, q_pids, q_camids = extract_features(embedder, ds.query, progress=False)
@@ -155,8 +172,13 @@ def print_int8_accuracy(bench_workdir: Path, work: Path) -> None:
     import shutil
     ds = load_dataset(bench_workdir / 'data')
     print(f'\nINT8 accuracy on {bench_workdir} (standard protocol, {len(ds.query)} occluded queries):')
-    print('| model | fp32 mAP | INT8 mAP | INT8 - fp32 | mean cosine INT8 vs fp32 (queries) |')
-    print('|---|---|---|---|---|')
+    others = [('onnx-int8', 'auto', 'ORT INT8')]
+    if openvino_available():
+        others.append(('openvino', 'bf16', 'OV bf16') if cpu_precision() == 'bf16' else ('openvino', 'fp32', 'OV fp32'))
+        if nncf_available():
+            others.append(('openvino-int8', 'auto', 'OV INT8 (NNCF)'))
+    print('| model | fp32 mAP (eager) | backend | its mAP | minus fp32 | mean cosine to fp32 (queries) |')
+    print('|---|---|---|---|---|---|')
     ok = True
     for name, file in (('unpruned', 'best.safetensors'), ('head67+token40', 'pruned.safetensors'),
                        ('head50+drop50', 'pruned.safetensors')):
@@ -164,13 +186,17 @@ def print_int8_accuracy(bench_workdir: Path, work: Path) -> None:
         if not source.exists():
             continue
         ckpt = Path(shutil.copy(source, work / f'accuracy-{name}.safetensors'))
+        export_onnx(load_model(ckpt), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
         export_int8_calibrated(ckpt, ds.train)
         f32, m32 = _map(Embedder(ckpt, backend='torch', batch_size=64), ds)
-        f8, m8 = _map(Embedder(ckpt, backend='onnx-int8', batch_size=64), ds)
-        cos = float(((f8 * f32).sum(1) / np.linalg.norm(f8, axis=1) / np.linalg.norm(f32, axis=1)).mean())
-        ok &= abs(m8 - m32) <= 0.5
-        print(f'| {name} | {m32:.2f} | {m8:.2f} | {m8 - m32:+.2f} | {cos:.4f} |')
-    print(f"target: INT8 mAP within 0.5 points of fp32: {'PASS' if ok else 'FAIL'}")
+        for backend, precision, label in others:
+            embedder = Embedder(ckpt, backend=backend, batch_size=64, ov_precision=precision)
+            assert embedder.backend == backend, (backend, embedder.backend)
+            f, m = _map(embedder, ds)
+            cos = float(((f * f32).sum(1) / np.linalg.norm(f, axis=1) / np.linalg.norm(f32, axis=1)).mean())
+            ok &= abs(m - m32) <= 0.5
+            print(f'| {name} | {m32:.2f} | {label} | {m:.2f} | {m - m32:+.2f} | {cos:.4f} |')
+    print(f"target: INT8 and bf16 mAP within 0.5 points of fp32: {'PASS' if ok else 'FAIL'}")
 
 if __name__ == '__main__':
     main()

@@ -8,13 +8,14 @@ figures, head67+token40 at batch 32: 129 vs 233 images/s).
 """
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .onnx_backend import SHA256_KEY
 
-__all__ = ['OpenVinoEmbedding', 'cpu_precision', 'openvino_available', 'PRECISIONS', 'UnknownPrecision']
+__all__ = ['OpenVinoEmbedding', 'cpu_precision', 'openvino_available', 'PRECISIONS', 'UnknownPrecision',
+           'ov_int8_path_for', 'export_openvino_int8', 'INT8_ELSEWHERE']
 
 PRECISIONS = ('bf16', 'f32')
 _ALIASES = {'fp32': 'f32', 'float32': 'f32', 'bfloat16': 'bf16', '': 'auto'}
@@ -47,9 +48,45 @@ def resolve_precision(precision: Optional[str]) -> str:
     return text
 
 
+# An NNCF INT8 model runs its quantised MatMuls in INT8 (VNNI / AMX) and the rest in this precision: f32 was faster
+# than bf16 for the pruned models at batch 1 and 32 on an AVX-512 BF16 CPU (head67+token40 224x224, 214 vs 155 and
+# 400 vs 270 img/s: docs/benchmarks.md section 4), the same for the unpruned one. AMG_OV_PRECISION overrides it.
+INT8_ELSEWHERE = 'f32'
+
+
+def ov_int8_path_for(checkpoint: Union[str, Path]) -> Path:
+    """Where the NNCF INT8 model of ``checkpoint`` lies: OpenVINO IR (``.int8.xml`` + ``.int8.bin``)."""
+    return Path(checkpoint).with_suffix('.int8.xml')
+
+
+def export_openvino_int8(onnx_path: Union[str, Path], output: Union[str, Path],
+                         calibration: Callable[[Tuple[int, int]], Sequence[np.ndarray]]) -> Path:
+    """Post-training INT8 by NNCF (``nncf.quantize``, transformer preset) of the ONNX export ``onnx_path``,
+    calibrated on ``calibration((H, W))`` (preprocessed (B, 3, H, W) batches at the export's input size), written as
+    OpenVINO IR with the export's checkpoint record (so a stale one is never served)."""
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as e:
+        raise RuntimeError("OpenVINO INT8 needs openvino and nncf: pip install -e '.[openvino]'") from e
+    core = ov.Core()
+    model = core.read_model(str(onnx_path))
+    recorded = ['framework', SHA256_KEY]
+    sha = model.get_rt_info(recorded).astype(str) if model.has_rt_info(recorded) else ''
+    batches = list(calibration(tuple(d.get_length() for d in model.input(0).get_partial_shape()[2:])))
+    quantized = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(batches))
+    quantized.set_rt_info(sha, recorded)
+    quantized.set_rt_info('int8', ['framework', 'amg_reid.precision'])
+    output = Path(output)
+    ov.save_model(quantized, str(output), compress_to_fp16=False)
+    return output
+
+
 class OpenVinoEmbedding:
-    """``images (B, 3, H, W) float32 -> embeddings (B, D)`` through OpenVINO on the CPU. ``precision``: 'auto'
-    (from the CPU), 'bf16' or 'f32'; :attr:`precision` is what runs."""
+    """``images (B, 3, H, W) float32 -> embeddings (B, D)`` through OpenVINO on the CPU, from an ONNX export or an
+    OpenVINO IR (the NNCF INT8 model). ``precision``: 'auto' (from the CPU), 'bf16' or 'f32' (for an INT8 model:
+    of its unquantised parts); :attr:`precision` is what runs."""
 
     def __init__(self, onnx_path: Union[str, Path], threads: Optional[int] = None,
                  precision: Optional[str] = 'auto') -> None:

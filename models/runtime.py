@@ -12,7 +12,8 @@ from PIL import Image
 
 from .imaging import ImageError, ResizeNormalizeArray, open_image
 from .onnx_backend import OnnxEmbedding, Spin, freshness, onnx_path_for
-from .openvino_backend import OpenVinoEmbedding, UnknownPrecision, openvino_available
+from .openvino_backend import (INT8_ELSEWHERE, OpenVinoEmbedding, UnknownPrecision, openvino_available,
+                               ov_int8_path_for)
 
 __all__ = ['Backend', 'ExportedEmbedder', 'ImageEmbedder', 'open_exported', 'int8_path_for']
 
@@ -24,7 +25,9 @@ class Backend(StrEnum):
     ONNX = 'onnx'  # ONNX Runtime on CHECKPOINT.onnx
     ONNX_INT8 = 'onnx-int8'  # ONNX Runtime on CHECKPOINT.int8.onnx (amg-reid export --int8)
     OPENVINO = 'openvino'  # OpenVINO's CPU plugin on CHECKPOINT.onnx (bf16 where the CPU has it)
-    AUTO = 'auto'  # OpenVINO (when installed) or ONNX Runtime when a fresh export exists, else torch
+    OPENVINO_INT8 = 'openvino-int8'  # OpenVINO on CHECKPOINT.int8.xml (NNCF INT8: amg-reid export --int8)
+    AUTO = 'auto'  # OpenVINO (when installed) or ONNX Runtime when a fresh export exists, else torch (INT8
+    #                exports first with prefer_int8: OpenVINO's, then ONNX Runtime's)
 
 
 class ImageEmbedder(Protocol):
@@ -99,17 +102,20 @@ def open_exported(checkpoint: Union[str, Path], backend: Union[Backend, str] = B
                   onnx_spin: Union[Spin, str, bool] = Spin.RUN, ov_precision: Optional[str] = 'auto',
                   batch_size: int = 64, flip: bool = False) -> Optional[ExportedEmbedder]:
     """The exported model ``backend`` asks for, beside ``checkpoint`` and fresh (it records the checkpoint's
-    SHA-256), or None (torch must serve). ``auto``: the INT8 export first when ``prefer_int8``, then OpenVINO
-    where it is installed, then ONNX Runtime. A stale or corrupt export, or a runtime that refuses it, falls back
-    (INT8 or OpenVINO to fp32 ONNX Runtime) with a warning when it was asked for by name or exists."""
+    SHA-256), or None (torch must serve). ``auto``: the INT8 exports first when ``prefer_int8`` (OpenVINO's NNCF
+    model where OpenVINO is installed, then ONNX Runtime's), then OpenVINO where it is installed, then ONNX
+    Runtime. A stale or corrupt export, or a runtime that refuses it, falls back (INT8 or OpenVINO to fp32 ONNX
+    Runtime) with a warning when it was asked for by name or exists."""
     backend = Backend(backend)  # ValueError names a wrong one
     if backend == Backend.TORCH:
         return None
     checkpoint = Path(checkpoint)
-    int8 = backend == Backend.ONNX_INT8 or (backend == Backend.AUTO and prefer_int8)
+    auto_int8 = backend == Backend.AUTO and prefer_int8
     openvino = backend == Backend.OPENVINO or (backend == Backend.AUTO and openvino_available())
     attempts: List[Tuple[Backend, bool]] = []
-    if int8:
+    if backend == Backend.OPENVINO_INT8 or (auto_int8 and openvino):
+        attempts.append((Backend.OPENVINO_INT8, backend == Backend.OPENVINO_INT8))
+    if backend == Backend.ONNX_INT8 or auto_int8:
         attempts.append((Backend.ONNX_INT8, backend == Backend.ONNX_INT8))
     if openvino:
         attempts.append((Backend.OPENVINO, backend == Backend.OPENVINO))
@@ -121,12 +127,14 @@ def open_exported(checkpoint: Union[str, Path], backend: Union[Backend, str] = B
     return None
 
 
-_LABELS = {Backend.ONNX_INT8: 'INT8 ONNX', Backend.OPENVINO: 'OpenVINO', Backend.ONNX: 'ONNX Runtime'}
+_LABELS = {Backend.ONNX_INT8: 'INT8 ONNX', Backend.OPENVINO: 'OpenVINO', Backend.OPENVINO_INT8: 'OpenVINO INT8',
+           Backend.ONNX: 'ONNX Runtime'}
+_PATHS = {Backend.ONNX_INT8: int8_path_for, Backend.OPENVINO_INT8: ov_int8_path_for}
 
 
 def _open(checkpoint: Path, kind: Backend, threads, spin, ov_precision, batch_size: int, flip: bool,
           warn: bool) -> Optional[ExportedEmbedder]:
-    path = int8_path_for(checkpoint) if kind == Backend.ONNX_INT8 else onnx_path_for(checkpoint)
+    path = _PATHS.get(kind, onnx_path_for)(checkpoint)
     if not path.is_file():
         if warn:
             _logger.warning('not using %s: %s does not exist', _LABELS[kind], path)
@@ -135,6 +143,10 @@ def _open(checkpoint: Path, kind: Backend, threads, spin, ov_precision, batch_si
         if kind == Backend.OPENVINO:
             runner: Runner = OpenVinoEmbedding(path, threads, ov_precision)
             precision = 'fp32' if runner.precision == 'f32' else runner.precision
+        elif kind == Backend.OPENVINO_INT8:
+            forced = (ov_precision or 'auto').strip().lower() not in ('', 'auto')
+            runner = OpenVinoEmbedding(path, threads, ov_precision if forced else INT8_ELSEWHERE)
+            precision = 'int8'
         else:
             runner = OnnxEmbedding(path, threads, spin=spin)
             precision = 'int8' if kind == Backend.ONNX_INT8 else 'fp32'

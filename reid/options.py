@@ -27,7 +27,8 @@ class RunConfig(BaseModel):
     SERVER_OWNED: ClassVar[Tuple[str, ...]] = ()
 
     int8: bool = Field(False, description='also write CHECKPOINT.int8.onnx: the model quantised to INT8 (ONNX '
-                                          'Runtime, calibrated on training images), served by AMG_BACKEND=onnx-int8')
+                                          'Runtime, calibrated on training images), served by AMG_BACKEND=onnx-int8; '
+                                          "where nncf is installed also CHECKPOINT.int8.xml (NNCF's, openvino-int8)")
 
 
 def _unwrap_optional(annotation: Any) -> Tuple[Any, bool]:

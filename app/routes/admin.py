@@ -12,7 +12,7 @@ from storage.index import IndexKind
 from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_api_key
 from ..snapshot import NoModel
 from ..jobs import job_config
-from ..schemas import (ERRORS, JOB_PARAMS, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
+from ..schemas import (ERRORS, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
                        TaskPublic)
 
 router = APIRouter(prefix='/v1/admin', tags=['admin'], dependencies=[Depends(require_api_key)], responses=ERRORS)
@@ -41,17 +41,14 @@ def job_public(job) -> JobPublic:
 @router.post('/jobs', response_model=JobPublic, status_code=202)
 def start_job(body: JobCreate, state: StateDep, request: Request):
     """Start a train / prune / fine-tune job in a worker process (same options as the CLI)."""
-    try:
-        params = JOB_PARAMS[body.kind](**body.params)
-    except ValidationError as e:
-        raise HTTPException(status_code=422, detail=e.errors(include_url=False, include_context=False, include_input=False)) from None
-    values = params.model_dump(mode='json')
+    kind = JobKind(body.kind)
+    values = body.params.model_dump(mode='json')  # validated per kind by the body's own model
     values['data_dir'] = confined(state, 'data_dir', values['data_dir'])
     try:
         load_dataset(Path(values['data_dir']))
     except DatasetError as e:
         raise HTTPException(status_code=400, detail=f'data_dir: {e}') from None
-    if body.kind != JobKind.TRAIN and values.get('weight_path') is None:
+    if kind != JobKind.TRAIN and values.get('weight_path') is None:
         with state.Session() as s:
             active = crud.active_model(session=s)
         if active is None:
@@ -60,10 +57,10 @@ def start_job(body: JobCreate, state: StateDep, request: Request):
     elif values.get('weight_path') is not None:
         values['weight_path'] = confined(state, 'weight_path', values['weight_path'], file=True)
     try:
-        job_config(body.kind, values, 'runs', 0)  # what the worker will build: its cross-field checks run now
+        job_config(kind, values, 'runs', 0)  # what the worker will build: its cross-field checks run now
     except ValidationError as e:
         raise HTTPException(status_code=422, detail=e.errors(include_url=False, include_context=False, include_input=False)) from None
-    job_id = request.app.state.jobs.submit(body.kind, values)
+    job_id = request.app.state.jobs.submit(kind, values)
     with state.Session() as s:
         return job_public(crud.get_job(session=s, job_id=job_id))
 

@@ -110,3 +110,21 @@ def test_cancelling_a_train_job_and_a_prune_job_take_the_same_path(tmp_path, syn
             job = crud.get_job(session=s, job_id=job_id)
             ends[kind] = (job.state, job.error, job.log.splitlines()[-1], job.result_model_id)
     assert ends[JobKind.TRAIN] == ends[JobKind.PRUNE] == (JobState.CANCELLED, None, 'cancelled', None)
+
+
+def test_the_openapi_document_shows_every_job_option_of_every_kind(tmp_path):
+    from tests.app.conftest import make_client
+    with make_client(tmp_path) as client:
+        doc = client.get('/openapi.json').json()
+    body = doc['paths']['/v1/admin/jobs']['post']['requestBody']['content']['application/json']['schema']
+    schemas = doc['components']['schemas']
+    mapping = body['discriminator']['mapping']
+    assert body['discriminator']['propertyName'] == 'kind' and set(mapping) == {'train', 'prune', 'finetune'}
+    for kind, model in (('train', JOB_PARAMS[JobKind.TRAIN]), ('prune', JOB_PARAMS[JobKind.PRUNE]),
+                        ('finetune', FinetuneJobParams)):
+        create = schemas[mapping[kind].rsplit('/', 1)[1]]
+        params = schemas[create['properties']['params']['$ref'].rsplit('/', 1)[1]]
+        assert set(params['properties']) == set(model.model_fields), kind
+        assert params.get('additionalProperties') is False
+    train = schemas['TrainJobParams']['properties']
+    assert train['epochs']['minimum'] == 1 and 'data_dir' in schemas['TrainJobParams']['required']

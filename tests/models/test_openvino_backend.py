@@ -63,3 +63,51 @@ def test_a_stale_export_falls_back_to_torch(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         embedder = Embedder(ckpt, backend='openvino')
     assert embedder.backend == 'torch' and 'stale' in caplog.text
+
+
+# ---- NNCF INT8 (CHECKPOINT.int8.xml) --------------------------------------------------------------------------
+def _nncf():
+    pytest.importorskip('nncf', reason='nncf is not installed (pip install -e .[openvino])')
+
+
+@pytest.mark.parametrize('kind', ['unpruned', 'heads', 'kv', 'drop'])
+def test_nncf_int8_runs_every_model_kind(tmp_path, synth_root, kind):
+    _nncf()
+    from models.openvino_backend import ov_int8_path_for
+    from reid.datasets import load_dataset
+    from reid.export import export_openvino_int8_calibrated
+    ckpt = save_checkpoint(_variants()[kind], tmp_path / f'{kind}.safetensors')  # no fp32 export yet: made first
+    out = export_openvino_int8_calibrated(ckpt, load_dataset(synth_root).train, count=32)
+    assert out == ov_int8_path_for(ckpt) and out.is_file() and out.with_suffix('.bin').is_file()
+    assert 'FakeQuantize' in {op.get_type_name() for op in ov.Core().read_model(str(out)).get_ops()}
+    int8 = Embedder(ckpt, backend='openvino-int8')
+    assert int8.backend == 'openvino-int8' and int8.precision == 'int8'
+    x = torch.randn(3, 3, 64, 32)
+    got, want = int8(x), Embedder(ckpt, backend='torch')(x)
+    assert got.shape == want.shape and np.isfinite(got).all()
+    assert cosines(got, want).min() > 0.9  # random weights: loose; the trained model's bound is below
+
+
+def test_nncf_int8_of_a_trained_model_matches_fp32_and_auto_prefers_it(tmp_path, trained_run, learnable_root,
+                                                                       caplog):
+    _nncf()
+    import shutil
+
+    from reid.datasets import load_dataset
+    from reid.export import export_int8_calibrated
+    ckpt = shutil.copy(trained_run[1].checkpoint, tmp_path / 'model.safetensors')
+    ds = load_dataset(learnable_root)
+    export_int8_calibrated(ckpt, ds.train, count=100)  # both INT8 models, where nncf is installed
+    images = [r.path for r in ds.query[:40]]
+    int8, fp32 = Embedder(ckpt, backend='openvino-int8'), Embedder(ckpt, backend='torch')
+    cos = cosines(int8(images), fp32(images))
+    assert cos.mean() >= 0.98 and cos.min() >= 0.95, (cos.mean(), cos.min())
+    assert Embedder(ckpt, backend='auto', prefer_int8=True).backend == 'openvino-int8'
+    assert Embedder(ckpt, backend='onnx-int8').backend == 'onnx-int8'  # and ONNX Runtime's beside it
+    model = load_model(ckpt)
+    with torch.no_grad():
+        model.blocks[0].attn.proj.bias.add_(1.0)
+    save_checkpoint(model, ckpt)  # the checkpoint changed: both INT8 models are stale
+    with caplog.at_level(logging.WARNING):
+        assert Embedder(ckpt, backend='openvino-int8').backend == 'torch'
+    assert 'not using OpenVINO INT8' in caplog.text and 'stale' in caplog.text
