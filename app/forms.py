@@ -31,6 +31,8 @@ class SearchForm(BaseModel):
     tags: Optional[str] = Field(None, description='gallery images having all these tags (comma list)')
     query_camera_id: Optional[str] = Field(None, description="the queries' camera (one, or one per image)")
     exclude_same_camera: bool = Field(False, description="skip gallery images from the query's camera")
+    group: bool = Field(False, description='the images are crops of one person (a multi-shot query): their parts '
+                                           'are pooled into one query, and the answer is one ranked list')
 
 
 OFF_LOOP_FORM_BYTES = 256 * 1024  # a multipart body larger than this is parsed in a worker thread

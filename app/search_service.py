@@ -7,21 +7,22 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from reid.matching import pool_parts
 from storage import crud
 from storage.crud import GalleryRecord
 from storage.engine import GalleryFilter, Hits
 
 from .imaging import DecodedImage
 from .schemas import QueryResult, SearchMatch
-
 from .snapshot import Snapshot
 
 if TYPE_CHECKING:
     from .state import ServiceState
 
-__all__ = ['search_gallery', 'MatchRows']
+__all__ = ['search_gallery', 'search_person', 'PersonNotFound', 'MatchRows']
 
 
 class MatchRows:
@@ -89,11 +90,13 @@ def query_filters(flt: GalleryFilter, exclude_cameras: Sequence[Optional[int]]) 
 
 async def search_gallery(service: 'ServiceState', snap: Snapshot, queries: Sequence[DecodedImage], k: int,
                          threshold: float, flt: GalleryFilter, exclude_cameras: Sequence[Optional[int]],
-                         thumbnail_url: str, timings: Optional[Dict[str, float]] = None) -> List[QueryResult]:
+                         thumbnail_url: str, timings: Optional[Dict[str, float]] = None,
+                         group: bool = False) -> List[QueryResult]:
     """Top-``k`` matches per query among what ``flt`` admits; ``exclude_cameras[i]``: query i's camera, whose
     gallery images it skips (None: none skipped); ``thumbnail_url`` has an ``{image_id}`` placeholder. ``timings``
-    gets each stage's seconds. Raises storage.engine.FilterNotSupported / EngineUnavailable (the route answers
-    422 / 503).
+    gets each stage's seconds. ``group``: the queries are crops of one person, pooled into one query
+    (reid.matching.pool_parts; ``exclude_cameras`` then has one entry). Raises storage.engine.FilterNotSupported /
+    EngineUnavailable (the route answers 422 / 503).
 
     Runs in the event loop: the model thread's Future is awaited (an embedded engine's search runs there, right
     after the forward; a shared engine's in a worker thread), and the database is asked only for rows not in
@@ -102,7 +105,7 @@ async def search_gallery(service: 'ServiceState', snap: Snapshot, queries: Seque
     filters = query_filters(flt, exclude_cameras)
     for each in set(filters):
         snap.engine.check_filter(each)
-    future = service.submit_search(snap, [q.image for q in queries], k, filters, timings)
+    future = service.submit_search(snap, [q.image for q in queries], k, filters, timings, group=group)
     if snap.engine.shared:
         xq = await asyncio.wrap_future(future)
         t0 = time.perf_counter()
@@ -110,13 +113,50 @@ async def search_gallery(service: 'ServiceState', snap: Snapshot, queries: Seque
         timings['index_search'] = time.perf_counter() - t0
     else:
         hits = await asyncio.wrap_future(future)
+    named = [', '.join(q.filename for q in queries)] if group else [q.filename for q in queries]
+    return await _answers(service, named, hits, k, threshold, thumbnail_url, timings)
+
+
+MAX_PERSON_SHOTS = 256  # a person's gallery images pooled into one query (the most recent ones)
+
+
+class PersonNotFound(LookupError):
+    """The person has no gallery image embedded by the active model."""
+
+
+async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int, k: int, threshold: float,
+                        flt: GalleryFilter, thumbnail_url: str) -> QueryResult:
+    """A known person's other sightings: their gallery images' stored vectors pooled into one query
+    (reid.matching.pool_parts), the top ``k`` among what ``flt`` admits, those images themselves left out."""
+    def own_vectors():
+        with service.Session() as s:
+            ids = crud.latest_image_ids(session=s, person_id=person_id, limit=MAX_PERSON_SHOTS)
+            return crud.get_vectors(session=s, model_id=snap.model_id, image_ids=ids)
+    vectors = await run_in_threadpool(own_vectors)
+    if not vectors:
+        raise PersonNotFound(f'person {person_id} has no gallery image embedded by the active model')
+    snap.engine.check_filter(flt)
+    query = pool_parts(np.stack(list(vectors.values())), snap.embedder.num_parts)[None]
+    fetch = k + len(vectors) + (STALE_MARGIN if snap.engine.shared else 0)
+    search = snap.engine.search if snap.engine.shared else \
+        (lambda *args: service.on_model_thread(snap.engine.search, *args))  # FAISS calls: on the model thread
+    (D, I), = await run_in_threadpool(search, query, fetch, [flt])
+    keep = ~np.isin(I, np.fromiter(vectors, np.int64))
+    results = await _answers(service, [f'person {person_id} ({len(vectors)} gallery images)'],
+                             [(D[keep], I[keep])], k, threshold, thumbnail_url, {})
+    return results[0]
+
+
+async def _answers(service: 'ServiceState', filenames: Sequence[str], hits: Sequence[Hits], k: int,
+                   threshold: float, thumbnail_url: str, timings: Dict[str, float]) -> List[QueryResult]:
+    """Hits joined with their gallery rows (from memory where cached), as answers."""
     t0 = time.perf_counter()
     rows, missing = service.match_rows.cached(i for _, I in hits for i in I if i >= 0)
     if missing:
         rows.update(await run_in_threadpool(service.match_rows.get, missing))
     timings['database'] = time.perf_counter() - t0
     results = []
-    for qi, (item, (D, I)) in enumerate(zip(queries, hits)):
+    for qi, (filename, (D, I)) in enumerate(zip(filenames, hits)):
         matches = [SearchMatch(
             image_id=row.id, score=float(score), person_id=row.person_id, camera_id=row.camera_id,
             timestamp=row.timestamp, tags=list(row.tags), source_name=row.source_name,
@@ -124,7 +164,7 @@ async def search_gallery(service: 'ServiceState', snap: Snapshot, queries: Seque
             for score, image_id in zip(D, I) if (row := rows.get(int(image_id))) is not None][:k]
         best = matches[0] if matches else None
         hit = best is not None and best.above_threshold
-        results.append(QueryResult(query_index=qi, filename=item.filename, no_match=not hit,
+        results.append(QueryResult(query_index=qi, filename=filename, no_match=not hit,
                                    person_id=best.person_id if hit else None,
                                    best_score=best.score if best else None, matches=matches))
     return results

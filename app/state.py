@@ -20,6 +20,7 @@ from typing import Dict, Optional, Sequence
 
 import anyio
 
+from reid.matching import pool_parts
 from storage import crud
 from storage.db import ModelVersion, make_engine, make_sessionmaker
 from storage.engine import EngineUnavailable, GalleryFilter
@@ -198,12 +199,14 @@ class ServiceState:
         return self.model_thread.call(fn, *args, **kwargs)
 
     def submit_search(self, snap: Snapshot, images: Sequence, k: int, filters: Sequence[Optional[GalleryFilter]],
-                      timings: Optional[Dict[str, float]] = None) -> Future:
+                      timings: Optional[Dict[str, float]] = None, group: bool = False) -> Future:
         """A Future of the top ``k`` (scores, ids) per query image among what ``filters[i]`` admits (None: all).
         Concurrent queries share a forward pass; with an embedded engine each one's search follows on the model
         thread, otherwise the Future holds the embeddings and the caller searches (app.search_service).
         ``timings`` gets the seconds of each stage (model_wait, forward, index_search). ``images``: decoded images or
-        already preprocessed model inputs."""
+        already preprocessed model inputs. ``group``: the images are one person's crops, pooled into one query."""
         tensors = [snap.embedder.preprocess(image) for image in images]  # inputs pass through
-        then = None if snap.engine.shared else (lambda xq: snap.engine.search(xq, k, filters))
+        queries = (lambda xq: pool_parts(xq, snap.embedder.num_parts)[None]) if group else (lambda xq: xq)
+        then = (queries if group else None) if snap.engine.shared else \
+            (lambda xq: snap.engine.search(queries(xq), k, filters))
         return self.model_thread.submit(snap.embedder, tensors, timings=timings, then=then)

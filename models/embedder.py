@@ -77,6 +77,10 @@ class Embedder:
     def dim(self) -> int:
         return self.model.embedding_dim
 
+    @property
+    def num_parts(self) -> int:
+        return self.model.num_parts
+
     def preprocess(self, item: ImageInput) -> torch.Tensor:
         """One input -> a normalised (3, H, W) tensor (tensors are taken as already normalised)."""
         if isinstance(item, torch.Tensor):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .la_transformer import LATransformer
-from .onnx_backend import SHA256_KEY, file_sha256
+from .onnx_backend import PARTS_KEY, SHA256_KEY, file_sha256
 
 __all__ = ['export_onnx', 'file_sha256']
 
@@ -42,7 +42,7 @@ def export_onnx(model: LATransformer, path: Union[str, Path], opset: int = 18, c
                                 dynamic_shapes={'x': {0: batch}}, opset_version=opset, dynamo=True)
     program.save(str(path))
     proto = onnx.load(str(path))
-    meta = {SHA256_KEY: checkpoint_sha256, 'amg_reid.model': model.name}
+    meta = {SHA256_KEY: checkpoint_sha256, 'amg_reid.model': model.name, PARTS_KEY: str(model.num_parts)}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

@@ -12,11 +12,13 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ['OnnxEmbedding', 'Spin', 'onnx_status', 'onnx_path_for', 'file_sha256', 'freshness', 'SHA256_KEY']
+__all__ = ['OnnxEmbedding', 'Spin', 'onnx_status', 'onnx_path_for', 'file_sha256', 'freshness', 'SHA256_KEY',
+           'PARTS_KEY']
 
 _logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 SHA256_KEY = 'amg_reid.checkpoint_sha256'  # in an export's metadata: the checkpoint it came from
+PARTS_KEY = 'amg_reid.parts'  # ... and how many LA row parts its embedding concatenates
 
 
 def file_sha256(path: PathLike) -> str:

@@ -12,7 +12,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .onnx_backend import SHA256_KEY
+from .onnx_backend import PARTS_KEY, SHA256_KEY
 
 __all__ = ['OpenVinoEmbedding', 'cpu_precision', 'openvino_available', 'PRECISIONS', 'UnknownPrecision',
            'ov_int8_path_for', 'export_openvino_int8', 'INT8_ELSEWHERE']
@@ -77,6 +77,8 @@ def export_openvino_int8(onnx_path: Union[str, Path], output: Union[str, Path],
     quantized = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(batches))
     quantized.set_rt_info(sha, recorded)
+    if model.has_rt_info(['framework', PARTS_KEY]):
+        quantized.set_rt_info(model.get_rt_info(['framework', PARTS_KEY]).astype(str), ['framework', PARTS_KEY])
     quantized.set_rt_info('int8', ['framework', 'amg_reid.precision'])
     output = Path(output)
     ov.save_model(quantized, str(output), compress_to_fp16=False)
@@ -96,9 +98,9 @@ class OpenVinoEmbedding:
         config = {'INFERENCE_PRECISION_HINT': self.precision, 'PERFORMANCE_HINT': 'LATENCY',
                   'INFERENCE_NUM_THREADS': int(threads or os.cpu_count() or 1)}
         model = core.read_model(str(onnx_path))
-        self.metadata: Dict[str, str] = {}  # ONNX Runtime's custom metadata map, as OpenVINO keeps it
-        if model.has_rt_info(['framework', SHA256_KEY]):
-            self.metadata[SHA256_KEY] = model.get_rt_info(['framework', SHA256_KEY]).astype(str)
+        self.metadata: Dict[str, str] = {  # the ONNX export's metadata, as OpenVINO keeps it
+            key: model.get_rt_info(['framework', key]).astype(str) for key in (SHA256_KEY, PARTS_KEY)
+            if model.has_rt_info(['framework', key])}
         _, _, h, w = (d.get_length() if d.is_static else None for d in model.input(0).get_partial_shape())
         dim = model.output(0).get_partial_shape()[1]
         if not (h and w and dim.is_static):

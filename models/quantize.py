@@ -12,7 +12,7 @@ from typing import Iterator, Optional, Sequence, Union
 import numpy as np
 
 from .export import export_onnx
-from .onnx_backend import SHA256_KEY, file_sha256
+from .onnx_backend import PARTS_KEY, SHA256_KEY, file_sha256
 from .runtime import int8_path_for
 
 __all__ = ['int8_path_for', 'export_int8', 'QUANTIZED_OPS']
@@ -65,7 +65,7 @@ def export_int8(checkpoint: PathLike, calibration_images: Sequence[PathLike], ou
                         extra_options={'ActivationSymmetric': False, 'WeightSymmetric': True})
     proto = onnx.load(str(out))
     meta = {p.key: p.value for p in proto.metadata_props}
-    for key, value in {SHA256_KEY: sha, 'amg_reid.model': model.name,
+    for key, value in {SHA256_KEY: sha, 'amg_reid.model': model.name, PARTS_KEY: str(model.num_parts),
                        'amg_reid.precision': 'int8'}.items():
         if meta.get(key) != value:
             entry = proto.metadata_props.add()

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from .imaging import ImageError, ResizeNormalizeArray, open_image
-from .onnx_backend import OnnxEmbedding, Spin, freshness, onnx_path_for
+from .onnx_backend import PARTS_KEY, OnnxEmbedding, Spin, freshness, onnx_path_for
 from .openvino_backend import (INT8_ELSEWHERE, OpenVinoEmbedding, UnknownPrecision, openvino_available,
                                ov_int8_path_for)
 
@@ -39,6 +39,9 @@ class ImageEmbedder(Protocol):
     @property
     def dim(self) -> int: ...
 
+    @property
+    def num_parts(self) -> int: ...
+
     def preprocess(self, item): ...
 
     def __call__(self, inputs) -> np.ndarray: ...
@@ -65,6 +68,11 @@ class ExportedEmbedder:
     @property
     def dim(self) -> int:
         return self.runner.dim
+
+    @property
+    def num_parts(self) -> int:
+        """LA row parts in the embedding: recorded by the export (older ones: one per 16-pixel patch row)."""
+        return int(self.runner.metadata.get(PARTS_KEY, self.img_size[0] // 16))
 
     def preprocess(self, item) -> np.ndarray:
         """One input -> a normalised (3, H, W) float32 array (float32 CHW arrays are taken as already normalised)."""

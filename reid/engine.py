@@ -20,6 +20,7 @@ from .data import make_loader, split_validation
 from .datasets import ImageRecord, load_dataset
 from .distributed import setup_distributed
 from .export import export_int8_calibrated
+from .matching import multi_shot_queries
 from .metrics import calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank
 from .progress import Cancelled, Progress, ProgressCallback, RunSummary
 from .recipe import batch_hard_triplet_loss, paste_occluders, warmup_cosine
@@ -110,12 +111,19 @@ def evaluate_model(model: Union[LATransformer, Embedder], query: Sequence[ImageR
                    batch_size: int = 64, flip: bool = False, rerank: bool = False,
                    protocols: Sequence[str] = ('standard', 'legacy'), device: torch.device = torch.device('cpu'),
                    num_workers: int = 0, progress: bool = True,
-                   visualize_dir: Optional[Path] = None) -> Dict[str, Dict[str, float]]:
+                   visualize_dir: Optional[Path] = None, multi_shot: int = 1) -> Dict[str, Dict[str, float]]:
     """Embed query and gallery, rank, and score by each protocol (standard first).
 
-    ``visualize_dir`` also writes ranked-result PNGs (query + top-10) and the CMC curve there."""
+    ``visualize_dir`` also writes ranked-result PNGs (query + top-10) and the CMC curve there. ``multi_shot`` K > 1:
+    each identity's query crops pooled K at a time into one query (reid.matching.multi_shot_queries; the standard
+    protocol then leaves out the gallery images of the same identity from any of the K cameras)."""
+    if multi_shot > 1 and visualize_dir is not None:
+        raise ValueError('ranked-result pictures show one query crop: use them without multi-shot')
     qf, q_pids, q_camids = extract_features(model, query, batch_size, flip, device, num_workers, progress, 'query')
     gf, g_pids, g_camids = extract_features(model, gallery, batch_size, flip, device, num_workers, progress, 'gallery')
+    if multi_shot > 1:
+        parts = (model.model if isinstance(model, Embedder) else model).num_parts
+        qf, q_pids, q_camids = multi_shot_queries(qf, q_pids, q_camids, multi_shot, parts)
     distmat = compute_distance_matrix(qf, gf)
     if rerank:
         distmat = re_ranking(distmat, compute_distance_matrix(qf, qf), compute_distance_matrix(gf, gf))

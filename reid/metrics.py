@@ -51,13 +51,15 @@ def eval_market1501(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray,
 
     Key: for each query, gallery images with the same pid and the same camera are discarded, and so are junk
     images (pid -1). Queries whose identity is absent from the remaining gallery are skipped. Ties in distance
-    keep gallery order (stable sort).
+    keep gallery order (stable sort). ``q_camids`` may be (num_q, K): a multi-shot query's K cameras, each of
+    which is "the same camera".
 
     Returns:
         (cmc (max_rank,), mAP, mINP), all in [0, 1].
     """
     num_q, num_g = distmat.shape
     q_pids, g_pids, q_camids, g_camids = map(np.asarray, (q_pids, g_pids, q_camids, g_camids))
+    q_cams = q_camids.reshape(num_q, -1)
     if num_g < max_rank:
         max_rank = num_g
         _logger.warning('gallery has only %d images; max_rank lowered to %d', num_g, num_g)
@@ -66,7 +68,7 @@ def eval_market1501(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray,
     all_cmc, all_ap, all_inp = [], [], []
     for q in range(num_q):
         order = indices[q]
-        remove = ((g_pids[order] == q_pids[q]) & (g_camids[order] == q_camids[q])) | (g_pids[order] == -1)
+        remove = ((g_pids[order] == q_pids[q]) & np.isin(g_camids[order], q_cams[q])) | (g_pids[order] == -1)
         raw_cmc = matches[q][~remove]
         if not raw_cmc.any():
             continue  # the query identity does not appear in the gallery

@@ -119,6 +119,12 @@ def list_images(*, session: Session, offset: int = 0, limit: int = 50, **filters
     return list(session.scalars(stmt.offset(offset).limit(limit))), total
 
 
+def latest_image_ids(*, session: Session, person_id: int, limit: int) -> List[int]:
+    """The ids of a person's ``limit`` most recent gallery images."""
+    stmt = select(GalleryImage.id).where(GalleryImage.person_id == person_id).order_by(GalleryImage.id.desc())
+    return list(session.scalars(stmt.limit(limit)))
+
+
 def image_id_array(*, session: Session, after_id: int = 0, chunk: int = 100_000) -> np.ndarray:
     """Every gallery id (above ``after_id``), sorted, as int64, read in chunks: 8 bytes an id, never Python
     objects for the whole gallery."""

@@ -1,14 +1,14 @@
 import time
-from typing import Annotated
+from typing import Annotated, Optional
 
-from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
 
 from storage.engine import EngineUnavailable, FilterNotSupported, GalleryFilter
 
-from ..deps import SnapshotDep, StateDep, require_read
+from ..deps import IdPath, SnapshotDep, StateDep, require_read
 from ..forms import OffLoopFormRoute, SearchForm, int_list, read_images, str_list, when
 from ..schemas import ERRORS, SearchResponse
-from ..search_service import search_gallery
+from ..search_service import PersonNotFound, search_gallery, search_person
 
 def _thumbnail_template(app: FastAPI) -> str:
     """The thumbnail path with an ``{image_id}`` placeholder, looked up once: the lookup walks every route."""
@@ -24,7 +24,8 @@ router = APIRouter(prefix='/v1', route_class=OffLoopFormRoute, tags=['search'], 
 
 @router.post('/search', response_model=SearchResponse)
 async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Annotated[SearchForm, Form()]):
-    """Who is this? Top-k gallery matches per query image, or an explicit no-match below ``min_score``."""
+    """Who is this? Top-k gallery matches per query image, or an explicit no-match below ``min_score``; with
+    ``group``, all images are one person's crops and get one answer."""
     entered = time.perf_counter()
     stages = {'receive': entered - getattr(request.state, 'amg_start', entered)}  # amg_start: app.main
     settings = state.settings
@@ -35,11 +36,13 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
     if form.exclude_same_camera and (query_cams is None or len(query_cams) not in (1, len(images))):
         raise HTTPException(status_code=400,
                             detail='exclude_same_camera needs query_camera_id: one value, or one per image')
+    if form.group and form.exclude_same_camera and len(set(query_cams)) != 1:
+        raise HTTPException(status_code=400, detail='exclude_same_camera with group needs one query_camera_id')
     flt = GalleryFilter.of(person_id=form.person_id, camera_ids=int_list('camera_id', form.camera_id),
                            after=when('after', form.after), before=when('before', form.before),
                            tags=str_list(form.tags))
     cams = [(query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if form.exclude_same_camera else None
-            for qi in range(len(images))]
+            for qi in range(1 if form.group else len(images))]
     thumbnail = _thumbnail_template(request.app)
 
     # preprocessed where decoded: a queued search holds model inputs (~100 kB an image), not full-size pixels
@@ -48,10 +51,36 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
     stages['preprocess'] = sum(d.prepare_seconds for d in decoded)
     stages['decode'] = time.perf_counter() - entered - stages['preprocess']
     try:
-        results = await search_gallery(state, snap, decoded, k, threshold, flt, cams, thumbnail, stages)
+        results = await search_gallery(state, snap, decoded, k, threshold, flt, cams, thumbnail, stages,
+                                       group=form.group)
     except FilterNotSupported as e:
         raise HTTPException(status_code=422, detail=str(e)) from None
     except EngineUnavailable as e:
         raise HTTPException(status_code=503, detail=f'the vector engine is unavailable: {e}') from None
     request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
     return SearchResponse(model_id=snap.model_id, min_score=threshold, k=k, results=results)
+
+
+@router.post('/persons/{person_id}/search', response_model=SearchResponse, tags=['persons'])
+async def search_for_person(person_id: IdPath, request: Request, state: StateDep, snap: SnapshotDep,
+                            k: Optional[int] = Query(None, ge=1, le=100, description='matches (default from settings)'),
+                            min_score: Optional[float] = Query(None, ge=-1, le=1, description='as for /v1/search'),
+                            camera_id: Optional[str] = Query(None, description='only these cameras (comma list)'),
+                            after: Optional[str] = Query(None, description='only at or after (ISO 8601)'),
+                            before: Optional[str] = Query(None, description='only at or before (ISO 8601)'),
+                            tags: Optional[str] = Query(None, description='only with all these tags (comma list)')):
+    """A known person's other sightings: their gallery images (up to the 256 most recent), pooled into one
+    multi-shot query, against the rest of the gallery (their own images left out)."""
+    k = k or state.settings.default_k
+    threshold = snap.min_score if min_score is None else min_score
+    flt = GalleryFilter.of(camera_ids=int_list('camera_id', camera_id), after=when('after', after),
+                           before=when('before', before), tags=str_list(tags))
+    try:
+        result = await search_person(state, snap, person_id, k, threshold, flt, _thumbnail_template(request.app))
+    except PersonNotFound as e:
+        raise HTTPException(status_code=404, detail=str(e)) from None
+    except FilterNotSupported as e:
+        raise HTTPException(status_code=422, detail=str(e)) from None
+    except EngineUnavailable as e:
+        raise HTTPException(status_code=503, detail=f'the vector engine is unavailable: {e}') from None
+    return SearchResponse(model_id=snap.model_id, min_score=threshold, k=k, results=[result])

@@ -114,6 +114,72 @@ def test_person_listing_and_item_endpoints(gallery_client):
     assert page['count'] == sum(g.camid == 1 for g in gallery)
 
 
+def _stored(client):
+    """(ids, float32 vectors) of the gallery as the active model stored them."""
+    from storage import crud
+    service = client.app.state.service
+    with service.Session() as s:
+        ids = [int(i) for i in crud.image_id_array(session=s)]
+        vectors = crud.get_vectors(session=s, model_id=service.current.model_id, image_ids=ids)
+    return np.array(list(vectors)), np.stack(list(vectors.values()))
+
+
+def _embed(client, paths):
+    from app.imaging import decode_upload
+    embedder = client.app.state.service.current.embedder
+    images = [decode_upload(open(p, 'rb').read(), 'q.jpg', 10 ** 8, 10 ** 8).image for p in paths]
+    return embedder(images), embedder.num_parts
+
+
+def _brute_force_scores(query, vectors, k):
+    return np.sort(vectors @ query)[::-1][:k]
+
+
+def test_a_group_query_is_its_definition(gallery_client, dataset):
+    from reid.matching import pool_parts
+    client, _, _ = gallery_client
+    pid = dataset.query[0].pid
+    shots = [q.path for q in dataset.query if q.pid == pid][:2]
+    assert len(shots) == 2
+    r = client.post('/v1/search', files=files_for(shots), data={'group': 'true', 'k': '8', 'min_score': '-1'})
+    assert r.status_code == 200, r.text
+    results = r.json()['results']
+    assert len(results) == 1 and results[0]['query_index'] == 0 and ', ' in results[0]['filename']
+    embeddings, parts = _embed(client, shots)
+    query = pool_parts(embeddings, parts)
+    ids, vectors = _stored(client)
+    scores = [m['score'] for m in results[0]['matches']]
+    assert np.allclose(scores, _brute_force_scores(query, vectors, 8), atol=3e-3)  # vectors stored as float16
+    assert results[0]['matches'][0]['person_id'] == pid
+    # the group's answer is not either crop's own
+    single = client.post('/v1/search', files=files_for(shots), data={'k': '8', 'min_score': '-1'}).json()['results']
+    assert len(single) == 2 and all([m['score'] for m in one['matches']] != scores for one in single)
+    r = client.post('/v1/search', files=files_for(shots), data={'group': 'true', 'exclude_same_camera': 'true',
+                                                                'query_camera_id': '1,2'})
+    assert r.status_code == 400 and 'one query_camera_id' in r.json()['detail']
+
+
+def test_a_known_persons_other_sightings(gallery_client):
+    from reid.matching import pool_parts
+    client, _, gallery = gallery_client
+    pid = gallery[0].pid
+    r = client.post(f'/v1/persons/{pid}/search', params={'k': '6', 'min_score': '-1'})
+    assert r.status_code == 200, r.text
+    result = r.json()['results'][0]
+    own = {item['id'] for item in client.get(f'/v1/persons/{pid}').json()['data']}
+    matches = result['matches']
+    assert len(matches) == 6 and not own & {m['image_id'] for m in matches}  # never themselves
+    ids, vectors = _stored(client)
+    mine = np.isin(ids, list(own))
+    query = pool_parts(vectors[mine], client.app.state.service.current.embedder.num_parts)
+    assert np.allclose([m['score'] for m in matches], _brute_force_scores(query, vectors[~mine], 6), atol=3e-3)
+    assert result['filename'] == f'person {pid} ({len(own)} gallery images)'
+    assert client.post('/v1/persons/987654/search').status_code == 404
+    r = client.post(f'/v1/persons/{pid}/search', params={'camera_id': str(matches[0]['camera_id']), 'k': '3'})
+    assert r.status_code == 200 and {m['camera_id'] for m in r.json()['results'][0]['matches']} <= \
+        {matches[0]['camera_id']}
+
+
 def _gallery_count(client):
     return client.get('/v1/gallery', params={'limit': 1}).json()['count']
 

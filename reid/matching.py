@@ -1,0 +1,42 @@
+"""Matching on LA's row parts, in numpy (the service imports it without torch).
+
+A retrieval vector is ``parts`` unit-length row vectors, each scaled by 1/sqrt(parts) and concatenated: its inner
+product with another is the mean of the per-part cosines.
+"""
+from typing import Optional, Tuple
+
+import numpy as np
+
+__all__ = ['pool_parts', 'multi_shot_queries']
+
+
+def pool_parts(embeddings: np.ndarray, parts: int, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """Several crops of one person -> one query (``parts * D``,): per part the (``weights``-weighted, (n, parts))
+    mean of the crops' part vectors, made unit length again and scaled as the model scales them. A part no crop
+    sees (all weights 0) stays zero."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] % parts:
+        raise ValueError(f'expected (n >= 1, parts * D) embeddings with {parts} parts, got {x.shape}')
+    rows = x.reshape(x.shape[0], parts, -1)
+    w = np.ones(rows.shape[:2], np.float32) if weights is None else np.asarray(weights, np.float32)
+    pooled = (rows * w[..., None]).sum(0)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    pooled = np.where(norms > 0, pooled / np.maximum(norms, 1e-12), 0.0) / np.sqrt(parts)
+    return pooled.reshape(-1).astype(np.float32)
+
+
+def multi_shot_queries(features: np.ndarray, pids: np.ndarray, camids: np.ndarray, shots: int,
+                       parts: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Multi-shot queries from single crops: each identity's crops, in split order, in groups of ``shots`` (a
+    remainder smaller than ``shots`` is left out, and so are identities with fewer crops), each group pooled
+    (:func:`pool_parts`). Returns (features (M, D), pids (M,), cameras (M, shots): each query's cameras, for the
+    standard protocol's same-camera removal)."""
+    pids, camids = np.asarray(pids), np.asarray(camids)
+    groups = []
+    for pid in dict.fromkeys(pids.tolist()):  # identities in the order they first appear
+        idx = np.flatnonzero(pids == pid)
+        groups += [idx[i:i + shots] for i in range(0, len(idx) - shots + 1, shots)]
+    if not groups:
+        raise ValueError(f'no identity has {shots} query crops')
+    pooled = np.stack([pool_parts(features[g], parts) for g in groups])
+    return pooled, np.array([pids[g[0]] for g in groups]), np.stack([camids[g] for g in groups])
