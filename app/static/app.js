@@ -25,10 +25,10 @@ async function refreshStatus() {
 // ---- search ---------------------------------------------------------------------------------------------------
 const drop = $('drop');
 drop.onclick = () => $('query-file').click();
-$('query-file').onchange = (e) => e.target.files[0] && search(e.target.files[0]);
+$('query-file').onchange = (e) => e.target.files.length && search([...e.target.files]);
 drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
 drop.ondragleave = () => drop.classList.remove('over');
-drop.ondrop = (e) => { e.preventDefault(); drop.classList.remove('over'); if (e.dataTransfer.files[0]) search(e.dataTransfer.files[0]); };
+drop.ondrop = (e) => { e.preventDefault(); drop.classList.remove('over'); if (e.dataTransfer.files.length) search([...e.dataTransfer.files]); };
 
 function card(src, lines, cls) {
   const c = document.createElement('div'); c.className = 'card ' + cls;
@@ -40,9 +40,14 @@ function card(src, lines, cls) {
   return c;
 }
 
-async function search(file) {
+// one file, or several: with "one person" ticked they are one multi-shot query (group=true), else the first is asked
+async function search(files) {
+  files = [].concat(files);
+  const group = files.length > 1 && $('group').checked;
+  if (!group) files = files.slice(0, 1);
   const out = $('results'); out.replaceChildren(text('span', 'Searching…', 'muted'));
-  const form = new FormData(); form.append('images', file); form.append('k', $('k').value || '10');
+  const form = new FormData(); files.forEach((f) => form.append('images', f)); form.append('k', $('k').value || '10');
+  if (group) form.append('group', 'true');
   if ($('min-score').value) form.append('min_score', $('min-score').value);
   if ($('exclude-cam').checked) { form.append('exclude_same_camera', 'true'); form.append('query_camera_id', $('query-cam').value || '0'); }
   try {
@@ -51,7 +56,8 @@ async function search(file) {
     const verdict = res.no_match ? `No match (best score ${res.best_score?.toFixed(3) ?? '–'} < ${body.min_score.toFixed(3)})`
                                  : `Person ${res.person_id} (score ${res.best_score.toFixed(3)})`;
     const strip = document.createElement('div'); strip.className = 'ranked'; strip.id = 'ranked';
-    strip.appendChild(card(URL.createObjectURL(file), ['query', known ? `id ${known}` : ''], 'query'));
+    files.forEach((f, i) => strip.appendChild(card(URL.createObjectURL(f), [group ? `crop ${i + 1}` : 'query',
+                                                                          known ? `id ${known}` : ''], 'query')));
     res.matches.forEach((m, i) => {
       const colour = known === '' ? '' : (String(m.person_id) === known ? 'match' : 'miss');
       strip.appendChild(card(m.thumbnail_url, [`#${i + 1}  ${m.score.toFixed(3)}`, `id ${m.person_id}`, `cam ${m.camera_id}`],

@@ -77,6 +77,19 @@ def test_search_shows_ranked_thumbnails(server, browser, dataset, tmp_path):
     assert browser.find_element(By.CLASS_NAME, 'verdict').text
 
 
+def test_several_crops_are_one_multi_shot_query(server, browser, dataset):
+    from selenium.webdriver.common.by import By
+    pid = dataset.query[0].pid
+    shots = [q.path for q in dataset.query if q.pid == pid][:2]
+    browser.get(server + '/')
+    browser.find_element(By.ID, 'query-pid').send_keys(str(pid))
+    browser.find_element(By.ID, 'query-file').send_keys('\n'.join(shots))  # both files at once
+    _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, '#ranked .card.query')) == 2)
+    queries = browser.find_elements(By.CSS_SELECTOR, '#ranked .card.query')
+    assert [q.text.split()[:2] for q in queries] == [['crop', '1'], ['crop', '2']]
+    assert len(browser.find_elements(By.CSS_SELECTOR, '#ranked .card.result')) == 10  # one ranked list
+
+
 def test_upload_appears_in_the_gallery(server, browser, dataset):
     from selenium.webdriver.common.by import By
     browser.get(server + '/')
