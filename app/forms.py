@@ -22,8 +22,9 @@ class SearchForm(BaseModel):
     parameter on its own, and ten of them cost ~0.2 ms a request."""
     images: List[UploadFile] = Field(description='one or more query images (batch query)')
     k: Optional[int] = Field(None, ge=1, le=100, description='matches per query (default from settings)')
-    min_score: Optional[float] = Field(None, ge=-1, le=1, description="below this cosine similarity: no match "
-                                                                      "(default: the model's calibrated threshold)")
+    min_score: Optional[float] = Field(None, ge=-1, le=1, description="below this score (the answers' "
+                                       "score_kind: a probability, or a cosine for models without a calibration): "
+                                       "no match (default: the model's calibrated threshold)")
     camera_id: Optional[str] = Field(None, description='only gallery images from these cameras (comma list)')
     person_id: Optional[int] = Field(None, ge=0, le=MAX_ID, description='only this person')
     after: Optional[str] = Field(None, description='only gallery images taken at or after (ISO 8601)')

@@ -15,11 +15,12 @@ _logger = logging.getLogger(__name__)
 
 
 def register_checkpoint(session, path: str, name: str = '', info: Optional[Dict] = None) -> ModelVersion:
-    """A model row for a checkpoint file, with its calibrated threshold and complexity from the file's record."""
+    """A model row for a checkpoint file, with its calibrated threshold, score calibration and complexity from the
+    file's record."""
     _, extra = read_metadata(path)
     return crud.add_model(session=session, path=str(Path(path).resolve()), name=name, sha256=file_sha256(path),
                           min_score=extra.get('min_score'), info=dict(info or {}, **{
-                              k: extra[k] for k in ('complexity', 'metrics', 'pruned_from') if k in extra}))
+                              k: extra[k] for k in ('complexity', 'metrics', 'pruned_from', 'score_calibration') if k in extra}))
 
 
 def ensure_onnx(checkpoint: str) -> bool:

@@ -54,7 +54,9 @@ class GalleryItemsPublic(BaseModel):
 
 class SearchMatch(BaseModel):
     image_id: int
-    score: float
+    score: float = Field(description="the probability that it is the same person, calibrated on the model's "
+                                     'held-out training identities (models without a calibration: the cosine)')
+    cosine: float = Field(description='the raw cosine similarity of the embeddings')
     person_id: int
     camera_id: int
     timestamp: Optional[UtcDatetime] = None
@@ -75,6 +77,7 @@ class QueryResult(BaseModel):
 
 class SearchResponse(BaseModel):
     model_id: int
+    score_kind: Literal['probability', 'cosine'] = Field(description="what the matches' score is")
     min_score: float
     k: int
     results: List[QueryResult]

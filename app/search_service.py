@@ -114,7 +114,7 @@ async def search_gallery(service: 'ServiceState', snap: Snapshot, queries: Seque
     else:
         hits = await asyncio.wrap_future(future)
     named = [', '.join(q.filename for q in queries)] if group else [q.filename for q in queries]
-    return await _answers(service, named, hits, k, threshold, thumbnail_url, timings)
+    return await _answers(service, snap, named, hits, k, threshold, thumbnail_url, timings)
 
 
 MAX_PERSON_SHOTS = 256  # a person's gallery images pooled into one query (the most recent ones)
@@ -142,14 +142,15 @@ async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int,
         (lambda *args: service.on_model_thread(snap.engine.search, *args))  # FAISS calls: on the model thread
     (D, I), = await run_in_threadpool(search, query, fetch, [flt])
     keep = ~np.isin(I, np.fromiter(vectors, np.int64))
-    results = await _answers(service, [f'person {person_id} ({len(vectors)} gallery images)'],
+    results = await _answers(service, snap, [f'person {person_id} ({len(vectors)} gallery images)'],
                              [(D[keep], I[keep])], k, threshold, thumbnail_url, {})
     return results[0]
 
 
-async def _answers(service: 'ServiceState', filenames: Sequence[str], hits: Sequence[Hits], k: int,
+async def _answers(service: 'ServiceState', snap: Snapshot, filenames: Sequence[str], hits: Sequence[Hits], k: int,
                    threshold: float, thumbnail_url: str, timings: Dict[str, float]) -> List[QueryResult]:
-    """Hits joined with their gallery rows (from memory where cached), as answers."""
+    """Hits joined with their gallery rows (from memory where cached), as answers with the model's score of each
+    cosine (its calibration, if it has one); ``threshold`` is on the score's scale."""
     t0 = time.perf_counter()
     rows, missing = service.match_rows.cached(i for _, I in hits for i in I if i >= 0)
     if missing:
@@ -157,11 +158,12 @@ async def _answers(service: 'ServiceState', filenames: Sequence[str], hits: Sequ
     timings['database'] = time.perf_counter() - t0
     results = []
     for qi, (filename, (D, I)) in enumerate(zip(filenames, hits)):
+        scores = snap.score(D)
         matches = [SearchMatch(
-            image_id=row.id, score=float(score), person_id=row.person_id, camera_id=row.camera_id,
-            timestamp=row.timestamp, tags=list(row.tags), source_name=row.source_name,
+            image_id=row.id, score=float(score), cosine=float(cosine), person_id=row.person_id,
+            camera_id=row.camera_id, timestamp=row.timestamp, tags=list(row.tags), source_name=row.source_name,
             thumbnail_url=thumbnail_url.replace('{image_id}', str(row.id)), above_threshold=bool(score >= threshold))
-            for score, image_id in zip(D, I) if (row := rows.get(int(image_id))) is not None][:k]
+            for cosine, score, image_id in zip(D, scores, I) if (row := rows.get(int(image_id))) is not None][:k]
         best = matches[0] if matches else None
         hit = best is not None and best.above_threshold
         results.append(QueryResult(query_index=qi, filename=filename, no_match=not hit,

@@ -1,7 +1,9 @@
 """What one request uses: the active model and the engine of its vectors (swapped together on activation)."""
 from dataclasses import dataclass
+from typing import Optional
 
 from models.runtime import Backend, ImageEmbedder, open_exported
+from reid.matching import ScoreCalibration
 from storage.engine import VectorEngine
 
 from .settings import Settings
@@ -20,8 +22,12 @@ class Snapshot:
     engine: VectorEngine
     model_id: int
     model_name: str
-    min_score: float
+    min_score: float  # on the answers' score scale: a probability when ``scores`` calibrates them, else a cosine
+    scores: Optional[ScoreCalibration] = None  # cosine -> P(same person), from the checkpoint; None: cosines
 
+    def score(self, cosine):
+        """The answers' score of a cosine similarity."""
+        return cosine if self.scores is None else self.scores(cosine)
 
 def open_embedder(path: str, settings: Settings) -> ImageEmbedder:
     """The checkpoint at ``path`` as ``AMG_BACKEND`` serves it. A fresh export runs without torch (models.runtime);

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Sequence
 
 import anyio
 
-from reid.matching import pool_parts
+from reid.matching import ScoreCalibration, pool_parts
 from storage import crud
 from storage.db import ModelVersion, make_engine, make_sessionmaker
 from storage.engine import EngineUnavailable, GalleryFilter
@@ -179,8 +179,12 @@ class ServiceState:
         self.metrics.backend.clear()
         self.metrics.backend.labels(backend=embedder.backend, precision=embedder.precision).set(1)
         engine = open_engine(self.settings, self.index_dir, model.id, embedder.dim)
-        min_score = model.min_score if model.min_score is not None else self.settings.default_min_score
-        return Snapshot(embedder, engine, model.id, model.name, float(min_score))
+        scores = ScoreCalibration.from_record((model.info or {}).get('score_calibration'))
+        if model.min_score is None:
+            min_score = self.settings.default_min_score
+        else:  # the calibrated cosine threshold, on the answers' scale: the same decisions
+            min_score = model.min_score if scores is None else float(scores(model.min_score))
+        return Snapshot(embedder, engine, model.id, model.name, float(min_score), scores)
 
     def snapshot(self) -> Snapshot:
         snap = self.current

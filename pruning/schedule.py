@@ -19,7 +19,7 @@ from reid.config import RecipeOptions, RecipeSettings
 from reid.data import make_loader, split_validation
 from reid.datasets import load_dataset
 from reid.distributed import SINGLE, Distributed, setup_distributed
-from reid.engine import calibrate_model_threshold, ce_step, evaluate_model, recipe_step, set_seed, train_one_epoch
+from reid.engine import calibrate_model, ce_step, evaluate_model, recipe_step, set_seed, train_one_epoch
 from reid.export import export_int8_calibrated
 from reid.progress import Cancelled, Progress, ProgressCallback, RunSummary
 
@@ -198,7 +198,7 @@ def prune(cfg: PruneConfig, progress: bool = True, on_progress: Optional[Progres
     after = complexity_report(model)
     out_extra = dict(extra, pruned_from=str(cfg.weight_path), prune=cfg.model_dump(mode='json'), complexity=after)
     if val is not None:
-        out_extra['min_score'] = calibrate_model_threshold(model, val, cfg.batch_size, device)
+        out_extra.update(calibrate_model(model, val, cfg.batch_size, device))
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, checkpoint, out_extra)
     results = evaluate_model(model, ds.query, ds.gallery, batch_size=cfg.batch_size, device=device,

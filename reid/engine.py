@@ -4,7 +4,7 @@ import logging
 import random
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,15 +20,16 @@ from .data import make_loader, split_validation
 from .datasets import ImageRecord, load_dataset
 from .distributed import setup_distributed
 from .export import export_int8_calibrated
-from .matching import multi_shot_queries
-from .metrics import calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank
+from .matching import ScoreCalibration, multi_shot_queries
+from .metrics import (best_match_scores, calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank,
+                      fit_score_calibration)
 from .progress import Cancelled, Progress, ProgressCallback, RunSummary
 from .recipe import batch_hard_triplet_loss, paste_occluders, warmup_cosine
 from .rerank import re_ranking
 from .visualize import save_cmc_curve, save_ranked_results
 
 __all__ = ['TrainConfig', 'train', 'train_one_epoch', 'part_ce_loss', 'recipe_step', 'extract_features',
-           'evaluate_model', 'calibrate_model_threshold', 'set_seed']
+           'evaluate_model', 'calibrate_model', 'set_seed']
 
 _logger = logging.getLogger(__name__)
 
@@ -136,12 +137,21 @@ def evaluate_model(model: Union[LATransformer, Embedder], query: Sequence[ImageR
     return results
 
 
-def calibrate_model_threshold(model: LATransformer, val: Tuple[Sequence[ImageRecord], Sequence[ImageRecord]],
-                              batch_size: int = 64, device: torch.device = torch.device('cpu')) -> float:
-    """The "no match" similarity threshold the service uses by default, calibrated on held-out identities."""
+def calibrate_model(model: LATransformer, val: Tuple[Sequence[ImageRecord], Sequence[ImageRecord]],
+                    batch_size: int = 64, device: torch.device = torch.device('cpu')) -> Dict[str, Any]:
+    """What the checkpoint records for the service, from held-out identities: ``min_score``, the "no match"
+    similarity threshold, and ``score_calibration``, the cosine -> P(same person) map of the answers' scores."""
     qf, q_pids, q_cams = extract_features(model, val[0], batch_size, device=device, progress=False)
     gf, g_pids, g_cams = extract_features(model, val[1], batch_size, device=device, progress=False)
-    return calibrate_threshold(qf @ gf.T, q_pids, g_pids, q_cams, g_cams)
+    sim = qf @ gf.T
+    out: Dict[str, Any] = dict(min_score=calibrate_threshold(sim, q_pids, g_pids, q_cams, g_cams))
+    a, b = fit_score_calibration(*best_match_scores(sim, q_pids, g_pids, q_cams, g_cams))
+    if a > 0:
+        out['score_calibration'] = ScoreCalibration(a, b).record()
+    else:  # the held-out identities' best matches are no likelier right at a higher cosine: no evidence to map
+        _logger.warning('no score calibration: on the held-out identities a higher cosine is not likelier the same '
+                        'person (slope %.3g); the service answers cosines', a)
+    return out
 
 
 def unfrozen_blocks(epoch: int, every: int) -> int:
@@ -252,7 +262,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_progress: Optional[Progres
     if val is not None and best_path.exists():
         best = load_model(best_path).to(device)
         _, best_extra = read_metadata(best_path)
-        best_extra['min_score'] = calibrate_model_threshold(best, val, cfg.batch_size, device)
+        best_extra.update(calibrate_model(best, val, cfg.batch_size, device))
         save_checkpoint(best, best_path, best_extra)
     best_epoch = max(history, key=lambda h: h.get('val_mAP', -h['loss'])) if history else {}
     summary = RunSummary(checkpoint=str(best_path), history=history,

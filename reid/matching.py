@@ -3,11 +3,34 @@
 A retrieval vector is ``parts`` unit-length row vectors, each scaled by 1/sqrt(parts) and concatenated: its inner
 product with another is the mean of the per-part cosines.
 """
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ['pool_parts', 'multi_shot_queries']
+__all__ = ['pool_parts', 'multi_shot_queries', 'ScoreCalibration']
+
+
+@dataclass(frozen=True)
+class ScoreCalibration:
+    """A score a person can read: P(same person | cosine) = 1 / (1 + exp(-(a cosine + b))), fitted on held-out
+    training identities (reid.metrics.fit_score_calibration) and stored in the checkpoint (``score_calibration``)
+    beside the no-match threshold."""
+    a: float
+    b: float
+
+    def __call__(self, cosine):
+        return 1 / (1 + np.exp(-(self.a * np.asarray(cosine, np.float64) + self.b)))
+
+    def record(self) -> Dict[str, Any]:
+        return {'kind': 'logistic', 'a': self.a, 'b': self.b}
+
+    @classmethod
+    def from_record(cls, record: Optional[Dict[str, Any]]) -> Optional['ScoreCalibration']:
+        """None for a checkpoint without one (its scores stay cosines)."""
+        if not record or record.get('kind') != 'logistic':
+            return None
+        return cls(float(record['a']), float(record['b']))
 
 
 def pool_parts(embeddings: np.ndarray, parts: int, weights: Optional[np.ndarray] = None) -> np.ndarray:

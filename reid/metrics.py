@@ -119,14 +119,10 @@ def evaluate_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q
     return out
 
 
-def calibrate_threshold(sim: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
-                        g_camids: np.ndarray) -> float:
-    """A similarity below which a query should get "no match".
-
-    For each query, its best same-person score (another camera) is a positive, and its best other-person score is
-    what it would get if its person were absent from the gallery, a negative. The threshold maximises balanced
-    accuracy between the two.
-    """
+def best_match_scores(sim: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
+                      g_camids: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(positives, negatives) for calibration: each query's best same-person score (another camera), and its best
+    other-person score, what it would get were its person absent from the gallery."""
     q_pids, g_pids, q_camids, g_camids = map(np.asarray, (q_pids, g_pids, q_camids, g_camids))
     same = q_pids[:, None] == g_pids[None]
     valid = ~(same & (q_camids[:, None] == g_camids[None])) & (g_pids[None] != -1)
@@ -135,8 +131,43 @@ def calibrate_threshold(sim: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray,
     pos, neg = pos[np.isfinite(pos)], neg[np.isfinite(neg)]
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError('need queries with both same-person and other-person gallery images to calibrate')
+    return pos, neg
+
+
+def calibrate_threshold(sim: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
+                        g_camids: np.ndarray) -> float:
+    """A similarity below which a query should get "no match": the one that best separates the best-match scores
+    of :func:`best_match_scores` (balanced accuracy)."""
+    pos, neg = best_match_scores(sim, q_pids, g_pids, q_camids, g_camids)
     candidates = np.unique(np.concatenate([pos, neg]))
     accuracy = [(pos >= t).mean() + (neg < t).mean() for t in candidates]
     i = int(np.argmax(accuracy))
     # halfway to the next candidate, so the threshold is not glued to one sample
     return float(candidates[i] if i == 0 else (candidates[i] + candidates[i - 1]) / 2)
+
+
+def fit_score_calibration(pos: np.ndarray, neg: np.ndarray, l2: float = 1e-2) -> Tuple[float, float]:
+    """(a, b) of P(same person | cosine s) = 1 / (1 + exp(-(a s + b))), a logistic fit of best-match scores of the
+    same person (``pos``) against other persons' (``neg``), the two classes weighted alike (so 0.5 sits at the
+    balanced boundary). Fitted on standardised scores with an L2 penalty on the slope: cosines of one model crowd into
+    a narrow band, and held-out identities are often separable, where the unpenalised fit has no finite answer. A
+    slope <= 0 (a model whose right best matches score no higher than its wrong ones) is no calibration: the
+    caller keeps cosines."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    s = np.concatenate([pos, neg])
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    w = np.concatenate([np.full(len(pos), 0.5 / len(pos)), np.full(len(neg), 0.5 / len(neg))])
+    mu, sd = s.mean(), max(s.std(), 1e-6)
+    z = (s - mu) / sd
+    slope, bias = 1.0, 0.0
+    for _ in range(100):  # Newton's method on the weighted, penalised log-loss
+        p = 1 / (1 + np.exp(-(slope * z + bias)))
+        r = w * (p - y)
+        grad = np.array([r @ z + l2 * slope, r.sum()])
+        h = w * p * (1 - p)
+        hess = np.array([[h @ (z * z) + l2, h @ z], [h @ z, h.sum() + 1e-12]])
+        step = np.linalg.solve(hess, grad)
+        slope, bias = slope - step[0], bias - step[1]
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(slope / sd), float(bias - slope * mu / sd)

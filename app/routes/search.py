@@ -18,6 +18,10 @@ def _thumbnail_template(app: FastAPI) -> str:
     return template
 
 
+def _score_kind(snap) -> str:
+    return 'cosine' if snap.scores is None else 'probability'
+
+
 router = APIRouter(prefix='/v1', route_class=OffLoopFormRoute, tags=['search'], dependencies=[Depends(require_read)],
                    responses=ERRORS)
 
@@ -58,7 +62,8 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
     except EngineUnavailable as e:
         raise HTTPException(status_code=503, detail=f'the vector engine is unavailable: {e}') from None
     request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
-    return SearchResponse(model_id=snap.model_id, min_score=threshold, k=k, results=results)
+    return SearchResponse(model_id=snap.model_id, score_kind=_score_kind(snap), min_score=threshold, k=k,
+                          results=results)
 
 
 @router.post('/persons/{person_id}/search', response_model=SearchResponse, tags=['persons'])
@@ -83,4 +88,5 @@ async def search_for_person(person_id: IdPath, request: Request, state: StateDep
         raise HTTPException(status_code=422, detail=str(e)) from None
     except EngineUnavailable as e:
         raise HTTPException(status_code=503, detail=f'the vector engine is unavailable: {e}') from None
-    return SearchResponse(model_id=snap.model_id, min_score=threshold, k=k, results=[result])
+    return SearchResponse(model_id=snap.model_id, score_kind=_score_kind(snap), min_score=threshold, k=k,
+                          results=[result])

@@ -91,7 +91,11 @@ def test_filters_and_same_camera_exclusion(gallery_client, dataset):
 
 def test_min_score_gives_an_explicit_no_match(gallery_client, dataset):
     client, _, _ = gallery_client
-    r = client.post('/v1/search', files=files_for([dataset.query[0].path]), data={'min_score': '0.9999'}).json()
+    best = client.post('/v1/search', files=files_for([dataset.query[0].path]),
+                       data={'min_score': '-1'}).json()['results'][0]['best_score']
+    assert best < 1
+    r = client.post('/v1/search', files=files_for([dataset.query[0].path]),
+                    data={'min_score': str((best + 1) / 2)}).json()
     result = r['results'][0]
     assert result['no_match'] and result['person_id'] is None
     assert not any(m['above_threshold'] for m in result['matches'])
@@ -148,12 +152,12 @@ def test_a_group_query_is_its_definition(gallery_client, dataset):
     embeddings, parts = _embed(client, shots)
     query = pool_parts(embeddings, parts)
     ids, vectors = _stored(client)
-    scores = [m['score'] for m in results[0]['matches']]
+    scores = [m['cosine'] for m in results[0]['matches']]
     assert np.allclose(scores, _brute_force_scores(query, vectors, 8), atol=3e-3)  # vectors stored as float16
     assert results[0]['matches'][0]['person_id'] == pid
     # the group's answer is not either crop's own
     single = client.post('/v1/search', files=files_for(shots), data={'k': '8', 'min_score': '-1'}).json()['results']
-    assert len(single) == 2 and all([m['score'] for m in one['matches']] != scores for one in single)
+    assert len(single) == 2 and all([m['cosine'] for m in one['matches']] != scores for one in single)
     r = client.post('/v1/search', files=files_for(shots), data={'group': 'true', 'exclude_same_camera': 'true',
                                                                 'query_camera_id': '1,2'})
     assert r.status_code == 400 and 'one query_camera_id' in r.json()['detail']
@@ -172,12 +176,53 @@ def test_a_known_persons_other_sightings(gallery_client):
     ids, vectors = _stored(client)
     mine = np.isin(ids, list(own))
     query = pool_parts(vectors[mine], client.app.state.service.current.embedder.num_parts)
-    assert np.allclose([m['score'] for m in matches], _brute_force_scores(query, vectors[~mine], 6), atol=3e-3)
+    assert np.allclose([m['cosine'] for m in matches], _brute_force_scores(query, vectors[~mine], 6), atol=3e-3)
     assert result['filename'] == f'person {pid} ({len(own)} gallery images)'
     assert client.post('/v1/persons/987654/search').status_code == 404
     r = client.post(f'/v1/persons/{pid}/search', params={'camera_id': str(matches[0]['camera_id']), 'k': '3'})
     assert r.status_code == 200 and {m['camera_id'] for m in r.json()['results'][0]['matches']} <= \
         {matches[0]['camera_id']}
+
+
+def test_scores_are_calibrated_probabilities_and_the_cosine_stays(tmp_path, dataset, service_model):
+    from models.checkpoints import load_model, save_checkpoint
+    from models.records import read_metadata
+    from reid.matching import ScoreCalibration
+    calibration = ScoreCalibration(a=60.0, b=-59.0)  # as training records one: P(same) = 0.5 at cosine 59/60
+    extra = dict(read_metadata(service_model)[1], score_calibration=calibration.record())
+    ckpt = save_checkpoint(load_model(service_model), tmp_path / 'calibrated.safetensors', extra)
+    with make_client(tmp_path / 'data', ckpt) as client:
+        gallery = [r for r in dataset.gallery if r.pid > 0][:30]
+        assert client.post('/v1/gallery', files=files_for([g.path for g in gallery]),
+                           data={'person_id': ','.join(str(g.pid) for g in gallery)}).status_code == 201
+        body = client.post('/v1/search', files=files_for([q.path for q in dataset.query[:8]]),
+                           data={'min_score': '-1', 'k': '20'}).json()
+        assert body['score_kind'] == 'probability'
+        for result in body['results']:
+            scores = np.array([m['score'] for m in result['matches']])
+            cosines = np.array([m['cosine'] for m in result['matches']])
+            assert np.allclose(scores, calibration(cosines), atol=1e-9) and ((scores >= 0) & (scores <= 1)).all()
+            assert (np.diff(scores) <= 1e-12).all()  # ranked by cosine, hence by score: the map is monotone
+            assert result['best_score'] == result['matches'][0]['score']
+        default = client.post('/v1/search', files=files_for([dataset.query[0].path])).json()['min_score']
+        assert default == pytest.approx(float(calibration(extra['min_score'])))  # the same decisions as before
+
+
+def test_a_model_without_a_calibration_scores_cosines(tmp_path, service_model, dataset):
+    from models.checkpoints import load_model, save_checkpoint
+    from models.records import read_metadata
+    extra = {k: v for k, v in read_metadata(service_model)[1].items() if k != 'score_calibration'}
+    assert 'min_score' in extra
+    ckpt = save_checkpoint(load_model(service_model), tmp_path / 'old.safetensors', extra)
+    with make_client(tmp_path / 'data', ckpt) as client:
+        g = next(r for r in dataset.gallery if r.pid > 0)
+        assert client.post('/v1/gallery', files=files_for([g.path]), data={'person_id': '1'}).status_code == 201
+        body = client.post('/v1/search', files=files_for([dataset.query[0].path]), data={'min_score': '-1'}).json()
+        assert body['score_kind'] == 'cosine'
+        default = client.post('/v1/search', files=files_for([dataset.query[0].path])).json()['min_score']
+        assert default == pytest.approx(extra['min_score'])  # the cosine threshold, as before
+        match = body['results'][0]['matches'][0]
+        assert match['score'] == match['cosine']
 
 
 def _gallery_count(client):
@@ -328,7 +373,7 @@ def test_the_service_serves_int8_and_says_so(tmp_path, service_model, learnable_
         g = next(r for r in dataset.gallery if r.pid > 0)
         assert client.post('/v1/gallery', files=files_for([g.path]), data={'person_id': str(g.pid)}).status_code == 201
         r = client.post('/v1/search', files=files_for([g.path]), data={'min_score': '-1'}).json()
-        assert r['results'][0]['matches'][0]['score'] > 0.99
+        assert r['results'][0]['matches'][0]['cosine'] > 0.99
         text = client.get('/metrics').text
         for stage in ('receive', 'decode', 'preprocess', 'model_wait', 'forward', 'index_search', 'database',
                       'answer'):

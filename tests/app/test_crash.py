@@ -186,7 +186,7 @@ def test_kill_9_during_a_model_switch(tmp_path, service_model, dataset):
                         ('images', ('q.jpg', Path(r.path).read_bytes(), 'image/jpeg'))],
                         data={'k': '1', 'min_score': '-1'}).json()
                     assert body['model_id'] == ready['model_id']
-                    assert body['results'][0]['best_score'] > 0.999, body
+                    assert body['results'][0]['matches'][0]['cosine'] > 0.999, body
         finally:
             stop(proc)
         db_ids, index_ids, _ = stored_ids(tmp_path, {})

@@ -59,7 +59,7 @@ def test_prune_job_progress_activation_and_serving(tmp_path, service_model, data
         assert f'amg_embed_backend{{backend="{ready["backend"]}",precision="{ready["precision"]}"}} 1.0' in \
             client.get('/metrics').text
         r = client.post('/v1/search', files=files_for([gallery[0].path]), data={'min_score': '-1'}).json()
-        assert r['model_id'] == new_id and r['results'][0]['matches'][0]['score'] > 0.99  # finds itself
+        assert r['model_id'] == new_id and r['results'][0]['matches'][0]['cosine'] > 0.99  # finds itself
         assert client.post('/v1/admin/models/999/activate', headers=ADMIN).status_code == 404
 
 

@@ -39,7 +39,7 @@ def test_every_model_kind_quantises_and_runs(tmp_path, synth_root, kind):
         assert client.get('/readyz').json()['backend'] == 'onnx-int8'
         assert client.post('/v1/gallery', files=files_for([image]), data={'person_id': '1'}).status_code == 201
         match = client.post('/v1/search', files=files_for([image]), data={'min_score': '-1'}).json()
-        assert match['results'][0]['matches'][0]['score'] > 0.99
+        assert match['results'][0]['matches'][0]['cosine'] > 0.99
 
 
 def test_int8_embeddings_of_a_trained_model_match_fp32(tmp_path, trained_run, learnable_root):

@@ -94,3 +94,30 @@ def test_threshold_separates_present_from_absent_identities():
     sim = np.array([[0.9, 0.3], [0.5, 0.8]])
     t = calibrate_threshold(sim, np.array([1, 2]), np.array([1, 2]), np.array([0, 0]), np.array([1, 1]))
     assert 0.5 < t <= 0.8
+
+
+def test_score_calibration_is_monotone_spreads_and_centres_on_the_boundary():
+    from reid.matching import ScoreCalibration
+    from reid.metrics import fit_score_calibration
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(0.97, 0.004, 300), rng.normal(0.955, 0.004, 900)  # crowded cosines, as models give
+    calib = ScoreCalibration(*fit_score_calibration(pos, neg))
+    grid = np.linspace(0.9, 1.0, 101)
+    assert (np.diff(calib(grid)) > 0).all()
+    assert np.median(calib(pos)) > 0.8 and np.median(calib(neg)) < 0.2  # right and wrong matches far apart
+    assert abs(-calib.b / calib.a - 0.9625) < 0.002  # p = 0.5 halfway, the classes weighted alike
+    separable = ScoreCalibration(*fit_score_calibration(np.array([0.99, 0.98]), np.array([0.5, 0.4])))
+    assert np.isfinite([separable.a, separable.b]).all() and separable(0.99) > 0.9 > 0.1 > separable(0.5)
+    assert ScoreCalibration.from_record(calib.record()) == calib and ScoreCalibration.from_record(None) is None
+
+
+def test_a_model_whose_wrong_matches_score_higher_gets_no_calibration(monkeypatch):
+    import reid.engine
+    from reid.metrics import fit_score_calibration
+    a, _ = fit_score_calibration(np.array([0.5, 0.6, 0.55]), np.array([0.8, 0.9, 0.85]))
+    assert a < 0  # the fit says so; calibrate_model then records none
+    monkeypatch.setattr(reid.engine, 'extract_features', lambda m, records, *args, **kw: records)
+    sim_q = (np.eye(2, dtype=np.float32), np.array([1, 2]), np.array([0, 0]))
+    gallery = (np.array([[0.0, 1.0], [1.0, 0.0]], np.float32), np.array([1, 2]), np.array([1, 1]))  # crossed
+    out = reid.engine.calibrate_model(None, (sim_q, gallery))
+    assert 'score_calibration' not in out and 'min_score' in out
