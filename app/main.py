@@ -5,7 +5,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Optional
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi.responses import FileResponse, JSONResponse
@@ -114,6 +116,13 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.mount('/static', StaticFiles(directory=STATIC), name='static')
     for module in (health, search, gallery, admin, samples):
         app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, without the offending input and context: an input like Infinity cannot be written
+        # as JSON (the default handler would fail with a 500), and echoing inputs back is not needed to fix them
+        errors = [{k: v for k, v in e.items() if k not in ('input', 'ctx', 'url')} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={'detail': jsonable_encoder(errors)})
 
     @app.get('/', include_in_schema=False)
     def index():

@@ -103,7 +103,7 @@ def test_large_multipart_bodies_parse_in_a_worker_small_ones_in_the_loop(tmp_pat
                                                                           monkeypatch):
     from starlette.formparsers import MultiPartParser
 
-    from tests.app.conftest import files_for, make_client
+    from tests.app.conftest import make_client
     parsed_on = []
     real = MultiPartParser.parse
 
