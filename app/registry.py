@@ -12,6 +12,7 @@ from storage.db import ModelVersion
 __all__ = ['register_checkpoint', 'ensure_onnx']
 
 _logger = logging.getLogger(__name__)
+RECORDED = ('complexity', 'metrics', 'pruned_from', 'score_calibration')  # what a model row keeps of the record
 
 
 def register_checkpoint(session, path: str, name: str = '', info: Optional[Dict] = None) -> ModelVersion:
@@ -20,7 +21,7 @@ def register_checkpoint(session, path: str, name: str = '', info: Optional[Dict]
     _, extra = read_metadata(path)
     return crud.add_model(session=session, path=str(Path(path).resolve()), name=name, sha256=file_sha256(path),
                           min_score=extra.get('min_score'), info=dict(info or {}, **{
-                              k: extra[k] for k in ('complexity', 'metrics', 'pruned_from', 'score_calibration') if k in extra}))
+                              k: extra[k] for k in RECORDED if k in extra}))
 
 
 def ensure_onnx(checkpoint: str) -> bool:

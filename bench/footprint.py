@@ -125,8 +125,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for label, _, _ in runs:
         rows = results[label]
         start = statistics.median(r['start_s'] for r in rows)
+        rss = statistics.median(r['rss_mb'] for r in rows)
         print(f"| {label} | {rows[0]['backend']} ({rows[0]['precision']}) | {start:.2f} "
-              f"({reference / start:.2f}x faster than {reference_label}) | {statistics.median(r['rss_mb'] for r in rows):.0f} | "
+              f"({reference / start:.2f}x faster than {reference_label}) | {rss:.0f} | "
               f"{max(r['peak_mb'] for r in rows):.0f} |")
     return 0
 

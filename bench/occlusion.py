@@ -16,7 +16,8 @@ import numpy as np
 
 MODELS = {'unpruned': ['runs/la-tiny/best.safetensors', 'runs/unpruned/best.safetensors'],
           'control': ['runs/control/pruned.safetensors'],
-          'head67+token40': ['runs/la-tiny-head67-token40/pruned.safetensors', 'runs/head67+token40/pruned.safetensors']}
+          'head67+token40': ['runs/la-tiny-head67-token40/pruned.safetensors',
+                             'runs/head67+token40/pruned.safetensors']}
 
 
 def _evaluate(model, ds, shots: int) -> Dict[str, float]:
@@ -66,7 +67,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         model = load_model(path).eval()
         rows[name] = dict(_evaluate(model, ds, a.shots), **_score_separation(model, ds))
         print(name, rows[name], flush=True)
-    print(f'\nCPU: {cpu_description()}; {a.workdir}: {len(ds.query)} occluded queries, {len(ds.gallery)} gallery images')
+    print(f'\nCPU: {cpu_description()}; {a.workdir}: {len(ds.query)} occluded queries, '
+          f'{len(ds.gallery)} gallery images')
     print(f'| model | single-shot mAP / Rank-1 | multi-shot (K={a.shots}) mAP / Rank-1 | multi - single mAP | '
           'median score of the best match: right / wrong (cosine) |')
     print('|---|---|---|---|---|')

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from .checkpoints import PathLike, load_model
-from .imaging import ImageError, open_image
+from .imaging import ImageError, as_rgb_image, open_image
 from .la_transformer import LATransformer
 from .onnx_backend import Spin
 from .runtime import Backend, ExportedEmbedder, open_exported
@@ -85,17 +85,7 @@ class Embedder:
         """One input -> a normalised (3, H, W) tensor (tensors are taken as already normalised)."""
         if isinstance(item, torch.Tensor):
             return item
-        if isinstance(item, (str, Path)):
-            item = open_image(item)
-        elif isinstance(item, np.ndarray):
-            if item.ndim != 3 or item.shape[2] not in (1, 3, 4):
-                raise ImageError(f'arrays must be HWC images, got shape {item.shape}')
-            item = Image.fromarray(item.astype(np.uint8)).convert('RGB')
-        elif isinstance(item, Image.Image):
-            item = item.convert('RGB')
-        else:
-            raise ImageError(f'unsupported input type {type(item).__name__}')
-        return self.transform(item)
+        return self.transform(as_rgb_image(item))
 
     @torch.no_grad()
     def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,8 @@ from typing import Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ['ImageError', 'DRAFT_SIDE', 'draft', 'to_rgb', 'open_image', 'ResizeNormalizeArray', 'IMAGENET_MEAN',
-           'IMAGENET_STD']
+__all__ = ['ImageError', 'DRAFT_SIDE', 'draft', 'to_rgb', 'open_image', 'as_rgb_image', 'ResizeNormalizeArray',
+           'IMAGENET_MEAN', 'IMAGENET_STD']
 
 # JPEGs larger than this on both sides decode at 1/2, 1/4 or 1/8 scale, never below it: a person crop never needs
 # more pixels, and a 25 MP photo decodes in a sixteenth of the memory and time. Every reader applies the same rule,
@@ -55,6 +55,19 @@ def open_image(path: Union[str, Path]) -> Image.Image:
         raise ImageError(f'image not found: {path}') from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f'cannot read image {path}: {e}') from e
+
+
+def as_rgb_image(item) -> Image.Image:
+    """What embedders take as one image - a path, a PIL image or an HWC uint8 array - as an RGB PIL image."""
+    if isinstance(item, (str, Path)):
+        return open_image(item)
+    if isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[2] not in (1, 3, 4):
+            raise ImageError(f'arrays must be HWC images, got shape {item.shape}')
+        return Image.fromarray(item.astype(np.uint8)).convert('RGB')
+    if isinstance(item, Image.Image):
+        return item.convert('RGB')
+    raise ImageError(f'unsupported input type {type(item).__name__}')
 
 
 class ResizeNormalizeArray:

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image
 
-from .imaging import ImageError, ResizeNormalizeArray, open_image
+from .imaging import ResizeNormalizeArray, as_rgb_image
 from .onnx_backend import PARTS_KEY, OnnxEmbedding, Spin, freshness, onnx_path_for
 from .openvino_backend import (INT8_ELSEWHERE, OpenVinoEmbedding, UnknownPrecision, openvino_available,
                                ov_int8_path_for)
@@ -78,17 +77,7 @@ class ExportedEmbedder:
         """One input -> a normalised (3, H, W) float32 array (float32 CHW arrays are taken as already normalised)."""
         if isinstance(item, np.ndarray) and item.dtype == np.float32 and item.ndim == 3 and item.shape[0] == 3:
             return item
-        if isinstance(item, (str, Path)):
-            item = open_image(item)
-        elif isinstance(item, np.ndarray):
-            if item.ndim != 3 or item.shape[2] not in (1, 3, 4):
-                raise ImageError(f'arrays must be HWC images, got shape {item.shape}')
-            item = Image.fromarray(item.astype(np.uint8)).convert('RGB')
-        elif isinstance(item, Image.Image):
-            item = item.convert('RGB')
-        else:
-            raise ImageError(f'unsupported input type {type(item).__name__}')
-        return self.transform(item)
+        return self.transform(as_rgb_image(item))
 
     def embed_array(self, x: np.ndarray) -> np.ndarray:
         """A normalised batch (B, 3, H, W) -> (B, D)."""
