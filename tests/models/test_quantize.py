@@ -56,7 +56,7 @@ def test_int8_is_chosen_only_when_asked_and_fresh(tmp_path, synth_root, caplog):
     model = _variants()['unpruned']
     ckpt = save_checkpoint(model, tmp_path / 'm.safetensors')
     assert Embedder(ckpt, backend='auto', prefer_int8=True).backend == 'torch'  # nothing exported yet
-    export_int8_calibrated(ckpt, load_dataset(synth_root).train, count=16)
+    export_int8_calibrated(ckpt, load_dataset(synth_root).train, count=16, openvino=False)
     assert Embedder(ckpt, backend='auto').backend == 'torch'  # no fp32 export; INT8 not asked for
     assert Embedder(ckpt, backend='auto', prefer_int8=True).backend == 'onnx-int8'
     with torch.no_grad():
