@@ -53,6 +53,8 @@ class LATransformer(nn.Module):
             Dropped tokens leave queries, residual and MLP; the LA rows are pooled over each row's survivors.
         fuse_dropped: merge the dropped tokens into one extra token (their running mean), EViT-style.
         num_classes: identities for the part classifiers; 0 builds an embedding-only model.
+        visibility: a visibility head: one logit per LA part (is this row of the person seen, or occluded?), a
+            linear map of each part token (:meth:`forward_visibility`); trained by the recipe's ``visibility`` loss.
         lmbd: λ, the weight of the row average against CLS in each part.
         mlp_ratio: MLP hidden width / D.
         drop_path_rate: stochastic depth of the last block (linear over depth).
@@ -74,6 +76,7 @@ class LATransformer(nn.Module):
             mlp_ratio: float = 4.0,
             drop_path_rate: float = 0.0,
             name: str = 'amg_vit_tiny_patch16_224',
+            visibility: bool = False,
     ) -> None:
         super().__init__()
         img_size = to_2tuple(img_size)
@@ -107,6 +110,7 @@ class LATransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.classifiers = nn.ModuleList(
             [ClassBlock(embed_dim, num_classes) for _ in range(self.num_parts)] if num_classes > 0 else [])
+        self.set_visibility_head(visibility)
         trunc_normal_(self.pos_embed, std=.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         self.blocks.apply(_init_vit_weights)
@@ -189,7 +193,21 @@ class LATransformer(nn.Module):
             version=ARCHITECTURE_VERSION, model=self.name, img_size=list(self.img_size), patch_size=self.patch_size,
             embed_dim=self.embed_dim, depth=len(self.blocks), mlp_ratio=self.mlp_ratio, lmbd=self.lmbd,
             num_classes=self.num_classes, num_heads=self.heads_per_block(), kv_index=self.kv_index_per_block(),
-            token_keep=self.token_keep, fuse_dropped=self.fuse_dropped)
+            token_keep=self.token_keep, fuse_dropped=self.fuse_dropped, visibility=self.has_visibility)
+
+    @property
+    def has_visibility(self) -> bool:
+        return self.visibility_weight is not None
+
+    def set_visibility_head(self, enabled: bool) -> None:
+        """Add (zero-initialised: every part starts at p = 0.5) or remove the visibility head."""
+        if not enabled:
+            self.register_parameter('visibility_weight', None)
+            self.register_parameter('visibility_bias', None)
+        elif getattr(self, 'visibility_weight', None) is None:
+            device = self.cls_token.device
+            self.visibility_weight = nn.Parameter(torch.zeros(self.num_parts, self.embed_dim, device=device))
+            self.visibility_bias = nn.Parameter(torch.zeros(self.num_parts, device=device))
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -259,13 +277,26 @@ class LATransformer(nn.Module):
         parts = self.forward_parts(tokens)
         return torch.stack([clf(parts[:, i]) for i, clf in enumerate(self.classifiers)], dim=1)
 
+    def forward_visibility(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens -> visibility logits (B, parts): one per LA part token, its own linear map."""
+        if not self.has_visibility:
+            raise RuntimeError('this model has no visibility head (visibility=False)')
+        parts = self.forward_parts(tokens)
+        return torch.einsum('bpd,pd->bp', parts, self.visibility_weight) + self.visibility_bias
+
+    def visibility(self, x: torch.Tensor) -> torch.Tensor:
+        """Image batch -> per-part visibility probabilities (B, parts)."""
+        return torch.sigmoid(self.forward_visibility(self.forward_features(x)))
+
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_train(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(part logits, retrieval embedding) from one pass, for losses on both (metric learning)."""
+    def forward_train(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """(part logits, retrieval embedding, visibility logits or None without the head) from one pass, for the
+        losses on each."""
         tokens = self.forward_features(x)
-        return self.forward_head(tokens), self.forward_head(tokens, pre_logits=True)
+        visibility = self.forward_visibility(tokens) if self.has_visibility else None
+        return self.forward_head(tokens), self.forward_head(tokens, pre_logits=True), visibility
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch -> unit-norm retrieval embedding (B, parts·D)."""
@@ -312,4 +343,5 @@ def model_from_architecture(arch: Dict[str, Any]) -> LATransformer:
         img_size=tuple(arch['img_size']), patch_size=arch['patch_size'], embed_dim=arch['embed_dim'],
         depth=arch['depth'], num_heads=arch['num_heads'], kv_index=arch['kv_index'],
         token_keep=arch.get('token_keep'), fuse_dropped=arch.get('fuse_dropped', False),
-        num_classes=arch['num_classes'], lmbd=arch['lmbd'], mlp_ratio=arch['mlp_ratio'], name=arch['model'])
+        num_classes=arch['num_classes'], lmbd=arch['lmbd'], mlp_ratio=arch['mlp_ratio'], name=arch['model'],
+        visibility=arch.get('visibility', False))

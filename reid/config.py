@@ -31,13 +31,14 @@ class RecipeSettings:
     label_smoothing: float
     warmup_epochs: int
     cosine: bool
+    visibility: float = 0.0
 
 
 _DEFAULTS = {
     Recipe.STRONG: dict(erasing=0.0, paste=0.5, crop_pad=4, instances=4, triplet=1.0, label_smoothing=0.1,
-                        warmup_epochs=2, cosine=True),
+                        warmup_epochs=2, cosine=True, visibility=0.0),
     Recipe.LA: dict(erasing=0.0, paste=0.0, crop_pad=0, instances=0, triplet=0.0, label_smoothing=0.0,
-                    warmup_epochs=0, cosine=False),
+                    warmup_epochs=0, cosine=False, visibility=0.0),
 }
 
 
@@ -59,12 +60,19 @@ class RecipeOptions(RunConfig):
     label_smoothing: Optional[float] = Field(None, ge=0, lt=1, description='label smoothing of the part '
                                              'cross-entropies (strong: 0.1)')
 
+    visibility: Optional[float] = Field(None, ge=0, le=100, description='weight of the visibility loss: a per-part '
+                                        'visible/occluded logit learned from the pasted strips (needs --paste); '
+                                        'adds the visibility head (0: off; strong and la: 0, not yet measured '
+                                        'to help)')
+
     def settings(self, **extra) -> RecipeSettings:
         values = dict(_DEFAULTS[self.recipe], triplet_margin=self.triplet_margin)
-        for name in ('erasing', 'paste', 'crop_pad', 'instances', 'triplet', 'label_smoothing', *extra):
+        for name in ('erasing', 'paste', 'crop_pad', 'instances', 'triplet', 'label_smoothing', 'visibility', *extra):
             own = extra[name] if name in extra else getattr(self, name)
             if own is not None:
                 values[name] = own
+        if values['visibility'] and not values['paste']:
+            raise ValueError('the visibility loss learns from the pasted strips: it needs --paste > 0')
         if values['triplet'] and values['instances'] < 2:
             raise ValueError('the triplet loss needs --instances >= 2 (positives in every batch), or --triplet 0')
         return RecipeSettings(**values)

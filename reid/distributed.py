@@ -6,7 +6,7 @@ for the pruning scores, the numbers) are those of a single process with the same
 """
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -38,7 +38,7 @@ class _TrainOutputs(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         return self.model.forward_train(x)
 
 
@@ -54,7 +54,7 @@ class DistributedModel(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.ddp(x)[0]
 
-    def forward_train(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_train(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         return self.ddp(x)
 
 

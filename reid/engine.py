@@ -20,11 +20,11 @@ from .data import make_loader, split_validation
 from .datasets import ImageRecord, load_dataset
 from .distributed import setup_distributed
 from .export import export_int8_calibrated
-from .matching import ScoreCalibration, multi_shot_queries
+from .matching import ScoreCalibration, multi_shot_queries, mutual_visibility_scores
 from .metrics import (best_match_scores, calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank,
                       fit_score_calibration)
 from .progress import Cancelled, Progress, ProgressCallback, RunSummary
-from .recipe import batch_hard_triplet_loss, paste_occluders, warmup_cosine
+from .recipe import batch_hard_triplet_loss, paste_occluders, visibility_targets, warmup_cosine
 from .rerank import re_ranking
 from .visualize import save_cmc_curve, save_ranked_results
 
@@ -59,17 +59,21 @@ def ce_step(model: LATransformer, x: torch.Tensor, y: torch.Tensor) -> Tuple[tor
 
 def recipe_step(settings: RecipeSettings, part_loss: Optional[PartLoss] = None) -> LossFn:
     """A training step's loss for the recipe: [pasted occluders ->] part loss (label-smoothed part cross-entropy
-    unless ``part_loss`` says otherwise) [+ weighted batch-hard triplet loss on the retrieval embedding]."""
+    unless ``part_loss`` says otherwise) [+ weighted batch-hard triplet loss on the retrieval embedding] [+ weighted
+    binary loss of the visibility head against the share of each part the pasted strip left visible]."""
     def step(model: LATransformer, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        boxes = None
         if settings.paste:
-            x, _ = paste_occluders(x, y, settings.paste)
-        if settings.triplet:
-            logits, embedding = model.forward_train(x)
-        else:
-            logits, embedding = model.forward_logits(x), None
+            x, boxes = paste_occluders(x, y, settings.paste)
+        # one pass for every loss; under DistributedDataParallel every output must reach the loss (a zero-weight
+        # visibility loss still does), or the unused head's parameters stall the gradient reduction
+        logits, embedding, visibility = model.forward_train(x)
         loss = part_loss(logits, x, y) if part_loss else part_ce_loss(logits, y, settings.label_smoothing)
-        if embedding is not None:
+        if settings.triplet:
             loss = loss + settings.triplet * batch_hard_triplet_loss(embedding, y, settings.triplet_margin)
+        if visibility is not None:
+            target = visibility_targets(boxes or [None] * len(y), x.shape[2], x.shape[3], visibility.shape[1])
+            loss = loss + settings.visibility * F.binary_cross_entropy_with_logits(visibility, target.to(x.device))
         return loss, logits
     return step
 
@@ -108,24 +112,42 @@ def extract_features(model: Union[LATransformer, Embedder], records: Sequence[Im
     return torch.cat(feats).numpy(), pids, camids
 
 
+@torch.no_grad()
+def extract_visibility(model: LATransformer, records: Sequence[ImageRecord], batch_size: int = 64,
+                       device: torch.device = torch.device('cpu'), num_workers: int = 0) -> np.ndarray:
+    """Per-part visibility probabilities (N, parts) of the model's visibility head, test transforms."""
+    model = model.eval().to(device)
+    loader = make_loader(records, model.img_size, batch_size, train=False, num_workers=num_workers)
+    return torch.cat([model.visibility(x.to(device)).cpu() for x, _, _ in loader]).numpy()
+
+
 def evaluate_model(model: Union[LATransformer, Embedder], query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
                    batch_size: int = 64, flip: bool = False, rerank: bool = False,
                    protocols: Sequence[str] = ('standard', 'legacy'), device: torch.device = torch.device('cpu'),
                    num_workers: int = 0, progress: bool = True,
-                   visualize_dir: Optional[Path] = None, multi_shot: int = 1) -> Dict[str, Dict[str, float]]:
+                   visualize_dir: Optional[Path] = None, multi_shot: int = 1,
+                   visibility: bool = False) -> Dict[str, Dict[str, float]]:
     """Embed query and gallery, rank, and score by each protocol (standard first).
 
     ``visualize_dir`` also writes ranked-result PNGs (query + top-10) and the CMC curve there. ``multi_shot`` K > 1:
     each identity's query crops pooled K at a time into one query (reid.matching.multi_shot_queries; the standard
-    protocol then leaves out the gallery images of the same identity from any of the K cameras)."""
+    protocol then leaves out the gallery images of the same identity from any of the K cameras). ``visibility``:
+    score on the parts both images show (reid.matching.mutual_visibility_scores; the model needs its visibility
+    head; single-shot)."""
     if multi_shot > 1 and visualize_dir is not None:
         raise ValueError('ranked-result pictures show one query crop: use them without multi-shot')
+    net = model.model if isinstance(model, Embedder) else model
+    if visibility and (multi_shot > 1 or not net.has_visibility):
+        raise ValueError('visibility-weighted matching needs a model with the visibility head, single-shot')
     qf, q_pids, q_camids = extract_features(model, query, batch_size, flip, device, num_workers, progress, 'query')
     gf, g_pids, g_camids = extract_features(model, gallery, batch_size, flip, device, num_workers, progress, 'gallery')
     if multi_shot > 1:
-        parts = (model.model if isinstance(model, Embedder) else model).num_parts
-        qf, q_pids, q_camids = multi_shot_queries(qf, q_pids, q_camids, multi_shot, parts)
-    distmat = compute_distance_matrix(qf, gf)
+        qf, q_pids, q_camids = multi_shot_queries(qf, q_pids, q_camids, multi_shot, net.num_parts)
+    if visibility:
+        q_vis, g_vis = (extract_visibility(net, r, batch_size, device, num_workers) for r in (query, gallery))
+        distmat = 1 - mutual_visibility_scores(qf, gf, q_vis, g_vis, net.num_parts)
+    else:
+        distmat = compute_distance_matrix(qf, gf)
     if rerank:
         distmat = re_ranking(distmat, compute_distance_matrix(qf, qf), compute_distance_matrix(gf, gf))
     results = {p: evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, protocol=p) for p in protocols}
@@ -207,6 +229,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_progress: Optional[Progres
     else:
         model = _build_model(cfg, num_classes, device)
         state = None
+    model.set_visibility_head(model.has_visibility or bool(settings.visibility))
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (no_decay if n in model.no_weight_decay() or p.ndim == 1 else decay).append(p)

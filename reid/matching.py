@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ['pool_parts', 'multi_shot_queries', 'ScoreCalibration']
+__all__ = ['pool_parts', 'multi_shot_queries', 'mutual_visibility_scores', 'ScoreCalibration']
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,20 @@ def multi_shot_queries(features: np.ndarray, pids: np.ndarray, camids: np.ndarra
         raise ValueError(f'no identity has {shots} query crops')
     pooled = np.stack([pool_parts(features[g], parts) for g in groups])
     return pooled, np.array([pids[g[0]] for g in groups]), np.stack([camids[g] for g in groups])
+
+
+def mutual_visibility_scores(qf: np.ndarray, gf: np.ndarray, q_vis: np.ndarray, g_vis: np.ndarray, parts: int,
+                             chunk: int = 256) -> np.ndarray:
+    """score(q, g) = sum_p v_qp v_gp cos_p / sum_p v_qp v_gp: the part cosines averaged over the parts both images
+    show (BPBReID's mutually visible parts, VPM's visibility weights), (nq, ng). Visibilities (n, parts) in [0, 1];
+    with all ones it is the plain inner product of the embeddings."""
+    nq, ng = len(qf), len(gf)
+    q = np.asarray(qf, np.float32).reshape(nq, parts, -1) * np.sqrt(parts)  # unit part vectors
+    g = np.asarray(gf, np.float32).reshape(ng, parts, -1) * np.sqrt(parts)
+    vq, vg = np.asarray(q_vis, np.float32), np.asarray(g_vis, np.float32)
+    out = np.empty((nq, ng), np.float32)
+    for start in range(0, nq, chunk):  # (chunk, ng, parts) part cosines at a time
+        cos = np.einsum('qpd,gpd->qgp', q[start:start + chunk], g)
+        w = vq[start:start + chunk, None, :] * vg[None]
+        out[start:start + chunk] = (w * cos).sum(2) / np.maximum(w.sum(2), 1e-6)
+    return out

@@ -23,6 +23,7 @@ from models.transforms import ResizeNormalize
 from .config import Recipe, RecipeOptions, RecipeSettings
 
 __all__ = ['Recipe', 'RecipeOptions', 'RecipeSettings', 'train_transform', 'IdentitySampler', 'paste_occluders',
+           'visibility_targets',
            'batch_hard_triplet_loss', 'warmup_cosine', 'PASTE_AREA', 'ERASING_SCALE']
 
 PASTE_AREA = (0.1, 0.5)  # share of the crop a pasted strip covers
@@ -109,6 +110,21 @@ def paste_occluders(x: torch.Tensor, y: torch.Tensor, prob: float, area: Tuple[f
         out[i, :, t:b, left:right] = x[j, :, t:b, left:right]
         boxes[i] = box
     return out, boxes
+
+
+def visibility_targets(boxes: Sequence[Optional[Box]], height: int, width: int, parts: int) -> torch.Tensor:
+    """Per image and LA part (a band of ``height / parts`` pixel rows), the share of the band that the pasted strip
+    leaves visible, in [0, 1]: the visibility head's soft targets (B, parts)."""
+    band = height / parts
+    out = torch.ones(len(boxes), parts)
+    for i, box in enumerate(boxes):
+        if box is None:
+            continue
+        t, left, b, right = box
+        for p in range(parts):
+            rows = max(0.0, min(b, (p + 1) * band) - max(t, p * band)) / band  # the band's rows under the strip
+            out[i, p] = 1 - rows * (right - left) / width
+    return out
 
 
 def batch_hard_triplet_loss(embedding: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:

@@ -150,7 +150,7 @@ def test_strong_step_adds_the_triplet_loss(synth_root):
     torch.manual_seed(1)
     loss, logits = recipe_step(settings)(model, x, y)
     torch.manual_seed(1)
-    logits2, emb = model.forward_train(x)
+    logits2, emb, _ = model.forward_train(x)
     expected = part_ce_loss(logits2, y, settings.label_smoothing) + 2.0 * batch_hard_triplet_loss(emb, y, 0.3)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -161,3 +161,44 @@ def test_identity_batches_reach_training(synth_root):
     loader = make_loader(ds.train, (64, 32), 8, train=True, settings=settings)
     for _, y, _ in itertools.islice(loader, 3):
         assert len(y) == 8 and sorted(torch.bincount(y)[torch.bincount(y) > 0].tolist()) == [4, 4]
+
+
+def test_visibility_targets_are_the_share_of_each_part_the_strip_leaves():
+    from reid.recipe import visibility_targets
+    # 64 x 32 pixels, 4 parts of 16 rows: a bottom strip from row 40 (the last part whole, the third half), a side
+    # strip over the right 8 columns (a quarter of every row), and no strip
+    t = visibility_targets([(40, 0, 64, 32), (0, 24, 64, 32), None], 64, 32, 4)
+    assert t.tolist() == [[1.0, 1.0, 0.5, 0.0], [0.75] * 4, [1.0] * 4]
+
+
+def test_the_visibility_loss_learns_which_rows_the_pasted_strips_hide():
+    from reid.recipe import paste_occluders, visibility_targets
+    torch.manual_seed(0)
+    model = tiny_model(num_classes=4, visibility=True).train()
+    settings = TrainConfig(data_dir='x', paste=1.0, visibility=1.0, triplet=0, instances=0).recipe_settings()
+    x, y = torch.randn(16, 3, 64, 32), torch.arange(16) % 4
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    step = recipe_step(settings)
+    for _ in range(60):
+        loss, _ = step(model, x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    g = torch.Generator().manual_seed(5)
+    pasted, boxes = paste_occluders(x, y, 1.0, generator=g)
+    with torch.no_grad():
+        p = model.visibility(pasted)
+    target = visibility_targets(boxes, 64, 32, 4)
+    hidden, seen = p[target < 0.3], p[target > 0.9]
+    assert len(hidden) and len(seen) and hidden.mean() < seen.mean() - 0.2, (hidden.mean(), seen.mean())
+    with pytest.raises(ValueError, match='needs --paste'):
+        TrainConfig(data_dir='x', paste=0, visibility=1.0).recipe_settings()
+
+
+def test_a_model_without_the_head_trains_and_records_as_before():
+    model = tiny_model(num_classes=4)
+    assert not model.has_visibility and model.architecture()['visibility'] is False
+    assert not any('visibility' in n for n, _ in model.named_parameters())
+    x = torch.randn(2, 3, 64, 32)
+    assert model.forward_train(x)[2] is None
