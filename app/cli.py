@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--visualize', type=Path, metavar='DIR', help='write ranked-result PNGs and a CMC curve here')
     p.add_argument('--multi-shot', type=int, default=1, metavar='K', help="K > 1: each identity's query crops "
                    'pooled K at a time into one query (a multi-shot query, as POST /v1/search with group=true)')
+    p.add_argument('--visibility', action='store_true', help='score on the parts both images show (a model '
+                   'trained with --visibility W: its visibility head)')
 
     p = sub.add_parser('complexity', help='FLOPs (seed convention and real count) and MSA parameters')
     p.add_argument('--model', default='amg_vit_tiny_patch16_224')
@@ -164,7 +166,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
     protocols = ('standard', 'legacy') if a.protocol == 'both' else (a.protocol,)
     results = evaluate_model(model, ds.query, ds.gallery, batch_size=a.batch_size, flip=a.flip, rerank=a.rerank,
                              protocols=protocols, device=a.device, num_workers=a.workers,
-                             visualize_dir=a.visualize, multi_shot=a.multi_shot)
+                             visualize_dir=a.visualize, multi_shot=a.multi_shot, visibility=a.visibility)
     for p in protocols:
         label = 'standard Market-1501 protocol' if p == 'standard' else 'legacy protocol (seed; top-10, inflated)'
         r = results[p]

@@ -26,6 +26,15 @@ def test_synth_train_evaluate_complexity(tmp_path, capsys):
     assert printed.index('standard Market-1501 protocol') < printed.index('legacy protocol')
     assert main(['complexity']) == 0
     assert '1.226 G' in capsys.readouterr().out
+    # a model without the visibility head cannot score by visibility: a clear exit, not a traceback
+    assert main(['evaluate', '--data-dir', str(data), '--weight-path', str(ckpt), '--visibility']) == 2
+    assert 'visibility head' in capsys.readouterr().err
+    # one trained with it can (2 epochs: speed, not accuracy)
+    assert main(['train', '--data-dir', str(data), '--img-size', '64', '32', '--epochs', '1', '--batch-size', '8',
+                 '--output-dir', str(tmp_path / 'runs'), '--name', 'vis', '--visibility', '1', '--paste', '0.5',
+                 '--val-fraction', '0']) == 0
+    assert main(['evaluate', '--data-dir', str(data), '--weight-path', str(tmp_path / 'runs' / 'vis' /
+                 'best.safetensors'), '--visibility', '--protocol', 'standard']) == 0
 
 
 def test_clear_errors_exit_2(tmp_path, capsys):

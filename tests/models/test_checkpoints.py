@@ -127,3 +127,20 @@ def test_clear_errors(tmp_path):
     torch.save(_timm_vit().state_dict(), tmp_path / 'vit.pth')
     with pytest.raises(CheckpointError, match='does not fit'):
         load_model(tmp_path / 'vit.pth', 'amg_vit_small_patch16_224', depth=2)
+
+
+def test_the_visibility_head_round_trips_and_survives_head_and_token_pruning(tmp_path):
+    from pruning.heads import apply_heads
+    model = tiny_model(num_classes=4, visibility=True)
+    with torch.no_grad():
+        model.visibility_weight.normal_()
+        model.visibility_bias.normal_()
+    x = torch.randn(2, 3, 64, 32)
+    want = model.eval().visibility(x)
+    again = load_model(save_checkpoint(model, tmp_path / 'v.safetensors'))
+    assert again.has_visibility and torch.allclose(again.eval().visibility(x), want)
+    apply_heads(again, [[1, 2], [0, 1, 2], [0, 1, 2]])  # a head of block 0 removed: the visibility head stays
+    again.set_token_keep([None, [0, 1, 2, 3, 4, 5], None])  # token dropping: rows without survivors use CLS
+    assert again.has_visibility and again.visibility(x).shape == (2, 4)
+    plain = load_model(save_checkpoint(tiny_model(num_classes=4), tmp_path / 'p.safetensors'))
+    assert not plain.has_visibility  # checkpoints without it load as before

@@ -63,3 +63,23 @@ def test_the_standard_protocol_removes_every_camera_of_a_multi_shot_query():
     assert mAP == pytest.approx(0.5) and cmc.tolist() == [0.0, 1.0, 1.0, 1.0]  # the one true match at rank 2
     single, _, _ = eval_market1501(distmat, np.array([7]), g_pids, np.array([0]), g_cams, max_rank=4)
     assert single[0] == 1.0  # one camera only: the cam1 image counts, at rank 1
+
+
+def test_mutually_visible_scores_are_their_definition():
+    from reid.matching import mutual_visibility_scores
+    rng = np.random.default_rng(3)
+    q, g = _embeddings(3, 4, 5, seed=1), _embeddings(6, 4, 5, seed=2)
+    vq, vg = rng.uniform(size=(3, 4)), rng.uniform(size=(6, 4))
+    got = mutual_visibility_scores(q, g, vq, vg, parts=4, chunk=2)
+    for i in range(3):
+        for j in range(6):
+            cos = [np.dot(q[i].reshape(4, 5)[p], g[j].reshape(4, 5)[p]) * 4 for p in range(4)]
+            w = vq[i] * vg[j]
+            assert np.isclose(got[i, j], np.dot(w, cos) / w.sum(), atol=1e-5)
+    assert np.allclose(mutual_visibility_scores(q, g, np.ones((3, 4)), np.ones((6, 4)), 4), q @ g.T, atol=1e-5)
+    hidden = vq.copy()
+    hidden[:, 2:] = 0  # the query shows its top half only: the bottom parts do not count, however they match
+    top = mutual_visibility_scores(q, g, hidden, np.ones((6, 4)), 4)
+    weights = hidden[:, None, :2] * np.ones((1, 6, 2))
+    cos_top = np.einsum('qpd,gpd->qgp', q.reshape(3, 4, 5)[:, :2], g.reshape(6, 4, 5)[:, :2]) * 4
+    assert np.allclose(top, (weights * cos_top).sum(2) / weights.sum(2), atol=1e-5)
