@@ -27,7 +27,7 @@ SAMPLES = {
     'head_rate': ('0.5', 0.5), 'token_rate': ('0.25', 0.25), 'iter_nums': ('3', 3), 'finetune_nums': ('2', 2),
     'final_finetune': ('4', 4), 'distill_type': ('hard', 'hard'), 'distill_alpha': ('0.4', 0.4),
     'distill_tau': ('2', 2.0), 'token_mode': ('drop', 'drop'), 'drop_blocks': ('2,4', (2, 4)),
-    'fuse_token': (None, True), 'score_batches': ('5', 5), 'int8': (None, True),
+    'fuse_token': (None, True), 'score_batches': ('5', 5), 'int8': (None, True), 'visibility': ('0.5', 0.5),
 }
 BASE = {JobKind.TRAIN: dict(data_dir='D'),
         JobKind.PRUNE: dict(data_dir='D', weight_path='W.safetensors', prune_mode='head_attn', head_rate=0.3)}
