@@ -29,6 +29,7 @@ class Snapshot:
         """The answers' score of a cosine similarity."""
         return cosine if self.scores is None else self.scores(cosine)
 
+
 def open_embedder(path: str, settings: Settings) -> ImageEmbedder:
     """The checkpoint at ``path`` as ``AMG_BACKEND`` serves it. A fresh export runs without torch (models.runtime);
     torch is imported only when the export is missing or unusable (warned) or the torch backend is asked for."""
