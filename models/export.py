@@ -19,12 +19,17 @@ class _Embedding(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(x)
+    def forward(self, x: torch.Tensor):
+        if not self.model.has_visibility:
+            return self.model.embed(x)
+        tokens = self.model.forward_features(x)  # one pass for both outputs
+        return (self.model.forward_head(tokens, pre_logits=True),
+                torch.sigmoid(self.model.forward_visibility(tokens)))
 
 
 def export_onnx(model: LATransformer, path: Union[str, Path], opset: int = 18, checkpoint_sha256: str = '') -> Path:
-    """Write ``images (B, 3, H, W) -> embedding (B, D)`` with a dynamic batch axis.
+    """Write ``images (B, 3, H, W) -> embedding (B, D)`` with a dynamic batch axis; a model with the visibility
+    head also outputs ``visibility (B, parts)``, its per-part probabilities (the embedding stays output 0).
 
     ``checkpoint_sha256`` is stored in the ONNX metadata, so a reader can tell a stale export from a fresh one.
     Needs the ``onnx`` and ``onnxscript`` packages (``pip install 'amg-reid[export]'``).
@@ -38,7 +43,8 @@ def export_onnx(model: LATransformer, path: Union[str, Path], opset: int = 18, c
     h, w = model.img_size
     x = torch.zeros(2, 3, h, w, device=model.cls_token.device)
     batch = torch.export.Dim('batch', min=1, max=4096)
-    program = torch.onnx.export(_Embedding(model).eval(), (x,), input_names=['images'], output_names=['embedding'],
+    outputs = ['embedding', 'visibility'] if model.has_visibility else ['embedding']
+    program = torch.onnx.export(_Embedding(model).eval(), (x,), input_names=['images'], output_names=outputs,
                                 dynamic_shapes={'x': {0: batch}}, opset_version=opset, dynamo=True)
     program.save(str(path))
     proto = onnx.load(str(path))

@@ -101,6 +101,11 @@ class OnnxEmbedding:
         _, h, w = _static(self.session.get_inputs()[0].shape, 'input')
         self.img_size: Tuple[int, int] = (h, w)
         self.dim: int = _static(self.session.get_outputs()[0].shape, 'output')[0]
+        self.outputs = len(self.session.get_outputs())  # 2: the visibility head's probabilities follow
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+        return self.run_all(images)[0]
+
+    def run_all(self, images: np.ndarray) -> list:
+        """Every output: [embedding (B, D)] or [embedding, visibility (B, parts)]."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})

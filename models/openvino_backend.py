@@ -108,9 +108,14 @@ class OpenVinoEmbedding:
         self.img_size: Tuple[int, int] = (h, w)
         self.dim: int = dim.get_length()
         self.compiled = core.compile_model(model, 'CPU', config)
-        self.output = self.compiled.output(0)
         self.request = self.compiled.create_infer_request()
+        self.outputs = len(self.compiled.outputs)  # 2: the visibility head's probabilities follow
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.run_all(images)[0]
+
+    def run_all(self, images: np.ndarray) -> list:
+        """Every output: [embedding (B, D)] or [embedding, visibility (B, parts)], as copies (the request reuses
+        its output buffers)."""
         result = self.request.infer([np.ascontiguousarray(images, dtype=np.float32)])
-        return np.array(result[self.output], dtype=np.float32)  # a copy: the request reuses its output buffer
+        return [np.array(result[out], dtype=np.float32) for out in self.compiled.outputs]

@@ -79,6 +79,20 @@ class ExportedEmbedder:
             return item
         return self.transform(as_rgb_image(item))
 
+    @property
+    def has_visibility(self) -> bool:
+        """The export outputs the visibility head's per-part probabilities beside the embedding."""
+        return self.runner.outputs > 1
+
+    def visibility(self, inputs) -> np.ndarray:
+        """Per-part visibility probabilities (N, parts) of the inputs (as :meth:`__call__` takes them)."""
+        if not self.has_visibility:
+            raise ValueError('this export has no visibility output (a model trained without --visibility)')
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        out = [self.runner.run_all(np.stack([self.preprocess(i) for i in chunk]))[1]
+               for chunk in _chunks(items, self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.num_parts), np.float32)
+
     def embed_array(self, x: np.ndarray) -> np.ndarray:
         """A normalised batch (B, 3, H, W) -> (B, D)."""
         f = self.runner(x)

@@ -87,3 +87,34 @@ def test_spin_parse_names_the_choices():
     assert Spin.parse('RUN') == Spin.RUN and Spin.parse(False) == Spin.OFF and Spin.parse('1') == Spin.ALWAYS
     with pytest.raises(ValueError, match='off, run, always'):
         Spin.parse('sometimes')
+
+
+@pytest.mark.parametrize('backend', ['onnx', 'openvino', 'onnx-int8', 'openvino-int8'])
+def test_an_export_with_the_visibility_head_outputs_it_beside_the_embedding(tmp_path, synth_root, backend):
+    from models.runtime import open_exported
+    from reid.datasets import load_dataset
+    if backend.startswith('openvino'):
+        pytest.importorskip('openvino', reason='openvino is not installed (pip install -e .[openvino])')
+    if backend == 'openvino-int8':
+        pytest.importorskip('nncf', reason='nncf is not installed (pip install -e .[openvino])')
+    model = tiny_model(num_classes=4, visibility=True)
+    with torch.no_grad():
+        model.visibility_weight.normal_()
+        model.visibility_bias.normal_()
+    ckpt = save_checkpoint(model, tmp_path / 'v.safetensors')
+    export_onnx(model, ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+    if backend.endswith('int8'):
+        from reid.export import export_int8_calibrated
+        export_int8_calibrated(ckpt, load_dataset(synth_root).train, count=16, openvino=backend == 'openvino-int8')
+    exported = open_exported(ckpt, backend, ov_precision='fp32')
+    assert exported.backend == backend and exported.has_visibility
+    images = [r.path for r in load_dataset(synth_root).query[:3]]
+    eager = Embedder(ckpt, backend='torch')
+    with torch.no_grad():
+        want = model.eval().visibility(torch.stack([eager.preprocess(p) for p in images])).numpy()
+    tolerance = 0.1 if backend.endswith('int8') else 1e-4
+    assert np.abs(exported.visibility(images) - want).max() < tolerance
+    assert np.abs(exported(images) - eager(images)).max() < tolerance
+    plain = save_checkpoint(tiny_model(num_classes=4), tmp_path / 'p.safetensors')
+    export_onnx(load_model(plain), plain.with_suffix('.onnx'), checkpoint_sha256=file_sha256(plain))
+    assert not open_exported(plain, 'onnx').has_visibility
