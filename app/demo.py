@@ -98,7 +98,7 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
         if not int8_path_for(pruned).exists():  # calibrated on training images
             export_int8_calibrated(pruned, load_dataset(data).train)
     table = workdir / 'table.json'
-    if not table.exists() or 'served' not in json.loads(table.read_text()):
+    if not table.exists() or 'label' not in json.loads(table.read_text()).get('served', {}):
         with _timed('[5/6] evaluating the models (standard Market-1501 protocol), timing them, choosing the '
                     'served backend ...'):
             ds = load_dataset(data)
@@ -124,7 +124,8 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
             for b in candidates:
                 candidates[b]['ips_b1'] = b1[b]
             served, why = choose_backend(candidates)
-            served_row = f'pruned, {BACKEND_LABELS[served]} {candidates[served]["precision"]} (served)'
+            label = f'{BACKEND_LABELS[served]} {candidates[served]["precision"]}'
+            served_row = f'pruned, {label} (served)'
             rows[served_row] = dict(complexity_report(models['pruned']), rank1=candidates[served]['rank1'],
                                     mAP=candidates[served]['mAP'])
             speed = interleaved_throughput({**{n: embed_fn(m, 32) for n, m in models.items()},
@@ -132,7 +133,8 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
             for name in rows:
                 rows[name]['ips'] = speed[name]
             table.write_text(json.dumps(dict(rows=rows, candidates=candidates,
-                                             served=dict(backend=served, row=served_row, why=why)), indent=2))
+                                             served=dict(backend=served, label=label, row=served_row, why=why)),
+                                        indent=2))
     else:
         print(f'[5/6] results: reusing {table}')
     results = json.loads(table.read_text())
@@ -146,8 +148,8 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
           'the served row its own backend)\n')
     if serve:
         from app.serve import serve_demo
-        print(f"[6/6] serving the pruned model on {served['row'].split(', ', 1)[1].replace(' (served)', '')}: "
-              f"{served['why']}; http://{host}:{port} (Ctrl-C to stop) ...", flush=True)
+        print(f"[6/6] serving the pruned model on {served['label']}: {served['why']}; http://{host}:{port} "
+              '(Ctrl-C to stop) ...', flush=True)
         serve_demo(workdir, pruned, data, host=host, port=port, backend=served['backend'])
     return pruned
 

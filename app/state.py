@@ -210,7 +210,9 @@ class ServiceState:
         ``timings`` gets the seconds of each stage (model_wait, forward, index_search). ``images``: decoded images or
         already preprocessed model inputs. ``group``: the images are one person's crops, pooled into one query."""
         tensors = [snap.embedder.preprocess(image) for image in images]  # inputs pass through
-        queries = (lambda xq: pool_parts(xq, snap.embedder.num_parts)[None]) if group else (lambda xq: xq)
-        then = (queries if group else None) if snap.engine.shared else \
-            (lambda xq: snap.engine.search(queries(xq), k, filters))
+        pool = (lambda xq: pool_parts(xq, snap.embedder.num_parts)[None]) if group else None
+        if snap.engine.shared:  # the caller searches what comes back
+            then = pool
+        else:
+            then = (lambda xq: snap.engine.search(xq if pool is None else pool(xq), k, filters))
         return self.model_thread.submit(snap.embedder, tensors, timings=timings, then=then)

@@ -5,7 +5,7 @@ occluded test split, and how far calibrated scores set right best matches apart 
 
 ``--workdir``: a ``make demo`` folder (its data and its unpruned and pruned models) or a ``bench.pruning`` one
 (``runs/NAME/best.safetensors`` / ``pruned.safetensors``). The calibration is fitted on the held-out training
-identities the training set aside (the same split: ``val_fraction`` 0.1, seed 0), as training now records it.
+identities the training set aside (the split the checkpoint records), as training now records it.
 """
 import argparse
 import sys
@@ -29,12 +29,13 @@ def _evaluate(model, ds, shots: int) -> Dict[str, float]:
                 multi_rank1=multi['rank1'])
 
 
-def _score_separation(model, ds) -> Dict[str, float]:
-    """Median calibrated score of the test queries' best match when it is the right person, and when wrong."""
+def _score_separation(model, ds, split: Dict) -> Dict[str, float]:
+    """Median calibrated score of the test queries' best match when it is the right person, and when wrong;
+    calibrated on the held-out identities of ``split`` (the checkpoint's record)."""
     from reid.data import split_validation
     from reid.engine import calibrate_model, extract_features
     from reid.matching import ScoreCalibration
-    _, val = split_validation(ds.train, 0.1, 0)
+    _, val = split_validation(ds.train, split['val_fraction'], split['seed'])
     calibration = ScoreCalibration.from_record(calibrate_model(model, val)['score_calibration'])
     qf, q_pids, q_cams = extract_features(model, ds.query, progress=False)
     gf, g_pids, g_cams = extract_features(model, ds.gallery, progress=False)
@@ -55,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--workdir', type=Path, required=True)
     p.add_argument('--shots', type=int, default=2)
     a = p.parse_args(argv)
-    from models.checkpoints import load_model
+    from models.checkpoints import load_model, read_metadata
     from models.speed import cpu_description
     from reid.datasets import load_dataset
     ds = load_dataset(a.workdir / 'data')
@@ -65,7 +66,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if path is None:
             continue
         model = load_model(path).eval()
-        rows[name] = dict(_evaluate(model, ds, a.shots), **_score_separation(model, ds))
+        split = read_metadata(path)[1]['split']
+        rows[name] = dict(_evaluate(model, ds, a.shots), **_score_separation(model, ds, split))
         print(name, rows[name], flush=True)
     print(f'\nCPU: {cpu_description()}; {a.workdir}: {len(ds.query)} occluded queries, '
           f'{len(ds.gallery)} gallery images')

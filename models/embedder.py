@@ -1,7 +1,7 @@
 """A small user-facing API: load a checkpoint once, embed images in batches (like torchreid's FeatureExtractor)."""
 import logging
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from .checkpoints import PathLike, load_model
 from .imaging import ImageError, as_rgb_image, open_image
 from .la_transformer import LATransformer
 from .onnx_backend import Spin
-from .runtime import Backend, ExportedEmbedder, open_exported
+from .runtime import Backend, ExportedEmbedder, chunks, open_exported
 from .transforms import build_transform
 
 __all__ = ['Embedder', 'Backend', 'ImageInput', 'open_image', 'ImageError']
@@ -111,12 +111,7 @@ class Embedder:
             # the same cores (a woken team spins after its work: docs/benchmarks.md 5b)
             return self._exported([self.preprocess(i).detach().cpu().numpy() for i in items])
         out = [self.embed_tensor(torch.stack([self.preprocess(i) for i in chunk])).cpu()
-               for chunk in _chunks(items, self.batch_size)]
+               for chunk in chunks(items, self.batch_size)]
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return torch.cat(out).numpy().astype(np.float32)
-
-
-def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]

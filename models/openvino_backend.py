@@ -59,6 +59,12 @@ def ov_int8_path_for(checkpoint: Union[str, Path]) -> Path:
     return Path(checkpoint).with_suffix('.int8.xml')
 
 
+def _record(model) -> Dict[str, str]:
+    """The ONNX export's metadata (checkpoint hash, part count), as OpenVINO keeps it in the model's rt_info."""
+    return {key: model.get_rt_info(['framework', key]).astype(str) for key in (SHA256_KEY, PARTS_KEY)
+            if model.has_rt_info(['framework', key])}
+
+
 def export_openvino_int8(onnx_path: Union[str, Path], output: Union[str, Path],
                          calibration: Callable[[Tuple[int, int]], Sequence[np.ndarray]]) -> Path:
     """Post-training INT8 by NNCF (``nncf.quantize``, transformer preset) of the ONNX export ``onnx_path``,
@@ -71,15 +77,11 @@ def export_openvino_int8(onnx_path: Union[str, Path], output: Union[str, Path],
         raise RuntimeError("OpenVINO INT8 needs openvino and nncf: pip install -e '.[openvino]'") from e
     core = ov.Core()
     model = core.read_model(str(onnx_path))
-    recorded = ['framework', SHA256_KEY]
-    sha = model.get_rt_info(recorded).astype(str) if model.has_rt_info(recorded) else ''
     batches = list(calibration(tuple(d.get_length() for d in model.input(0).get_partial_shape()[2:])))
     quantized = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(batches))
-    quantized.set_rt_info(sha, recorded)
-    if model.has_rt_info(['framework', PARTS_KEY]):
-        quantized.set_rt_info(model.get_rt_info(['framework', PARTS_KEY]).astype(str), ['framework', PARTS_KEY])
-    quantized.set_rt_info('int8', ['framework', 'amg_reid.precision'])
+    for key, value in {SHA256_KEY: '', **_record(model), 'amg_reid.precision': 'int8'}.items():
+        quantized.set_rt_info(value, ['framework', key])
     output = Path(output)
     ov.save_model(quantized, str(output), compress_to_fp16=False)
     return output
@@ -98,9 +100,7 @@ class OpenVinoEmbedding:
         config = {'INFERENCE_PRECISION_HINT': self.precision, 'PERFORMANCE_HINT': 'LATENCY',
                   'INFERENCE_NUM_THREADS': int(threads or os.cpu_count() or 1)}
         model = core.read_model(str(onnx_path))
-        self.metadata: Dict[str, str] = {  # the ONNX export's metadata, as OpenVINO keeps it
-            key: model.get_rt_info(['framework', key]).astype(str) for key in (SHA256_KEY, PARTS_KEY)
-            if model.has_rt_info(['framework', key])}
+        self.metadata: Dict[str, str] = _record(model)
         _, _, h, w = (d.get_length() if d.is_static else None for d in model.input(0).get_partial_shape())
         dim = model.output(0).get_partial_shape()[1]
         if not (h and w and dim.is_static):

@@ -14,7 +14,7 @@ from .onnx_backend import PARTS_KEY, OnnxEmbedding, Spin, freshness, onnx_path_f
 from .openvino_backend import (INT8_ELSEWHERE, OpenVinoEmbedding, UnknownPrecision, openvino_available,
                                ov_int8_path_for)
 
-__all__ = ['Backend', 'ExportedEmbedder', 'ImageEmbedder', 'open_exported', 'int8_path_for']
+__all__ = ['Backend', 'ExportedEmbedder', 'ImageEmbedder', 'open_exported', 'int8_path_for', 'chunks']
 
 _logger = logging.getLogger(__name__)
 
@@ -88,10 +88,14 @@ class ExportedEmbedder:
         """Per-part visibility probabilities (N, parts) of the inputs (as :meth:`__call__` takes them)."""
         if not self.has_visibility:
             raise ValueError('this export has no visibility output (a model trained without --visibility)')
-        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        out = [self.runner.run_all(np.stack([self.preprocess(i) for i in chunk]))[1]
-               for chunk in _chunks(items, self.batch_size)]
+        out = [self.runner.run_all(x)[1] for x in self._batches(inputs)]
         return np.concatenate(out) if out else np.zeros((0, self.num_parts), np.float32)
+
+    def _batches(self, inputs) -> Iterable[np.ndarray]:
+        """The inputs preprocessed, as (B <= batch_size, 3, H, W) arrays."""
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        for chunk in chunks(items, self.batch_size):
+            yield np.stack([self.preprocess(i) for i in chunk])
 
     def embed_array(self, x: np.ndarray) -> np.ndarray:
         """A normalised batch (B, 3, H, W) -> (B, D)."""
@@ -102,9 +106,7 @@ class ExportedEmbedder:
         return f
 
     def __call__(self, inputs) -> np.ndarray:
-        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        out = [self.embed_array(np.stack([self.preprocess(i) for i in chunk])) for chunk in _chunks(items,
-                                                                                                    self.batch_size)]
+        out = [self.embed_array(x) for x in self._batches(inputs)]
         return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.dim), np.float32)
 
 
@@ -177,6 +179,6 @@ def _open(checkpoint: Path, kind: Backend, threads, spin, ov_precision, batch_si
     return None
 
 
-def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+def chunks(items: Sequence, size: int) -> Iterable[Sequence]:
     for i in range(0, len(items), size):
         yield items[i:i + size]

@@ -154,8 +154,7 @@ def evaluate_model(model: Union[LATransformer, Embedder], query: Sequence[ImageR
     if visualize_dir is not None:
         save_ranked_results(distmat, query, gallery, Path(visualize_dir) / 'ranked')
         cmc, _, _ = eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids)
-        name = (model.model if isinstance(model, Embedder) else model).name
-        save_cmc_curve({name: cmc}, Path(visualize_dir) / 'cmc.png')
+        save_cmc_curve({net.name: cmc}, Path(visualize_dir) / 'cmc.png')
     return results
 
 

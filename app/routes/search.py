@@ -1,5 +1,6 @@
 import time
-from typing import Annotated, Optional
+from contextlib import contextmanager
+from typing import Annotated, Iterator, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
 
@@ -16,6 +17,17 @@ def _thumbnail_template(app: FastAPI) -> str:
     if template is None:
         template = app.state.thumbnail_template = app.url_path_for('gallery_thumbnail', image_id='{image_id}')
     return template
+
+
+@contextmanager
+def _engine_errors() -> Iterator[None]:
+    """A filter the engine cannot express is a 422; the engine down, a 503."""
+    try:
+        yield
+    except FilterNotSupported as e:
+        raise HTTPException(status_code=422, detail=str(e)) from None
+    except EngineUnavailable as e:
+        raise HTTPException(status_code=503, detail=f'the vector engine is unavailable: {e}') from None
 
 
 def _score_kind(snap) -> str:
@@ -54,13 +66,9 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
                                 inline=True)
     stages['preprocess'] = sum(d.prepare_seconds for d in decoded)
     stages['decode'] = time.perf_counter() - entered - stages['preprocess']
-    try:
+    with _engine_errors():
         results = await search_gallery(state, snap, decoded, k, threshold, flt, cams, thumbnail, stages,
                                        group=form.group)
-    except FilterNotSupported as e:
-        raise HTTPException(status_code=422, detail=str(e)) from None
-    except EngineUnavailable as e:
-        raise HTTPException(status_code=503, detail=f'the vector engine is unavailable: {e}') from None
     request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
     return SearchResponse(model_id=snap.model_id, score_kind=_score_kind(snap), min_score=threshold, k=k,
                           results=results)
@@ -81,12 +89,9 @@ async def search_for_person(person_id: IdPath, request: Request, state: StateDep
     flt = GalleryFilter.of(camera_ids=int_list('camera_id', camera_id), after=when('after', after),
                            before=when('before', before), tags=str_list(tags))
     try:
-        result = await search_person(state, snap, person_id, k, threshold, flt, _thumbnail_template(request.app))
+        with _engine_errors():
+            result = await search_person(state, snap, person_id, k, threshold, flt, _thumbnail_template(request.app))
     except PersonNotFound as e:
         raise HTTPException(status_code=404, detail=str(e)) from None
-    except FilterNotSupported as e:
-        raise HTTPException(status_code=422, detail=str(e)) from None
-    except EngineUnavailable as e:
-        raise HTTPException(status_code=503, detail=f'the vector engine is unavailable: {e}') from None
     return SearchResponse(model_id=snap.model_id, score_kind=_score_kind(snap), min_score=threshold, k=k,
                           results=[result])
