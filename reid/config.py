@@ -61,9 +61,9 @@ class RecipeOptions(RunConfig):
                                              'cross-entropies (strong: 0.1)')
 
     visibility: Optional[float] = Field(None, ge=0, le=100, description='weight of the visibility loss: a per-part '
-                                        'visible/occluded logit learned from the pasted strips (needs --paste); '
-                                        'adds the visibility head (0: off; strong and la: 0, not yet measured '
-                                        'to help)')
+                                        'visible/occluded logit learned from what hides each part: the pasted strips, '
+                                        'random erasing, the occluders the data records (amg-reid synth writes '
+                                        'them); adds the visibility head (0: off; strong and la: 0)')
 
     def settings(self, **extra) -> RecipeSettings:
         values = dict(_DEFAULTS[self.recipe], triplet_margin=self.triplet_margin)
@@ -71,8 +71,6 @@ class RecipeOptions(RunConfig):
             own = extra[name] if name in extra else getattr(self, name)
             if own is not None:
                 values[name] = own
-        if values['visibility'] and not values['paste']:
-            raise ValueError('the visibility loss learns from the pasted strips: it needs --paste > 0')
         if values['triplet'] and values['instances'] < 2:
             raise ValueError('the triplet loss needs --instances >= 2 (positives in every batch), or --triplet 0')
         return RecipeSettings(**values)

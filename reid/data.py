@@ -1,5 +1,6 @@
 """Torch datasets and loaders over :class:`reid.datasets.ImageRecord` lists."""
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import replace
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -8,24 +9,39 @@ from torch.utils.data import DataLoader, Dataset
 from models.imaging import open_image
 from models.transforms import build_transform
 
-from .datasets import ImageRecord
-from .recipe import IdentitySampler, RecipeSettings, train_transform
+from .datasets import HIDDEN_BANDS, ImageRecord
+from .recipe import IdentitySampler, RecipeSettings, box_hidden_by_band, random_erase, train_transform
 
 __all__ = ['ImageDataset', 'make_loader', 'split_validation']
 
 
 class ImageDataset(Dataset):
+    """(image, pid, camera) with the test transform; with ``train`` (augmentation) (image, pid, hidden): the
+    recipe's augmentation [+ random erasing], and per band of rows (``HIDDEN_BANDS``) the share the record's
+    occluders and the erasing hide (0 where nothing is recorded): the visibility head's labels."""
+
     def __init__(self, records: Sequence[ImageRecord], img_size: Sequence[int], train: bool = False,
                  settings: Optional[RecipeSettings] = None) -> None:
         self.records = list(records)
+        self.train = train
+        self.erasing = settings.erasing if train and settings is not None else 0.0
         self.transform = train_transform(img_size, settings) if train else build_transform(img_size)
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int, int]:
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int, Union[int, torch.Tensor]]:
         r = self.records[i]
-        return self.transform(open_image(r.path)), r.pid, r.camid
+        x = self.transform(open_image(r.path))
+        if not self.train:
+            return x, r.pid, r.camid
+        hidden = torch.tensor(r.hidden, dtype=torch.float32) if r.hidden else torch.zeros(HIDDEN_BANDS)
+        if self.erasing:
+            x, box = random_erase(x, self.erasing)
+            if box is not None:
+                erased = box_hidden_by_band(box, x.shape[1], x.shape[2], HIDDEN_BANDS)
+                hidden = 1 - (1 - hidden) * (1 - erased)
+        return x, r.pid, hidden
 
 
 def make_loader(records: Sequence[ImageRecord], img_size: Sequence[int], batch_size: int, train: bool = False,
@@ -73,5 +89,5 @@ def split_validation(train: List[ImageRecord], val_fraction: float, seed: int = 
             (gallery if r.camid in seen else query).append(r)
             seen.add(r.camid)
     mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in kept}))}
-    kept = [ImageRecord(r.path, mapping[r.pid], r.camid) for r in kept]
+    kept = [replace(r, pid=mapping[r.pid]) for r in kept]
     return kept, (query, gallery)

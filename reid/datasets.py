@@ -8,18 +8,25 @@ Market-1501 (also what ``amg-reid synth`` writes and Occluded-Duke after ``amg-r
     root/query/...
 
 ImageFolder (the seed's ``train/ query/ gallery/<pid>/<file>``): pid from the folder, camera from the file name.
+
+Where the data records its occluders (``occluders.json`` at the root, as ``amg-reid synth`` writes it), each record
+carries the share of the figure hidden per band of rows: the visibility head's labels.
 """
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ['ImageRecord', 'ReIDDataset', 'load_dataset', 'parse_market_name', 'DatasetError', 'DATASET_DIRS']
+__all__ = ['ImageRecord', 'ReIDDataset', 'load_dataset', 'parse_market_name', 'DatasetError', 'DATASET_DIRS',
+           'OCCLUDER_RECORD', 'HIDDEN_BANDS']
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp'}
 # names used by the seed's --dataset flag, looked for under --data-dir
 DATASET_DIRS = {'market': ('market1501', 'Market-1501-v15.09.15', 'Market-1501'),
                 'o-duke': ('Occluded_Duke', 'Occluded_DukeMTMC', 'occluded_duke')}
+OCCLUDER_RECORD = 'occluders.json'  # written by reid.synthetic (which imports these names)
+HIDDEN_BANDS = 32  # bands of rows an occluder record has: 4 pixel rows of a 128-row crop each
 _MARKET_NAME = re.compile(r'^(-?\d+)_c(\d+)')
 _CAMERA = re.compile(r'_?c(\d+)')
 
@@ -33,6 +40,7 @@ class ImageRecord:
     path: str
     pid: int
     camid: int
+    hidden: Optional[Tuple[float, ...]] = None  # share of the figure an occluder hides, per band of rows (top first)
 
 
 @dataclass
@@ -92,7 +100,25 @@ def _read_imagefolder_split(folder: Path, need_camera: bool) -> List[ImageRecord
 def _relabel(records: List[ImageRecord]) -> List[ImageRecord]:
     pids = sorted({r.pid for r in records if r.pid > 0})
     mapping = {pid: i for i, pid in enumerate(pids)}
-    return [ImageRecord(r.path, mapping[r.pid], r.camid) for r in records if r.pid in mapping]
+    return [replace(r, pid=mapping[r.pid]) for r in records if r.pid in mapping]
+
+
+def _with_occluders(records: List[ImageRecord], root: Path) -> List[ImageRecord]:
+    """Attach the occluders the data records (``occluders.json``: {"split/name": [hidden per band]}) to them."""
+    path = root / OCCLUDER_RECORD
+    if not path.is_file():
+        return records
+    try:
+        hidden = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f'{path}: not a readable occluder record ({e})') from None
+    out = []
+    for r in records:
+        bands = hidden.get(Path(r.path).relative_to(root).as_posix())
+        if bands is not None and (len(bands) != HIDDEN_BANDS or not all(0 <= h <= 1 for h in bands)):
+            raise DatasetError(f'{path}: {r.path} needs {HIDDEN_BANDS} shares in [0, 1], got {bands!r}')
+        out.append(replace(r, hidden=tuple(float(h) for h in bands)) if bands is not None else r)
+    return out
 
 
 def resolve_root(data_dir: Path, dataset: Optional[str] = None) -> Path:
@@ -116,8 +142,8 @@ def load_dataset(data_dir: Path, dataset: Optional[str] = None) -> ReIDDataset:
         for sub in ('bounding_box_train', 'bounding_box_test', 'query'):
             if not (root / sub).is_dir():
                 raise DatasetError(f'{root}: Market-1501 layout is missing the folder {sub}/')
-        ds = ReIDDataset(root, 'market', _relabel(_read_market_split(root / 'bounding_box_train')),
-                         _read_market_split(root / 'query'), _read_market_split(root / 'bounding_box_test'))
+        ds = ReIDDataset(root, 'market', _relabel(_with_occluders(_read_market_split(root / 'bounding_box_train'), root)),
+                         *(_with_occluders(_read_market_split(root / s), root) for s in ('query', 'bounding_box_test')))
     elif (root / 'train').is_dir() or (root / 'gallery').is_dir():
         for sub in ('train', 'query', 'gallery'):
             if not (root / sub).is_dir():

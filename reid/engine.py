@@ -17,7 +17,7 @@ from models.la_transformer import LATransformer, create_model
 
 from .config import RecipeSettings, TrainConfig
 from .data import make_loader, split_validation
-from .datasets import ImageRecord, load_dataset
+from .datasets import OCCLUDER_RECORD, ImageRecord, load_dataset
 from .distributed import setup_distributed
 from .export import export_int8_calibrated
 from .matching import ScoreCalibration, multi_shot_queries, mutual_visibility_scores
@@ -47,12 +47,14 @@ def part_ce_loss(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float =
                            label_smoothing=label_smoothing) * P
 
 
-LossFn = Callable[[LATransformer, torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+# (model, images, labels[, hidden: (B, bands) what the training dataset recorded]) -> (loss, part logits)
+LossFn = Callable[..., Tuple[torch.Tensor, torch.Tensor]]
 # (student part logits, images, labels) -> the part loss; pruning adds distillation from its teacher here
 PartLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def ce_step(model: LATransformer, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def ce_step(model: LATransformer, x: torch.Tensor, y: torch.Tensor,
+            hidden: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     logits = model.forward_logits(x)
     return part_ce_loss(logits, y), logits
 
@@ -60,8 +62,10 @@ def ce_step(model: LATransformer, x: torch.Tensor, y: torch.Tensor) -> Tuple[tor
 def recipe_step(settings: RecipeSettings, part_loss: Optional[PartLoss] = None) -> LossFn:
     """A training step's loss for the recipe: [pasted occluders ->] part loss (label-smoothed part cross-entropy
     unless ``part_loss`` says otherwise) [+ weighted batch-hard triplet loss on the retrieval embedding] [+ weighted
-    binary loss of the visibility head against the share of each part the pasted strip left visible]."""
-    def step(model: LATransformer, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    binary loss of the visibility head against the share of each part left visible: by the pasted strip and by
+    what the dataset recorded in ``hidden`` (reid.recipe.visibility_targets)]."""
+    def step(model: LATransformer, x: torch.Tensor, y: torch.Tensor,
+             hidden: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         boxes = None
         if settings.paste:
             x, boxes = paste_occluders(x, y, settings.paste)
@@ -72,7 +76,8 @@ def recipe_step(settings: RecipeSettings, part_loss: Optional[PartLoss] = None) 
         if settings.triplet:
             loss = loss + settings.triplet * batch_hard_triplet_loss(embedding, y, settings.triplet_margin)
         if visibility is not None:
-            target = visibility_targets(boxes or [None] * len(y), x.shape[2], x.shape[3], visibility.shape[1])
+            target = visibility_targets(boxes or [None] * len(y), x.shape[2], x.shape[3], visibility.shape[1],
+                                        hidden)
             loss = loss + settings.visibility * F.binary_cross_entropy_with_logits(visibility, target.to(x.device))
         return loss, logits
     return step
@@ -80,13 +85,14 @@ def recipe_step(settings: RecipeSettings, part_loss: Optional[PartLoss] = None) 
 
 def train_one_epoch(model: LATransformer, loader, optimizer: torch.optim.Optimizer, device: torch.device,
                     loss_fn: LossFn = ce_step, desc: str = 'train', progress: bool = True) -> Dict[str, float]:
-    """One pass over ``loader``; ``loss_fn(model, x, y) -> (loss, part logits)``. Returns mean loss and accuracy."""
+    """One pass over a training ``loader`` ((images, labels, hidden) batches: reid.data.ImageDataset);
+    ``loss_fn(model, x, y, hidden) -> (loss, part logits)``. Returns mean loss and accuracy."""
     model.train()
     total, correct, loss_sum = 0, 0, 0.0
     bar = tqdm(loader, desc=desc, unit='batch', leave=False, disable=not progress)
-    for x, y, _ in bar:
+    for x, y, hidden in bar:
         x, y = x.to(device), y.to(device)
-        loss, logits = loss_fn(model, x, y)
+        loss, logits = loss_fn(model, x, y, hidden)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -214,6 +220,9 @@ def train(cfg: TrainConfig, progress: bool = True, on_progress: Optional[Progres
     ds = load_dataset(Path(cfg.data_dir), cfg.dataset)
     train_records, val = split_validation(ds.train, cfg.val_fraction, cfg.seed)
     num_classes = len({r.pid for r in train_records})
+    if settings.visibility and not (settings.paste or settings.erasing or any(r.hidden for r in train_records)):
+        raise ValueError('the visibility loss has nothing to learn from: no pasted strips (--paste), no random '
+                         f'erasing (--erasing) and no occluders recorded in {ds.root} ({OCCLUDER_RECORD})')
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path, state_path = run_dir / 'last.safetensors', run_dir / 'best.safetensors', run_dir / 'last_state.pt'

@@ -1,15 +1,19 @@
 """Training recipes: LA-Transformer's (the seed's) and a stronger, occlusion-robust Re-ID recipe (the default).
 
 The strong recipe is standard Re-ID practice, each part an option that 0 switches off:
-- ``erasing``: torchvision's RandomErasing (2-33% of the crop, mean colour), the usual occlusion augmentation; off
-  by default: on our CPU budgets it cost accuracy (docs/benchmarks.md), the pasted strips below help instead;
+- ``erasing``: torchvision's random erasing (2-33% of the crop, mean colour), the usual occlusion augmentation; off
+  by default: on our CPU budgets it cost accuracy (docs/benchmarks.md), the pasted strips below help instead
+  (:func:`random_erase`: the training dataset applies it and records which rows it hid);
 - ``paste``: a strip cut from another identity's image in the batch pasted over 10-50% of the crop, from the bottom
   or a side, as cars, boards and passers-by occlude people (:func:`paste_occluders`);
 - ``crop_pad``: pad + random crop back to size;
 - ``instances``: an identity sampler (P identities x K images per batch, :class:`IdentitySampler`), which the
   batch-hard ``triplet`` loss on the retrieval embedding needs (:func:`batch_hard_triplet_loss`);
 - ``label_smoothing`` of the part cross-entropies;
-- warmup + cosine learning rate (training only; timm's scheduler).
+- warmup + cosine learning rate (training only; timm's scheduler);
+- ``visibility``: the weight of the visibility head's loss: per LA part, the share of the part that the pasted strip,
+  random erasing and the occluders the data records (``ImageRecord.hidden``) leave visible
+  (:func:`visibility_targets`).
 """
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -17,13 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Sampler
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from models.transforms import ResizeNormalize
 
 from .config import Recipe, RecipeOptions, RecipeSettings
 
 __all__ = ['Recipe', 'RecipeOptions', 'RecipeSettings', 'train_transform', 'IdentitySampler', 'paste_occluders',
-           'visibility_targets',
+           'random_erase', 'box_hidden_by_band', 'visibility_targets',
            'batch_hard_triplet_loss', 'warmup_cosine', 'PASTE_AREA', 'ERASING_SCALE']
 
 PASTE_AREA = (0.1, 0.5)  # share of the crop a pasted strip covers
@@ -31,7 +36,8 @@ ERASING_SCALE = (0.02, 0.33)  # torchvision's default erasing area
 
 
 def train_transform(img_size: Sequence[int], settings: Optional[RecipeSettings] = None) -> T.Compose:
-    """Random flip [, resize + pad + random crop], ImageNet normalisation [, random erasing].
+    """Random flip [, resize + pad + random crop], ImageNet normalisation. Random erasing comes after it, in the
+    training dataset (:func:`random_erase`), which records the rows it hides.
 
     With the LA recipe (no crop, no erasing) this is LA-Transformer's: flip, then bicubic resize and normalise."""
     h, w = int(img_size[0]), int(img_size[1])
@@ -40,9 +46,28 @@ def train_transform(img_size: Sequence[int], settings: Optional[RecipeSettings] 
         steps += [T.Resize((h, w), interpolation=T.InterpolationMode.BICUBIC), T.Pad(settings.crop_pad),
                   T.RandomCrop((h, w))]
     steps.append(ResizeNormalize((h, w)))
-    if settings is not None and settings.erasing:
-        steps.append(T.RandomErasing(p=settings.erasing, scale=ERASING_SCALE, value=0))  # 0 = the mean colour
     return T.Compose(steps)
+
+
+Box = Tuple[int, int, int, int]  # (top, left, bottom, right), exclusive ends
+
+
+def random_erase(x: torch.Tensor, prob: float) -> Tuple[torch.Tensor, Optional[Box]]:
+    """torchvision's RandomErasing (``ERASING_SCALE`` of the crop, aspect 0.3-3.3, value 0 = the mean colour after
+    normalisation, the same draws from torch's generator) on one normalised image (C, H, W), and the erased box or
+    None."""
+    if torch.rand(1) >= prob:
+        return x, None
+    top, left, h, w, value = T.RandomErasing.get_params(x, scale=ERASING_SCALE, ratio=(0.3, 3.3), value=[0])
+    return TF.erase(x, top, left, h, w, value), (top, left, top + h, left + w)
+
+
+def box_hidden_by_band(box: Box, height: int, width: int, bands: int) -> torch.Tensor:
+    """Per band of ``height / bands`` pixel rows, the share of the band's area that ``box`` covers (bands,)."""
+    t, left, b, right = box
+    edges = torch.linspace(0, height, bands + 1)
+    rows = (torch.minimum(edges[1:], torch.tensor(float(b))) - torch.maximum(edges[:-1], torch.tensor(float(t))))
+    return rows.clamp_min(0) / (height / bands) * (right - left) / width
 
 
 class IdentitySampler(Sampler[List[int]]):
@@ -80,9 +105,6 @@ class IdentitySampler(Sampler[List[int]]):
             yield batch
 
 
-Box = Tuple[int, int, int, int]  # (top, left, bottom, right), exclusive ends
-
-
 def paste_occluders(x: torch.Tensor, y: torch.Tensor, prob: float, area: Tuple[float, float] = PASTE_AREA,
                     generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, List[Optional[Box]]]:
     """Occlude images of a batch with the same region of another identity's image (another person, or what stood
@@ -112,19 +134,25 @@ def paste_occluders(x: torch.Tensor, y: torch.Tensor, prob: float, area: Tuple[f
     return out, boxes
 
 
-def visibility_targets(boxes: Sequence[Optional[Box]], height: int, width: int, parts: int) -> torch.Tensor:
-    """Per image and LA part (a band of ``height / parts`` pixel rows), the share of the band that the pasted strip
-    leaves visible, in [0, 1]: the visibility head's soft targets (B, parts)."""
-    band = height / parts
+def visibility_targets(boxes: Sequence[Optional[Box]], height: int, width: int, parts: int,
+                       hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per image and LA part (a band of ``height / parts`` pixel rows), the share of the part left visible, in
+    [0, 1]: the visibility head's soft targets (B, parts). What hides it: the pasted strip ``boxes`` (the share of
+    the part's area under it) and ``hidden`` (B, bands): what the dataset recorded per band of rows (the share of
+    the figure the data's own occluders hide, and of the area random erasing covered; bands averaged over each
+    part's rows). Independent occluders: the visible shares multiply."""
     out = torch.ones(len(boxes), parts)
     for i, box in enumerate(boxes):
-        if box is None:
-            continue
-        t, left, b, right = box
-        for p in range(parts):
-            rows = max(0.0, min(b, (p + 1) * band) - max(t, p * band)) / band  # the band's rows under the strip
-            out[i, p] = 1 - rows * (right - left) / width
-    return out
+        if box is not None:
+            out[i] = 1 - box_hidden_by_band(box, height, width, parts)
+    if hidden is not None:
+        bands = hidden.shape[1]
+        # overlap of part p's rows with band k, as a share of the part: a (parts, bands) averaging matrix
+        part_edges, band_edges = torch.linspace(0, 1, parts + 1), torch.linspace(0, 1, bands + 1)
+        overlap = (torch.minimum(part_edges[1:, None], band_edges[None, 1:])
+                   - torch.maximum(part_edges[:-1, None], band_edges[None, :-1])).clamp_min(0) * parts
+        out = out * (1 - hidden.float().cpu() @ overlap.T)
+    return out.clamp(0, 1)
 
 
 def batch_hard_triplet_loss(embedding: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:

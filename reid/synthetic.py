@@ -5,7 +5,9 @@ height, build, bag kind and side), so most identities share several attributes a
 side, logo) matter. Each camera has its own background, illumination, scale, blur, noise and JPEG quality; each
 image its own viewpoint (a backpack shows from behind, a logo only from the front), walking phase and crop jitter.
 The occluded variant (Occluded-Duke-like) hides 15-50% of the figure's pixels in every query, and in a share of the
-gallery and training images, with cars, boxes, boards or another person; synth.json reports the distribution.
+gallery and training images, with cars, boxes, boards or another person; synth.json reports the distribution and
+occluders.json records, per occluded image, the share of the figure hidden in each of 32 bands of rows (top to
+bottom): the visibility head's labels (reid.recipe.visibility_targets).
 
 Everything is a pure function of (seed, identity, image), so a dataset is reproducible bit for bit.
 """
@@ -19,8 +21,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from .datasets import HIDDEN_BANDS, OCCLUDER_RECORD  # {"split/name.jpg": [hidden share per band of rows], ...}
+
 __all__ = ['SynthConfig', 'generate_dataset', 'draw_person_image', 'sample_identity', 'sample_camera',
-           'coverage_stats', 'OCCLUDER_KINDS']
+           'coverage_stats', 'hidden_by_band', 'OCCLUDER_KINDS', 'OCCLUDER_RECORD', 'HIDDEN_BANDS']
 
 _logger = logging.getLogger(__name__)
 
@@ -247,6 +251,17 @@ def _draw_occluder(draw: ImageDraw.ImageDraw, spec: Dict, reach: float, top: flo
                      top + fh * 0.05, fh * 1.05)
 
 
+def hidden_by_band(figure: np.ndarray, occluder: np.ndarray, bands: int = HIDDEN_BANDS) -> np.ndarray:
+    """Per band of rows (top to bottom), the share of the figure's pixels the occluder covers (0 where the band
+    holds none of the figure). ``figure`` and ``occluder``: boolean masks (rows, cols) of one image."""
+    edges = np.linspace(0, figure.shape[0], bands + 1).round().astype(int)
+    fig_rows = figure.sum(1)
+    hid_rows = (figure & occluder).sum(1)
+    fig = np.add.reduceat(fig_rows, edges[:-1])
+    hid = np.add.reduceat(hid_rows, edges[:-1])
+    return np.where(fig > 0, hid / np.maximum(fig, 1), 0.0)
+
+
 def _occlude(person: Image.Image, spec: Dict, target: float, top: float, fh: float, cx: float,
              bw: float) -> Tuple[Image.Image, float]:
     """The occluder layer that hides at least ``target`` of the figure's pixels, as little more as its reach allows
@@ -275,9 +290,11 @@ def _occlude(person: Image.Image, spec: Dict, target: float, top: float, fh: flo
 
 def draw_person_image(ident: Optional[Dict], cam: Dict, rng: np.random.Generator, occlude: bool = False,
                       seed: int = 0, crop: Optional[str] = None,
-                      occlusion: Tuple[float, float] = (0.15, 0.5)) -> Tuple[Image.Image, Optional[float]]:
-    """One 128x64 RGB crop of ``ident`` seen by ``cam`` (``ident=None``: background only, for junk images), and
-    the share of the figure's pixels an occluder covers (None when not occluded).
+                      occlusion: Tuple[float, float] = (0.15, 0.5)
+                      ) -> Tuple[Image.Image, Optional[float], Optional[np.ndarray]]:
+    """One 128x64 RGB crop of ``ident`` seen by ``cam`` (``ident=None``: background only, for junk images), the
+    share of the figure's pixels an occluder covers and that share per band of rows (:func:`hidden_by_band`; both
+    None when not occluded).
 
     ``occlusion`` (min, max): that share is drawn uniformly between them. ``crop`` ('top' or 'bottom') shows only
     part of the figure, for distractor boxes.
@@ -288,7 +305,7 @@ def draw_person_image(ident: Optional[Dict], cam: Dict, rng: np.random.Generator
     fh = H * SCALE * ident['height'] * cam['scale'] * float(rng.uniform(0.93, 1.05)) if ident else 0
     top = (H * SCALE - fh) / 2 + float(rng.normal(0, 3))
     cx = W * SCALE / 2 + float(rng.normal(0, 4))
-    covered = None
+    covered = hidden = None
     if ident is not None:
         if crop == 'top':
             top += fh * 0.45
@@ -303,13 +320,14 @@ def draw_person_image(ident: Optional[Dict], cam: Dict, rng: np.random.Generator
             occ, covered = _occlude(person, _sample_occluder(rng, seed), target, top, fh, cx,
                                     fh * 0.26 * ident['build'])
             img.paste(occ, mask=occ)
+            hidden = hidden_by_band(np.asarray(person)[..., 3] > 0, np.asarray(occ)[..., 3] > 0)
     img = img.resize((W, H), Image.BILINEAR)
     if cam['blur'] > 0.05:
         img = img.filter(ImageFilter.GaussianBlur(cam['blur']))
     arr = np.asarray(img, dtype=np.float32)
     light = cam['gain'] * float(rng.uniform(0.9, 1.1)) * np.asarray(cam['cast'], dtype=np.float32)
     arr = arr * light + rng.normal(0, cam['noise'], arr.shape)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), covered
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), covered, hidden
 
 
 # ---- dataset ----------------------------------------------------------------------------------------------------
@@ -362,6 +380,7 @@ def generate_dataset(root: Path, cfg: SynthConfig = SynthConfig(), progress: boo
 
     counts: Dict[str, int] = {s: 0 for s in dirs}
     covered: Dict[str, List[float]] = {}
+    hidden_record: Dict[str, List[float]] = {}
     frames: Dict[Tuple[int, int], int] = {}
     for i, (split, pid, cam, occ) in enumerate(tqdm(jobs, desc='synth', unit='img', disable=not progress)):
         rng = np.random.default_rng([cfg.seed, 4, i])
@@ -374,13 +393,15 @@ def generate_dataset(root: Path, cfg: SynthConfig = SynthConfig(), progress: boo
             ident, crop = sample_identity(cfg.seed, 200000 + i, cfg.difficulty), _pick(rng, ['top', 'bottom'])
         else:  # junk: background only
             ident, crop = None, None
-        img, share = draw_person_image(ident, cams[cam], rng, occlude=occ, seed=cfg.seed, crop=crop,
+        img, share, hidden = draw_person_image(ident, cams[cam], rng, occlude=occ, seed=cfg.seed, crop=crop,
                                        occlusion=tuple(cfg.occlusion))
         img.save(dirs[split] / name, quality=cams[cam]['quality'])
         counts[split] += 1
         if share is not None:
             covered.setdefault(split, []).append(share)
+            hidden_record[f'{split}/{name}'] = [round(float(h), 3) for h in hidden]
     stats = {split: coverage_stats(v) for split, v in covered.items()}
+    (root / OCCLUDER_RECORD).write_text(json.dumps(hidden_record, separators=(',', ':')))
     (root / 'synth.json').write_text(json.dumps(dict(asdict(cfg), counts=counts, occluded_share_of_figure=stats),
                                                 indent=2))
     _logger.info('wrote %s to %s', counts, root)

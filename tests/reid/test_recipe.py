@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from models.transforms import ResizeNormalize
-from reid.data import make_loader
-from reid.datasets import load_dataset
+from reid.data import ImageDataset, make_loader
+from reid.datasets import HIDDEN_BANDS, ImageRecord, load_dataset
 from reid.engine import TrainConfig, part_ce_loss, recipe_step, train_one_epoch
 from reid.recipe import (ERASING_SCALE, PASTE_AREA, IdentitySampler, Recipe, batch_hard_triplet_loss,
-                         paste_occluders, train_transform)
+                         paste_occluders, visibility_targets)
 from tests.conftest import tiny_model
 
 
@@ -43,21 +43,39 @@ def test_paste_changes_pixels_only_inside_a_bottom_or_side_strip_of_the_stated_a
         assert sources
 
 
-def test_random_erasing_stays_within_its_area():
+def test_random_erasing_stays_within_its_area_and_the_dataset_records_its_rows(tmp_path):
     half = np.random.default_rng(0).integers(0, 256, (128, 32, 3), dtype=np.uint8)
     image = Image.fromarray(np.concatenate([half, half[:, ::-1]], axis=1))  # mirror-symmetric: flips change nothing
+    image.save(tmp_path / '0001_c1s1_000001_01.png')
     settings = TrainConfig(data_dir='x', erasing=1.0, crop_pad=0).recipe_settings()
-    transform = train_transform((128, 64), settings)
+    dataset = ImageDataset([ImageRecord(str(tmp_path / '0001_c1s1_000001_01.png'), 0, 1)], (128, 64), train=True,
+                           settings=settings)
     plain = ResizeNormalize((128, 64))(image)
     torch.manual_seed(0)
     for _ in range(20):
-        out = transform(image)
+        out, _, hidden = dataset[0]
         changed = (out != plain).any(0)
         rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
         box = out[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
         assert (box == 0).all()  # one rectangle of the mean colour, nothing changed outside it
         share = box[0].numel() / (128 * 64)
         assert ERASING_SCALE[0] * 0.9 <= share <= ERASING_SCALE[1] * 1.1
+        # the label: per band of 4 rows, the share of the band's area erased
+        expected = [((changed[4 * k:4 * k + 4].sum()) / (4 * 64)).item() for k in range(HIDDEN_BANDS)]
+        assert hidden.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_recorded_occluders_and_the_pasted_strip_combine_into_the_targets():
+    # 64 rows, 4 parts; the record hides the last 8 of 32 bands whole (the last part) and half of band 0; the pasted
+    # strip hides the right quarter of every row: visible shares multiply
+    hidden = torch.zeros(1, 32)
+    hidden[0, 24:] = 1.0
+    hidden[0, 0] = 0.5
+    t = visibility_targets([(0, 24, 64, 32)], 64, 32, 4, hidden)
+    assert t[0].tolist() == pytest.approx([0.75 * (1 - 0.5 / 8), 0.75, 0.75, 0.0])
+    # 14 parts over 32 bands: a part's share is its rows' mean, bands cut at part edges
+    t14 = visibility_targets([None], 224, 224, 14, hidden)
+    assert t14[0, -1] == 0 and t14[0, 0] == pytest.approx(1 - 0.5 * 14 / 32) and (t14[0, 2:10] == 1).all()
 
 
 def test_identity_sampler_yields_p_identities_times_k_images():
@@ -192,8 +210,6 @@ def test_the_visibility_loss_learns_which_rows_the_pasted_strips_hide():
     target = visibility_targets(boxes, 64, 32, 4)
     hidden, seen = p[target < 0.3], p[target > 0.9]
     assert len(hidden) and len(seen) and hidden.mean() < seen.mean() - 0.2, (hidden.mean(), seen.mean())
-    with pytest.raises(ValueError, match='needs --paste'):
-        TrainConfig(data_dir='x', paste=0, visibility=1.0).recipe_settings()
 
 
 def test_a_model_without_the_head_trains_and_records_as_before():

@@ -1,12 +1,14 @@
 import json
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from reid.datasets import load_dataset
-from reid.synthetic import SynthConfig, generate_dataset, sample_identity
+from reid.datasets import HIDDEN_BANDS, OCCLUDER_RECORD, DatasetError, load_dataset
+from reid.synthetic import (OCCLUDER_KINDS, SynthConfig, draw_person_image, generate_dataset, hidden_by_band,
+                            sample_identity)
 
 
 def _digest(root):
@@ -83,3 +85,50 @@ def test_occluders_hide_the_stated_share_of_the_figure(tmp_path):
     for split in stats.values():
         # measured on the drawn figure: at least the minimum, never the whole person
         assert 0.15 <= split['min'] <= split['median'] <= split['max'] <= 0.45
+
+
+def test_hidden_by_band_is_the_share_of_each_bands_figure_under_the_occluder():
+    figure = np.zeros((8, 4), bool)
+    figure[2:8, 1:3] = True  # 2 figure pixels per row from row 2
+    occluder = np.zeros((8, 4), bool)
+    occluder[5:, :] = True  # rows 5-7 hidden whole
+    occluder[:, 2] = True  # and column 2 (half of each figure row)
+    assert hidden_by_band(figure, occluder, bands=4).tolist() == [0.0, 0.5, 0.75, 1.0]
+
+
+@pytest.mark.parametrize('kind', OCCLUDER_KINDS)
+def test_the_generator_records_which_rows_each_occluder_kind_hides(kind, monkeypatch):
+    import reid.synthetic as synth
+    monkeypatch.setattr(synth, 'OCCLUDER_KINDS', (kind,))  # every occluder of this kind
+    cam = synth.sample_camera(0, 1)
+    for i in range(6):
+        _, covered, hidden = draw_person_image(sample_identity(0, 3 + i), cam, np.random.default_rng(i), occlude=True,
+                                               occlusion=(0.2, 0.4))
+        assert hidden.shape == (HIDDEN_BANDS,) and ((0 <= hidden) & (hidden <= 1)).all()
+        seen = np.flatnonzero(hidden > 0)
+        assert len(seen) and covered >= 0.2
+        if kind in ('car', 'box'):  # rising from below: nothing hidden above its top, all of the figure below it
+            below = hidden[seen[0] + 1:]
+            assert (below[below > 0] > 0.95).all() and hidden[:seen[0]].max(initial=0) == 0
+        if kind == 'board':  # from a side: a share of every row from its top to the feet, never a whole row
+            assert hidden.max() < 1
+        # the covered share is the bands' shares weighted by the figure: never above the largest
+        assert hidden.max() >= covered - 1e-6
+
+
+def test_occluded_datasets_record_their_occluders_for_the_reader(tmp_path):
+    generate_dataset(tmp_path, SynthConfig(num_ids=8, num_cams=2, imgs_per_id=4, occluded=True, occluded_train=0.5,
+                                           junk=1, distractors=1, seed=2), progress=False)
+    record = json.loads((tmp_path / OCCLUDER_RECORD).read_text())
+    ds = load_dataset(tmp_path)
+    assert all(r.hidden is not None for r in ds.query)  # every query occluded
+    occluded_train = [r for r in ds.train if r.hidden is not None]
+    assert 0 < len(occluded_train) < len(ds.train)
+    assert len(record) == len(ds.query) + len(occluded_train) + sum(r.hidden is not None for r in ds.gallery)
+    for r in ds.query + ds.train:
+        key = f'{Path(r.path).parent.name}/{Path(r.path).name}'
+        assert r.hidden == (tuple(record[key]) if key in record else None)
+    # a broken record is refused by name
+    (tmp_path / OCCLUDER_RECORD).write_text(json.dumps({next(iter(record)): [2.0] * HIDDEN_BANDS}))
+    with pytest.raises(DatasetError, match='occluders.json'):
+        load_dataset(tmp_path)
