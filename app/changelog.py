@@ -21,7 +21,7 @@ from storage.engine import VectorEngine
 from storage.locks import lock_key, replica_lock
 
 from .metrics import Metrics
-from .search_service import MatchRows
+from .row_cache import MatchRows
 from .snapshot import Snapshot
 from .vector_feed import VectorFeed
 
@@ -92,6 +92,8 @@ class ChangeLogFollower:
             indexed = engine.ids()
             stray = np.setdiff1d(indexed, db_ids, assume_unique=True)
             self.match_rows.clear()
+            if snap.gallery_visibility is not None:
+                snap.gallery_visibility.clear()
             if len(stray):
                 self.feed.engine_call(snap, engine.remove, stray)
             missing = np.union1d(np.setdiff1d(db_ids, indexed, assume_unique=True),
@@ -149,6 +151,8 @@ class ChangeLogFollower:
                 self.feed.engine_call(snap, engine.remove, gone)
             self.feed.fill(snap, [rows[i] for i in touched if i in rows])
             self.match_rows.forget(touched)  # added or deleted: the database says which, from now on
+            if snap.gallery_visibility is not None:
+                snap.gallery_visibility.forget(touched)
             # the position moves only once the changes are in the engine (a failure above: applied again)
             expected = engine.applied_seq + 1
             for seq, _, _ in changes:

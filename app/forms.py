@@ -34,6 +34,8 @@ class SearchForm(BaseModel):
     exclude_same_camera: bool = Field(False, description="skip gallery images from the query's camera")
     group: bool = Field(False, description='the images are crops of one person (a multi-shot query): their parts '
                                            'are pooled into one query, and the answer is one ranked list')
+    visibility: bool = Field(True, description='a model with the visibility head: score on the parts both images '
+                             'show (false: every part counts alike); no effect on other models')
 
 
 OFF_LOOP_FORM_BYTES = 256 * 1024  # a multipart body larger than this is parsed in a worker thread

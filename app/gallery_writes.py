@@ -43,7 +43,7 @@ class GalleryWriter:
         with self.write_lock:
             snap = self.snapshot()  # the model may have been swapped while we waited
             stored = [self.images.put(item.data, item.ext) for item in items]
-            xb = self.feed.embed_for_storage(snap.embedder, [item.image for item in items])
+            xb = self.feed.embed_for_storage(snap, [item.image for item in items])
             with self.images.content_lock([sha for sha, _ in stored], self.database):
                 for item, (_, path) in zip(items, stored):
                     if not path.exists():  # another replica deleted the last row of these bytes meanwhile

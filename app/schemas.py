@@ -73,6 +73,10 @@ class QueryResult(BaseModel):
     person_id: Optional[int] = Field(None, description='the best match\'s person when it clears min_score')
     best_score: Optional[float] = None
     matches: List[SearchMatch]
+    visibility: Optional[List[float]] = Field(None, description='a model with the visibility head: how much of '
+                                              "each LA part (a band of rows, top first) the query shows, 0-1; the "
+                                              "matches' scores average the part cosines weighted by what both images "
+                                              'show (null: plain matching)')
 
 
 class SearchResponse(BaseModel):

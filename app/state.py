@@ -9,7 +9,7 @@ model's vectors with the attributes searches filter on, follows the change log (
 replicas'), and is reconciled at start-up (vectors without rows removed, rows without vectors read back from the
 database or re-embedded from the stored images), so a crash at any moment - or a Milvus outage - loses no
 acknowledged upload. The rows that search answers show are cached too, and follow the same log
-(app.search_service.MatchRows).
+(app.row_cache.MatchRows).
 """
 import logging
 import threading
@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import anyio
+import numpy as np
 
-from reid.matching import ScoreCalibration, pool_parts
+from reid.matching import ScoreCalibration, pool_visible, scale_parts
 from storage import crud
 from storage.db import ModelVersion, make_engine, make_sessionmaker
 from storage.engine import EngineUnavailable, GalleryFilter
@@ -34,7 +35,7 @@ from .gallery_writes import GalleryWriter
 from .index_builds import IndexBuilder
 from .metrics import Metrics
 from .registry import ensure_onnx, register_checkpoint
-from .search_service import MatchRows
+from .row_cache import MatchRows, gallery_visibility
 from .settings import Settings
 from .snapshot import NoModel, Snapshot, open_embedder
 from .vector_feed import VectorFeed
@@ -184,7 +185,8 @@ class ServiceState:
             min_score = self.settings.default_min_score
         else:  # the calibrated cosine threshold, on the answers' scale: the same decisions
             min_score = model.min_score if scores is None else float(scores(model.min_score))
-        return Snapshot(embedder, engine, model.id, model.name, float(min_score), scores)
+        visibility = gallery_visibility(self.Session, model.id, embedder.num_parts) if embedder.has_visibility else None
+        return Snapshot(embedder, engine, model.id, model.name, float(min_score), scores, visibility)
 
     def snapshot(self) -> Snapshot:
         snap = self.current
@@ -203,16 +205,21 @@ class ServiceState:
         return self.model_thread.call(fn, *args, **kwargs)
 
     def submit_search(self, snap: Snapshot, images: Sequence, k: int, filters: Sequence[Optional[GalleryFilter]],
-                      timings: Optional[Dict[str, float]] = None, group: bool = False) -> Future:
-        """A Future of the top ``k`` (scores, ids) per query image among what ``filters[i]`` admits (None: all).
-        Concurrent queries share a forward pass; with an embedded engine each one's search follows on the model
-        thread, otherwise the Future holds the embeddings and the caller searches (app.search_service).
-        ``timings`` gets the seconds of each stage (model_wait, forward, index_search). ``images``: decoded images or
-        already preprocessed model inputs. ``group``: the images are one person's crops, pooled into one query."""
+                      timings: Optional[Dict[str, float]] = None, group: bool = False,
+                      visible_parts: bool = True) -> Future:
+        """A Future of (the query vectors as the engine compares them (n, D), the top ``k`` (scores, ids) per query
+        among what ``filters[i]`` admits, or None with a shared engine: the caller searches). Concurrent queries
+        share a forward pass; with an embedded engine each one's search follows on the model thread. ``timings``
+        gets the seconds of each stage (model_wait, forward, index_search). ``images``: decoded images or already
+        preprocessed model inputs. ``group``: the images are one person's crops, pooled into one query.
+        ``visible_parts=False`` (a model with the visibility head): the queries count as fully visible."""
         tensors = [snap.embedder.preprocess(image) for image in images]  # inputs pass through
-        pool = (lambda xq: pool_parts(xq, snap.embedder.num_parts)[None]) if group else None
-        if snap.engine.shared:  # the caller searches what comes back
-            then = pool
-        else:
-            then = (lambda xq: snap.engine.search(xq if pool is None else pool(xq), k, filters))
-        return self.model_thread.submit(snap.embedder, tensors, timings=timings, then=then)
+        parts = snap.embedder.num_parts
+
+        def then(xq):
+            if group:
+                xq = pool_visible(xq, parts)[None]
+            if snap.visible_parts and not visible_parts:
+                xq = scale_parts(xq, np.ones((len(xq), parts), np.float32), parts)
+            return xq, (None if snap.engine.shared else snap.engine.search(xq, k, filters))
+        return self.model_thread.submit(snap.encode, tensors, timings=timings, then=then)

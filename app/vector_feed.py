@@ -6,7 +6,6 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from models.runtime import ImageEmbedder
 from models.imaging import open_image
 from storage import crud
 from storage.crud import GalleryRecord
@@ -40,12 +39,13 @@ class VectorFeed:
         network round trip) in the calling thread."""
         return fn(*args) if snap.engine.shared else self.model_thread.call(fn, *args)
 
-    def embed_for_storage(self, embedder: ImageEmbedder, images: Sequence) -> np.ndarray:
-        """Embeddings as the database keeps them (float16 values), so every index holds the same numbers."""
-        bs = embedder.batch_size
+    def embed_for_storage(self, snap: Snapshot, images: Sequence) -> np.ndarray:
+        """The vectors of ``images`` the snapshot's engine holds (app.snapshot.index_encoder) as the database keeps
+        them (float16 values), so every index holds the same numbers."""
+        bs = snap.embedder.batch_size
         for i in range(0, len(images), bs):
             self.metrics.embed_batch.observe(min(bs, len(images) - i))
-        return _as_stored(self.model_thread.call(embedder, list(images)))
+        return _as_stored(self.model_thread.call(snap.encode, list(images)))
 
     def vectors_for(self, snap: Snapshot, rows: Sequence[GalleryRecord]) -> Tuple[List[int], np.ndarray]:
         """Vectors of ``rows`` by the snapshot's model: stored ones from the database, the others embedded from
@@ -64,7 +64,7 @@ class VectorFeed:
                 except (OSError, ValueError) as e:
                     _logger.error('gallery image %d cannot be embedded (%s): left without a vector', row.id, e)
             if chunk:
-                xb = self.embed_for_storage(snap.embedder, pics)
+                xb = self.embed_for_storage(snap, pics)
                 with self.Session.begin() as s:
                     if crud.get_model(session=s, model_id=snap.model_id) is not None:
                         present = set(crud.get_images(session=s, image_ids=chunk))

@@ -1,7 +1,7 @@
 """A small user-facing API: load a checkpoint once, embed images in batches (like torchreid's FeatureExtractor)."""
 import logging
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -81,6 +81,10 @@ class Embedder:
     def num_parts(self) -> int:
         return self.model.num_parts
 
+    @property
+    def has_visibility(self) -> bool:
+        return self.model.has_visibility
+
     def preprocess(self, item: ImageInput) -> torch.Tensor:
         """One input -> a normalised (3, H, W) tensor (tensors are taken as already normalised)."""
         if isinstance(item, torch.Tensor):
@@ -98,13 +102,35 @@ class Embedder:
             f = torch.nn.functional.normalize(f + self.model.embed(x.flip(-1)), dim=1)
         return f
 
-    def __call__(self, inputs: Union[ImageInput, Sequence[ImageInput]]) -> np.ndarray:
+    @staticmethod
+    def _items(inputs) -> List[ImageInput]:
         if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
-            items: List[ImageInput] = list(inputs)
-        elif isinstance(inputs, (list, tuple)):
-            items = list(inputs)
-        else:
-            items = [inputs]
+            return list(inputs)
+        return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+    @torch.no_grad()
+    def embed_with_visibility(self, inputs: Union[ImageInput, Sequence[ImageInput]]) -> Tuple[np.ndarray, np.ndarray]:
+        """(embeddings (N, D) as calling it gives them, the visibility head's probabilities (N, parts)) from one
+        pass (with ``flip``, both averaged over the image and its mirror). Needs a model with the head."""
+        items = self._items(inputs)
+        if self._exported is not None:
+            return self._exported.embed_with_visibility([self.preprocess(i).detach().cpu().numpy() for i in items])
+        if not self.has_visibility:
+            raise ValueError('this model has no visibility head (trained without --visibility)')
+        feats, vis = [], []
+        for chunk in chunks(items, self.batch_size):
+            x = torch.stack([self.preprocess(i) for i in chunk]).to(self.device)
+            views = [x, x.flip(-1)] if self.flip else [x]
+            tokens = [self.model.forward_features(v) for v in views]
+            f = sum(self.model.forward_head(t, pre_logits=True) for t in tokens)
+            feats.append(torch.nn.functional.normalize(f, dim=1).cpu() if self.flip else f.cpu())
+            vis.append((sum(torch.sigmoid(self.model.forward_visibility(t)) for t in tokens) / len(views)).cpu())
+        if not feats:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, self.num_parts), np.float32)
+        return torch.cat(feats).numpy().astype(np.float32), torch.cat(vis).numpy().astype(np.float32)
+
+    def __call__(self, inputs: Union[ImageInput, Sequence[ImageInput]]) -> np.ndarray:
+        items = self._items(inputs)
         if self._exported is not None:
             # numpy from the inputs to the embeddings: no torch op (a stack of a batch, a flip) on the service's
             # model thread, whose parallel regions would wake torch's OpenMP team beside ONNX Runtime's threads on

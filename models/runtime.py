@@ -41,9 +41,14 @@ class ImageEmbedder(Protocol):
     @property
     def num_parts(self) -> int: ...
 
+    @property
+    def has_visibility(self) -> bool: ...
+
     def preprocess(self, item): ...
 
     def __call__(self, inputs) -> np.ndarray: ...
+
+    def embed_with_visibility(self, inputs) -> Tuple[np.ndarray, np.ndarray]: ...
 
 
 def int8_path_for(checkpoint: Union[str, Path]) -> Path:
@@ -86,10 +91,26 @@ class ExportedEmbedder:
 
     def visibility(self, inputs) -> np.ndarray:
         """Per-part visibility probabilities (N, parts) of the inputs (as :meth:`__call__` takes them)."""
+        return self.embed_with_visibility(inputs)[1]
+
+    def embed_with_visibility(self, inputs) -> Tuple[np.ndarray, np.ndarray]:
+        """(embeddings (N, D) as :meth:`__call__` gives them, visibility probabilities (N, parts)) from one pass
+        (with ``flip``, both averaged over the image and its mirror)."""
         if not self.has_visibility:
             raise ValueError('this export has no visibility output (a model trained without --visibility)')
-        out = [self.runner.run_all(x)[1] for x in self._batches(inputs)]
-        return np.concatenate(out) if out else np.zeros((0, self.num_parts), np.float32)
+        feats, vis = [], []
+        for x in self._batches(inputs):
+            f, v = self.runner.run_all(x)[:2]
+            if self.flip:
+                f_flip, v_flip = self.runner.run_all(x[..., ::-1])[:2]
+                f = f + f_flip
+                f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+                v = (v + v_flip) / 2
+            feats.append(f)
+            vis.append(v)
+        if not feats:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, self.num_parts), np.float32)
+        return np.concatenate(feats).astype(np.float32, copy=False), np.concatenate(vis).astype(np.float32, copy=False)
 
     def _batches(self, inputs) -> Iterable[np.ndarray]:
         """The inputs preprocessed, as (B <= batch_size, 3, H, W) arrays."""

@@ -20,7 +20,8 @@ from .data import make_loader, split_validation
 from .datasets import OCCLUDER_RECORD, ImageRecord, load_dataset
 from .distributed import setup_distributed
 from .export import export_int8_calibrated
-from .matching import ScoreCalibration, multi_shot_queries, mutual_visibility_scores
+from .matching import (ScoreCalibration, multi_shot_queries, mutual_visibility_scores, part_visibility,
+                       scale_parts)
 from .metrics import (best_match_scores, calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank,
                       fit_score_calibration)
 from .progress import Cancelled, Progress, ProgressCallback, RunSummary
@@ -139,19 +140,24 @@ def evaluate_model(model: Union[LATransformer, Embedder], query: Sequence[ImageR
     each identity's query crops pooled K at a time into one query (reid.matching.multi_shot_queries; the standard
     protocol then leaves out the gallery images of the same identity from any of the K cameras). ``visibility``:
     score on the parts both images show (reid.matching.mutual_visibility_scores; the model needs its visibility
-    head; single-shot)."""
+    head); with ``multi_shot``, each group's parts pooled with their visibilities as weights
+    (reid.matching.pool_visible), as the service pools a group query."""
     if multi_shot > 1 and visualize_dir is not None:
         raise ValueError('ranked-result pictures show one query crop: use them without multi-shot')
     net = model.model if isinstance(model, Embedder) else model
-    if visibility and (multi_shot > 1 or not net.has_visibility):
-        raise ValueError('visibility-weighted matching needs a model with the visibility head, single-shot')
+    if visibility and not net.has_visibility:
+        raise ValueError('visibility-weighted matching needs a model with the visibility head (--visibility)')
     qf, q_pids, q_camids = extract_features(model, query, batch_size, flip, device, num_workers, progress, 'query')
     gf, g_pids, g_camids = extract_features(model, gallery, batch_size, flip, device, num_workers, progress, 'gallery')
-    if multi_shot > 1:
-        qf, q_pids, q_camids = multi_shot_queries(qf, q_pids, q_camids, multi_shot, net.num_parts)
+    parts = net.num_parts
     if visibility:
         q_vis, g_vis = (extract_visibility(net, r, batch_size, device, num_workers) for r in (query, gallery))
-        distmat = 1 - mutual_visibility_scores(qf, gf, q_vis, g_vis, net.num_parts)
+        qf = scale_parts(qf, q_vis, parts)  # the vectors carry their visibilities, as the service's do
+    if multi_shot > 1:
+        qf, q_pids, q_camids = multi_shot_queries(qf, q_pids, q_camids, multi_shot, parts)
+    if visibility:
+        distmat = 1 - mutual_visibility_scores(scale_parts(qf, np.ones((len(qf), parts)), parts), gf,
+                                               part_visibility(qf, parts), g_vis, parts)
     else:
         distmat = compute_distance_matrix(qf, gf)
     if rerank:
@@ -167,10 +173,16 @@ def evaluate_model(model: Union[LATransformer, Embedder], query: Sequence[ImageR
 def calibrate_model(model: LATransformer, val: Tuple[Sequence[ImageRecord], Sequence[ImageRecord]],
                     batch_size: int = 64, device: torch.device = torch.device('cpu')) -> Dict[str, Any]:
     """What the checkpoint records for the service, from held-out identities: ``min_score``, the "no match"
-    similarity threshold, and ``score_calibration``, the cosine -> P(same person) map of the answers' scores."""
+    similarity threshold, and ``score_calibration``, the cosine -> P(same person) map of the answers' scores. A
+    model with the visibility head is calibrated on the score the service answers with: the mutually-visible-part
+    score (reid.matching.mutual_visibility_scores)."""
     qf, q_pids, q_cams = extract_features(model, val[0], batch_size, device=device, progress=False)
     gf, g_pids, g_cams = extract_features(model, val[1], batch_size, device=device, progress=False)
-    sim = qf @ gf.T
+    if model.has_visibility:
+        q_vis, g_vis = (extract_visibility(model, r, batch_size, device) for r in val)
+        sim = mutual_visibility_scores(qf, gf, q_vis, g_vis, model.num_parts)
+    else:
+        sim = qf @ gf.T
     out: Dict[str, Any] = dict(min_score=calibrate_threshold(sim, q_pids, g_pids, q_cams, g_cams))
     a, b = fit_score_calibration(*best_match_scores(sim, q_pids, g_pids, q_cams, g_cams))
     if a > 0:

@@ -2,13 +2,19 @@
 
 A retrieval vector is ``parts`` unit-length row vectors, each scaled by 1/sqrt(parts) and concatenated: its inner
 product with another is the mean of the per-part cosines.
+
+With the visibility head, the vectors the service indexes have part p scaled by its visibility v_p as well
+(:func:`scale_parts`): the inner product of a query's and a gallery image's is then sum_p v_qp v_gp cos_p / parts,
+the numerator of the mutually-visible-part score, and each vector carries its own visibilities in its part norms
+(:func:`part_visibility`), so the exact score of a candidate needs no other store (:func:`rescore_mutual`).
 """
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ['pool_parts', 'multi_shot_queries', 'mutual_visibility_scores', 'ScoreCalibration']
+__all__ = ['pool_parts', 'pool_visible', 'multi_shot_queries', 'mutual_visibility_scores', 'scale_parts',
+           'part_visibility', 'rescore_mutual', 'part_cosines', 'ScoreCalibration']
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,8 @@ def multi_shot_queries(features: np.ndarray, pids: np.ndarray, camids: np.ndarra
                        parts: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Multi-shot queries from single crops: each identity's crops, in split order, in groups of ``shots`` (a
     remainder smaller than ``shots`` is left out, and so are identities with fewer crops), each group pooled
-    (:func:`pool_parts`). Returns (features (M, D), pids (M,), cameras (M, shots): each query's cameras, for the
-    standard protocol's same-camera removal)."""
+    (:func:`pool_visible`: features scaled by their visibilities pool with them as weights). Returns (features (M,
+    D), pids (M,), cameras (M, shots): each query's cameras, for the standard protocol's same-camera removal)."""
     pids, camids = np.asarray(pids), np.asarray(camids)
     groups = []
     for pid in dict.fromkeys(pids.tolist()):  # identities in the order they first appear
@@ -61,7 +67,7 @@ def multi_shot_queries(features: np.ndarray, pids: np.ndarray, camids: np.ndarra
         groups += [idx[i:i + shots] for i in range(0, len(idx) - shots + 1, shots)]
     if not groups:
         raise ValueError(f'no identity has {shots} query crops')
-    pooled = np.stack([pool_parts(features[g], parts) for g in groups])
+    pooled = np.stack([pool_visible(features[g], parts) for g in groups])
     return pooled, np.array([pids[g[0]] for g in groups]), np.stack([camids[g] for g in groups])
 
 
@@ -80,3 +86,57 @@ def mutual_visibility_scores(qf: np.ndarray, gf: np.ndarray, q_vis: np.ndarray, 
         w = vq[start:start + chunk, None, :] * vg[None]
         out[start:start + chunk] = (w * cos).sum(2) / np.maximum(w.sum(2), 1e-6)
     return out
+
+
+MIN_VISIBILITY = 1e-3  # float16 storage keeps ~3 digits of a part scaled this far down
+
+
+def _parts(vectors: np.ndarray, parts: int) -> np.ndarray:
+    x = np.asarray(vectors, np.float32)
+    if x.ndim != 2 or x.shape[1] % parts:
+        raise ValueError(f'expected (n, parts * D) vectors with {parts} parts, got {x.shape}')
+    return x.reshape(x.shape[0], parts, -1)
+
+
+def scale_parts(embeddings: np.ndarray, visibility: np.ndarray, parts: int) -> np.ndarray:
+    """(n, parts * D) embeddings -> each part made unit length, scaled by its visibility (n, parts) and by
+    1/sqrt(parts): the vectors of mutually-visible-part search (all visibilities 1: the plain embedding).
+    Visibilities are floored at ``MIN_VISIBILITY``, so that every part keeps its direction (the plain score stays
+    recoverable from the vector, :func:`part_cosines`)."""
+    rows = _parts(embeddings, parts)
+    norms = np.linalg.norm(rows, axis=2, keepdims=True)
+    unit = rows / np.maximum(norms, 1e-12)
+    v = np.clip(np.asarray(visibility, np.float32), MIN_VISIBILITY, 1)[..., None]
+    return (unit * v / np.sqrt(parts)).reshape(len(rows), -1).astype(np.float32)
+
+
+def part_visibility(vectors: np.ndarray, parts: int) -> np.ndarray:
+    """The visibilities (n, parts) that :func:`scale_parts` put into ``vectors``: each part's norm x sqrt(parts)
+    (1 for a plain embedding)."""
+    return np.clip(np.linalg.norm(_parts(vectors, parts), axis=2) * np.sqrt(parts), 0, 1)
+
+
+def rescore_mutual(inner: np.ndarray, query_visibility: np.ndarray, candidate_visibility: np.ndarray) -> np.ndarray:
+    """The mutually-visible-part score of candidates from the index's inner products: ``inner`` (n,) of a scaled
+    query with scaled candidates is sum_p v_qp v_gp cos_p / parts, so the score is parts * inner / sum_p v_qp v_gp
+    (equal to :func:`mutual_visibility_scores`). Visibilities: the query's (parts,), the candidates' (n, parts)."""
+    q = np.asarray(query_visibility, np.float32)
+    weight = np.asarray(candidate_visibility, np.float32) @ q
+    return (len(q) * np.asarray(inner, np.float32) / np.maximum(weight, 1e-6)).astype(np.float32)
+
+
+def part_cosines(query: np.ndarray, candidates: np.ndarray, parts: int) -> np.ndarray:
+    """The plain score (the mean of the part cosines, visibility ignored) of candidates (n, parts * D) against a
+    query (parts * D,), from vectors scaled or not."""
+    q, g = _parts(np.asarray(query)[None], parts)[0], _parts(candidates, parts)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    g = g / np.maximum(np.linalg.norm(g, axis=2, keepdims=True), 1e-12)
+    return np.einsum('pd,npd->n', q, g).astype(np.float32) / parts
+
+
+def pool_visible(vectors: np.ndarray, parts: int) -> np.ndarray:
+    """Several scaled crops of one person (n, parts * D) -> one scaled query (parts * D,): per part the crops'
+    directions averaged with their visibilities as weights (:func:`pool_parts`), its visibility the best any crop
+    has (the group sees a part when one of its crops does). Plain embeddings: :func:`pool_parts`."""
+    pooled = pool_parts(vectors, parts)  # the scaled parts carry their visibilities as weights
+    return scale_parts(pooled[None], part_visibility(vectors, parts).max(0)[None], parts)[0]

@@ -68,7 +68,7 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
     stages['decode'] = time.perf_counter() - entered - stages['preprocess']
     with _engine_errors():
         results = await search_gallery(state, snap, decoded, k, threshold, flt, cams, thumbnail, stages,
-                                       group=form.group)
+                                       group=form.group, visible_parts=form.visibility)
     request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
     return SearchResponse(model_id=snap.model_id, score_kind=_score_kind(snap), min_score=threshold, k=k,
                           results=results)
@@ -81,7 +81,8 @@ async def search_for_person(person_id: IdPath, request: Request, state: StateDep
                             camera_id: Optional[str] = Query(None, description='only these cameras (comma list)'),
                             after: Optional[str] = Query(None, description='only at or after (ISO 8601)'),
                             before: Optional[str] = Query(None, description='only at or before (ISO 8601)'),
-                            tags: Optional[str] = Query(None, description='only with all these tags (comma list)')):
+                            tags: Optional[str] = Query(None, description='only with all these tags (comma list)'),
+                            visibility: bool = Query(True, description='as for /v1/search')):
     """A known person's other sightings: their gallery images (up to the 256 most recent), pooled into one
     multi-shot query, against the rest of the gallery (their own images left out)."""
     k = k or state.settings.default_k
@@ -90,7 +91,8 @@ async def search_for_person(person_id: IdPath, request: Request, state: StateDep
                            before=when('before', before), tags=str_list(tags))
     try:
         with _engine_errors():
-            result = await search_person(state, snap, person_id, k, threshold, flt, _thumbnail_template(request.app))
+            result = await search_person(state, snap, person_id, k, threshold, flt, _thumbnail_template(request.app),
+                                         visible_parts=visibility)
     except PersonNotFound as e:
         raise HTTPException(status_code=404, detail=str(e)) from None
     return SearchResponse(model_id=snap.model_id, score_kind=_score_kind(snap), min_score=threshold, k=k,

@@ -40,6 +40,18 @@ function card(src, lines, cls) {
   return c;
 }
 
+// the model's per-part visibility of the query: one cell per LA part (a band of rows), darker = seen
+function visibilityStrip(visibility) {
+  const s = document.createElement('div'); s.className = 'vis-strip'; s.id = 'visibility';
+  s.title = 'what the model sees of the query, per band of rows';
+  visibility.forEach((v, p) => {
+    const cell = document.createElement('div'); cell.style.opacity = String(0.12 + 0.88 * v);
+    cell.title = `part ${p + 1}: ${Math.round(100 * v)}% visible`; cell.dataset.visibility = String(v);
+    s.appendChild(cell);
+  });
+  return s;
+}
+
 // one file, or several: with "one person" ticked they are one multi-shot query (group=true), else the first is asked
 async function search(files) {
   files = [].concat(files);
@@ -58,12 +70,17 @@ async function search(files) {
     const strip = document.createElement('div'); strip.className = 'ranked'; strip.id = 'ranked';
     files.forEach((f, i) => strip.appendChild(card(URL.createObjectURL(f), [group ? `crop ${i + 1}` : 'query',
                                                                           known ? `id ${known}` : ''], 'query')));
+    if (res.visibility) strip.appendChild(visibilityStrip(res.visibility));
     res.matches.forEach((m, i) => {
       const colour = known === '' ? '' : (String(m.person_id) === known ? 'match' : 'miss');
-      strip.appendChild(card(m.thumbnail_url, [`#${i + 1}  ${m.score.toFixed(3)}`, `id ${m.person_id}`, `cam ${m.camera_id}`],
-                             `${colour} ${m.above_threshold ? '' : 'below'} result`));
+      const c = card(m.thumbnail_url, [`#${i + 1}  ${m.score.toFixed(3)}`, `id ${m.person_id}`, `cam ${m.camera_id}`],
+                     `${colour} ${m.above_threshold ? '' : 'below'} result`);
+      c.title = `${body.score_kind} ${m.score.toFixed(3)}, cosine ${m.cosine.toFixed(4)}`;
+      strip.appendChild(c);
     });
-    out.replaceChildren(text('div', verdict, 'verdict'), strip);
+    const how = res.visibility ? 'scored on the body parts both images show (the strip: what the model sees of the query, top to bottom)'
+                               : 'every body part counts alike';
+    out.replaceChildren(text('div', verdict, 'verdict'), text('div', how, 'muted'), strip);
   } catch (e) { out.replaceChildren(text('span', e.message, 'error')); }
 }
 

@@ -71,6 +71,21 @@ def service_model(trained_run) -> Path:
 
 
 @pytest.fixture(scope='session')
+def visibility_checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny model with a visibility head whose visibilities spread over (0, 1) (a fresh head says 0.5
+    everywhere)."""
+    import torch
+
+    from models.checkpoints import save_checkpoint
+    from tests.conftest import tiny_model
+    model = tiny_model(num_classes=4, visibility=True)
+    with torch.no_grad():
+        model.visibility_weight.normal_(0, 0.3)
+        model.visibility_bias.normal_(0, 1.0)
+    return save_checkpoint(model, tmp_path_factory.mktemp('vis') / 'vis.safetensors')
+
+
+@pytest.fixture(scope='session')
 def dataset(learnable_root):
     return load_dataset(learnable_root)
 

@@ -1,7 +1,7 @@
 """app.search_service.MatchRows: gallery rows for search answers, from memory once read, forgotten by the change log."""
 from contextlib import contextmanager
 
-from app.search_service import MatchRows
+from app.row_cache import MatchRows
 from storage import crud
 from storage.db import make_engine, make_sessionmaker
 

@@ -90,6 +90,30 @@ def test_several_crops_are_one_multi_shot_query(server, browser, dataset):
     assert len(browser.find_elements(By.CSS_SELECTOR, '#ranked .card.result')) == 10  # one ranked list
 
 
+def test_a_model_with_the_visibility_head_shows_what_it_sees_of_the_query(tmp_path_factory, browser, dataset,
+                                                                         visibility_checkpoint):
+    from selenium.webdriver.common.by import By
+    port = free_port()
+    proc = start_server(tmp_path_factory.mktemp('web-vis'), visibility_checkpoint, port)
+    try:
+        base = f'http://127.0.0.1:{port}'
+        gallery = [g for g in dataset.gallery if g.pid > 0][:20]
+        query = dataset.query[0]
+        with httpx.Client(base_url=base, timeout=60) as client:
+            assert client.post('/v1/gallery', files=files_for([g.path for g in gallery]),
+                               data={'person_id': ','.join(str(g.pid) for g in gallery)}).status_code == 201
+            want = client.post('/v1/search', files=files_for([query.path]), headers={'X-API-Key': 'k'}).json()
+        visibility = want['results'][0]['visibility']
+        browser.get(base + '/')
+        browser.find_element(By.ID, 'query-file').send_keys(query.path)
+        cells = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#ranked #visibility div'))
+        assert [float(c.get_attribute('data-visibility')) for c in cells] == visibility  # one cell per part
+        assert 'parts both images show' in browser.find_element(By.ID, 'results').text
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def test_upload_appears_in_the_gallery(server, browser, dataset):
     from selenium.webdriver.common.by import By
     browser.get(server + '/')

@@ -83,3 +83,43 @@ def test_mutually_visible_scores_are_their_definition():
     weights = hidden[:, None, :2] * np.ones((1, 6, 2))
     cos_top = np.einsum('qpd,gpd->qgp', q.reshape(3, 4, 5)[:, :2], g.reshape(6, 4, 5)[:, :2]) * 4
     assert np.allclose(top, (weights * cos_top).sum(2) / weights.sum(2), atol=1e-5)
+
+
+def test_the_weighted_first_pass_and_its_rescore_are_the_mutually_visible_part_score():
+    from reid.matching import (mutual_visibility_scores, part_cosines, part_visibility, rescore_mutual,
+                               scale_parts)
+    rng = np.random.default_rng(3)
+    parts = 4
+    qf, gf = _embeddings(3, parts, 6, seed=4), _embeddings(9, parts, 6, seed=5)
+    q_vis, g_vis = rng.uniform(0, 1, (3, parts)), rng.uniform(0, 1, (9, parts))
+    g_vis[0] = [1, 1, 1e-3, 1e-3]  # shows only the top half (visibilities are floored at 1e-3)
+    want = mutual_visibility_scores(qf, gf, q_vis, g_vis, parts)
+    q, g = scale_parts(qf, q_vis, parts), scale_parts(gf, g_vis, parts)
+    assert np.allclose(part_visibility(g, parts), g_vis, atol=1e-6)  # the vectors carry their visibilities
+    inner = q @ g.T  # what the index computes: the numerator, by hand too
+    cos = np.einsum('qpd,gpd->qgp', qf.reshape(3, parts, -1), gf.reshape(9, parts, -1)) * parts
+    assert np.allclose(inner, (q_vis[:, None] * g_vis[None] * cos).sum(2) / parts, atol=1e-6)
+    for i in range(3):
+        assert np.allclose(rescore_mutual(inner[i], part_visibility(q[i:i + 1], parts)[0], part_visibility(g, parts)),
+                           want[i], atol=1e-5)
+        # visibility off: the plain embeddings' inner product, from the scaled vectors alike
+        assert np.allclose(part_cosines(q[i], g, parts), qf[i] @ gf.T, atol=1e-6)
+    # all ones: the plain score
+    ones = scale_parts(qf, np.ones((3, parts)), parts)
+    assert np.allclose(ones, qf, atol=1e-6)
+    assert np.allclose(mutual_visibility_scores(qf, gf, np.ones((3, parts)), np.ones((9, parts)), parts), qf @ gf.T,
+                       atol=1e-6)
+
+
+def test_a_visibility_weighted_group_query_is_its_definition():
+    from reid.matching import part_visibility, pool_visible, scale_parts
+    parts, dim = 3, 4
+    x = _embeddings(2, parts, dim)
+    vis = np.array([[1.0, 0.2, 1e-3], [0.5, 0.8, 1e-3]], np.float32)  # the last part all but hidden
+    pooled = pool_visible(scale_parts(x, vis, parts), parts).reshape(parts, dim)
+    units = x.reshape(2, parts, dim) * np.sqrt(parts)
+    for p in range(parts):  # per part: the visibility-weighted mean direction, scaled by the best crop's visibility
+        mean = (vis[:, p, None] * units[:, p]).sum(0)
+        assert np.allclose(pooled[p], mean / np.linalg.norm(mean) * vis[:, p].max() / np.sqrt(parts), atol=1e-6)
+    assert np.allclose(part_visibility(pooled.reshape(1, -1), parts)[0], [1.0, 0.8, 1e-3], atol=1e-6)
+    assert np.allclose(pool_visible(x, parts), pool_parts(x, parts), atol=1e-6)  # plain embeddings: pool_parts
