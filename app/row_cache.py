@@ -77,10 +77,11 @@ class MatchRows(RowCache):
 
 
 def gallery_visibility(session_factory: Callable[[], Any], model_id: int, parts: int,
-                       max_rows: int = 1_000_000) -> RowCache:
+                       max_rows: int = 200_000) -> RowCache:
     """Each gallery image's per-part visibility by ``model_id`` (parts,), read back from the part norms of its
-    stored vector (reid.matching.part_visibility): the denominator of the mutually-visible-part re-score. float16,
-    ~30 bytes a row beside the dict's own."""
+    stored vector (reid.matching.part_visibility): the denominator of the mutually-visible-part re-score. A small
+    float16 array a row (~150 bytes with its dict entry: 30 MB at the default bound); beyond it, the least recently
+    used are read again from the database when a search needs them."""
     def fetch(*, session, image_ids: List[int]) -> Dict[int, np.ndarray]:
         vectors = crud.get_vectors(session=session, model_id=model_id, image_ids=image_ids)
         if not vectors:

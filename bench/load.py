@@ -10,8 +10,13 @@ by stage (the service's own histograms). Then one client's
 p50/p99 latency idle and while a prune job fine-tunes in the service's worker process (target: p99 within 2x).
 Then one client's p50 with 1,000 and 100,000 gallery vectors, services side by side (target: within 1 ms).
 
+``--visibility-cost`` measures only what the visibility head costs a search: the same model with and without the
+head (random head weights: the cost does not depend on what it learned), services side by side, one client each in
+interleaved rounds; the head's service also with ``visibility=false``. Target: p50 grows by <= 10%.
+
     python -m bench.load [--seconds 10] [--rounds 3] [--job-seconds 10] [--backend torch|onnx|onnx-int8|openvino]
                          [--img-size 224 224] [--model head67+token40] [--gallery-sizes 1000,100000]
+                         [--visibility-cost]
 """
 import argparse
 import json
@@ -30,17 +35,18 @@ from bench.server import ROOT, running_server, upload_gallery
 KEY = 'bench-key'  # admin key of the throwaway server
 
 
-def search_request(host: str, port: int, image: bytes) -> bytes:
-    """One POST /v1/search (multipart: the image and k=10) as raw HTTP/1.1 bytes, encoded once by httpx."""
+def search_request(host: str, port: int, image: bytes, fields: Optional[dict] = None) -> bytes:
+    """One POST /v1/search (multipart: the image, k=10 and ``fields``) as raw HTTP/1.1 bytes, encoded once by
+    httpx."""
     import httpx
-    request = httpx.Request('POST', f'http://{host}:{port}/v1/search', data={'k': '10'},
+    request = httpx.Request('POST', f'http://{host}:{port}/v1/search', data={'k': '10', **(fields or {})},
                             files=[('images', ('q.jpg', image, 'image/jpeg'))])
     head = ['POST /v1/search HTTP/1.1', f'Host: {host}:{port}']
     head += [f'{k}: {v}' for k, v in request.headers.items() if k.lower() != 'host']
     return ('\r\n'.join(head) + '\r\n\r\n').encode() + request.read()
 
 
-def client_main(url: str, concurrency: int, seconds: float, image: str) -> None:
+def client_main(url: str, concurrency: int, seconds: float, image: str, fields: Optional[dict] = None) -> None:
     """Load generator in its own process: keep-alive connections sending a pre-encoded request and reading the
     answer (status line, Content-Length, body) with asyncio streams - as little client work as possible, since
     it shares the cores with the server. Prints {'requests', 'errors', 'seconds', 'latencies_ms'} as JSON."""
@@ -48,7 +54,7 @@ def client_main(url: str, concurrency: int, seconds: float, image: str) -> None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    payload = search_request(parts.hostname, parts.port, Path(image).read_bytes())
+    payload = search_request(parts.hostname, parts.port, Path(image).read_bytes(), fields)
     latencies, errors = [], 0
 
     async def client(deadline: float) -> None:
@@ -87,12 +93,14 @@ def process_cpu_seconds(pid: int) -> Optional[float]:
     return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
-def run_clients(url: str, concurrency: int, seconds: float, image: str, server_pid: Optional[int] = None) -> dict:
+def run_clients(url: str, concurrency: int, seconds: float, image: str, server_pid: Optional[int] = None,
+                fields: Optional[dict] = None) -> dict:
     """The load generator's result, with ``client_cpu`` (its CPU seconds) and, given the server's pid,
-    ``server_cpu`` (the server's CPU seconds meanwhile)."""
+    ``server_cpu`` (the server's CPU seconds meanwhile). ``fields``: more form fields of each search."""
     server_before = process_cpu_seconds(server_pid) if server_pid else None
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run([sys.executable, '-m', 'bench.load', '--client', url, str(concurrency), str(seconds), image],
+    out = subprocess.run([sys.executable, '-m', 'bench.load', '--client', url, str(concurrency), str(seconds), image,
+                          json.dumps(fields or {})],
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
                          timeout=seconds * 10 + 60, check=True)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -235,6 +243,66 @@ def bare_throughput(checkpoint: Path, image: str, batch: int, backend: str, seco
     return n / (time.perf_counter() - t0), (time.process_time() - cpu0) / n
 
 
+def export_for(ckpt: Path, backend: str, ds) -> None:
+    """The export ``backend`` serves, beside ``ckpt``."""
+    from models.checkpoints import load_model
+    from models.export import export_onnx, file_sha256
+    if backend in ('onnx', 'openvino'):
+        export_onnx(load_model(ckpt), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+    elif backend == 'onnx-int8':
+        from reid.export import export_int8_calibrated
+        export_int8_calibrated(ckpt, ds.train, count=100)
+
+
+def visibility_cost(model, work: Path, ds, a) -> None:
+    """One client's p50/p99 on the same model without and with the visibility head (and with it, visibility=false),
+    services side by side on the same gallery, interleaved rounds."""
+    import copy
+    from contextlib import ExitStack
+
+    import torch
+
+    from models.checkpoints import save_checkpoint
+    from models.speed import cpu_description
+    with_head = copy.deepcopy(model)
+    with_head.set_visibility_head(True)
+    with torch.no_grad():
+        with_head.visibility_weight.normal_(0, 0.3)
+        with_head.visibility_bias.normal_(0, 1.0)
+    ckpts = {name: save_checkpoint(m, work / f'{name}.safetensors') for name, m in
+             (('plain', model), ('head', with_head))}
+    for ckpt in ckpts.values():
+        export_for(ckpt, a.backend, ds)
+    gallery = [g for g in ds.gallery if g.pid > 0]
+    image = ds.query[0].path
+    variants = {'without the head': ('plain', {}), 'with the head': ('head', {}),
+                'with the head, visibility=false': ('head', {'visibility': 'false'})}
+    with ExitStack() as stack:
+        servers = {name: stack.enter_context(running_server(ckpt, work / f'service-{name}', AMG_BACKEND=a.backend,
+                                                            AMG_BATCH_WAIT_MS='5', AMG_API_KEY=KEY))
+                   for name, ckpt in ckpts.items()}
+        for server in servers.values():
+            upload_gallery(server.url, gallery)
+        latencies = {v: [] for v in variants}
+        for v, (name, fields) in variants.items():  # warm-up
+            run_clients(servers[name].url, 1, min(2.0, a.seconds), image, fields=fields)
+        for _ in range(a.rounds):
+            for v, (name, fields) in variants.items():
+                latencies[v] += run_clients(servers[name].url, 1, a.seconds, image, fields=fields)['latencies_ms']
+    print(f'CPU: {cpu_description()}')
+    print(f'LA-Tiny {a.model} {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, gallery {len(gallery)}, one client, '
+          f'services side by side, {a.rounds} interleaved rounds of {a.seconds:.0f} s')
+    print('| model | p50 ms | p99 ms | p50 / without the head |')
+    print('|---|---|---|---|')
+    base = percentiles(latencies['without the head'])[0]
+    for v, lat in latencies.items():
+        p50, p99 = percentiles(lat)
+        print(f'| {v} | {p50:.2f} | {p99:.2f} | {p50 / base:.3f} |')
+    grown = percentiles(latencies['with the head'])[0] / base
+    print(f"target: one client's p50 grows by <= 10% with the head ({100 * (grown - 1):+.1f}%): "
+          f"{'PASS' if grown <= 1.10 else 'FAIL'}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--seconds', type=float, default=10)
@@ -249,15 +317,16 @@ def main() -> None:
     p.add_argument('--gallery-sizes', default='1000,100000',
                    help='1-client p50 with galleries this large (padded with stored random vectors; the largest '
                         'also with AMG_INDEX_KIND=approx), services side by side; empty: skip')
-    p.add_argument('--client', nargs=4, metavar=('URL', 'CONCURRENCY', 'SECONDS', 'IMAGE'), help=argparse.SUPPRESS)
+    p.add_argument('--visibility-cost', action='store_true', help='only: p50 with and without the visibility head')
+    p.add_argument('--client', nargs=5, metavar=('URL', 'CONCURRENCY', 'SECONDS', 'IMAGE', 'FIELDS'),
+                   help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.client:
-        client_main(a.client[0], int(a.client[1]), float(a.client[2]), a.client[3])
+        client_main(a.client[0], int(a.client[1]), float(a.client[2]), a.client[3], json.loads(a.client[4]))
         return
 
     from bench.backends import pruned_models
     from models.checkpoints import save_checkpoint
-    from models.export import export_onnx, file_sha256
     from reid.datasets import load_dataset
     from reid.synthetic import SynthConfig, generate_dataset
 
@@ -265,13 +334,12 @@ def main() -> None:
     generate_dataset(work / 'data', SynthConfig(num_ids=20, num_cams=3, imgs_per_id=6, seed=0), progress=False)
     ds = load_dataset(work / 'data')
     train_ids = len({r.pid for r in ds.train})  # so that a prune job can fine-tune it on this dataset
-    ckpt = save_checkpoint(pruned_models(a.img_size, train_ids)[a.model].eval(), work / 'model.safetensors')
-    if a.backend in ('onnx', 'openvino'):
-        from models.checkpoints import load_model
-        export_onnx(load_model(ckpt), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
-    elif a.backend == 'onnx-int8':
-        from reid.export import export_int8_calibrated
-        export_int8_calibrated(ckpt, ds.train, count=100)
+    model = pruned_models(a.img_size, train_ids)[a.model].eval()
+    if a.visibility_cost:
+        visibility_cost(model, work, ds, a)
+        return
+    ckpt = save_checkpoint(model, work / 'model.safetensors')
+    export_for(ckpt, a.backend, ds)
     with running_server(ckpt, work / 'service', AMG_BACKEND=a.backend, AMG_BATCH_WAIT_MS='5',
                         AMG_API_KEY=KEY) as server:
         url = server.url

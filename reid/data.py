@@ -18,7 +18,9 @@ __all__ = ['ImageDataset', 'make_loader', 'split_validation']
 class ImageDataset(Dataset):
     """(image, pid, camera) with the test transform; with ``train`` (augmentation) (image, pid, hidden): the
     recipe's augmentation [+ random erasing], and per band of rows (``HIDDEN_BANDS``) the share the record's
-    occluders and the erasing hide (0 where nothing is recorded): the visibility head's labels."""
+    occluders and the erasing hide (0 where nothing is recorded): the visibility head's labels. The recorded bands
+    are the stored image's; the recipe's pad + random crop shifts them by up to ``crop_pad`` rows (a few percent of
+    the height), left uncorrected in these soft labels."""
 
     def __init__(self, records: Sequence[ImageRecord], img_size: Sequence[int], train: bool = False,
                  settings: Optional[RecipeSettings] = None) -> None:

@@ -66,6 +66,9 @@ def test_upload_and_search_finds_the_right_person(gallery_client, dataset):
     first = body['results'][0]['matches']
     assert [m['score'] for m in first] == sorted([m['score'] for m in first], reverse=True)
     assert client.get(first[0]['thumbnail_url']).headers['content-type'] == 'image/jpeg'
+    # a model without the visibility head: plain matching, its vectors the embedder's own, no visibility shown
+    snap = client.app.state.service.current
+    assert not snap.visible_parts and snap.encode is snap.embedder and body['results'][0]['visibility'] is None
 
 
 def test_filters_and_same_camera_exclusion(gallery_client, dataset):
