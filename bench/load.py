@@ -290,8 +290,8 @@ def visibility_cost(model, work: Path, ds, a) -> None:
             for v, (name, fields) in variants.items():
                 latencies[v] += run_clients(servers[name].url, 1, a.seconds, image, fields=fields)['latencies_ms']
     print(f'CPU: {cpu_description()}')
-    print(f'LA-Tiny {a.model} {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, gallery {len(gallery)}, one client, '
-          f'services side by side, {a.rounds} interleaved rounds of {a.seconds:.0f} s')
+    print(f'LA-Tiny {a.model} {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, gallery {len(gallery)}, one '
+          f'client, services side by side, {a.rounds} interleaved rounds of {a.seconds:.0f} s')
     print('| model | p50 ms | p99 ms | p50 / without the head |')
     print('|---|---|---|---|')
     base = percentiles(latencies['without the head'])[0]
@@ -397,7 +397,8 @@ def main() -> None:
     print(f"target: 1 client's p50 <= 1.5x the bare batch-1 forward: {verdict(ok_latency, 1 in levels)}")
     print(f"target: >= 8 clients: service >= 0.9x bare model images/s at batch = clients: "
           f"{verdict(ok_throughput, any(c > 1 for c in levels))}")
-    order = ['receive', 'decode', 'preprocess', 'model_wait', 'forward', 'index_search', 'database', 'answer']
+    order = ['receive', 'decode', 'preprocess', 'model_wait', 'forward', 'index_search', 'rescore', 'database',
+             'answer']
     print('\n1 client, where a search\'s time goes (mean ms, the service\'s amg_search_stage_seconds):')
     print('| ' + ' | '.join(order) + ' | sum |')
     print('|' + '---|' * (len(order) + 1))

@@ -142,8 +142,9 @@ def load_dataset(data_dir: Path, dataset: Optional[str] = None) -> ReIDDataset:
         for sub in ('bounding_box_train', 'bounding_box_test', 'query'):
             if not (root / sub).is_dir():
                 raise DatasetError(f'{root}: Market-1501 layout is missing the folder {sub}/')
-        ds = ReIDDataset(root, 'market', _relabel(_with_occluders(_read_market_split(root / 'bounding_box_train'), root)),
-                         *(_with_occluders(_read_market_split(root / s), root) for s in ('query', 'bounding_box_test')))
+        train, query, gallery = (_with_occluders(_read_market_split(root / s), root)
+                                 for s in ('bounding_box_train', 'query', 'bounding_box_test'))
+        ds = ReIDDataset(root, 'market', _relabel(train), query, gallery)
     elif (root / 'train').is_dir() or (root / 'gallery').is_dir():
         for sub in ('train', 'query', 'gallery'):
             if not (root / sub).is_dir():

@@ -83,8 +83,8 @@ def recipe_step(settings: RecipeSettings, part_loss: Optional[PartLoss] = None) 
         # one pass for every loss; under DistributedDataParallel every output must reach the loss (a zero-weight
         # visibility loss still does), or the unused head's parameters stall the gradient reduction
         logits, embedding, visibility = model.forward_train(x)
-        target = None if visibility is None else \
-            visibility_targets(boxes or [None] * len(y), x.shape[2], x.shape[3], visibility.shape[1], hidden).to(x.device)
+        target = None if visibility is None else visibility_targets(
+            boxes or [None] * len(y), x.shape[2], x.shape[3], visibility.shape[1], hidden).to(x.device)
         weights = target if settings.visibility else None
         loss = part_loss(logits, x, y) if part_loss else part_ce_loss(logits, y, settings.label_smoothing, weights)
         if settings.triplet:

@@ -78,8 +78,9 @@ async function search(files) {
       c.title = `${body.score_kind} ${m.score.toFixed(3)}, cosine ${m.cosine.toFixed(4)}`;
       strip.appendChild(c);
     });
-    const how = res.visibility ? 'scored on the body parts both images show (the strip: what the model sees of the query, top to bottom)'
-                               : 'every body part counts alike';
+    const how = res.visibility
+      ? 'scored on the body parts both images show (the strip: what the model sees of the query, top to bottom)'
+      : 'every body part counts alike';
     out.replaceChildren(text('div', verdict, 'verdict'), text('div', how, 'muted'), strip);
   } catch (e) { out.replaceChildren(text('span', e.message, 'error')); }
 }

@@ -223,7 +223,8 @@ def test_a_model_without_the_head_trains_and_records_as_before():
 def test_part_losses_weighted_by_visibility_ask_nothing_of_a_hidden_part():
     torch.manual_seed(0)
     logits, y = torch.randn(2, 3, 5), torch.tensor([1, 4])
-    ce = torch.stack([torch.stack([F.cross_entropy(logits[b, p][None], y[b][None]) for p in range(3)]) for b in range(2)])
+    ce = torch.stack([torch.stack([F.cross_entropy(logits[b, p][None], y[b][None]) for p in range(3)])
+                      for b in range(2)])
     assert torch.isclose(part_ce_loss(logits, y), ce.sum(1).mean())  # unweighted: as before
     weights = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.5, 0.0]])  # the last part hidden in both images
     want = (ce * weights / weights.mean()).mean() * 3
