@@ -35,8 +35,6 @@ def test_synth_train_evaluate_complexity(tmp_path, capsys):
                  '--val-fraction', '0']) == 0
     assert main(['evaluate', '--data-dir', str(data), '--weight-path', str(tmp_path / 'runs' / 'vis' /
                  'best.safetensors'), '--visibility', '--protocol', 'standard']) == 0
-    assert main(['evaluate', '--data-dir', str(data), '--weight-path', str(tmp_path / 'runs' / 'vis' /
-                 'best.safetensors'), '--visibility', '--multi-shot', '2', '--protocol', 'standard']) == 0
 
 
 def test_clear_errors_exit_2(tmp_path, capsys):

@@ -123,3 +123,31 @@ def test_a_visibility_weighted_group_query_is_its_definition():
         assert np.allclose(pooled[p], mean / np.linalg.norm(mean) * vis[:, p].max() / np.sqrt(parts), atol=1e-6)
     assert np.allclose(part_visibility(pooled.reshape(1, -1), parts)[0], [1.0, 0.8, 1e-3], atol=1e-6)
     assert np.allclose(pool_visible(x, parts), pool_parts(x, parts), atol=1e-6)  # plain embeddings: pool_parts
+
+
+def test_evaluate_pools_visible_parts_for_a_multi_shot_query(monkeypatch):
+    """evaluate_model(visibility=True, multi_shot=K): each group pooled with its crops' visibilities (as the service's
+    group query), scored on mutually visible parts; here on hand-made features."""
+    import reid.engine
+    from reid.matching import mutual_visibility_scores, part_visibility, pool_visible, scale_parts
+    from reid.metrics import evaluate_rank
+    parts = 2
+    rng = np.random.default_rng(0)
+    qf, gf = _embeddings(4, parts, 3, seed=7), _embeddings(6, parts, 3, seed=8)
+    q_vis, g_vis = rng.uniform(0.1, 1, (4, parts)).astype(np.float32), rng.uniform(0.1, 1, (6, parts)).astype(np.float32)
+    q_pids, q_cams = np.array([1, 1, 2, 2]), np.array([1, 2, 1, 2])
+    g_pids, g_cams = np.array([1, 1, 2, 2, 3, 3]), np.array([3, 4, 3, 4, 1, 2])
+    feats = {'q': (qf, q_pids, q_cams), 'g': (gf, g_pids, g_cams)}
+    vis = {'q': q_vis, 'g': g_vis}
+
+    class Net:
+        has_visibility, num_parts = True, parts
+    monkeypatch.setattr(reid.engine, 'extract_features', lambda m, records, *a, **kw: feats[records])
+    monkeypatch.setattr(reid.engine, 'extract_visibility', lambda m, records, *a, **kw: vis[records])
+    got = reid.engine.evaluate_model(Net(), 'q', 'g', protocols=('standard',), multi_shot=2, visibility=True,
+                                     progress=False)['standard']
+    pooled = np.stack([pool_visible(scale_parts(qf[g], q_vis[g], parts), parts) for g in ([0, 1], [2, 3])])
+    sim = mutual_visibility_scores(scale_parts(pooled, np.ones((2, parts)), parts), gf, part_visibility(pooled, parts),
+                                   g_vis, parts)
+    want = evaluate_rank(1 - sim, np.array([1, 2]), g_pids, np.array([[1, 2], [1, 2]]), g_cams, protocol='standard')
+    assert got == want
