@@ -54,7 +54,10 @@ def stored_ids(data_dir: Path, env: Dict[str, str]) -> Tuple[Set[int], Set[int],
             return db_ids, set(engine.ids().tolist()), active
         finally:
             engine.close()
-    index = faiss.read_index(str(data_dir / f'index-model{active}.faiss'))
+    path = data_dir / f'index-model{active}.faiss'
+    if not path.exists():  # nothing was ever indexed (a kill before the first upload committed): no file is written
+        return db_ids, set(), active
+    index = faiss.read_index(str(path))
     return db_ids, set(faiss.vector_to_array(index.id_map).tolist()), active
 
 
