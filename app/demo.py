@@ -22,9 +22,6 @@ _logger = logging.getLogger('amg_reid.demo')
 DEMO_DATA = SynthConfig(num_ids=120, num_cams=6, imgs_per_id=24, occluded=True, occlusion=(0.15, 0.3),
                         occluded_train=0.5, difficulty=0.05, seed=0)
 DEMO_EPOCHS = 25
-# the visibility head, trained from the pasted strips and the occluders the generator records: the service then
-# scores on the parts both images show (docs/benchmarks.md 8)
-DEMO_VISIBILITY = 1.0
 # 6 heads and 10% of the tokens per round; fine-tuning at 3e-4 (the seed: 1e-4) recovers 1.9 mAP more in these epochs
 DEMO_PRUNE = dict(iter_nums=4, finetune_nums=1, final_finetune=6, lr=3e-4)
 # served: the fastest export at batch 1 (one query at a time, as the page asks) among those whose mAP stays within
@@ -85,7 +82,7 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
     if not teacher.exists():
         with _timed(f'[2/6] training LA-Tiny (128x64) from scratch on the CPU, strong recipe, {epochs} epochs ...'):
             train(TrainConfig(data_dir=str(data), name='la-tiny', output_dir=str(runs), img_size=(128, 64),
-                              epochs=epochs, batch_size=64, lr=5e-4, visibility=DEMO_VISIBILITY))
+                              epochs=epochs, batch_size=64, lr=5e-4))  # the strong recipe: with the visibility head
     else:
         print(f'[2/6] model: reusing {teacher}')
     pruned = runs / 'la-tiny-head67-token40' / 'pruned.safetensors'
@@ -93,7 +90,7 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
         with _timed('[3/6] AMG pruning: 67% of heads + 40% of key/value tokens, soft distillation ...'):
             prune(PruneConfig(weight_path=str(teacher), data_dir=str(data), name='la-tiny-head67-token40',
                               output_dir=str(runs), batch_size=64, prune_mode='head_attn', head_rate=0.67,
-                              token_rate=0.4, visibility=DEMO_VISIBILITY, **DEMO_PRUNE))
+                              token_rate=0.4, **DEMO_PRUNE))
     else:
         print(f'[3/6] pruned model: reusing {pruned}')
     with _timed('[4/6] exporting the pruned model to ONNX, fp32 and INT8 ...'):

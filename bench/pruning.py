@@ -41,7 +41,7 @@ PRESETS = {
     'cpu': dict(img_size=[128, 64], ids=200, imgs_per_id=20, difficulty=0.05, occlusion=[0.15, 0.30],
                 occluded_train=0.5, epochs=40, batch_size=64, lr=5e-4, iter_nums=4, finetune_nums=1,
                 final_finetune=8, prune_lr=3e-4, configs='unpruned+ft,token40,head67,head67+token40,head50+drop50',
-                recipes='strong,la', visibility=1.0),
+                recipes='strong,la'),
     'gpu': dict(img_size=[224, 224], ids=200, imgs_per_id=20, difficulty=0.05, occlusion=[0.15, 0.30],
                 occluded_train=0.5, epochs=40, batch_size=64, lr=5e-4, iter_nums=4, finetune_nums=1,
                 final_finetune=8, prune_lr=3e-4, configs='unpruned+ft,token40,head67,head67+token40,head50+drop50',
@@ -257,7 +257,7 @@ def main() -> None:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--configs', help=f'comma list of: {", ".join(CONFIGS)}')
     p.add_argument('--visibility', type=float, help='weight of the visibility loss of the strong recipe\'s teacher '
-                   'and of every pruning run (0: no visibility head; the cpu preset: 1)')
+                   'and of every pruning run (default: the recipe\'s, 1; 0: no visibility head)')
     p.add_argument('--stages', default='data,train,prune,evaluate,speed,seed',
                    help='comma list; e.g. "data,train,prune,evaluate" on a GPU box, then "speed,seed" on the CPU')
     a = p.parse_args()

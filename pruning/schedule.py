@@ -171,7 +171,8 @@ def prune(cfg: PruneConfig, progress: bool = True, on_progress: Optional[Progres
     device = dist.device
     progress = progress and dist.is_main
     model = load_model(cfg.weight_path, cfg.model, img_size=cfg.img_size, device=device)
-    model.set_visibility_head(model.has_visibility or bool(cfg.settings().visibility))  # kept by pruning
+    # kept by pruning; a model without one gets one only when asked (--visibility), not from the recipe's default
+    model.set_visibility_head(model.has_visibility or bool(cfg.visibility))
     _, extra = read_metadata(cfg.weight_path) if str(cfg.weight_path).endswith('.safetensors') else (None, {})
     plan = PrunePlan.from_config(cfg, model)
 

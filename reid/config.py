@@ -36,7 +36,7 @@ class RecipeSettings:
 
 _DEFAULTS = {
     Recipe.STRONG: dict(erasing=0.0, paste=0.5, crop_pad=4, instances=4, triplet=1.0, label_smoothing=0.1,
-                        warmup_epochs=2, cosine=True, visibility=0.0),
+                        warmup_epochs=2, cosine=True, visibility=1.0),
     Recipe.LA: dict(erasing=0.0, paste=0.0, crop_pad=0, instances=0, triplet=0.0, label_smoothing=0.0,
                     warmup_epochs=0, cosine=False, visibility=0.0),
 }
@@ -63,7 +63,9 @@ class RecipeOptions(RunConfig):
     visibility: Optional[float] = Field(None, ge=0, le=100, description='weight of the visibility loss: a per-part '
                                         'visible/occluded logit learned from what hides each part: the pasted strips, '
                                         'random erasing, the occluders the data records (amg-reid synth writes '
-                                        'them); adds the visibility head (0: off; strong and la: 0)')
+                                        'them); adds the visibility head and weights each part\'s identity loss by '
+                                        'its visible share (0: off; strong: 1, la: 0). Pruning keeps a head the '
+                                        'model has and adds one only when asked')
 
     def settings(self, **extra) -> RecipeSettings:
         values = dict(_DEFAULTS[self.recipe], triplet_margin=self.triplet_margin)

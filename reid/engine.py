@@ -2,7 +2,7 @@
 import json
 import logging
 import random
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -244,8 +244,12 @@ def train(cfg: TrainConfig, progress: bool = True, on_progress: Optional[Progres
     train_records, val = split_validation(ds.train, cfg.val_fraction, cfg.seed)
     num_classes = len({r.pid for r in train_records})
     if settings.visibility and not (settings.paste or settings.erasing or any(r.hidden for r in train_records)):
-        raise ValueError('the visibility loss has nothing to learn from: no pasted strips (--paste), no random '
-                         f'erasing (--erasing) and no occluders recorded in {ds.root} ({OCCLUDER_RECORD})')
+        nothing = ('nothing hides a part in this training: no pasted strips (--paste), no random erasing '
+                   f'(--erasing), no occluders recorded in {ds.root} ({OCCLUDER_RECORD})')
+        if cfg.visibility:  # asked for
+            raise ValueError(f'the visibility loss has nothing to learn from: {nothing}')
+        _logger.warning('no visibility head (the recipe\'s default): %s', nothing)
+        settings = replace(settings, visibility=0.0)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path, state_path = run_dir / 'last.safetensors', run_dir / 'best.safetensors', run_dir / 'last_state.pt'

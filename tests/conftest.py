@@ -35,11 +35,13 @@ def learnable_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='session')
 def trained_run(learnable_root, tmp_path_factory):
-    """LA-Tiny (128x64) trained from scratch for 12 epochs; shared by the training and service tests."""
+    """LA-Tiny (128x64) trained from scratch for 12 epochs; shared by the training and service tests. Without the
+    visibility head (the strong recipe's default adds it): the service tests check plain matching against its
+    definitions; tests/app/test_visibility_search.py serves a model with the head."""
     from reid.engine import TrainConfig, train
     out = tmp_path_factory.mktemp('trained')
     cfg = TrainConfig(data_dir=str(learnable_root), name='run', output_dir=str(out), img_size=(128, 64),
-                      epochs=12, batch_size=32, lr=5e-4, val_fraction=0.2, seed=0)
+                      epochs=12, batch_size=32, lr=5e-4, val_fraction=0.2, seed=0, visibility=0.0)
     return cfg, train(cfg, progress=False)
 
 

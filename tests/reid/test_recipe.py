@@ -232,3 +232,20 @@ def test_part_losses_weighted_by_visibility_ask_nothing_of_a_hidden_part():
     moved = logits.clone()
     moved[:, 2] = torch.randn(2, 5) * 10  # what a hidden part's classifier says changes nothing
     assert torch.isclose(part_ce_loss(moved, y, weights=weights), want)
+
+
+def test_the_strong_recipe_trains_the_head_where_something_hides_a_part(synth_root, tmp_path):
+    from models.checkpoints import load_model
+    from reid.engine import train
+    assert TrainConfig(data_dir='x').recipe_settings().visibility == 1.0  # on by default (measured to help)
+    assert TrainConfig(data_dir='x', recipe='la').recipe_settings().visibility == 0.0
+
+    def run(name, **kw):
+        cfg = TrainConfig(data_dir=str(synth_root), name=name, output_dir=str(tmp_path), img_size=(64, 32), epochs=1,
+                          batch_size=8, val_fraction=0, **kw)
+        return load_model(train(cfg, progress=False).checkpoint)
+    assert run('default').has_visibility  # the pasted strips hide parts: the head learns from them
+    # nothing hides a part (synth_root records no occluders): the default trains without it, an explicit ask fails
+    assert not run('no-paste', paste=0).has_visibility
+    with pytest.raises(ValueError, match='nothing to learn from'):
+        run('asked', paste=0, visibility=1.0)
