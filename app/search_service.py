@@ -68,20 +68,20 @@ async def search_gallery(service: 'ServiceState', snap: Snapshot, queries: Seque
         hits = await run_in_threadpool(snap.engine.search, xq, fetch + STALE_MARGIN, filters)
         timings['index_search'] = time.perf_counter() - t0
     if snap.visible_parts:
-        hits = await rescore(service, snap, xq, hits, visible_parts, timings)
+        hits = await rescore(service, snap, xq, hits, visible_parts, timings, k + STALE_MARGIN)
     named = [', '.join(q.filename for q in queries)] if group else [q.filename for q in queries]
     visibility = part_visibility(xq, snap.embedder.num_parts) if snap.visible_parts and visible_parts else None
     return await _answers(service, snap, named, hits, k, threshold, thumbnail_url, timings, visibility)
 
 
 async def rescore(service: 'ServiceState', snap: Snapshot, xq: np.ndarray, hits: Sequence[Hits], visible_parts: bool,
-                  timings: Dict[str, float]) -> List[Hits]:
-    """The exact scores of the index's candidates, best first: on the parts both images show
+                  timings: Dict[str, float], top: int) -> List[Hits]:
+    """The exact scores of the index's candidates, the best ``top`` first: on the parts both images show
     (reid.matching.rescore_mutual, the gallery's visibilities from memory: app.row_cache.gallery_visibility), or
     with ``visible_parts=False`` the plain mean of the part cosines (reid.matching.part_cosines, from the
     candidates' stored vectors). Candidates without a stored vector (deleted meanwhile) are dropped."""
     t0 = time.perf_counter()
-    ids = {int(i) for _, I in hits for i in I if i >= 0}
+    ids = {i for _, I in hits for i in I.tolist() if i >= 0}
     if visible_parts:
         found, missing = snap.gallery_visibility.cached(ids)
         if missing:
@@ -94,13 +94,13 @@ async def rescore(service: 'ServiceState', snap: Snapshot, xq: np.ndarray, hits:
     parts = snap.embedder.num_parts
     out: List[Hits] = []
     for query, (D, I) in zip(xq, hits):
-        keep = np.array([int(i) in found for i in I], bool)
+        keep = [j for j, i in enumerate(I.tolist()) if i in found]
         D, I = D[keep], I[keep]
         if len(I):
-            candidates = np.stack([found[int(i)] for i in I]).astype(np.float32)
+            candidates = np.stack([found[i] for i in I.tolist()]).astype(np.float32)
             D = rescore_mutual(D, part_visibility(query[None], parts)[0], candidates) if visible_parts \
                 else part_cosines(query, candidates, parts)
-            order = np.argsort(-D, kind='stable')
+            order = np.argsort(-D, kind='stable')[:top]  # only these reach the answer
             D, I = D[order], I[order]
         out.append((D, I))
     timings['rescore'] = time.perf_counter() - t0
@@ -138,7 +138,7 @@ async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int,
     hits: List[Hits] = [(D[keep], I[keep])]
     timings: Dict[str, float] = {}
     if snap.visible_parts:
-        hits = await rescore(service, snap, query, hits, visible_parts, timings)
+        hits = await rescore(service, snap, query, hits, visible_parts, timings, k + STALE_MARGIN)
     visibility = part_visibility(query, parts) if snap.visible_parts and visible_parts else None
     results = await _answers(service, snap, [f'person {person_id} ({len(vectors)} gallery images)'], hits, k,
                              threshold, thumbnail_url, timings, visibility)
