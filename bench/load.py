@@ -284,11 +284,17 @@ def visibility_cost(model, work: Path, ds, a) -> None:
         for server in servers.values():
             upload_gallery(server.url, gallery)
         latencies = {v: [] for v in variants}
+        stages = {v: {} for v in variants}  # stage -> (seconds, count), from each service's own histograms
         for v, (name, fields) in variants.items():  # warm-up
             run_clients(servers[name].url, 1, min(2.0, a.seconds), image, fields=fields)
         for _ in range(a.rounds):
             for v, (name, fields) in variants.items():
+                before = stage_totals(servers[name].url)
                 latencies[v] += run_clients(servers[name].url, 1, a.seconds, image, fields=fields)['latencies_ms']
+                for stage, (total, count) in stage_totals(servers[name].url).items():
+                    t0, c0 = before.get(stage, (0.0, 0.0))
+                    t, c = stages[v].get(stage, (0.0, 0.0))
+                    stages[v][stage] = (t + total - t0, c + count - c0)
     print(f'CPU: {cpu_description()}')
     print(f'LA-Tiny {a.model} {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, gallery {len(gallery)}, one '
           f'client, services side by side, {a.rounds} interleaved rounds of {a.seconds:.0f} s')
@@ -298,6 +304,14 @@ def visibility_cost(model, work: Path, ds, a) -> None:
     for v, lat in latencies.items():
         p50, p99 = percentiles(lat)
         print(f'| {v} | {p50:.2f} | {p99:.2f} | {p50 / base:.3f} |')
+    order = ['receive', 'decode', 'preprocess', 'model_wait', 'forward', 'index_search', 'rescore', 'database',
+             'answer']
+    print('\nWhere the time goes (mean ms per search, the services\' amg_search_stage_seconds):')
+    print('| model | ' + ' | '.join(order) + ' |')
+    print('|---|' + '---|' * len(order))
+    for v, by_stage in stages.items():
+        means = [1000 * t / c if c else 0.0 for t, c in (by_stage.get(st, (0.0, 0.0)) for st in order)]
+        print(f'| {v} | ' + ' | '.join(f'{m:.2f}' for m in means) + ' |')
     grown = percentiles(latencies['with the head'])[0] / base
     print(f"target: one client's p50 grows by <= 10% with the head ({100 * (grown - 1):+.1f}%): "
           f"{'PASS' if grown <= 1.10 else 'FAIL'}")
