@@ -49,7 +49,9 @@ def stored_ids(data_dir: Path, env: Dict[str, str]) -> Tuple[Set[int], Set[int],
         active = s.scalars(select(ModelVersion.id).where(ModelVersion.active.is_(True))).one()
     if env.get('AMG_VECTOR_ENGINE') == 'milvus':
         from storage.milvus_engine import MilvusEngine, collection_name
-        engine = MilvusEngine(env['AMG_MILVUS_URI'], collection_name(env['AMG_MILVUS_COLLECTION_PREFIX'], active), 1)
+        # a generous connect timeout: on a loaded machine the Lite server took over the default 10 s to answer
+        engine = MilvusEngine(env['AMG_MILVUS_URI'], collection_name(env['AMG_MILVUS_COLLECTION_PREFIX'], active), 1,
+                              timeout=60)
         try:
             return db_ids, set(engine.ids().tolist()), active
         finally:
