@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from reid.matching import part_cosines, part_visibility, pool_visible, rescore_mutual, scale_parts
+from reid.matching import part_cosines, part_visibility, plain_parts, pool_visible, rescore_mutual
 from storage import crud
 from storage.engine import GalleryFilter, Hits
 
@@ -129,7 +129,7 @@ async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int,
     parts = snap.embedder.num_parts
     query = pool_visible(np.stack(list(vectors.values())), parts)[None]
     if snap.visible_parts and not visible_parts:
-        query = scale_parts(query, np.ones((1, parts), np.float32), parts)
+        query = plain_parts(query, parts)
     fetch = first_pass_k(snap, k) + len(vectors) + (STALE_MARGIN if snap.engine.shared else 0)
     search = snap.engine.search if snap.engine.shared else \
         (lambda *args: service.on_model_thread(snap.engine.search, *args))  # FAISS calls: on the model thread

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import anyio
-import numpy as np
 
-from reid.matching import ScoreCalibration, pool_visible, scale_parts
+from reid.matching import ScoreCalibration, plain_parts, pool_visible
 from storage import crud
 from storage.db import ModelVersion, make_engine, make_sessionmaker
 from storage.engine import EngineUnavailable, GalleryFilter
@@ -220,6 +219,6 @@ class ServiceState:
             if group:
                 xq = pool_visible(xq, parts)[None]
             if snap.visible_parts and not visible_parts:
-                xq = scale_parts(xq, np.ones((len(xq), parts), np.float32), parts)
+                xq = plain_parts(xq, parts)
             return xq, (None if snap.engine.shared else snap.engine.search(xq, k, filters))
         return self.model_thread.submit(snap.encode, tensors, timings=timings, then=then)

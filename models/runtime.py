@@ -100,12 +100,7 @@ class ExportedEmbedder:
             raise ValueError('this export has no visibility output (a model trained without --visibility)')
         feats, vis = [], []
         for x in self._batches(inputs):
-            f, v = self.runner.run_all(x)[:2]
-            if self.flip:
-                f_flip, v_flip = self.runner.run_all(x[..., ::-1])[:2]
-                f = f + f_flip
-                f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-                v = (v + v_flip) / 2
+            f, v = self._forward(x)[:2]
             feats.append(f)
             vis.append(v)
         if not feats:
@@ -118,13 +113,20 @@ class ExportedEmbedder:
         for chunk in chunks(items, self.batch_size):
             yield np.stack([self.preprocess(i) for i in chunk])
 
+    def _forward(self, x: np.ndarray) -> List[np.ndarray]:
+        """Every output of a normalised batch; with ``flip``, of the batch and its mirror: the embeddings summed
+        and made unit length again (as torch's F.normalize), the visibilities averaged."""
+        out = self.runner.run_all(x)
+        if self.flip:
+            mirrored = self.runner.run_all(x[..., ::-1])
+            f = out[0] + mirrored[0]
+            f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+            out = [f] + [(a + b) / 2 for a, b in zip(out[1:], mirrored[1:])]
+        return out
+
     def embed_array(self, x: np.ndarray) -> np.ndarray:
         """A normalised batch (B, 3, H, W) -> (B, D)."""
-        f = self.runner(x)
-        if self.flip:
-            f = f + self.runner(x[..., ::-1])
-            f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # as torch's F.normalize
-        return f
+        return self._forward(x)[0]
 
     def __call__(self, inputs) -> np.ndarray:
         out = [self.embed_array(x) for x in self._batches(inputs)]

@@ -21,7 +21,7 @@ from .datasets import OCCLUDER_RECORD, ImageRecord, load_dataset
 from .distributed import setup_distributed
 from .export import export_int8_calibrated
 from .matching import (ScoreCalibration, multi_shot_queries, mutual_visibility_scores, part_visibility,
-                       scale_parts)
+                       plain_parts, scale_parts)
 from .metrics import (best_match_scores, calibrate_threshold, compute_distance_matrix, eval_market1501, evaluate_rank,
                       fit_score_calibration)
 from .progress import Cancelled, Progress, ProgressCallback, RunSummary
@@ -167,8 +167,7 @@ def evaluate_model(model: Union[LATransformer, Embedder], query: Sequence[ImageR
     if multi_shot > 1:
         qf, q_pids, q_camids = multi_shot_queries(qf, q_pids, q_camids, multi_shot, parts)
     if visibility:
-        distmat = 1 - mutual_visibility_scores(scale_parts(qf, np.ones((len(qf), parts)), parts), gf,
-                                               part_visibility(qf, parts), g_vis, parts)
+        distmat = 1 - mutual_visibility_scores(plain_parts(qf, parts), gf, part_visibility(qf, parts), g_vis, parts)
     else:
         distmat = compute_distance_matrix(qf, gf)
     if rerank:

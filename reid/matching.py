@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 __all__ = ['pool_parts', 'pool_visible', 'multi_shot_queries', 'mutual_visibility_scores', 'scale_parts',
-           'part_visibility', 'rescore_mutual', 'part_cosines', 'ScoreCalibration']
+           'plain_parts', 'part_visibility', 'rescore_mutual', 'part_cosines', 'ScoreCalibration']
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,11 @@ def scale_parts(embeddings: np.ndarray, visibility: np.ndarray, parts: int) -> n
     unit = rows / np.maximum(norms, 1e-12)
     v = np.clip(np.asarray(visibility, np.float32), MIN_VISIBILITY, 1)[..., None]
     return (unit * v / np.sqrt(parts)).reshape(len(rows), -1).astype(np.float32)
+
+
+def plain_parts(vectors: np.ndarray, parts: int) -> np.ndarray:
+    """Scaled vectors with every part's visibility set to 1 again: the plain embedding's form."""
+    return scale_parts(vectors, np.ones((len(vectors), parts), np.float32), parts)
 
 
 def part_visibility(vectors: np.ndarray, parts: int) -> np.ndarray:
