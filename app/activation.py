@@ -54,19 +54,15 @@ class ModelActivator:
     def _activate(self, model: ModelVersion, follow: bool) -> None:
         try:
             if self.settings.backend != Backend.TORCH:
-                ensure_onnx(model.path)  # here, in the background, never on a request
+                ensure_onnx(model.path, model.sha256)  # here, in the background, never on a request
             new = self.open_model(model)
             engine = new.engine
             with self.Session() as s:
                 self.progress.total = crud.count_images(session=s)
-            if engine.shared and follow:
+            if follow and engine.kept_by_replicas(self.changelog.positions):
                 self.changelog.reconcile(new)  # built by the replica that activated it: catch up
             else:
-                if engine.shared:  # start clean: a collection left by an earlier attempt is rebuilt
-                    engine.drop()
-                    engine.create()
-                else:
-                    engine.remove(engine.ids())  # any stale file for this model is rebuilt
+                engine.reset()  # start clean: whatever an earlier attempt left is rebuilt
                 self.index_builder.build(new, progress=self.progress)  # the old model keeps serving meanwhile
             old = self.current()
             with self.write_lock:  # catch up with uploads and deletes made during the build
@@ -76,11 +72,8 @@ class ModelActivator:
                     crud.activate_model(session=s, model_id=model.id)
                 self.make_current(new)
                 self.metrics.gallery_size.set(engine.count())
-            if engine.shared and not follow:
-                engine.make_current()  # the alias follows the active model
-                keep = [engine.collection] + ([old.engine.collection] if old is not None and old.engine.shared
-                                              else [])
-                engine.drop_other_models(self.settings.milvus_collection_prefix, keep)
+            if not follow:
+                engine.publish(previous=None if old is None else old.engine)
             self.progress.finish(done=engine.count())
             _logger.info('model %d active (%d gallery vectors)', model.id, engine.count())
         except Exception as e:  # report through the API; the old model keeps serving

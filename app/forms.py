@@ -11,6 +11,9 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from storage.db import TAG_CHARS
+from storage.engine import MAX_TAGS
+
 from .deps import MAX_ID
 from .imaging import (DecodedImage, ImageRejected, decode_probed, decode_request, has_control_characters, probe_request,
                       request_pixels)
@@ -94,15 +97,14 @@ def int_list(field: str, value: Optional[str]) -> Optional[List[int]]:
     return values
 
 
-MAX_TAGS, MAX_TAG_CHARS = 32, 64  # tags are labels, not documents: bounded per image
 
 
 def str_list(value: Optional[str], field: str = 'tags') -> Optional[List[str]]:
     if value is None or not value.strip():
         return None
     values = [v.strip() for v in value.split(',') if v.strip()]
-    if len(values) > MAX_TAGS or any(len(v) > MAX_TAG_CHARS for v in values):
-        raise bad(field, f'at most {MAX_TAGS} values of at most {MAX_TAG_CHARS} characters each')
+    if len(values) > MAX_TAGS or any(len(v) > TAG_CHARS for v in values):  # labels, not documents
+        raise bad(field, f'at most {MAX_TAGS} values of at most {TAG_CHARS} characters each')
     if any(has_control_characters(v) for v in values):
         raise bad(field, 'control characters (tab, newline, NUL, ...) are not allowed in tags')
     return values

@@ -49,24 +49,18 @@ class IndexBuilder:
         with self.Session() as s:
             seq = crud.last_change_seq(session=s)
             ids = crud.image_id_array(session=s)
-        target = engine
-        if not engine.shared:
-            kind = kind or self.wanted_kind(len(ids))
-            sample = np.zeros((0, engine.dim), np.float32)
-            if kind != IndexKind.EXACT and len(ids) >= MIN_TRAIN:
-                picked = np.sort(np.random.default_rng(0).choice(
-                    ids, size=min(len(ids), self.settings.index_train_size), replace=False))
-                got = self.feed.vectors_for(snap, self._records(picked))[1]
-                sample = got if len(got) else sample
-            target = engine.trained_like(kind, sample, len(ids))
-            target.reserve(len(ids))
+
+        def sample() -> np.ndarray:  # vectors to train a new index on, where its kind needs training
+            picked = np.sort(np.random.default_rng(0).choice(
+                ids, size=min(len(ids), self.settings.index_train_size), replace=False))
+            return self.feed.vectors_for(snap, self._records(picked))[1]
+        target = engine.build_target(kind or self.wanted_kind(len(ids)), sample, len(ids))
         for start in range(0, len(ids), chunk):
             self.changelog.fill_ids(snap, ids[start:start + chunk], target)
             if progress is not None:
                 progress.done = min(len(ids), start + chunk)
         with self.write_lock:
-            if target is not engine:
-                engine.swap(target)
+            engine.take(target)
             self.changelog.start_at(engine, seq)
             self.changelog.sync(snap)  # what changed while the new contents were filled
 
@@ -77,9 +71,7 @@ class IndexBuilder:
 
     def maybe_rebuild(self, snap: Snapshot) -> None:
         """Start a background rebuild when the FAISS index is not of the kind the settings want for its size."""
-        if snap.engine.shared:
-            return
-        if snap.engine.kind != self.wanted_kind(snap.engine.count()):
+        if snap.engine.needs_rebuild(self.wanted_kind(snap.engine.count())):
             try:
                 self.rebuild(snap)
             except RuntimeError:  # one is running already

@@ -24,14 +24,16 @@ def register_checkpoint(session, path: str, name: str = '', info: Optional[Dict]
                               k: extra[k] for k in RECORDED if k in extra}))
 
 
-def ensure_onnx(checkpoint: str) -> bool:
-    """Export ``checkpoint`` to ONNX beside it unless a fresh export exists; False (logged) when export fails."""
-    if onnx_status(onnx_path_for(checkpoint), checkpoint)[0]:
+def ensure_onnx(checkpoint: str, checkpoint_sha256: Optional[str] = None) -> bool:
+    """Export ``checkpoint`` to ONNX beside it unless a fresh export exists (told by the record beside it: no onnx
+    import, no parse); False (logged) when export fails. ``checkpoint_sha256``: the model row's, where known."""
+    if onnx_status(onnx_path_for(checkpoint), checkpoint, checkpoint_sha256)[0]:
         return True
     try:
         from models.checkpoints import load_model  # torch: only to export, never to serve an export
         from models.export import export_onnx
-        export_onnx(load_model(checkpoint), onnx_path_for(checkpoint), checkpoint_sha256=file_sha256(checkpoint))
+        export_onnx(load_model(checkpoint), onnx_path_for(checkpoint),
+                    checkpoint_sha256=checkpoint_sha256 or file_sha256(checkpoint))
         return True
     except Exception:  # the service then runs eager torch
         _logger.exception('ONNX export of %s failed; serving with eager torch', checkpoint)

@@ -73,7 +73,7 @@ class MatchRows(RowCache):
     (docs/benchmarks.md 5b)."""
 
     def __init__(self, session_factory: Callable[[], Any], max_rows: int = 100_000) -> None:
-        super().__init__(session_factory, crud.get_match_rows, max_rows)
+        super().__init__(session_factory, crud.gallery_records, max_rows)
 
 
 def gallery_visibility(session_factory: Callable[[], Any], model_id: int, parts: int,

@@ -3,6 +3,7 @@ search (the engine evaluates the filter itself: no list of ids comes from SQL), 
 database session is held while the model runs."""
 import asyncio
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -14,17 +15,27 @@ from storage.engine import GalleryFilter, Hits
 
 from .imaging import DecodedImage
 from .schemas import QueryResult, SearchMatch
-from .snapshot import Snapshot
+from .snapshot import Scoring, Snapshot
 
 if TYPE_CHECKING:
     from .state import ServiceState
 
-__all__ = ['search_gallery', 'search_person', 'rescore', 'PersonNotFound']
+__all__ = ['search_gallery', 'search_person', 'rescore', 'PersonNotFound', 'engine_search']
 
 
-# A shared engine may still return, for a moment, a vector whose row another client deleted (Milvus below Strong
-# consistency): such hits are dropped when answers are joined with the database's rows, so a few more are fetched.
-STALE_MARGIN = 8
+def engine_search(snap: Snapshot, xq: np.ndarray, k: int, filters: Sequence[Optional[GalleryFilter]]) -> List[Hits]:
+    """The one place a search meets the engine: ``k`` plus the engine's stale margin (hits whose row is gone are
+    dropped when answers are joined with the database's rows). Where it runs: an in-process engine's on the model
+    thread right after the forward (app.state.submit_search), a remote one's in a worker thread (:func:`_search`)."""
+    return snap.engine.search(xq, k + snap.engine.stale_margin, filters)
+
+
+async def _search(snap: Snapshot, xq: np.ndarray, k: int, filters: Sequence[Optional[GalleryFilter]],
+                  timings: Dict[str, float]) -> List[Hits]:
+    t0 = time.perf_counter()
+    hits = await run_in_threadpool(engine_search, snap, xq, k, filters)
+    timings['index_search'] = time.perf_counter() - t0
+    return hits
 
 
 def query_filters(flt: GalleryFilter, exclude_cameras: Sequence[Optional[int]]) -> List[GalleryFilter]:
@@ -63,15 +74,14 @@ async def search_gallery(service: 'ServiceState', snap: Snapshot, queries: Seque
     future = service.submit_search(snap, [q.image for q in queries], fetch, filters, timings, group=group,
                                    visible_parts=visible_parts)
     xq, hits = await asyncio.wrap_future(future)
-    if hits is None:  # a shared engine: searched here, off the model thread
-        t0 = time.perf_counter()
-        hits = await run_in_threadpool(snap.engine.search, xq, fetch + STALE_MARGIN, filters)
-        timings['index_search'] = time.perf_counter() - t0
+    if hits is None:  # a remote engine: searched here, off the model thread
+        hits = await _search(snap, xq, fetch, filters, timings)
     if snap.visible_parts:
-        hits = await rescore(service, snap, xq, hits, visible_parts, timings, k + STALE_MARGIN)
+        hits = await rescore(service, snap, xq, hits, visible_parts, timings, k + snap.engine.stale_margin)
     named = [', '.join(q.filename for q in queries)] if group else [q.filename for q in queries]
     visibility = part_visibility(xq, snap.embedder.num_parts) if snap.visible_parts and visible_parts else None
-    return await _answers(service, snap, named, hits, k, threshold, thumbnail_url, timings, visibility)
+    return await _answers(service, snap.scoring(visible_parts), named, hits, k, threshold, thumbnail_url, timings,
+                          visibility)
 
 
 async def rescore(service: 'ServiceState', snap: Snapshot, xq: np.ndarray, hits: Sequence[Hits], visible_parts: bool,
@@ -116,8 +126,9 @@ class PersonNotFound(LookupError):
 
 async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int, k: int, threshold: float,
                         flt: GalleryFilter, thumbnail_url: str, visible_parts: bool = True) -> QueryResult:
-    """A known person's other sightings: their gallery images' stored vectors pooled into one query
-    (reid.matching.pool_visible), the top ``k`` among what ``flt`` admits, those images themselves left out."""
+    """A known person's other sightings: their gallery images' stored vectors (the latest
+    :data:`MAX_PERSON_SHOTS`) pooled into one query (reid.matching.pool_visible), the top ``k`` among what ``flt``
+    admits; every image of the person is left out by the engine's filter."""
     def own_vectors():
         with service.Session() as s:
             ids = crud.latest_image_ids(session=s, person_id=person_id, limit=MAX_PERSON_SHOTS)
@@ -130,26 +141,21 @@ async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int,
     query = pool_visible(np.stack(list(vectors.values())), parts)[None]
     if snap.visible_parts and not visible_parts:
         query = plain_parts(query, parts)
-    fetch = first_pass_k(snap, k) + len(vectors) + (STALE_MARGIN if snap.engine.shared else 0)
-    search = snap.engine.search if snap.engine.shared else \
-        (lambda *args: service.on_model_thread(snap.engine.search, *args))  # FAISS calls: on the model thread
-    (D, I), = await run_in_threadpool(search, query, fetch, [flt])
-    keep = ~np.isin(I, np.fromiter(vectors, np.int64))
-    hits: List[Hits] = [(D[keep], I[keep])]
     timings: Dict[str, float] = {}
+    hits = await _search(snap, query, first_pass_k(snap, k), [replace(flt, exclude_person=person_id)], timings)
     if snap.visible_parts:
-        hits = await rescore(service, snap, query, hits, visible_parts, timings, k + STALE_MARGIN)
+        hits = await rescore(service, snap, query, hits, visible_parts, timings, k + snap.engine.stale_margin)
     visibility = part_visibility(query, parts) if snap.visible_parts and visible_parts else None
-    results = await _answers(service, snap, [f'person {person_id} ({len(vectors)} gallery images)'], hits, k,
+    results = await _answers(service, snap.scoring(visible_parts), [f'person {person_id} ({len(vectors)} gallery images)'], hits, k,
                              threshold, thumbnail_url, timings, visibility)
     return results[0]
 
 
-async def _answers(service: 'ServiceState', snap: Snapshot, filenames: Sequence[str], hits: Sequence[Hits], k: int,
+async def _answers(service: 'ServiceState', score: Scoring, filenames: Sequence[str], hits: Sequence[Hits], k: int,
                    threshold: float, thumbnail_url: str, timings: Dict[str, float],
                    visibility: Optional[np.ndarray] = None) -> List[QueryResult]:
-    """Hits joined with their gallery rows (from memory where cached), as answers with the model's score of each
-    cosine (its calibration, if it has one); ``threshold`` is on the score's scale. ``visibility``: the queries'
+    """Hits joined with their gallery rows (from memory where cached), as answers with ``score`` of each
+    similarity; ``threshold`` is on the score's scale. ``visibility``: the queries'
     per-part visibility (n, parts), shown in the answers."""
     t0 = time.perf_counter()
     rows, missing = service.match_rows.cached(i for _, I in hits for i in I if i >= 0)
@@ -158,7 +164,7 @@ async def _answers(service: 'ServiceState', snap: Snapshot, filenames: Sequence[
     timings['database'] = time.perf_counter() - t0
     results = []
     for qi, (filename, (D, I)) in enumerate(zip(filenames, hits)):
-        scores = snap.score(D)
+        scores = score(D)
         matches = [SearchMatch(
             image_id=row.id, score=float(score), cosine=float(cosine), person_id=row.person_id,
             camera_id=row.camera_id, timestamp=row.timestamp, tags=list(row.tags), source_name=row.source_name,

@@ -20,6 +20,7 @@ from typing import Dict, Optional, Sequence
 
 import anyio
 
+from models.onnx_backend import file_sha256
 from reid.matching import ScoreCalibration, plain_parts, pool_visible
 from storage import crud
 from storage.db import ModelVersion, make_engine, make_sessionmaker
@@ -29,12 +30,13 @@ from storage.images import ImageStore
 from .activation import ModelActivator
 from .batching import ModelThread
 from .changelog import ChangeLogFollower
-from .engines import index_path, open_engine
+from .engines import open_engine
 from .gallery_writes import GalleryWriter
 from .index_builds import IndexBuilder
 from .metrics import Metrics
 from .registry import ensure_onnx, register_checkpoint
 from .row_cache import MatchRows, gallery_visibility
+from .search_service import engine_search
 from .settings import Settings
 from .snapshot import NoModel, Snapshot, open_embedder
 from .vector_feed import VectorFeed
@@ -42,6 +44,7 @@ from .vector_feed import VectorFeed
 __all__ = ['ServiceState', 'Snapshot', 'NoModel', 'register_checkpoint', 'ensure_onnx']  # the last four: re-exported
 
 _logger = logging.getLogger(__name__)
+HEALTH_SECONDS = 10.0  # /readyz's comparison of the engine with the gallery is renewed at least this often
 
 
 class ServiceState:
@@ -114,6 +117,7 @@ class ServiceState:
         snap = self.current
         try:
             self.changelog.reconcile(snap)
+            self.changelog.check_health(snap)
             self.reconcile_pending, self.engine_error = False, None
         except EngineUnavailable as e:
             _logger.error('vector engine unavailable at start (%s): retrying in the background', e)
@@ -137,23 +141,36 @@ class ServiceState:
         existing = next((m for m in crud.list_models(session=s) if m.path == path), None)
         if existing is None:
             existing = register_checkpoint(s, path, name=Path(path).parent.name)
+        elif existing.sha256 != (sha := file_sha256(path)):  # the file was replaced: its row's hash follows
+            _logger.warning('AMG_MODEL_PATH %s changed since it was registered: recording its new hash', path)
+            existing.sha256 = sha
         if crud.active_model(session=s) is None:
             crud.activate_model(session=s, model_id=existing.id)
 
     def _maintenance_loop(self) -> None:
-        """Follow the change log and the active model (other replicas), save the index now and then."""
-        last_save = time.monotonic()
+        """Follow the change log and the active model (other replicas), keep /readyz's health current, save the
+        index now and then."""
+        last_save = last_check = time.monotonic()
         while not self._stop.wait(self.settings.sync_seconds):
             try:
                 if self.reconcile_pending:
                     self.reconcile_at_start()
                     if self.reconcile_pending:
                         continue
+                snap = self.current
                 try:
-                    self.changelog.sync(self.current)
+                    touched = self.changelog.sync(snap)
+                    health = self.changelog.health
+                    if snap is not None and (touched or health is None or health.behind or health.model_id !=
+                                             snap.model_id or health.applied_seq != snap.engine.applied_seq or
+                                             time.monotonic() - last_check >= HEALTH_SECONDS):
+                        self.changelog.check_health(snap)
+                        last_check = time.monotonic()
                     self.engine_error = None
                 except EngineUnavailable as e:  # Milvus down: writes wait in the change log
                     self.engine_error = str(e)
+                    if snap is not None:
+                        self.changelog.note_behind(snap)
                     _logger.warning('vector engine unavailable: %s', e)
                 self.activator.follow_active_model()
                 if self.current is not None and not self.activator.progress.running:
@@ -164,9 +181,6 @@ class ServiceState:
             except Exception:  # try again next round; the database stays the source of truth
                 _logger.exception('index maintenance failed')
 
-    def index_path(self, model_id: int) -> Path:
-        return index_path(self.settings, self.index_dir, model_id)
-
     def save_index(self) -> None:
         snap = self.current
         if snap is not None:
@@ -175,7 +189,7 @@ class ServiceState:
     # ---- the active model ------------------------------------------------------------------------------------
     def open(self, model: ModelVersion) -> Snapshot:
         """Load ``model`` (on the model thread) and its saved index, if any."""
-        embedder = self.on_model_thread(open_embedder, model.path, self.settings)
+        embedder = self.on_model_thread(open_embedder, model.path, self.settings, model.sha256 or None)
         self.metrics.backend.clear()
         self.metrics.backend.labels(backend=embedder.backend, precision=embedder.precision).set(1)
         engine = open_engine(self.settings, self.index_dir, model.id, embedder.dim)
@@ -185,7 +199,8 @@ class ServiceState:
         else:  # the calibrated cosine threshold, on the answers' scale: the same decisions
             min_score = model.min_score if scores is None else float(scores(model.min_score))
         visibility = gallery_visibility(self.Session, model.id, embedder.num_parts) if embedder.has_visibility else None
-        return Snapshot(embedder, engine, model.id, model.name, float(min_score), scores, visibility)
+        return Snapshot(embedder, engine, model.id, model.name, float(min_score), scores, visibility,
+                        plain_min_score=self.settings.default_min_score)
 
     def snapshot(self) -> Snapshot:
         snap = self.current
@@ -220,5 +235,6 @@ class ServiceState:
                 xq = pool_visible(xq, parts)[None]
             if snap.visible_parts and not visible_parts:
                 xq = plain_parts(xq, parts)
-            return xq, (None if snap.engine.shared else snap.engine.search(xq, k, filters))
+            # an in-process engine searches right here, after the forward; a remote one in the caller's thread
+            return xq, (None if snap.engine.remote else engine_search(snap, xq, k, filters))
         return self.model_thread.submit(snap.encode, tensors, timings=timings, then=then)

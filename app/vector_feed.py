@@ -34,11 +34,6 @@ class VectorFeed:
         self.model_thread = model_thread
         self.metrics = metrics
 
-    def engine_call(self, snap: Snapshot, fn, *args):
-        """An embedded engine's call runs on the model thread (with the FAISS searches); a shared engine's (a
-        network round trip) in the calling thread."""
-        return fn(*args) if snap.engine.shared else self.model_thread.call(fn, *args)
-
     def embed_for_storage(self, snap: Snapshot, images: Sequence) -> np.ndarray:
         """The vectors of ``images`` the snapshot's engine holds (app.snapshot.index_encoder) as the database keeps
         them (float16 values), so every index holds the same numbers."""
@@ -82,8 +77,6 @@ class VectorFeed:
         if ids:
             by_id = {r.id: r for r in rows}
             attributes = Attributes.of_rows([by_id[i] for i in ids])
-            if target is None or target is snap.engine:
-                self.engine_call(snap, snap.engine.upsert, np.asarray(ids), vectors, attributes)
-            else:  # an engine being built on the side: no searches use it yet
-                target.upsert(np.asarray(ids), vectors, attributes)
+            # in this thread: engines take their own locks (a FAISS write waits for a save, searches do not)
+            (target or snap.engine).upsert(np.asarray(ids), vectors, attributes)
         return ids

@@ -14,9 +14,14 @@ Then one client's p50 with 1,000 and 100,000 gallery vectors, services side by s
 head (random head weights: the cost does not depend on what it learned), services side by side, one client each in
 interleaved rounds; the head's service also with ``visibility=false``. Target: p50 grows by <= 10%.
 
+``--writer-cost N`` measures only what continuous uploads cost a search: a gallery padded to N vectors, FAISS exact
+and approx (one service each, in turn), one client searching alone and beside a writer that uploads 8 crops every
+second (so the index is dirty and written to disk every AMG_INDEX_SAVE_SECONDS), interleaved rounds. Target: the
+searching client's p99 with the writer <= 1.5x without.
+
     python -m bench.load [--seconds 10] [--rounds 3] [--job-seconds 10] [--backend torch|onnx|onnx-int8|openvino]
                          [--img-size 224 224] [--model head67+token40] [--gallery-sizes 1000,100000]
-                         [--visibility-cost]
+                         [--visibility-cost] [--writer-cost 100000]
 """
 import argparse
 import json
@@ -229,6 +234,80 @@ def gallery_growth(checkpoint: Path, work: Path, gallery: Sequence, image: str, 
     return [(size, extra, kind, *percentiles(lat)) for (size, extra), kind, lat in zip(sizes, kinds, latencies)]
 
 
+def search_beside_writer(url: str, image: str, crops: Sequence, seconds: float, per_second: int = 8) -> dict:
+    """One client's searches for ``seconds`` while this process uploads ``per_second`` of ``crops`` every second
+    (bounded: the run's length); the client's result, with the uploads made."""
+    import threading
+
+    import httpx
+    stop = threading.Event()
+    uploads = []
+
+    def write() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            n = 0
+            while not stop.is_set():
+                t0 = time.monotonic()
+                batch = [crops[(n + j) % len(crops)] for j in range(per_second)]
+                client.post('/v1/gallery', files=[('images', (Path(r.path).name, Path(r.path).read_bytes(),
+                                                              'image/jpeg')) for r in batch],
+                            data={'person_id': ','.join(str(r.pid) for r in batch)}).raise_for_status()
+                uploads.append(time.monotonic() - t0)
+                n += per_second
+                stop.wait(max(0.0, 1.0 - (time.monotonic() - t0)))
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        result = run_clients(url, 1, seconds, image)
+    finally:
+        stop.set()
+        writer.join(60)
+    result['uploads'] = uploads
+    return result
+
+
+def writer_cost(ckpt: Path, work: Path, ds, a) -> None:
+    """p50/p99/max of one searching client alone and beside a writer, FAISS exact and approx at ``a.writer_cost``
+    vectors; interleaved rounds on each service."""
+    import httpx
+    gallery = [g for g in ds.gallery if g.pid > 0]
+    image = ds.query[0].path
+    print(f'| index | vectors | p50 ms alone | p99 alone | max alone | p50 with writer | p99 with writer | '
+          f'max with writer | p99 ratio | uploads (8 crops) p50 ms |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    ratios = []
+    for kind in ('exact', 'approx'):
+        service = work / f'service-writer-{kind}'
+        env = dict(AMG_BACKEND=a.backend, AMG_API_KEY=KEY, AMG_INDEX_KIND=kind)
+        with running_server(ckpt, service, **env) as server:
+            upload_gallery(server.url, gallery)
+        pad_gallery(service, a.writer_cost)
+        with running_server(ckpt, service, **env) as server:
+            deadline = time.time() + 900
+            while True:
+                ready = httpx.get(server.url + '/readyz', timeout=30).json()
+                if ready.get('gallery_vectors') == a.writer_cost and ready['index_build']['state'] != 'running':
+                    break
+                if time.time() > deadline:
+                    raise RuntimeError(f'the {kind} index was not ready in 15 minutes: {ready}')
+                time.sleep(1)
+            run_clients(server.url, 1, 2.0, image)  # warm-up
+            alone, busy, uploads = [], [], []
+            for _ in range(a.rounds):
+                alone += run_clients(server.url, 1, a.seconds, image)['latencies_ms']
+                r = search_beside_writer(server.url, image, gallery, a.seconds)
+                busy += r['latencies_ms']
+                uploads += r['uploads']
+            vectors = httpx.get(server.url + '/readyz', timeout=30).json().get('gallery_vectors')
+        (a50, a99), (b50, b99) = percentiles(alone), percentiles(busy)
+        ratios.append(b99 / a99)
+        print(f'| {ready["index_kind"]} | {a.writer_cost} -> {vectors} | {a50:.1f} | {a99:.1f} | {max(alone):.1f} | '
+              f'{b50:.1f} | {b99:.1f} | {max(busy):.1f} | {b99 / a99:.2f} | '
+              f'{1000 * statistics.median(uploads):.0f} |')
+    print(f"target: p99 with the writer <= 1.5x without (exact, approx): "
+          f"{'PASS' if max(ratios) <= 1.5 else 'FAIL'} ({', '.join(f'{r:.2f}' for r in ratios)})")
+
+
 def bare_throughput(checkpoint: Path, image: str, batch: int, backend: str, seconds: float = 5.0) -> Tuple[
         float, float]:
     """(images/s, CPU seconds per image: all of this process's threads) of the bare model at ``batch``."""
@@ -332,6 +411,8 @@ def main() -> None:
                    help='1-client p50 with galleries this large (padded with stored random vectors; the largest '
                         'also with AMG_INDEX_KIND=approx), services side by side; empty: skip')
     p.add_argument('--visibility-cost', action='store_true', help='only: p50 with and without the visibility head')
+    p.add_argument('--writer-cost', type=int, default=0, metavar='N',
+                   help='only: one client\'s p99 alone and beside a writer uploading every second, at N vectors')
     p.add_argument('--client', nargs=5, metavar=('URL', 'CONCURRENCY', 'SECONDS', 'IMAGE', 'FIELDS'),
                    help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -354,6 +435,13 @@ def main() -> None:
         return
     ckpt = save_checkpoint(model, work / 'model.safetensors')
     export_for(ckpt, a.backend, ds)
+    if a.writer_cost:
+        from models.speed import cpu_description
+        print(f'CPU: {cpu_description()}')
+        print(f'LA-Tiny {a.model} {a.img_size[0]}x{a.img_size[1]}, backend {a.backend}, {a.rounds} interleaved '
+              f'rounds of {a.seconds:.0f} s alone / beside the writer (index written every AMG_INDEX_SAVE_SECONDS)')
+        writer_cost(ckpt, work, ds, a)
+        return
     with running_server(ckpt, work / 'service', AMG_BACKEND=a.backend, AMG_BATCH_WAIT_MS='5',
                         AMG_API_KEY=KEY) as server:
         url = server.url

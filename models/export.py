@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .la_transformer import LATransformer
-from .onnx_backend import PARTS_KEY, SHA256_KEY, file_sha256
+from .onnx_backend import PARTS_KEY, SHA256_KEY, file_sha256, write_export_record
 
 __all__ = ['export_onnx', 'file_sha256']
 
@@ -53,4 +53,5 @@ def export_onnx(model: LATransformer, path: Union[str, Path], opset: int = 18, c
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
+    write_export_record(path, meta)
     return path

@@ -1,9 +1,12 @@
 """ONNX Runtime execution of an exported embedding (``amg-reid export``), with a freshness check.
 
 An export records the SHA-256 of the checkpoint it came from; an ``.onnx`` whose hash does not match the checkpoint
-(stale) or that cannot be read (corrupt) is never used.
+(stale) or that cannot be read (corrupt) is never used. The record is kept in the export's metadata and, so that a
+stale export is told without parsing it or building a runtime for it, in a small JSON file beside it
+(:func:`write_export_record`).
 """
 import hashlib
+import json
 import logging
 import os
 from enum import StrEnum
@@ -13,7 +16,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = ['OnnxEmbedding', 'Spin', 'onnx_status', 'onnx_path_for', 'file_sha256', 'freshness', 'SHA256_KEY',
-           'PARTS_KEY']
+           'PARTS_KEY', 'write_export_record', 'recorded_freshness']
 
 _logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -52,11 +55,48 @@ def onnx_path_for(checkpoint: PathLike) -> Path:
     return Path(checkpoint).with_suffix('.onnx')
 
 
-def onnx_status(onnx_path: PathLike, checkpoint: PathLike) -> Tuple[bool, str]:
-    """(usable, reason): the file exists, parses, and was exported from this very checkpoint."""
+def _record_path(export_path: PathLike) -> Path:
+    return Path(f'{export_path}.json')
+
+
+def _file_identity(path: PathLike) -> list:
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def write_export_record(export_path: PathLike, metadata: Dict[str, str]) -> None:
+    """The export's metadata (the checkpoint's SHA-256 first of all) beside it, with the export's size and mtime:
+    written after the export itself, it speaks for that file only."""
+    path = _record_path(export_path)
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(json.dumps(dict(metadata=metadata, export=_file_identity(export_path)), sort_keys=True))
+    os.replace(tmp, path)
+
+
+def recorded_freshness(export_path: PathLike, checkpoint: PathLike,
+                       checkpoint_sha256: Optional[str] = None) -> Optional[Tuple[bool, str]]:
+    """(usable, reason) from the record beside the export, without opening the export; None where there is no
+    readable record (an export from before records, or written by hand): the export's own metadata decides. A
+    record of another file (the export rewritten since: another size or mtime) does not count."""
+    try:
+        record = json.loads(_record_path(export_path).read_text())
+        metadata, identity = record['metadata'], record['export']
+        if identity != _file_identity(export_path) or not metadata.get(SHA256_KEY):
+            return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return freshness(metadata, export_path, checkpoint, checkpoint_sha256)
+
+
+def onnx_status(onnx_path: PathLike, checkpoint: PathLike, checkpoint_sha256: Optional[str] = None) -> Tuple[bool, str]:
+    """(usable, reason): the file exists, parses, and was exported from this very checkpoint (from the record beside
+    it where there is one: no onnx import, no parse)."""
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         return False, f'{onnx_path} does not exist'
+    recorded = recorded_freshness(onnx_path, checkpoint, checkpoint_sha256)
+    if recorded is not None:
+        return recorded
     try:
         import onnx
         model = onnx.load(str(onnx_path), load_external_data=False)
@@ -64,12 +104,14 @@ def onnx_status(onnx_path: PathLike, checkpoint: PathLike) -> Tuple[bool, str]:
         return False, 'the onnx package is not installed'
     except Exception as e:  # onnx raises DecodeError and others for damaged files
         return False, f'{onnx_path} is corrupt ({e.__class__.__name__})'
-    return freshness({p.key: p.value for p in model.metadata_props}, onnx_path, checkpoint)
+    return freshness({p.key: p.value for p in model.metadata_props}, onnx_path, checkpoint, checkpoint_sha256)
 
 
-def freshness(metadata: Dict[str, str], onnx_path: PathLike, checkpoint: PathLike) -> Tuple[bool, str]:
-    """(usable, reason) from an export's metadata (read by the onnx package, ONNX Runtime or OpenVINO)."""
-    if metadata.get(SHA256_KEY) != file_sha256(checkpoint):
+def freshness(metadata: Dict[str, str], onnx_path: PathLike, checkpoint: PathLike,
+              checkpoint_sha256: Optional[str] = None) -> Tuple[bool, str]:
+    """(usable, reason) from an export's metadata (read by the onnx package, ONNX Runtime or OpenVINO, or from its
+    record); ``checkpoint_sha256``: the checkpoint's hash where the caller knows it (else the file is hashed)."""
+    if metadata.get(SHA256_KEY) != (checkpoint_sha256 or file_sha256(checkpoint)):
         return False, f'{onnx_path} is stale: it was exported from another version of {Path(checkpoint).name}'
     return True, 'fresh'
 

@@ -12,7 +12,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .onnx_backend import PARTS_KEY, SHA256_KEY
+from .onnx_backend import PARTS_KEY, SHA256_KEY, write_export_record
 
 __all__ = ['OpenVinoEmbedding', 'cpu_precision', 'openvino_available', 'PRECISIONS', 'UnknownPrecision',
            'ov_int8_path_for', 'export_openvino_int8', 'INT8_ELSEWHERE']
@@ -80,10 +80,12 @@ def export_openvino_int8(onnx_path: Union[str, Path], output: Union[str, Path],
     batches = list(calibration(tuple(d.get_length() for d in model.input(0).get_partial_shape()[2:])))
     quantized = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(batches))
-    for key, value in {SHA256_KEY: '', **_record(model), 'amg_reid.precision': 'int8'}.items():
+    record = {SHA256_KEY: '', **_record(model), 'amg_reid.precision': 'int8'}
+    for key, value in record.items():
         quantized.set_rt_info(value, ['framework', key])
     output = Path(output)
     ov.save_model(quantized, str(output), compress_to_fp16=False)
+    write_export_record(output, record)
     return output
 
 

@@ -12,7 +12,7 @@ from typing import Iterator, Optional, Sequence, Union
 import numpy as np
 
 from .export import export_onnx
-from .onnx_backend import PARTS_KEY, SHA256_KEY, file_sha256
+from .onnx_backend import PARTS_KEY, SHA256_KEY, file_sha256, write_export_record
 from .runtime import int8_path_for
 
 __all__ = ['int8_path_for', 'export_int8', 'QUANTIZED_OPS']
@@ -71,5 +71,6 @@ def export_int8(checkpoint: PathLike, calibration_images: Sequence[PathLike], ou
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
     onnx.save(proto, str(out))
+    write_export_record(out, {p.key: p.value for p in proto.metadata_props})
     _logger.info('wrote %s (INT8, calibrated on %d images)', out, len(calibration_images))
     return out

@@ -10,7 +10,7 @@ from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, Union
 import numpy as np
 
 from .imaging import ResizeNormalizeArray, as_rgb_image
-from .onnx_backend import PARTS_KEY, OnnxEmbedding, Spin, freshness, onnx_path_for
+from .onnx_backend import PARTS_KEY, OnnxEmbedding, Spin, file_sha256, freshness, onnx_path_for, recorded_freshness
 from .openvino_backend import (INT8_ELSEWHERE, OpenVinoEmbedding, UnknownPrecision, openvino_available,
                                ov_int8_path_for)
 
@@ -136,12 +136,15 @@ class ExportedEmbedder:
 def open_exported(checkpoint: Union[str, Path], backend: Union[Backend, str] = Backend.AUTO,
                   threads: Optional[int] = None, prefer_int8: bool = False,
                   onnx_spin: Union[Spin, str, bool] = Spin.RUN, ov_precision: Optional[str] = 'auto',
-                  batch_size: int = 64, flip: bool = False) -> Optional[ExportedEmbedder]:
+                  batch_size: int = 64, flip: bool = False,
+                  checkpoint_sha256: Optional[str] = None) -> Optional[ExportedEmbedder]:
     """The exported model ``backend`` asks for, beside ``checkpoint`` and fresh (it records the checkpoint's
     SHA-256), or None (torch must serve). ``auto``: the INT8 exports first when ``prefer_int8`` (OpenVINO's NNCF
     model where OpenVINO is installed, then ONNX Runtime's), then OpenVINO where it is installed, then ONNX
     Runtime. A stale or corrupt export, or a runtime that refuses it, falls back (INT8 or OpenVINO to fp32 ONNX
-    Runtime) with a warning when it was asked for by name or exists."""
+    Runtime) with a warning when it was asked for by name or exists. ``checkpoint_sha256``: the checkpoint's hash
+    where the caller knows it (the service's model row); otherwise the file is hashed, once. An export whose record
+    says it is stale is passed over before any runtime opens it."""
     backend = Backend(backend)  # ValueError names a wrong one
     if backend == Backend.TORCH:
         return None
@@ -156,8 +159,12 @@ def open_exported(checkpoint: Union[str, Path], backend: Union[Backend, str] = B
     if openvino:
         attempts.append((Backend.OPENVINO, backend == Backend.OPENVINO))
     attempts.append((Backend.ONNX, backend != Backend.AUTO))
+    sha = checkpoint_sha256 or None
     for kind, asked in attempts:
-        exported = _open(checkpoint, kind, threads, onnx_spin, ov_precision, batch_size, flip, warn=asked)
+        if sha is None and _PATHS.get(kind, onnx_path_for)(checkpoint).is_file():
+            sha = file_sha256(checkpoint)
+        exported = _open(checkpoint, kind, threads, onnx_spin, ov_precision, batch_size, flip, warn=asked,
+                         checkpoint_sha256=sha)
         if exported is not None:
             return exported
     return None
@@ -169,11 +176,15 @@ _PATHS = {Backend.ONNX_INT8: int8_path_for, Backend.OPENVINO_INT8: ov_int8_path_
 
 
 def _open(checkpoint: Path, kind: Backend, threads, spin, ov_precision, batch_size: int, flip: bool,
-          warn: bool) -> Optional[ExportedEmbedder]:
+          warn: bool, checkpoint_sha256: Optional[str] = None) -> Optional[ExportedEmbedder]:
     path = _PATHS.get(kind, onnx_path_for)(checkpoint)
     if not path.is_file():
         if warn:
             _logger.warning('not using %s: %s does not exist', _LABELS[kind], path)
+        return None
+    recorded = recorded_freshness(path, checkpoint, checkpoint_sha256)
+    if recorded is not None and not recorded[0]:
+        _logger.warning('not using %s: %s', _LABELS[kind], recorded[1])
         return None
     try:
         if kind == Backend.OPENVINO:
@@ -195,7 +206,7 @@ def _open(checkpoint: Path, kind: Backend, threads, spin, ov_precision, batch_si
     except Exception as e:  # the runtime refuses the file: damaged, or an operator it lacks
         reason = f'{_LABELS[kind]} cannot run {path}: corrupt or unsupported ({e.__class__.__name__}: {e})'
     else:
-        usable, reason = freshness(runner.metadata, path, checkpoint)
+        usable, reason = freshness(runner.metadata, path, checkpoint, checkpoint_sha256)
         if usable:
             return ExportedEmbedder(runner, kind, precision, batch_size, flip)
     _logger.warning('not using %s: %s', _LABELS[kind], reason)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from .db import (ACTIVE_JOB_STATES, EnginePosition, GalleryChange, GalleryImage, GalleryTag, GalleryVector, Job, JobState,
                  ModelVersion, utcnow)
 
-__all__ = ['add_images', 'get_image', 'get_images', 'get_match_rows', 'gallery_records', 'GalleryRecord', 'list_images',
+__all__ = ['add_images', 'get_image', 'get_images', 'gallery_records', 'GalleryRecord', 'list_images',
            'delete_image', 'image_id_array', 'ids_not_embedded_by', 'referenced_contents', 'count_images', 'count_by_sha',
            'put_vectors', 'get_vectors', 'last_change_seq', 'changes_after', 'set_model_version', 'add_model',
            'get_model', 'list_models', 'active_model', 'activate_model', 'create_job', 'get_job', 'list_jobs',
@@ -74,11 +74,6 @@ def gallery_records(*, session: Session, image_ids: Sequence[int]) -> Dict[int, 
             out[r.id] = GalleryRecord(r.id, r.person_id, r.camera_id, r.timestamp, tags.get(r.id, []),
                                       r.source_name, r.image_path)
     return out
-
-
-def get_match_rows(*, session: Session, image_ids: Sequence[int]) -> Dict[int, GalleryRecord]:
-    """What a search answer shows of each match, by id (column queries, no ORM objects: this runs on searches)."""
-    return gallery_records(session=session, image_ids=image_ids)
 
 
 def _filtered(stmt, *, person_id: Optional[int] = None, camera_ids: Optional[Sequence[int]] = None,
@@ -199,9 +194,9 @@ def get_vectors(*, session: Session, model_id: int, image_ids: Sequence[int]) ->
     """Stored float32 vectors (from float16) by image id; ids without a vector by ``model_id`` are absent."""
     out: Dict[int, np.ndarray] = {}
     ids = [int(i) for i in image_ids]
-    for start in range(0, len(ids), 10_000):  # bounded IN lists
+    for start in range(0, len(ids), IN_CHUNK):
         stmt = select(GalleryVector.image_id, GalleryVector.vector).where(
-            GalleryVector.model_id == model_id, GalleryVector.image_id.in_(ids[start:start + 10_000]))
+            GalleryVector.model_id == model_id, GalleryVector.image_id.in_(ids[start:start + IN_CHUNK]))
         for image_id, blob in session.execute(stmt):
             out[image_id] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
     return out

@@ -66,6 +66,7 @@ class GalleryTag(Base):
 
 class GalleryImage(Base):
     __tablename__ = 'gallery_images'
+    __table_args__ = {'sqlite_autoincrement': True}  # ids are never reused (migration 0004)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[int] = mapped_column(Integer, index=True)
     camera_id: Mapped[int] = mapped_column(Integer, index=True, default=0)

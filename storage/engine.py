@@ -9,15 +9,19 @@ list of allowed ids crosses from SQL on a search. Two engines share this interfa
 - ``milvus`` (:mod:`storage.milvus_engine`): a Milvus server (standalone or distributed) or Milvus Lite, shared by
   all replicas; the filter becomes a Milvus boolean expression.
 """
+import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 __all__ = ['GalleryFilter', 'Attributes', 'VectorEngine', 'EngineUnavailable', 'FilterNotSupported', 'NO_TIME',
-           'time_key', 'Hits']
+           'time_key', 'Hits', 'PositionStore', 'MAX_TAGS']
+
+MAX_TAGS = 32  # tags per image: uploads are refused beyond it (app.forms), Milvus's array field holds this many
 
 # a row without a timestamp: far before any datetime (year 1 is -6.2e16 us), so "after" never matches it; "before"
 # excludes it explicitly (SQL's NULL <= x is not true either). Not INT64's minimum: Milvus's expression parser
@@ -49,6 +53,7 @@ class GalleryFilter:
     """Which gallery images a query may match; every condition must hold (tags: all of them). Hashable, so
     queries with equal filters are searched together."""
     person_id: Optional[int] = None
+    exclude_person: Optional[int] = None  # a person's own images left out (their other sightings are searched)
     camera_ids: Tuple[int, ...] = ()
     exclude_camera: Optional[int] = None
     after: Optional[datetime] = None
@@ -86,12 +91,6 @@ class Attributes:
                    time=np.fromiter((time_key(r.timestamp) for r in rows), np.int64, len(rows)),
                    tags=[tuple(r.tags or ()) for r in rows])
 
-    @classmethod
-    def none(cls, n: int) -> 'Attributes':
-        """Attributes of ``n`` rows that have none (person 0, camera 0, no time, no tags): benchmarks, tests."""
-        zeros = np.zeros(n, np.int64)
-        return cls(person=zeros, camera=zeros.copy(), time=np.full(n, NO_TIME, np.int64), tags=[()] * n)
-
     def __len__(self) -> int:
         return len(self.person)
 
@@ -101,14 +100,34 @@ class Attributes:
                           [self.tags[int(p)] for p in positions])
 
 
-class VectorEngine(ABC):
-    """Vectors of one model with their attributes, by gallery image id; scores are inner products of unit vectors
-    (cosine similarities).
+class PositionStore(Protocol):
+    """Where a shared engine's change-log position lives (the database, app.changelog), and the lock every replica
+    takes before moving it."""
 
-    ``applied_seq``/``awaited``: how far the gallery change log has been applied (app.changelog). For a ``shared``
-    engine (replicas use one copy) that position is kept in the database, for the others in memory."""
+    def locked(self, key: str) -> ContextManager[None]: ...
+
+    def read(self, key: str) -> Tuple[int, Dict[int, float]]:
+        """(applied seq, awaited seq -> since when, wall-clock seconds); (0, {}) when none is stored."""
+
+    def write(self, key: str, seq: int, awaited: Dict[int, float]) -> None: ...
+
+
+class VectorEngine(ABC):
+    """Vectors of one model with their attributes, by gallery image id; scores are inner products.
+
+    An engine owns its whole life cycle, so that callers never ask which one they hold: :meth:`prepare` (make it
+    usable), :meth:`reset` (start empty), :meth:`build_target` + :meth:`take` (fill a new index and put it in
+    place), :meth:`publish` (this model is now the active one), :meth:`drop`; and where its change-log position
+    lives (:meth:`following`, :meth:`start_at`).
+
+    ``applied_seq``/``awaited``: how far the gallery change log has been applied (app.changelog). An engine that
+    replicas share keeps that position in a :class:`PositionStore`, the others in memory."""
     name: str = ''
-    shared: bool = False
+    shared: bool = False  # one copy for every replica (its position is the store's)
+    remote: bool = False  # each call is a round trip: searched off the model thread, which it would hold up
+    # extra hits a search asks for: answers are joined with the database's rows, and an engine shared by replicas
+    # may return, for a moment, a vector whose row another replica deleted (Milvus below Strong consistency)
+    stale_margin: int = 0
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -140,6 +159,74 @@ class VectorEngine(ABC):
     @abstractmethod
     def count(self) -> int:
         """Vectors held."""
+
+    # ---- life cycle ------------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Make the engine usable: create what is missing and load it (:class:`EngineUnavailable` when it cannot
+        be reached)."""
+
+    def reset(self) -> None:
+        """Start empty: a model activated anew rebuilds whatever an earlier attempt left."""
+        self.remove(self.ids())
+
+    def build_target(self, kind: Optional[str], sample: Callable[[], np.ndarray],
+                     expected: int) -> 'VectorEngine':
+        """Where a full build of ``expected`` vectors writes: this engine, filled in place (the default), or a new
+        one of index ``kind`` filled on the side and put in place by :meth:`take`. ``sample()`` gives vectors
+        like the gallery's where the new index must be trained; it is called only then."""
+        return self
+
+    def take(self, built: 'VectorEngine') -> None:
+        """Put ``built`` (from :meth:`build_target`) in place: searches see the old or the new, never a mix."""
+        if built is not self:
+            raise ValueError('an engine can only take what its build_target gave')
+
+    def needs_rebuild(self, kind: str) -> bool:
+        """Whether the index is not of ``kind`` (what the settings want for its size), so a rebuild would change
+        it; engines whose server chooses its own index never do."""
+        return False
+
+    def check_kind(self, kind: Optional[str]) -> None:
+        """Raise ValueError for an index kind a rebuild of this engine cannot be asked for."""
+        if kind is not None:
+            raise ValueError(f'the {self.name} engine has no index kinds to choose from')
+
+    def publish(self, previous: Optional['VectorEngine']) -> None:
+        """This model is now the active one (``previous``: the model it replaced): outside readers follow it, and
+        what no replica serves any more is let go."""
+
+    def drop(self) -> None:
+        """Delete everything this engine holds, for good."""
+        self.reset()
+
+    # ---- the change-log position -----------------------------------------------------------------------------
+    @contextmanager
+    def following(self, store: PositionStore) -> Iterator[None]:
+        """Around applying change-log entries: a shared engine's position is read from ``store`` under the
+        replicas' lock and written back when the block succeeds (a failure leaves it, to be applied again);
+        the others keep theirs in memory."""
+        if not self.shared:
+            yield
+            return
+        with store.locked(self.position_key):
+            seq, awaited = store.read(self.position_key)
+            wall, mono = time.time(), time.monotonic()
+            self.applied_seq, self.awaited = seq, {k: mono - (wall - v) for k, v in awaited.items()}
+            yield
+            wall, mono = time.time(), time.monotonic()
+            store.write(self.position_key, self.applied_seq,
+                        {k: wall - (mono - v) for k, v in self.awaited.items()})
+
+    def start_at(self, store: PositionStore, seq: int) -> None:
+        """After a build from the whole gallery as of ``seq``: follow the log from there."""
+        if self.shared:
+            store.write(self.position_key, seq, {})
+        self.applied_seq, self.awaited = seq, {}
+
+    def kept_by_replicas(self, store: PositionStore) -> bool:
+        """Whether other replicas keep this engine already (a shared one with a position): it is then only
+        brought up to date, not rebuilt."""
+        return self.shared and store.read(self.position_key) != (0, {})
 
     @abstractmethod
     def ids(self) -> np.ndarray:

@@ -5,17 +5,20 @@ Gallery ids are the database's small integers, so the columns are dense arrays i
 and tags are one bitmap per tag (1,000,000 rows: 125 kB a tag). A filter becomes a FAISS ``IDSelectorBitmap`` by
 vectorised numpy: comparisons over the columns, ``packbits``, then AND with the tag bitmaps (~0.1-0.3 ms at
 1,000,000 rows, measured by hand), evaluated only for the ids the index scans.
+
+Searches and :meth:`FaissEngine.save` read under one :class:`~storage.locks.ReadWriteLock`, upserts and removes
+write: writing the index file (seconds for a large one) never holds a search up, only the writes that follow it.
 """
 import logging
 import os
-import threading
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from .engine import NO_TIME, Attributes, GalleryFilter, Hits, VectorEngine, group_by_filter, time_key
-from .index import IndexKind, VectorIndex
+from .index import MIN_TRAIN, IndexKind, VectorIndex
+from .locks import ReadWriteLock
 
 __all__ = ['FaissEngine', 'AttributeColumns']
 
@@ -103,6 +106,8 @@ class AttributeColumns:
 
         if flt.person_id is not None:
             also(self.person == flt.person_id)
+        if flt.exclude_person is not None:
+            also(self.person != flt.exclude_person)
         if flt.camera_ids:
             also(np.isin(self.camera, np.asarray(flt.camera_ids, dtype=np.int64)))
         if flt.exclude_camera is not None:
@@ -140,7 +145,8 @@ class AttributeColumns:
             out = cls()
             out.present, out.person, out.camera, out.time = (data[k] for k in ('present', 'person', 'camera', 'time'))
             out.tag_bits = {str(t): bits for t, bits in zip(data['tag_names'], data['tag_bits'])}
-        if not len(out.present) == len(out.person) == len(out.camera) == len(out.time) or len(out.present) % 8:
+        columns = (out.present, out.person, out.camera, out.time)
+        if len({len(c) for c in columns}) != 1 or len(out.present) % 8:
             raise ValueError('inconsistent attribute columns')
         return out
 
@@ -149,14 +155,13 @@ class FaissEngine(VectorEngine):
     """Vectors in a FAISS index of any kind (exact, approx, compressed; storage.index) and their attributes in
     :class:`AttributeColumns`; ``path``: where :meth:`save` writes both (``PATH`` and ``PATH.attrs.npz``)."""
     name = 'faiss'
-    shared = False
 
     def __init__(self, dim: int, nprobe: int = 16, pca_dim: int = 256, path: Optional[Path] = None) -> None:
         super().__init__(dim)
         self.index = VectorIndex(dim, nprobe, pca_dim)
         self.columns = AttributeColumns()
         self.path = None if path is None else Path(path)
-        self._lock = threading.RLock()
+        self._lock = ReadWriteLock()
 
     @property
     def kind(self) -> str:
@@ -173,11 +178,38 @@ class FaissEngine(VectorEngine):
         out.index = self.index.trained_like(kind, sample, expected)
         return out
 
-    def swap(self, other: 'FaissEngine') -> None:
-        """Take ``other``'s contents at once (searches see the old or the new, never a mix)."""
-        with self._lock:
-            self.index.swap(other.index)
-            self.columns = other.columns
+    def build_target(self, kind: Optional[str], sample: Callable[[], np.ndarray], expected: int) -> 'FaissEngine':
+        """A new engine of index ``kind`` (default: this one's), trained on ``sample()`` where the kind needs
+        training, with room for ``expected`` vectors; filled on the side, then :meth:`take` n."""
+        kind = IndexKind(kind or self.index.kind)
+        trains = kind != IndexKind.EXACT and expected >= MIN_TRAIN
+        target = self.trained_like(kind, sample() if trains else np.zeros((0, self.dim), np.float32), expected)
+        target.reserve(expected)
+        return target
+
+    def take(self, built: 'VectorEngine') -> None:
+        if built is self:
+            return
+        if not isinstance(built, FaissEngine):
+            raise ValueError('a FAISS engine can only take what its build_target gave')
+        with self._lock.write():  # searches see the old or the new, never a mix
+            self.index.swap(built.index)
+            self.columns = built.columns
+
+    def needs_rebuild(self, kind: str) -> bool:
+        return self.kind != kind
+
+    def check_kind(self, kind: Optional[str]) -> None:
+        if kind is not None and kind not in tuple(IndexKind):
+            raise ValueError(f'unknown index kind {kind!r}; choose from {", ".join(IndexKind)}')
+
+    def drop(self) -> None:
+        """Empty, and its files removed."""
+        with self._lock.write():
+            self.reset()
+            if self.path is not None:
+                for path in (self.path, _attrs_path(self.path)):
+                    path.unlink(missing_ok=True)
 
     # ---- the engine ------------------------------------------------------------------------------------------
     def reserve(self, n: int) -> None:
@@ -188,20 +220,20 @@ class FaissEngine(VectorEngine):
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self._check_vectors(ids, vectors, attributes, self.dim)
-        with self._lock:
+        with self._lock.write():
             self.index.add(ids, vectors)
             self.columns.set(ids, attributes)
 
     def remove(self, ids: Iterable[int]) -> int:
         ids = np.asarray(list(ids), dtype=np.int64)
-        with self._lock:
+        with self._lock.write():
             self.columns.clear(ids)
             return self.index.remove(ids)
 
     def search(self, queries: np.ndarray, k: int, filters: Sequence[Optional[GalleryFilter]]) -> List[Hits]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         out: List[Hits] = [_EMPTY] * len(queries)
-        with self._lock:
+        with self._lock.read():
             for flt, positions in group_by_filter(filters).items():
                 bitmap = None if flt is None else self.columns.bitmap(flt)
                 admitted = None if bitmap is None else _count_bits(bitmap)
@@ -224,10 +256,11 @@ class FaissEngine(VectorEngine):
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def save(self) -> None:
-        """Atomic writes of the attributes, then the index; :meth:`load` refuses a pair that does not match."""
+        """Atomic writes of the attributes, then the index; :meth:`load` refuses a pair that does not match.
+        Searches go on meanwhile (both read); upserts and removes wait for it."""
         if self.path is None:
             return
-        with self._lock:
+        with self._lock.read():
             if not self.index.dirty:
                 return
             attrs = _attrs_path(self.path)

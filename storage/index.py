@@ -5,19 +5,26 @@ Three kinds, all keeping our ids, removable, and searchable with an id filter:
 - ``exact``: a flat inner-product index under ``IndexIDMap2`` (every vector, full precision).
 - ``approx``: IVF-Flat (nlist ~ 4·sqrt(n)), ``nprobe`` lists searched; vectors kept in full.
 - ``compressed``: for large galleries of long vectors (LA-Base: 14 x 768 = 10,752 dims, 43 KB each): PCA to
-  ``pca_dim`` dimensions, then IVF with float16 codes (``PCA256,IVFn,SQfp16``: 512 bytes a vector). Searched in L2
-  on the projection; scores are reported as cosines (1 - d/2, exact for unit vectors up to the PCA residual).
+  ``pca_dim`` dimensions, then IVF with float16 codes (``PCA256,IVFn,SQfp16``: 512 bytes a vector), by inner
+  product. FAISS's PCA centres what it stores (``A(g - m)``); the query is projected without the centring
+  (``w = A q``), so ``<w, A(g - m)> + <w, A m> = <A q, A g>``: the inner product up to the PCA residual, ranked and
+  reported as such. Vectors scaled part by part (a model with the visibility head) are not unit, so neither an L2
+  search nor ``1 - d/2`` would rank or score them right (an L2 index saved before this is refilled).
+
+Searches and :meth:`VectorIndex.save` are readers of one :class:`~storage.locks.ReadWriteLock`: a search never waits
+for the index file to be written; adds and removes wait for both.
 
 :meth:`VectorIndex.trained_like` + :meth:`VectorIndex.swap` build a new index on the side while searches go on.
 """
 import os
-import threading
 from pathlib import Path
 from enum import StrEnum
 from typing import Iterable, Optional, Tuple
 
 import faiss
 import numpy as np
+
+from .locks import ReadWriteLock
 
 __all__ = ['VectorIndex', 'IndexKind']
 
@@ -51,7 +58,7 @@ class VectorIndex:
         self.kind = IndexKind.EXACT
         self.nprobe = nprobe
         self.pca_dim = pca_dim
-        self._lock = threading.RLock()
+        self._lock = ReadWriteLock()
         self.index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.dirty = False
 
@@ -72,7 +79,7 @@ class VectorIndex:
             index.train(sample)
         else:
             pca_dim = min(self.pca_dim, self.dim, len(sample))
-            index = faiss.index_factory(self.dim, f'PCA{pca_dim},IVF{nlist},SQfp16', faiss.METRIC_L2)
+            index = faiss.index_factory(self.dim, f'PCA{pca_dim},IVF{nlist},SQfp16', faiss.METRIC_INNER_PRODUCT)
             # The PCA learns from a subsample: on 10,752 dims its cost grows with the cube of the sample size
             # (8·pca_dim vectors take seconds), while the IVF centroids learn from the whole sample.
             pca = faiss.downcast_VectorTransform(index.chain.at(0))
@@ -87,13 +94,13 @@ class VectorIndex:
 
     def swap(self, other: 'VectorIndex') -> None:
         """Take ``other``'s contents (searches see the old or the new index, never a mix)."""
-        with self._lock:
+        with self._lock.write():
             self.index, self.kind, self.dirty = other.index, other.kind, True
 
     def rebuild(self, kind: Optional[IndexKind] = None) -> None:
         """Re-create the index from its own vectors (small galleries; large ones are rebuilt from the database
         in the background by the service). A compressed index's own vectors are approximations."""
-        with self._lock:
+        with self._lock.write():
             ids, xb = self.ids(), self.vectors()
             new = self.trained_like(kind or self.kind, xb, len(xb))
             new.add(ids, xb)
@@ -106,7 +113,7 @@ class VectorIndex:
         index: docs/benchmarks.md section 7). IVF lists are small and grow each on its own: nothing to do."""
         if self.kind != IndexKind.EXACT:
             return
-        with self._lock:
+        with self._lock.write():
             flat = faiss.downcast_index(self.index.index)
             used = flat.codes.size()
             if n * flat.code_size > used:
@@ -118,7 +125,7 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if xb.ndim != 2 or xb.shape[1] != self.dim or len(ids) != len(xb):
             raise ValueError(f'expected ({len(ids)}, {self.dim}) vectors, got {xb.shape}')
-        with self._lock:
+        with self._lock.write():
             self.remove(ids)  # re-adding an id replaces its vector
             self.index.add_with_ids(xb, ids)
             self.dirty = True
@@ -133,7 +140,7 @@ class VectorIndex:
         ids = np.ascontiguousarray(list(ids), dtype=np.int64)
         if len(ids) == 0:
             return 0
-        with self._lock:
+        with self._lock.write():
             if self._ivf() is not None:
                 # a hashtable direct map removes by an explicit id array only (absent ids are skipped)
                 n = self.index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
@@ -148,17 +155,19 @@ class VectorIndex:
         return self.index.ntotal
 
     def ids(self) -> np.ndarray:
-        with self._lock:
+        """Every id held, sorted (a flat index keeps them in insertion order, and re-adding an id moves it last)."""
+        with self._lock.read():
             ivf = self._ivf()
             if ivf is None:
-                return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+                return np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64))
             lists = ivf.invlists
             parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
                      for i in range(ivf.nlist) if lists.list_size(i)]
             return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def vectors(self) -> np.ndarray:
-        with self._lock:
+        """The vectors of :meth:`ids`, in their order."""
+        with self._lock.read():
             ids = self.ids()
             if len(ids) == 0:
                 return np.zeros((0, self.dim), dtype=np.float32)
@@ -166,7 +175,7 @@ class VectorIndex:
 
     def search(self, xq: np.ndarray, k: int, bitmap: Optional[np.ndarray] = None,
                admitted: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """(D, I) of shape (nq, k): cosine scores and ids, -1 ids where fewer than k candidates exist. ``bitmap``:
+        """(D, I) of shape (nq, k): inner products and ids, -1 ids where fewer than k candidates exist. ``bitmap``:
         only the ids whose bit is set (little-endian bits over ids, uint8; storage.faiss_engine builds it), of which
         the index holds ``admitted``.
 
@@ -174,7 +183,7 @@ class VectorIndex:
         vectors as an unfiltered search compares, since FAISS skips the others before computing a distance (the
         bitmap test is all they cost). Without this a filter admitting 2% found half of its true top 10."""
         xq = np.ascontiguousarray(xq, dtype=np.float32)
-        with self._lock:
+        with self._lock.read():
             params, ivf = None, (None if self.kind == IndexKind.EXACT else self._ivf())  # exact: flat, no lookup
             nprobe = None if ivf is None else ivf.nprobe
             if bitmap is not None:
@@ -187,28 +196,36 @@ class VectorIndex:
                         share = max(1, admitted) / max(1, self.index.ntotal)
                         nprobe = int(min(ivf.nlist, np.ceil(self.nprobe / min(1.0, share))))
                     params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
-                    if isinstance(self.index, faiss.IndexPreTransform):
-                        params = faiss.SearchParametersPreTransform(index_params=params)
             scanned = self.index.ntotal if ivf is None else self.index.ntotal * min(1.0, nprobe / ivf.nlist)
             serial = len(xq) == 1 or len(xq) * scanned * self.dim < PARALLEL_SEARCH_WORK
             threads = faiss.omp_get_max_threads()  # this thread's setting (OpenMP keeps one per thread)
             if serial:
                 faiss.omp_set_num_threads(1)
             try:
-                D, I = self.index.search(xq, k, params=params)
+                if self.kind == IndexKind.COMPRESSED:
+                    D, I = self._search_projected(xq, k, params)
+                else:
+                    D, I = self.index.search(xq, k, params=params)
             finally:
                 if serial:
                     faiss.omp_set_num_threads(threads)
-        if self.kind == 'compressed':
-            D = np.where(I >= 0, 1 - D / 2, -np.inf).astype(np.float32)  # squared L2 of unit vectors -> cosine
         return D, I
+
+    def _search_projected(self, xq: np.ndarray, k: int, params) -> Tuple[np.ndarray, np.ndarray]:
+        """A compressed index's search: the query projected without the PCA's centring, the inner IVF searched
+        with it, the stored vectors' offset added back (see the module's docstring)."""
+        pca = faiss.downcast_VectorTransform(self.index.chain.at(0))
+        offset = -pca.apply(np.zeros((1, self.dim), np.float32))[0]  # A m
+        w = pca.apply(xq) + offset  # A q
+        D, I = self.index.index.search(np.ascontiguousarray(w), k, params=params)
+        return np.where(I >= 0, D + (w @ offset)[:, None], -np.inf).astype(np.float32), I
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Atomic write (a crash leaves the previous file)."""
         path = Path(path)
         tmp = path.with_name(path.name + '.tmp')
-        with self._lock:
+        with self._lock.read():  # searches go on meanwhile; adds and removes wait
             faiss.write_index(self.index, str(tmp))
             with open(tmp, 'rb') as f:
                 os.fsync(f.fileno())
@@ -225,6 +242,8 @@ class VectorIndex:
                 loaded = faiss.read_index(str(path))
             except RuntimeError:
                 return index
+            if isinstance(loaded, faiss.IndexPreTransform) and loaded.metric_type != faiss.METRIC_INNER_PRODUCT:
+                return index  # a compressed index from before it searched by inner product: refilled
             if loaded.d == dim:
                 index.index = loaded
                 ivf = index._ivf()

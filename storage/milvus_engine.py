@@ -20,13 +20,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from .db import TAG_CHARS
-from .engine import (NO_TIME, Attributes, EngineUnavailable, FilterNotSupported, GalleryFilter, Hits, VectorEngine,
-                     group_by_filter, time_key)
+from .engine import (MAX_TAGS, NO_TIME, Attributes, EngineUnavailable, FilterNotSupported, GalleryFilter, Hits,
+                     VectorEngine, group_by_filter, time_key)
 
 __all__ = ['MilvusEngine', 'filter_expression', 'collection_name']
 
 _logger = logging.getLogger(__name__)
-MAX_TAGS = 32  # per image (app.forms bounds uploads the same)
 WRITE_BATCH = 2_000  # rows per upsert call (a gRPC message stays well under Milvus's 64 MB default)
 _EMPTY: Hits = (np.zeros(0, np.float32), np.zeros(0, np.int64))
 
@@ -46,6 +45,8 @@ def filter_expression(flt: GalleryFilter) -> str:
     terms = []
     if flt.person_id is not None:
         terms.append(f'person == {int(flt.person_id)}')
+    if flt.exclude_person is not None:
+        terms.append(f'person != {int(flt.exclude_person)}')
     if flt.camera_ids:
         terms.append(f'camera in [{", ".join(str(int(c)) for c in flt.camera_ids)}]')
     if flt.exclude_camera is not None:
@@ -63,16 +64,20 @@ def filter_expression(flt: GalleryFilter) -> str:
 
 class MilvusEngine(VectorEngine):
     """One model's vectors in the Milvus collection ``collection``; ``alias`` (optional) is pointed at it by
-    :meth:`make_current`, so outside readers follow the active model."""
+    :meth:`make_current`, so outside readers follow the active model. ``prefix``: the collections of this
+    deployment's models are named ``{prefix}_model{id}`` (:func:`collection_name`); :meth:`publish` drops the
+    others."""
     name = 'milvus'
     shared = True
+    remote = True
+    stale_margin = 8
 
     def __init__(self, uri: str, collection: str, dim: int, *, token: str = '', index_type: str = 'HNSW',
                  index_params: Optional[Dict[str, Any]] = None, search_params: Optional[Dict[str, Any]] = None,
-                 alias: str = '', timeout: float = 10.0, consistency: str = 'Session') -> None:
+                 alias: str = '', prefix: str = '', timeout: float = 10.0, consistency: str = 'Session') -> None:
         super().__init__(dim)
         from pymilvus import MilvusClient  # optional dependency: amg-reid[milvus]
-        self.uri, self.collection, self.alias = uri, collection, alias
+        self.uri, self.collection, self.alias, self.prefix = uri, collection, alias, prefix
         self.index_type = index_type
         self.index_params = dict(index_params or {})
         self.search_params = dict(search_params or {})
@@ -92,16 +97,16 @@ class MilvusEngine(VectorEngine):
                 raise EngineUnavailable(f'Milvus at {self.uri} cannot be reached: {_reason(e)}') from None
         return self._client
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn, *args, _reloaded: bool = False, **kwargs):
         """A pymilvus call; an unreachable server is :class:`EngineUnavailable` (and reconnects next time); a
-        collection released by a server restart is loaded again and the call repeated."""
+        collection released by a server restart is loaded again and the call repeated, once."""
         from pymilvus.exceptions import MilvusException
         try:
             return fn(*args, **kwargs)
         except MilvusException as e:
-            if _is_released(e) and what != 'load_collection':
+            if _is_released(e) and what != 'load_collection' and not _reloaded:
                 self._call('load_collection', self.client.load_collection, self.collection)
-                return self._call(what, fn, *args, **kwargs)
+                return self._call(what, fn, *args, _reloaded=True, **kwargs)
             if _is_unavailable(e):
                 self._client = None
                 raise EngineUnavailable(f'Milvus {what} failed: {_reason(e)}') from None
@@ -132,6 +137,27 @@ class MilvusEngine(VectorEngine):
 
     def exists(self) -> bool:
         return bool(self._call('has_collection', self.client.has_collection, self.collection))
+
+    def prepare(self) -> None:
+        self.create()
+
+    def check_kind(self, kind: Optional[str]) -> None:
+        if kind is not None:
+            raise ValueError('the index kind is a FAISS setting; Milvus builds the index set by '
+                             'AMG_MILVUS_INDEX_TYPE')
+
+    def reset(self) -> None:
+        """A new, empty collection (one an earlier attempt left is dropped)."""
+        self.drop()
+        self.create()
+
+    def publish(self, previous: Optional[VectorEngine]) -> None:
+        """The alias follows this collection; collections of this prefix other than this one and ``previous``'s
+        (replicas not yet switched still search it) are dropped."""
+        self.make_current()
+        if self.prefix:
+            keep = [self.collection] + [c for c in [getattr(previous, 'collection', None)] if c]
+            self.drop_other_models(self.prefix, keep)
 
     def create(self) -> None:
         """Create the collection with its scalar fields and vector index (a no-op when it exists) and load it."""
@@ -259,12 +285,24 @@ def _reason(e: Exception) -> str:
     return text[0][:300] if text else type(e).__name__
 
 
+# Milvus's own error codes (pkg/util/merr, 2.3+): the service not ready / unavailable, a collection not loaded.
+# Servers and Milvus Lite that answer without one (code 1, unexpected) are still read by their message.
+_UNAVAILABLE_CODES = {1: False, 2: True}  # 1 is also pymilvus's "unexpected": the message decides
+_NOT_LOADED_CODES = {101, 103}
+
+
 def _is_released(e: Exception) -> bool:
+    if getattr(e, 'code', None) in _NOT_LOADED_CODES:
+        return True
     text = str(e).lower()
     return 'released' in text or 'not loaded' in text or 'call load' in text
 
 
 def _is_unavailable(e: Exception) -> bool:
+    from pymilvus.exceptions import ConnectionNotExistException, MilvusUnavailableException
+    if isinstance(e, (MilvusUnavailableException, ConnectionNotExistException)) or \
+            _UNAVAILABLE_CODES.get(getattr(e, 'code', None)):
+        return True
     text = str(e).lower()
     return any(s in text for s in ('unavailable', 'connect', 'deadline', 'timeout', 'timed out', 'not ready',
                                    'closed channel', 'rpc error', 'fail connecting'))

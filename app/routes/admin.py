@@ -119,9 +119,10 @@ def rebuild_index(state: StateDep, kind: Optional[IndexKind] = Query(
     grown gallery to ``compressed``); searches use the old index until the new one is complete."""
     try:
         snap = state.snapshot()
-        if snap.engine.shared and kind is not None:
-            raise HTTPException(status_code=409, detail='the index kind is a FAISS setting; Milvus builds the index '
-                                                        'set by AMG_MILVUS_INDEX_TYPE')
+        try:
+            snap.engine.check_kind(kind)
+        except ValueError as e:
+            raise HTTPException(status_code=409, detail=str(e)) from None
         state.index_builder.rebuild(snap, kind)
     except NoModel as e:
         raise HTTPException(status_code=503, detail=str(e)) from None

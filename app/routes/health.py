@@ -4,7 +4,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
 from storage.db import Job, JobState
-from storage.engine import EngineUnavailable
 
 from ..deps import StateDep
 from ..schemas import TaskPublic
@@ -22,7 +21,9 @@ def healthz() -> dict:
 @router.get('/readyz', responses={503: {'description': 'no model, the index is being repaired, or the vector engine '
                                                      'is unavailable'}})
 def readyz(state: StateDep):
-    """Ready to search: a model is loaded and its vector engine holds exactly the gallery's vectors."""
+    """Ready to search: a model is loaded and its vector engine holds exactly the gallery's vectors, as the
+    maintenance loop last checked (``checked_at``, at least every 10 s and after each change it applies); a probe
+    reads that state and starts no work."""
     try:
         snap = state.snapshot()
     except NoModel as e:
@@ -33,13 +34,16 @@ def readyz(state: StateDep):
             'precision': snap.embedder.precision, 'vector_engine': engine,
             'activation': TaskPublic.model_validate(state.activator.progress).model_dump(mode='json'),
             'index_build': TaskPublic.model_validate(state.index_builder.progress).model_dump(mode='json')}
-    try:
-        consistent, body['gallery_vectors'] = state.changelog.consistent(snap)  # catches up with the log first
-        engine['behind'] = state.changelog.behind(snap)
-    except EngineUnavailable as e:
-        engine['behind'], engine['error'] = state.changelog.behind(snap), str(e)
+    health = state.changelog.health
+    if health is not None and health.model_id == snap.model_id:
+        body['gallery_vectors'], engine['behind'], body['checked_at'] = (health.gallery_vectors, health.behind,
+                                                                         health.checked_at)
+    if state.engine_error is not None:
+        engine['error'] = state.engine_error
         return JSONResponse(status_code=503, content=dict(body, status='vector engine unavailable'))
-    if not consistent:
+    if health is None or health.model_id != snap.model_id:
+        return JSONResponse(status_code=503, content=dict(body, status='checking the index'))
+    if not health.consistent:
         return JSONResponse(status_code=503, content=dict(body, status='index inconsistent'))
     return body
 
@@ -52,9 +56,4 @@ def metrics(state: StateDep) -> Response:
         counts = dict(s.execute(select(Job.state, func.count(Job.id)).group_by(Job.state)).all())
     for job_state in JobState:
         state.metrics.jobs.labels(state=job_state).set(counts.get(job_state, 0))
-    if state.ready:
-        try:
-            state.metrics.gallery_size.set(state.snapshot().engine.count())
-        except EngineUnavailable:  # the last known size stays
-            pass
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

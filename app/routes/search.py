@@ -30,10 +30,6 @@ def _engine_errors() -> Iterator[None]:
         raise HTTPException(status_code=503, detail=f'the vector engine is unavailable: {e}') from None
 
 
-def _score_kind(snap) -> str:
-    return 'cosine' if snap.scores is None else 'probability'
-
-
 router = APIRouter(prefix='/v1', route_class=OffLoopFormRoute, tags=['search'], dependencies=[Depends(require_read)],
                    responses=ERRORS)
 
@@ -46,7 +42,8 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
     stages = {'receive': entered - getattr(request.state, 'amg_start', entered)}  # amg_start: app.main
     settings = state.settings
     k = form.k or settings.default_k
-    threshold = snap.min_score if form.min_score is None else form.min_score
+    scoring = snap.scoring(form.visibility)
+    threshold = scoring.min_score if form.min_score is None else form.min_score
     images = form.images
     query_cams = int_list('query_camera_id', form.query_camera_id)
     if form.exclude_same_camera and (query_cams is None or len(query_cams) not in (1, len(images))):
@@ -70,7 +67,7 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
         results = await search_gallery(state, snap, decoded, k, threshold, flt, cams, thumbnail, stages,
                                        group=form.group, visible_parts=form.visibility)
     request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
-    return SearchResponse(model_id=snap.model_id, score_kind=_score_kind(snap), min_score=threshold, k=k,
+    return SearchResponse(model_id=snap.model_id, score_kind=scoring.kind, min_score=threshold, k=k,
                           results=results)
 
 
@@ -86,7 +83,8 @@ async def search_for_person(person_id: IdPath, request: Request, state: StateDep
     """A known person's other sightings: their gallery images (up to the 256 most recent), pooled into one
     multi-shot query, against the rest of the gallery (their own images left out)."""
     k = k or state.settings.default_k
-    threshold = snap.min_score if min_score is None else min_score
+    scoring = snap.scoring(visibility)
+    threshold = scoring.min_score if min_score is None else min_score
     flt = GalleryFilter.of(camera_ids=int_list('camera_id', camera_id), after=when('after', after),
                            before=when('before', before), tags=str_list(tags))
     try:
@@ -95,5 +93,5 @@ async def search_for_person(person_id: IdPath, request: Request, state: StateDep
                                          visible_parts=visibility)
     except PersonNotFound as e:
         raise HTTPException(status_code=404, detail=str(e)) from None
-    return SearchResponse(model_id=snap.model_id, score_kind=_score_kind(snap), min_score=threshold, k=k,
+    return SearchResponse(model_id=snap.model_id, score_kind=scoring.kind, min_score=threshold, k=k,
                           results=[result])

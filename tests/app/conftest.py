@@ -37,6 +37,15 @@ def jobs_may_read_the_test_folders(tmp_path_factory):
 MANY_FILES = 1000
 
 
+def ready_with(client, timeout: float = 30.0, **want):
+    """/readyz's body once it says ``want`` (it reports the maintenance loop's last check, renewed every
+    ``sync_seconds`` after a change)."""
+    def check():
+        body = client.get('/readyz').json()
+        return body if all(body.get(k) == v for k, v in want.items()) else None
+    return wait_for(check, timeout, f'/readyz with {want}')
+
+
 def wait_for(check, timeout: float = 30.0, what: str = 'the condition'):
     """``check()``'s first truthy value, polled every 0.2 s."""
     deadline = time.time() + timeout

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app.conftest import API_KEY, files_for, make_client, png_bytes
+from tests.app.conftest import API_KEY, files_for, make_client, png_bytes, ready_with, wait_for
 from tests.conftest import database_url_for, engine_settings
 
 ADMIN = {'X-API-Key': API_KEY}
@@ -166,6 +166,24 @@ def test_a_group_query_is_its_definition(gallery_client, dataset):
     assert r.status_code == 400 and 'one query_camera_id' in r.json()['detail']
 
 
+def test_a_person_with_more_images_than_are_pooled_never_finds_themselves(gallery_client, monkeypatch):
+    """Only the latest MAX_PERSON_SHOTS images are pooled into the query; the older ones are the person's too and
+    are left out by the engine's filter, however many there are."""
+    import app.search_service
+    client, _, gallery = gallery_client
+    pid = max({g.pid for g in gallery}, key=lambda p: sum(g.pid == p for g in gallery))
+    own = {item['id'] for item in client.get(f'/v1/persons/{pid}').json()['data']}
+    assert len(own) >= 3
+    monkeypatch.setattr(app.search_service, 'MAX_PERSON_SHOTS', 1)
+    r = client.post(f'/v1/persons/{pid}/search', params={'k': '50', 'min_score': '-1'})
+    assert r.status_code == 200, r.text
+    (result,) = r.json()['results']
+    assert result['filename'] == f'person {pid} (1 gallery images)'
+    found = {m['image_id'] for m in result['matches']}
+    total = client.get('/v1/gallery', params={'limit': 1}).json()['count']
+    assert len(found) == min(50, total - len(own)) and not own & found
+
+
 def test_a_known_persons_other_sightings(gallery_client):
     from reid.matching import pool_parts
     client, _, gallery = gallery_client
@@ -309,12 +327,30 @@ def test_admin_needs_the_key(gallery_client):
     assert r.status_code == 422
 
 
+def test_readyz_reads_the_loops_state_and_starts_no_work(gallery_client, monkeypatch):
+    """A probe is answered from what the maintenance loop last checked: no sync (write lock, replicas' lock,
+    embedding), no row count, no engine count."""
+    client, _, gallery = gallery_client
+    service = client.app.state.service
+    calls = []
+    for owner, name in ((service.changelog, 'sync'), (service.changelog, 'check_health'),
+                        (service.current.engine, 'count'), (service.current.engine, 'ids')):
+        monkeypatch.setattr(owner, name, lambda *a, _n=name, **k: calls.append(_n))
+    for _ in range(5):
+        r = client.get('/readyz')
+        assert r.status_code == 200 and r.json()['gallery_vectors'] == service.changelog.health.gallery_vectors
+    assert calls == []
+
+
 def test_metrics_report_requests_and_gallery(gallery_client):
     client, _, gallery = gallery_client
-    text = client.get('/metrics').text
+    # the gallery's size as the maintenance loop last checked it (a scrape starts no engine call)
+    def scraped():
+        text = client.get('/metrics').text
+        return text if f'amg_gallery_vectors {float(len(gallery))}' in text else None
+    text = wait_for(scraped)
     assert 'amg_request_seconds_count{method="POST",route="/v1/search"' in text
     assert 'amg_embed_batch_size_bucket' in text
-    assert f'amg_gallery_vectors {float(len(gallery))}' in text
     # no export beside the checkpoint: eager torch serves, and says so
     assert 'amg_embed_backend{backend="torch",precision="fp32"} 1.0' in text
     assert client.get('/readyz').json()['backend'] == 'torch'
@@ -329,8 +365,7 @@ def test_delete_removes_from_db_and_index_and_restart_keeps_everything(gallery_c
     assert client.get(f'/v1/gallery/{victim}').status_code == 404
     after = client.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '100'}).json()
     assert victim not in [m['image_id'] for m in after['results'][0]['matches']]
-    ready = client.get('/readyz').json()
-    assert ready['status'] == 'ready' and ready['gallery_vectors'] == len(gallery) - 1
+    ready_with(client, status='ready', gallery_vectors=len(gallery) - 1)
     # a second service on the same data dir (a restart) sees the same gallery and gives the same answers
     with make_client(data_dir, service_model, **same_stores(client)) as again:
         assert again.get('/readyz').json()['gallery_vectors'] == len(gallery) - 1
@@ -393,7 +428,8 @@ def test_a_replica_with_no_index_file_fills_it_from_the_database_in_chunks(galle
     q = dataset.query[0]
     want = client.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '20'}).json()
     with make_client(data_dir, service_model, index_dir=tmp_path / 'fresh-index', **same_stores(client)) as replica:
-        assert replica.get('/readyz').json()['gallery_vectors'] == client.get('/readyz').json()['gallery_vectors'] > 7
+        count = ready_with(client, status='ready')['gallery_vectors']
+        assert ready_with(replica, status='ready')['gallery_vectors'] == count > 7
         got = replica.post('/v1/search', files=files_for([q.path]), data={'min_score': '-1', 'k': '20'}).json()
     assert [m['image_id'] for m in got['results'][0]['matches']] == \
         [m['image_id'] for m in want['results'][0]['matches']]

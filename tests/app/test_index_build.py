@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.app.conftest import API_KEY, files_for, make_client
+from tests.app.conftest import API_KEY, files_for, make_client, ready_with
 
 pytestmark = pytest.mark.slow
 ADMIN = {'X-API-Key': API_KEY}
@@ -44,10 +44,9 @@ def test_background_rebuild_to_compressed(tmp_path, service_model, dataset, monk
                                    data={'person_id': ','.join(str(r.pid) for r in late)}).status_code == 201
                 uploaded = True
         assert answered >= 3  # searches were answered while the new index was being built
-        ready = client.get('/readyz').json()
+        ready = ready_with(client, gallery_vectors=len(images) + len(late))
         assert ready['index_build']['state'] == 'done', ready
         assert ready['index_kind'] == 'compressed' and ready['status'] == 'ready'
-        assert ready['gallery_vectors'] == len(images) + len(late)
         after = client.post('/v1/search', files=files_for([query]), data={'k': '10', 'min_score': '-1'}).json()
         top_exact = [m['image_id'] for m in exact['results'][0]['matches']]
         top_now = [m['image_id'] for m in after['results'][0]['matches']]

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from tests.app.conftest import API_KEY, files_for, make_client
+from tests.app.conftest import API_KEY, files_for, make_client, ready_with
 
 ADMIN = {'X-API-Key': API_KEY}
 DONE = ('succeeded', 'failed', 'cancelled', 'interrupted')
@@ -51,8 +51,7 @@ def test_prune_job_progress_activation_and_serving(tmp_path, service_model, data
             assert time.time() < deadline
             time.sleep(0.3)
         assert client.get('/v1/admin/models', headers=ADMIN).json()['activation']['state'] == 'done'
-        ready = client.get('/readyz').json()
-        assert ready['model_id'] == new_id and ready['gallery_vectors'] == len(gallery)
+        ready = ready_with(client, model_id=new_id, gallery_vectors=len(gallery))
         # the worker exported the pruned model, so OpenVINO (where installed) or ONNX Runtime serves it
         from models.openvino_backend import openvino_available
         assert ready['backend'] == ('openvino' if openvino_available() else 'onnx')

@@ -7,7 +7,7 @@ import torch
 
 from app.state import register_checkpoint
 from models.checkpoints import load_model, save_checkpoint
-from tests.app.conftest import API_KEY, files_for, make_client, wait_for
+from tests.app.conftest import API_KEY, files_for, make_client, ready_with, wait_for
 from storage.faiss_engine import FaissEngine
 from tests.conftest import database_url_for, engine_settings
 
@@ -45,7 +45,7 @@ def test_two_replicas_share_one_database(request, kind, tmp_path, tmp_path_facto
         assert b.delete(f'/v1/gallery/{victim}').status_code == 200
         wait_for(lambda: a.app.state.service.snapshot().engine.count() == len(gallery) - 1)
         assert victim not in [i for i, _ in matches(a, query)[1]]
-        assert a.get('/readyz').json()['gallery_vectors'] == len(gallery) - 1
+        ready_with(a, gallery_vectors=len(gallery) - 1)
         for client in (a, b):  # on Milvus no replica holds vectors of its own
             assert isinstance(client.app.state.service.snapshot().engine, FaissEngine) == (engine == 'faiss')
 
@@ -72,3 +72,29 @@ def test_two_replicas_share_one_database(request, kind, tmp_path, tmp_path_facto
             ready = client.get('/readyz').json()
             assert ready['status'] == 'ready' and ready['model_id'] == second
             assert ready['gallery_vectors'] == len(gallery) - 1
+
+
+@pytest.mark.parametrize('engine', ['faiss', 'milvus'])
+def test_a_replica_forgets_rows_another_replica_changed(request, engine, tmp_path, tmp_path_factory, service_model,
+                                                        dataset):
+    """Each replica's row caches follow the change log on their own position: on a shared engine the other replica
+    applied the change to the engine (so this one's engine sync finds nothing to do), and a cached deleted row must
+    still be forgotten here."""
+    url = database_url_for(request, 'sqlite', tmp_path_factory)
+    server = request.getfixturevalue('milvus_lite_server') if engine == 'milvus' else ''
+    common = dict(database_url=url, sync_seconds=0.2,
+                  **engine_settings(engine, tmp_path_factory, uri=server, request=request))
+    shared = tmp_path / 'shared'
+    with make_client(shared, service_model, index_dir=tmp_path / 'a', **common) as a, \
+            make_client(shared, service_model, index_dir=tmp_path / 'b', **common) as b:
+        gallery = [r for r in dataset.gallery if r.pid > 0][:12]
+        assert a.post('/v1/gallery', files=files_for([g.path for g in gallery]),
+                      data={'person_id': ','.join(str(g.pid) for g in gallery)}).status_code == 201
+        query = dataset.query[0].path
+        wait_for(lambda: len(matches(b, query)[1]) == len(gallery))
+        victim = matches(a, query)[1][0][0]  # A has its row cached now
+        rows_a = a.app.state.service.match_rows
+        assert victim in rows_a.cached([victim])[0]
+        assert b.delete(f'/v1/gallery/{victim}').status_code == 200
+        wait_for(lambda: victim not in rows_a.cached([victim])[0], what='replica A forgetting the deleted row')
+        assert victim not in [i for i, _ in matches(a, query)[1]]

@@ -29,8 +29,9 @@ SERVE_AND_REPORT = textwrap.dedent('''
             found = client.post('/v1/search', files=[('images', ('q.jpg', f.read(), 'image/jpeg'))],
                                 data={'min_score': '-1'})
         pages = [client.get(p).status_code for p in ('/', '/v1/gallery', '/metrics', '/healthz')]
+    matches = found.json()['results'][0]['matches']
     print(json.dumps(dict(backend=ready['backend'], precision=ready['precision'], upload=up.status_code,
-                          search=found.status_code, matches=len(found.json()['results'][0]['matches']),
+                          search=found.status_code, matches=len(matches), cosine=matches[0]['cosine'],
                           pages=pages, imported=[m for m in ('torch', 'torchvision', 'timm', 'onnx')
                                                  if m in sys.modules])))
 ''')
@@ -41,6 +42,15 @@ def exported(service_model, tmp_path_factory):
     ckpt = shutil.copy(service_model, tmp_path_factory.mktemp('exported') / 'model.safetensors')
     export_onnx(load_model(ckpt), ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
     return ckpt
+
+
+def served_cosine_is_the_models(report, model, dataset, atol=3e-3):
+    """The one gallery image's score is the model's cosine of it and the query (min_score=-1 admits any score, so
+    the count of matches alone says nothing)."""
+    from models.embedder import Embedder
+    gallery = next(r for r in dataset.gallery if r.pid > 0)
+    g, q = Embedder(model, backend='torch')([gallery.path, dataset.query[0].path])
+    return abs(report['cosine'] - float(g @ q)) <= atol
 
 
 def serve_in_a_fresh_interpreter(tmp_path, model, backend, dataset) -> dict:
@@ -61,6 +71,7 @@ def test_serving_an_export_imports_no_torch(tmp_path, exported, dataset, backend
     if backend != 'auto':
         assert report['backend'] == backend
     assert report['upload'] == 201 and report['search'] == 200 and report['matches'] == 1, report
+    assert served_cosine_is_the_models(report, exported, dataset, atol=3e-3 if backend == 'onnx' else 2e-2), report
     assert report['pages'] == [200, 200, 200, 200]
     assert report['imported'] == [], f'the serving path imported {report["imported"]}'
 
@@ -68,6 +79,7 @@ def test_serving_an_export_imports_no_torch(tmp_path, exported, dataset, backend
 def test_the_torch_backend_imports_torch_and_the_check_sees_it(tmp_path, exported, dataset):
     report = serve_in_a_fresh_interpreter(tmp_path, exported, 'torch', dataset)
     assert report['backend'] == 'torch' and report['matches'] == 1
+    assert served_cosine_is_the_models(report, exported, dataset)
     assert 'torch' in report['imported']
 
 

@@ -1,5 +1,7 @@
 """Visibility-aware search: a model with the visibility head is searched on the parts both images show (the index's
 weighted first pass, then the exact re-score), on FAISS and Milvus, and equals its brute-force definition."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,9 @@ K = 10
 def vis_client(request, tmp_path_factory, visibility_checkpoint, dataset):
     settings = engine_settings(request.param, tmp_path_factory, request=request)
     with make_client(tmp_path_factory.mktemp('service'), visibility_checkpoint, **settings) as client:
-        gallery = [r for r in dataset.gallery if r.pid > 0][:36]  # fewer than the first pass fetches: exact
+        # more than the first pass fetches (max(4 k, k + 32) = 42): the re-score sees candidates, not everything
+        gallery = [r for r in dataset.gallery if r.pid > 0][:90]
+        assert len(gallery) > 2 * 42
         r = client.post('/v1/gallery', files=files_for([g.path for g in gallery]),
                         data={'person_id': ','.join(str(g.pid) for g in gallery)})
         assert r.status_code == 201, r.text
@@ -73,17 +77,54 @@ def test_a_group_query_pools_visibility_weighted_parts(vis_client, visibility_ch
     assert r.status_code == 200, r.text
     (result,) = r.json()['results']
     got = {m['image_id']: m['cosine'] for m in result['matches']}
+    assert len(got) == K
     assert np.allclose(list(got.values()), [want[list(ids).index(j)] for j in got], atol=3e-3)
+    assert len(set(got) & set(ids[np.argsort(-want)[:K]])) >= K - 1  # the best k, not any k
     assert np.allclose(result['visibility'], np.maximum(q_vis[0], q_vis[1]), atol=2e-3)  # the best crop's
 
 
-def test_a_known_persons_search_leaves_them_out_and_rescores(vis_client):
+def test_a_known_persons_search_leaves_them_out_and_rescores(vis_client, visibility_checkpoint):
     client, gallery, ids = vis_client
     pid = gallery[0].pid
     r = client.post(f'/v1/persons/{pid}/search', params={'k': '5', 'min_score': '-1'})
     assert r.status_code == 200, r.text
     (result,) = r.json()['results']
-    own = {int(i) for i, g in zip(ids, gallery) if g.pid == pid}
-    assert result['visibility'] is not None and not own & {m['image_id'] for m in result['matches']}
-    scores = [m['cosine'] for m in result['matches']]
-    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    mine = np.array([g.pid == pid for g in gallery])
+    assert result['visibility'] is not None and not set(ids[mine]) & {m['image_id'] for m in result['matches']}
+    # the definition: the person's crops pooled with visibility weights, against everyone else's, re-scored on the
+    # parts both show
+    gf, g_vis = _brute(visibility_checkpoint, [g.path for g in gallery])
+    parts = g_vis.shape[1]
+    g = scale_parts(gf, g_vis, parts)
+    query = pool_visible(g[mine], parts)
+    want = rescore_mutual(g[~mine] @ query, part_visibility(query[None], parts)[0], part_visibility(g[~mine], parts))
+    others = ids[~mine]
+    best = np.argsort(-want)[:5]
+    got = {m['image_id']: m['cosine'] for m in result['matches']}
+    assert len(got) == 5 and len(set(got) & set(others[best])) >= 4
+    assert np.allclose([got[i] for i in others[best] if i in got], [want[j] for j in best if others[j] in got],
+                       atol=3e-3)
+    assert r.json()['score_kind'] == ('probability' if client.app.state.service.current.scores else 'cosine')
+
+
+def test_plain_cosines_are_answered_as_cosines_with_their_own_threshold(vis_client, dataset):
+    """The calibration and threshold were fitted on the mutually-visible-part score: visibility=false answers are
+    plain cosines, labelled so, with the settings' cosine threshold."""
+    from reid.matching import ScoreCalibration
+    client, _, _ = vis_client
+    service = client.app.state.service
+    original = service.current
+    service.current = replace(original, scores=ScoreCalibration(a=60.0, b=-59.0), min_score=0.9)
+    try:
+        files = files_for([dataset.query[0].path])
+        on = client.post('/v1/search', files=files, data={'k': '3'}).json()
+        off = client.post('/v1/search', files=files_for([dataset.query[0].path]),
+                          data={'k': '3', 'visibility': 'false'}).json()
+    finally:
+        service.current = original
+    assert on['score_kind'] == 'probability' and on['min_score'] == 0.9
+    assert off['score_kind'] == 'cosine' and off['min_score'] == service.settings.default_min_score
+    for m in off['results'][0]['matches']:
+        assert m['score'] == m['cosine']
+    for m in on['results'][0]['matches']:
+        assert np.isclose(m['score'], 1 / (1 + np.exp(-(60 * m['cosine'] - 59))), atol=1e-4)

@@ -118,3 +118,27 @@ def test_an_export_with_the_visibility_head_outputs_it_beside_the_embedding(tmp_
     plain = save_checkpoint(tiny_model(num_classes=4), tmp_path / 'p.safetensors')
     export_onnx(load_model(plain), plain.with_suffix('.onnx'), checkpoint_sha256=file_sha256(plain))
     assert not open_exported(plain, 'onnx').has_visibility
+
+
+def test_a_stale_export_is_told_by_its_record_before_any_runtime_opens_it(tmp_path, monkeypatch):
+    """The record beside an export says whose checkpoint it came from: a stale export is passed over without an
+    ONNX Runtime session or the onnx package, and a hash the caller knows is not computed again."""
+    import models.onnx_backend as onnx_backend
+    import models.runtime as runtime
+    from models.runtime import open_exported
+    model = tiny_model(depth=2)
+    ckpt = save_checkpoint(model, tmp_path / 'm.safetensors')
+    onnx_path = export_onnx(model, ckpt.with_suffix('.onnx'), checkpoint_sha256=file_sha256(ckpt))
+    sha = file_sha256(ckpt)
+    hashed = []
+    monkeypatch.setattr(onnx_backend, 'file_sha256', lambda p: hashed.append(p) or sha)
+    monkeypatch.setattr(runtime, 'file_sha256', lambda p: hashed.append(p) or sha)
+    monkeypatch.setitem(__import__('sys').modules, 'onnx', None)  # importing onnx now fails
+    assert onnx_status(onnx_path, ckpt, sha) == (True, 'fresh')
+    assert open_exported(ckpt, 'onnx', checkpoint_sha256=sha).backend == 'onnx' and hashed == []
+    sessions = []
+    monkeypatch.setattr(runtime, 'OnnxEmbedding', lambda *a, **k: sessions.append(a))
+    assert open_exported(ckpt, 'onnx', checkpoint_sha256='0' * 64) is None and sessions == []  # stale: no session
+    assert onnx_status(onnx_path, ckpt, '0' * 64)[0] is False
+    onnx_path.write_bytes(onnx_path.read_bytes() + b'\0')  # another file than the record's: the record is ignored
+    assert onnx_backend.recorded_freshness(onnx_path, ckpt, sha) is None

@@ -86,3 +86,45 @@ def test_vectors_round_trip_as_float16_and_every_change_is_logged(database_url):
         assert crud.changes_after(session=s, seq=seqs[2]) == log[3:]
         assert crud.changes_after(session=s, seq=seqs[-1], also=[seqs[0]]) == log[:1]  # an awaited older seq
         assert crud.count_images(session=s) == 2
+
+
+def test_a_deleted_images_id_is_never_handed_out_again(database_url):
+    """A new row never takes a deleted row's id (SQLite without AUTOINCREMENT gives max(id) + 1, so deleting the
+    newest image handed its id to the next upload, and replicas showed the old row's cached person for it)."""
+    Session = make_sessionmaker(make_engine(database_url))
+    row = dict(person_id=1, camera_id=1, image_sha256='0' * 64, image_path='/x/0.jpg')
+    with Session.begin() as s:
+        first, newest = [r.id for r in crud.add_images(session=s, rows=[dict(row), dict(row)])]
+    with Session.begin() as s:
+        assert crud.delete_image(session=s, image_id=newest)
+    with Session.begin() as s:
+        (again,) = [r.id for r in crud.add_images(session=s, rows=[dict(row)])]
+    assert again > newest > first
+
+
+def test_the_migration_to_never_reused_ids_keeps_rows_and_skips_deleted_ids(tmp_path):
+    """Revision 0004 on an existing SQLite gallery: its rows and tags stay, and ids the change log handed out
+    before (rows deleted since) are not handed out again."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from storage.migrate import _config
+    url = f'sqlite:///{tmp_path / "old.db"}'
+    old = create_engine(url)
+    with old.begin() as conn:
+        command.upgrade(_config(conn), '0003')
+        conn.execute(text("INSERT INTO gallery_images (id, person_id, camera_id, source_name, image_sha256, "
+                          "image_path, created_at) VALUES (1, 7, 2, 'a.jpg', :sha, '/x/a.jpg', '2026-01-01')"),
+                     {'sha': '1' * 64})
+        conn.execute(text("INSERT INTO gallery_tags (image_id, tag, position) VALUES (1, 'red', 0)"))
+        for seq, (image_id, op) in enumerate([(1, 'add'), (2, 'add'), (2, 'delete')], 1):
+            conn.execute(text('INSERT INTO gallery_changes (seq, image_id, op, created_at) '
+                              "VALUES (:s, :i, :o, '2026-01-01')"), {'s': seq, 'i': image_id, 'o': op})
+    Session = make_sessionmaker(make_engine(url))  # migrates to the head
+    with Session() as s:
+        kept = crud.get_image(session=s, image_id=1)
+        assert (kept.person_id, kept.camera_id, kept.tags) == (7, 2, ['red'])
+    with Session.begin() as s:
+        (new,) = crud.add_images(session=s, rows=[dict(person_id=1, camera_id=1, image_sha256='0' * 64,
+                                                       image_path='/x/0.jpg')])
+    assert new.id == 3  # 2 was handed out, then deleted

@@ -30,6 +30,7 @@ def admitted(flt: GalleryFilter, attrs: Attributes, times) -> np.ndarray:
     keep = []
     for i in range(len(attrs)):
         ok = flt.person_id is None or attrs.person[i] == flt.person_id
+        ok &= flt.exclude_person is None or attrs.person[i] != flt.exclude_person
         ok &= not flt.camera_ids or attrs.camera[i] in flt.camera_ids
         ok &= flt.exclude_camera is None or attrs.camera[i] != flt.exclude_camera
         ok &= flt.after is None or (times[i] is not None and times[i] >= flt.after)
@@ -52,6 +53,8 @@ FILTERS = [
     GalleryFilter.of(tags=['back\\slash', 'ünï'], camera_ids=[0, 1, 2]),
     GalleryFilter.of(tags=['nobody has this']),
     GalleryFilter(person_id=3, exclude_camera=1, after=START),
+    GalleryFilter(exclude_person=7),
+    GalleryFilter.of(exclude_person=2, camera_ids=[1, 2], tags=['blue']),
 ]
 
 
@@ -124,6 +127,82 @@ def test_upserts_replace_and_removes_forget_attributes(make_engine):
     assert I.tolist() == [] and engine.count() == len(ids) - 1
 
 
+def scaled_parts(xb, parts=4, seed=1):
+    """Vectors as a model with the visibility head stores them (reid.matching.scale_parts): each part of a unit
+    vector scaled by its visibility, so that they are not unit."""
+    visibility = np.random.default_rng(seed).uniform(0.05, 1.0, (len(xb), parts)).astype(np.float32)
+    return (xb.reshape(len(xb), parts, -1) * visibility[:, :, None]).reshape(len(xb), -1)
+
+
+def test_scores_are_inner_products_of_vectors_that_are_not_unit(make_engine):
+    """The index's first pass is the mutual-visibility score's numerator: every kind must report the inner
+    product, not a cosine formula that holds only for unit vectors (the compressed index's L2 did not)."""
+    make, exact = make_engine
+    ids, xb, attrs, _ = gallery(n=600)
+    xb = scaled_parts(xb)
+    engine = make(ids, xb, attrs)
+    queries = scaled_parts(xb[:20] + 0.05 * np.random.default_rng(2).standard_normal(xb[:20].shape), seed=3)
+    queries = queries.astype(np.float32)
+    hits = engine.search(queries, 5, [None] * len(queries))
+    by_id = dict(zip(ids.tolist(), xb))
+    agree = 0
+    for q, (D, I) in zip(queries, hits):
+        truth = np.array([by_id[i] @ q for i in I.tolist()])
+        np.testing.assert_allclose(D, truth, atol=1e-4 if exact else 0.05)  # compressed: up to the PCA residual
+        agree += I[0] == ids[np.argmax(xb @ q)]
+    assert agree >= (20 if exact else 16)
+
+
+def test_a_reupserted_faiss_index_survives_a_restart(tmp_path):
+    """Ids re-upserted (out-of-order commits, a replaced vector) move to the end of a flat index's id map: the saved
+    index must still load, not be thrown away as disagreeing with its attributes."""
+    ids, xb, attrs, _ = gallery(n=200)
+    path = tmp_path / 'index.faiss'
+    engine = FaissEngine(DIM, path=path)
+    engine.upsert(ids[::-1].copy(), xb[::-1].copy(), attrs.take(np.arange(len(ids))[::-1]))  # newest id first
+    engine.upsert(ids[3:5], xb[3:5], attrs.take([3, 4]))
+    assert np.array_equal(engine.ids(), ids)  # sorted, as the interface says
+    engine.save()
+    loaded = FaissEngine.load(path, DIM)
+    assert loaded.count() == len(ids) and np.array_equal(loaded.ids(), ids)
+    assert [h[1].tolist() for h in loaded.search(xb[:3], 5, [None] * 3)] == \
+           [h[1].tolist() for h in engine.search(xb[:3], 5, [None] * 3)]
+
+
+def test_saving_never_holds_a_search_up(tmp_path, monkeypatch):
+    """FaissEngine.save writes under the read side of its lock: a search during a (slowed) write answers at once,
+    an upsert waits for the write to finish."""
+    import threading
+    import time
+    import faiss
+    ids, xb, attrs, _ = gallery(n=300)
+    engine = FaissEngine(DIM, path=tmp_path / 'index.faiss')
+    engine.upsert(ids, xb, attrs)
+    writing, release = threading.Event(), threading.Event()
+    real_write = faiss.write_index
+
+    def slow_write(index, path):
+        writing.set()
+        release.wait(10)
+        real_write(index, path)
+    monkeypatch.setattr(faiss, 'write_index', slow_write)
+    saver = threading.Thread(target=engine.save)
+    saver.start()
+    assert writing.wait(10)
+    t0 = time.monotonic()
+    (_, I), = engine.search(xb[:1], 3, [None])
+    assert time.monotonic() - t0 < 1 and I[0] == ids[0]
+    upserted = threading.Event()
+    writer = threading.Thread(target=lambda: (engine.upsert(ids[:1], xb[1:2], attrs.take([0])), upserted.set()))
+    writer.start()
+    assert not upserted.wait(0.3)  # the write to disk holds it
+    release.set()
+    saver.join(10)
+    assert upserted.wait(10)
+    writer.join(10)
+    assert FaissEngine.load(tmp_path / 'index.faiss', DIM).count() == len(ids)
+
+
 def test_faiss_engine_persists_with_its_attributes(tmp_path):
     ids, xb, attrs, times = gallery(n=300)
     path = tmp_path / 'index.faiss'
@@ -156,6 +235,7 @@ def test_milvus_expressions_escape_and_refuse_what_they_cannot_say():
     from storage.milvus_engine import filter_expression
     assert filter_expression(GalleryFilter()) == ''
     assert filter_expression(GalleryFilter(person_id=3, exclude_camera=2)) == 'person == 3 and camera != 2'
+    assert filter_expression(GalleryFilter(exclude_person=5)) == 'person != 5'
     assert filter_expression(GalleryFilter.of(tags=['say "hi"'])) == r'array_contains_all(tags, ["say \"hi\""])'
     assert f'time != {NO_TIME}' in filter_expression(GalleryFilter(before=START))
     with pytest.raises(FilterNotSupported):
