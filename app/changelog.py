@@ -93,6 +93,7 @@ class Health:
     behind: int  # changes logged that the engine had not applied
     applied_seq: int  # the engine's position when checked: a check is due once it moves
     checked_at: float  # time.time()
+    ids_differ: bool = False  # the last comparison of every id found others (counts alone cannot clear it)
 
 
 class ChangeLogFollower:
@@ -218,21 +219,27 @@ class ChangeLogFollower:
         previous = self.health or Health(snap.model_id, False, 0, 0, snap.engine.applied_seq, time.time())
         self.health = replace(previous, behind=max(0, last - snap.engine.applied_seq), checked_at=time.time())
 
-    def check_health(self, snap: Snapshot) -> Health:
+    def check_health(self, snap: Snapshot, compare_ids: bool = False) -> Health:
         """Compare the engine with the gallery (the maintenance loop, after a sync): as many vectors as rows once
-        the whole log is applied. The result is what /readyz answers until the next check; while changes wait
-        (another replica's, just committed) the last verdict stands."""
+        the whole log is applied, and with ``compare_ids`` (now and then: it reads every id) the same ids. The
+        result is what /readyz answers until the next check; while changes wait (another replica's, just
+        committed) the last verdict stands."""
         with self.write_lock:  # this replica's writes and index swaps wait: rows and vectors are counted alike
             with self.Session() as s:
                 last, rows = crud.last_change_seq(session=s), crud.count_images(session=s)
+                db_ids = crud.image_id_array(session=s) if compare_ids else None
             count = snap.engine.count()
             behind = max(0, last - snap.engine.applied_seq)
+            ids_differ = None if db_ids is None else not np.array_equal(snap.engine.ids(), db_ids)
         previous = self.health
-        consistent = count == rows if behind == 0 else previous is not None and previous.consistent
         if previous is not None and previous.model_id != snap.model_id:
-            consistent = count == rows and behind == 0
+            previous = None
+        if ids_differ is None:
+            ids_differ = previous is not None and previous.ids_differ
+        same = count == rows and not ids_differ
+        consistent = same if behind == 0 or previous is None else previous.consistent
         self.health = Health(model_id=snap.model_id, consistent=consistent, gallery_vectors=count, behind=behind,
-                             applied_seq=snap.engine.applied_seq, checked_at=time.time())
+                             applied_seq=snap.engine.applied_seq, checked_at=time.time(), ids_differ=ids_differ)
         if snap is self.current():
             self.metrics.gallery_size.set(count)
         return self.health

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import numpy as np
 
-from reid.matching import part_visibility
+from reid.matching import part_weights
 from storage import crud
 
 __all__ = ['RowCache', 'MatchRows', 'gallery_visibility']
@@ -79,14 +79,14 @@ class MatchRows(RowCache):
 def gallery_visibility(session_factory: Callable[[], Any], model_id: int, parts: int,
                        max_rows: int = 200_000) -> RowCache:
     """Each gallery image's per-part visibility by ``model_id`` (parts,), read back from the part norms of its
-    stored vector (reid.matching.part_visibility): the denominator of the mutually-visible-part re-score. A small
-    float16 array a row (~150 bytes with its dict entry: 30 MB at the default bound); beyond it, the least recently
+    stored vector (reid.matching.part_weights: proportional to the visibilities, all the denominator of the
+    mutually-visible-part re-score needs). A small float16 array a row (~150 bytes with its dict entry: 30 MB at the default bound); beyond it, the least recently
     used are read again from the database when a search needs them."""
     def fetch(*, session, image_ids: List[int]) -> Dict[int, np.ndarray]:
         vectors = crud.get_vectors(session=session, model_id=model_id, image_ids=image_ids)
         if not vectors:
             return {}
         ids = list(vectors)
-        vis = part_visibility(np.stack([vectors[i] for i in ids]), parts).astype(np.float16)
+        vis = part_weights(np.stack([vectors[i] for i in ids]), parts).astype(np.float16)
         return dict(zip(ids, vis))
     return RowCache(session_factory, fetch, max_rows)

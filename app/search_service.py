@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from reid.matching import part_cosines, part_visibility, plain_parts, pool_visible, rescore_mutual
+from reid.matching import as_query, part_cosines, part_visibility, plain_parts, pool_visible, rescore_mutual
 from storage import crud
 from storage.engine import GalleryFilter, Hits
 
@@ -138,7 +138,8 @@ async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int,
         raise PersonNotFound(f'person {person_id} has no gallery image embedded by the active model')
     snap.engine.check_filter(flt)
     parts = snap.embedder.num_parts
-    query = pool_visible(np.stack(list(vectors.values())), parts)[None]
+    shots = np.stack(list(vectors.values()))
+    query = pool_visible(as_query(shots, parts) if snap.visible_parts else shots, parts)[None]
     if snap.visible_parts and not visible_parts:
         query = plain_parts(query, parts)
     timings: Dict[str, float] = {}

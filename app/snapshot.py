@@ -5,13 +5,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from models.runtime import Backend, ImageEmbedder, open_exported
-from reid.matching import ScoreCalibration, scale_parts
+from reid.matching import ScoreCalibration, as_gallery, scale_parts
 from storage.engine import VectorEngine
 
 from .row_cache import RowCache
 from .settings import Settings
 
-__all__ = ['Snapshot', 'Scoring', 'NoModel', 'open_embedder', 'index_encoder']
+__all__ = ['Snapshot', 'Scoring', 'NoModel', 'open_embedder', 'index_encoder', 'gallery_form']
 
 
 class NoModel(RuntimeError):
@@ -61,6 +61,12 @@ class Snapshot:
         if self.visible_parts and not visible_parts:
             return Scoring('cosine', self.plain_min_score)
         return Scoring('cosine' if self.scores is None else 'probability', self.min_score, self.scores)
+
+
+def gallery_form(embedder: ImageEmbedder, vectors: np.ndarray) -> np.ndarray:
+    """Encoded crops (:func:`index_encoder`) as the gallery stores them (reid.matching.as_gallery for a model with
+    the visibility head; the embeddings themselves otherwise)."""
+    return as_gallery(vectors, embedder.num_parts) if embedder.has_visibility else vectors
 
 
 def index_encoder(embedder: ImageEmbedder) -> Callable[[Sequence], np.ndarray]:

@@ -45,6 +45,7 @@ __all__ = ['ServiceState', 'Snapshot', 'NoModel', 'register_checkpoint', 'ensure
 
 _logger = logging.getLogger(__name__)
 HEALTH_SECONDS = 10.0  # /readyz's comparison of the engine with the gallery is renewed at least this often
+ID_CHECK_SECONDS = 300.0  # ... and compares every id, not only the counts, this often (and at start)
 
 
 class ServiceState:
@@ -117,7 +118,7 @@ class ServiceState:
         snap = self.current
         try:
             self.changelog.reconcile(snap)
-            self.changelog.check_health(snap)
+            self.changelog.check_health(snap, compare_ids=True)
             self.reconcile_pending, self.engine_error = False, None
         except EngineUnavailable as e:
             _logger.error('vector engine unavailable at start (%s): retrying in the background', e)
@@ -150,7 +151,7 @@ class ServiceState:
     def _maintenance_loop(self) -> None:
         """Follow the change log and the active model (other replicas), keep /readyz's health current, save the
         index now and then."""
-        last_save = last_check = time.monotonic()
+        last_save = last_check = last_id_check = time.monotonic()
         while not self._stop.wait(self.settings.sync_seconds):
             try:
                 if self.reconcile_pending:
@@ -161,11 +162,13 @@ class ServiceState:
                 try:
                     touched = self.changelog.sync(snap)
                     health = self.changelog.health
+                    compare_ids = time.monotonic() - last_id_check >= ID_CHECK_SECONDS
                     if snap is not None and (touched or health is None or health.behind or health.model_id !=
                                              snap.model_id or health.applied_seq != snap.engine.applied_seq or
-                                             time.monotonic() - last_check >= HEALTH_SECONDS):
-                        self.changelog.check_health(snap)
+                                             time.monotonic() - last_check >= HEALTH_SECONDS or compare_ids):
+                        self.changelog.check_health(snap, compare_ids)
                         last_check = time.monotonic()
+                        last_id_check = last_check if compare_ids else last_id_check
                     self.engine_error = None
                 except EngineUnavailable as e:  # Milvus down: writes wait in the change log
                     self.engine_error = str(e)

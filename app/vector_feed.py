@@ -14,7 +14,7 @@ from storage.images import ImageStore
 
 from .batching import ModelThread
 from .metrics import Metrics
-from .snapshot import Snapshot
+from .snapshot import Snapshot, gallery_form
 
 __all__ = ['VectorFeed']
 
@@ -40,7 +40,7 @@ class VectorFeed:
         bs = snap.embedder.batch_size
         for i in range(0, len(images), bs):
             self.metrics.embed_batch.observe(min(bs, len(images) - i))
-        return _as_stored(self.model_thread.call(snap.encode, list(images)))
+        return _as_stored(gallery_form(snap.embedder, self.model_thread.call(snap.encode, list(images))))
 
     def vectors_for(self, snap: Snapshot, rows: Sequence[GalleryRecord]) -> Tuple[List[int], np.ndarray]:
         """Vectors of ``rows`` by the snapshot's model: stored ones from the database, the others embedded from

@@ -121,10 +121,35 @@ def part_visibility(vectors: np.ndarray, parts: int) -> np.ndarray:
     return np.clip(np.linalg.norm(_parts(vectors, parts), axis=2) * np.sqrt(parts), 0, 1)
 
 
+def as_gallery(vectors: np.ndarray, parts: int) -> np.ndarray:
+    """Scaled crops (:func:`scale_parts`) as the gallery stores them: each divided by its mean part visibility, so
+    that the index's inner product with a query, sum_p v_qp v_gp cos_p / (parts mean_p v_gp), is the
+    mutually-visible-part score itself for a fully visible query, and close to it otherwise. Ranked by the plain
+    numerator instead, images that show little lose to every image that shows much: the exact re-score then never
+    sees the best matches among its candidates. The score's ratio does not change with the scale of either side,
+    so the re-score is exact all the same (:func:`part_weights`)."""
+    x = np.asarray(vectors, np.float32)
+    return (x / np.maximum(part_visibility(x, parts).mean(1, keepdims=True), 1e-6)).astype(np.float32)
+
+
+def part_weights(vectors: np.ndarray, parts: int) -> np.ndarray:
+    """Each part's weight (n, parts) in scaled vectors of any scale (a query's or the gallery's form): its norm x
+    sqrt(parts), unclipped; proportional to the visibilities, which is all the re-score's ratio needs."""
+    return np.linalg.norm(_parts(vectors, parts), axis=2) * np.sqrt(parts)
+
+
+def as_query(vectors: np.ndarray, parts: int) -> np.ndarray:
+    """Stored gallery vectors (:func:`as_gallery`, or scaled crops) back in a query's form: each divided by its
+    largest part weight, so that its best-shown part counts as fully visible."""
+    x = np.asarray(vectors, np.float32)
+    return (x / np.maximum(part_weights(x, parts).max(1, keepdims=True), 1e-6)).astype(np.float32)
+
+
 def rescore_mutual(inner: np.ndarray, query_visibility: np.ndarray, candidate_visibility: np.ndarray) -> np.ndarray:
     """The mutually-visible-part score of candidates from the index's inner products: ``inner`` (n,) of a scaled
     query with scaled candidates is sum_p v_qp v_gp cos_p / parts, so the score is parts * inner / sum_p v_qp v_gp
-    (equal to :func:`mutual_visibility_scores`). Visibilities: the query's (parts,), the candidates' (n, parts)."""
+    (equal to :func:`mutual_visibility_scores`). Visibilities: the query's (parts,), the candidates' (n, parts), or
+    any multiple of either (:func:`part_weights` of the gallery's form)."""
     q = np.asarray(query_visibility, np.float32)
     weight = np.asarray(candidate_visibility, np.float32) @ q
     return (len(q) * np.asarray(inner, np.float32) / np.maximum(weight, 1e-6)).astype(np.float32)

@@ -330,16 +330,50 @@ def test_admin_needs_the_key(gallery_client):
 def test_readyz_reads_the_loops_state_and_starts_no_work(gallery_client, monkeypatch):
     """A probe is answered from what the maintenance loop last checked: no sync (write lock, replicas' lock,
     embedding), no row count, no engine count."""
+    import threading
     client, _, gallery = gallery_client
     service = client.app.state.service
     calls = []
+
+    def watched(owner, name):
+        real = getattr(owner, name)
+
+        def call(*args, **kwargs):
+            if threading.current_thread().name != 'index-maintenance':  # the loop itself may run meanwhile
+                calls.append(name)
+            return real(*args, **kwargs)
+        monkeypatch.setattr(owner, name, call)
     for owner, name in ((service.changelog, 'sync'), (service.changelog, 'check_health'),
                         (service.current.engine, 'count'), (service.current.engine, 'ids')):
-        monkeypatch.setattr(owner, name, lambda *a, _n=name, **k: calls.append(_n))
+        watched(owner, name)
     for _ in range(5):
         r = client.get('/readyz')
         assert r.status_code == 200 and r.json()['gallery_vectors'] == service.changelog.health.gallery_vectors
     assert calls == []
+
+
+def test_readyz_tells_other_ids_from_equal_counts(tmp_path, service_model, dataset):
+    """An engine holding as many vectors as the gallery has rows, but not the same ids, is inconsistent once the
+    loop compares the ids (at start and every ID_CHECK_SECONDS)."""
+    import numpy as np
+
+    from storage.engine import Attributes
+    with make_client(tmp_path, service_model) as client:
+        gallery = [r for r in dataset.gallery if r.pid > 0][:5]
+        assert client.post('/v1/gallery', files=files_for([g.path for g in gallery]),
+                           data={'person_id': ','.join(str(g.pid) for g in gallery)}).status_code == 201
+        service = client.app.state.service
+        snap = service.current
+        engine = snap.engine
+        held = engine.ids()
+        vector = engine.vectors()[:1]
+        engine.remove(held[:1])
+        engine.upsert(np.array([10 ** 6]), vector,
+                      Attributes(person=np.array([1]), camera=np.array([0]), time=np.array([0]), tags=[()]))
+        assert service.changelog.check_health(snap).consistent  # the counts agree
+        assert not service.changelog.check_health(snap, compare_ids=True).consistent
+        r = client.get('/readyz')
+        assert r.status_code == 503 and r.json()['status'] == 'index inconsistent'
 
 
 def test_metrics_report_requests_and_gallery(gallery_client):

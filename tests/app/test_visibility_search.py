@@ -96,7 +96,8 @@ def test_a_known_persons_search_leaves_them_out_and_rescores(vis_client, visibil
     gf, g_vis = _brute(visibility_checkpoint, [g.path for g in gallery])
     parts = g_vis.shape[1]
     g = scale_parts(gf, g_vis, parts)
-    query = pool_visible(g[mine], parts)
+    # the stored vectors keep visibilities up to a scale: each crop's best-shown part counts as fully visible
+    query = pool_visible(scale_parts(gf[mine], g_vis[mine] / g_vis[mine].max(1, keepdims=True), parts), parts)
     want = rescore_mutual(g[~mine] @ query, part_visibility(query[None], parts)[0], part_visibility(g[~mine], parts))
     others = ids[~mine]
     best = np.argsort(-want)[:5]

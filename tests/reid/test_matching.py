@@ -151,3 +151,28 @@ def test_evaluate_pools_visible_parts_for_a_multi_shot_query(monkeypatch):
                                    g_vis, parts)
     want = evaluate_rank(1 - sim, np.array([1, 2]), g_pids, np.array([[1, 2], [1, 2]]), g_cams, protocol='standard')
     assert got == want
+
+
+def test_the_gallerys_form_ranks_by_the_score_and_rescores_exactly():
+    """Stored as_gallery, the index's inner product with a fully visible query is the mutually-visible-part score
+    itself (the plain numerator ranks images that show little below any that shows much); the re-score from the
+    stored form's part weights equals the definition for any query."""
+    from reid.matching import (as_gallery, as_query, mutual_visibility_scores, part_weights, plain_parts,
+                               rescore_mutual, scale_parts)
+    rng = np.random.default_rng(0)
+    parts, n = 4, 50
+    qf = plain_parts(rng.standard_normal((3, parts * 8)), parts)  # LA embeddings: unit parts / sqrt(parts)
+    gf = plain_parts(rng.standard_normal((n, parts * 8)), parts)
+    q_vis = np.stack([np.ones(parts), rng.uniform(0.1, 1, parts), rng.uniform(0.1, 1, parts)]).astype(np.float32)
+    g_vis = rng.uniform(0.05, 1, (n, parts)).astype(np.float32)
+    want = mutual_visibility_scores(qf, gf, q_vis, g_vis, parts)
+    stored = as_gallery(scale_parts(gf, g_vis, parts), parts)
+    queries = scale_parts(qf, q_vis, parts)
+    inner = queries @ stored.T
+    assert np.allclose(inner[0], want[0], atol=1e-5)  # fully visible query: the first pass is the score
+    numerator = queries[0] @ scale_parts(gf, g_vis, parts).T
+    assert np.argsort(-numerator)[:5].tolist() != np.argsort(-want[0])[:5].tolist()  # what the form mends
+    for i in range(3):
+        assert np.allclose(rescore_mutual(inner[i], q_vis[i], part_weights(stored, parts)), want[i], atol=1e-5)
+    back = as_query(stored, parts)
+    assert np.allclose(part_weights(back, parts), g_vis / g_vis.max(1, keepdims=True), atol=1e-5)
