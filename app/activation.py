@@ -59,8 +59,8 @@ class ModelActivator:
             engine = new.engine
             with self.Session() as s:
                 self.progress.total = crud.count_images(session=s)
-            if follow and engine.kept_by_replicas(self.changelog.positions):
-                self.changelog.reconcile(new)  # built by the replica that activated it: catch up
+            if follow and engine.filled_by_activating_replica():
+                self.changelog.reconcile(new)  # built by the replica that activated it: catch up, never reset
             else:
                 engine.reset()  # start clean: whatever an earlier attempt left is rebuilt
                 self.index_builder.build(new, progress=self.progress)  # the old model keeps serving meanwhile
@@ -71,7 +71,8 @@ class ModelActivator:
                 with self.Session.begin() as s:
                     crud.activate_model(session=s, model_id=model.id)
                 self.make_current(new)
-                self.metrics.gallery_size.set(engine.count())
+                # /readyz speaks of the new model from the swap on: no 503 in a zero-downtime switch
+                self.changelog.check_health(new)
             if not follow:
                 engine.publish(previous=None if old is None else old.engine)
             self.progress.finish(done=engine.count())

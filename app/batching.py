@@ -70,9 +70,14 @@ class ModelThread:
         """``fn(*args, **kwargs)`` on the model thread (model loading, index updates)."""
         if threading.current_thread() is self._worker:
             return fn(*args, **kwargs)
+        return self.submit_call(fn, *args, **kwargs).result()
+
+    def submit_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """:meth:`call` without waiting: its Future."""
         future: Future = Future()
+        future.set_running_or_notify_cancel()  # as in submit()
         self._queue.put(_Request(None, (), future, call=lambda: fn(*args, **kwargs)))
-        return future.result()
+        return future
 
     def close(self) -> None:
         self._queue.put(None)

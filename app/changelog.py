@@ -94,6 +94,7 @@ class Health:
     applied_seq: int  # the engine's position when checked: a check is due once it moves
     checked_at: float  # time.time()
     ids_differ: bool = False  # the last comparison of every id found others (counts alone cannot clear it)
+    ids_checked_at: float = 0.0  # time.monotonic() of that comparison (0: none yet)
 
 
 class ChangeLogFollower:
@@ -224,22 +225,30 @@ class ChangeLogFollower:
         the whole log is applied, and with ``compare_ids`` (now and then: it reads every id) the same ids. The
         result is what /readyz answers until the next check; while changes wait (another replica's, just
         committed) the last verdict stands."""
+        if compare_ids:  # every id (millions, from a remote engine): read outside the write lock, trusted below
+            applied = snap.engine.applied_seq  # only if the log did not move from here on
+            with self.Session() as s:
+                logged, db_ids = crud.last_change_seq(session=s), crud.image_id_array(session=s)
+            engine_ids = snap.engine.ids()
         with self.write_lock:  # this replica's writes and index swaps wait: rows and vectors are counted alike
             with self.Session() as s:
                 last, rows = crud.last_change_seq(session=s), crud.count_images(session=s)
-                db_ids = crud.image_id_array(session=s) if compare_ids else None
             count = snap.engine.count()
             behind = max(0, last - snap.engine.applied_seq)
-            ids_differ = None if db_ids is None else not np.array_equal(snap.engine.ids(), db_ids)
-        previous = self.health
-        if previous is not None and previous.model_id != snap.model_id:
-            previous = None
-        if ids_differ is None:
-            ids_differ = previous is not None and previous.ids_differ
-        same = count == rows and not ids_differ
-        consistent = same if behind == 0 or previous is None else previous.consistent
-        self.health = Health(model_id=snap.model_id, consistent=consistent, gallery_vectors=count, behind=behind,
-                             applied_seq=snap.engine.applied_seq, checked_at=time.time(), ids_differ=ids_differ)
-        if snap is self.current():
-            self.metrics.gallery_size.set(count)
-        return self.health
+            previous = self.health
+            if previous is not None and previous.model_id != snap.model_id:
+                previous = None
+            ids_differ, ids_checked_at = (False, 0.0) if previous is None else (previous.ids_differ,
+                                                                                 previous.ids_checked_at)
+            if compare_ids and applied == logged == last:  # else the log moved meanwhile: tried again later
+                ids_differ, ids_checked_at = not np.array_equal(engine_ids, db_ids), time.monotonic()
+            same = count == rows and not ids_differ
+            consistent = same if behind == 0 or previous is None else previous.consistent
+            health = Health(model_id=snap.model_id, consistent=consistent, gallery_vectors=count, behind=behind,
+                            applied_seq=snap.engine.applied_seq, checked_at=time.time(), ids_differ=ids_differ,
+                            ids_checked_at=ids_checked_at)
+            # the model swap holds this lock too: a check of the model just swapped out is not kept
+            if snap is self.current() or self.current() is None:
+                self.health = health
+                self.metrics.gallery_size.set(count)
+        return health

@@ -23,17 +23,27 @@ if TYPE_CHECKING:
 __all__ = ['search_gallery', 'search_person', 'rescore', 'PersonNotFound', 'engine_search']
 
 
+def with_margin(snap: Snapshot, k: int) -> int:
+    """``k`` plus the engine's stale margin: hits whose row is gone are dropped when answers are joined with the
+    database's rows, and the answer still has ``k``."""
+    return k + snap.engine.stale_margin
+
+
 def engine_search(snap: Snapshot, xq: np.ndarray, k: int, filters: Sequence[Optional[GalleryFilter]]) -> List[Hits]:
-    """The one place a search meets the engine: ``k`` plus the engine's stale margin (hits whose row is gone are
-    dropped when answers are joined with the database's rows). Where it runs: an in-process engine's on the model
-    thread right after the forward (app.state.submit_search), a remote one's in a worker thread (:func:`_search`)."""
-    return snap.engine.search(xq, k + snap.engine.stale_margin, filters)
+    """The one place a search meets the engine. Where it runs: an in-process engine's on the model thread (right
+    after the forward in app.state.submit_search, else through :func:`_search`), a remote one's in a worker
+    thread, which it would otherwise hold up."""
+    return snap.engine.search(xq, with_margin(snap, k), filters)
 
 
-async def _search(snap: Snapshot, xq: np.ndarray, k: int, filters: Sequence[Optional[GalleryFilter]],
-                  timings: Dict[str, float]) -> List[Hits]:
+async def _search(service: 'ServiceState', snap: Snapshot, xq: np.ndarray, k: int,
+                  filters: Sequence[Optional[GalleryFilter]], timings: Dict[str, float]) -> List[Hits]:
+    """:func:`engine_search` for vectors already at hand, on the thread it belongs to."""
     t0 = time.perf_counter()
-    hits = await run_in_threadpool(engine_search, snap, xq, k, filters)
+    if snap.engine.remote:
+        hits = await run_in_threadpool(engine_search, snap, xq, k, filters)
+    else:
+        hits = await asyncio.wrap_future(service.model_thread.submit_call(engine_search, snap, xq, k, filters))
     timings['index_search'] = time.perf_counter() - t0
     return hits
 
@@ -75,9 +85,9 @@ async def search_gallery(service: 'ServiceState', snap: Snapshot, queries: Seque
                                    visible_parts=visible_parts)
     xq, hits = await asyncio.wrap_future(future)
     if hits is None:  # a remote engine: searched here, off the model thread
-        hits = await _search(snap, xq, fetch, filters, timings)
+        hits = await _search(service, snap, xq, fetch, filters, timings)
     if snap.visible_parts:
-        hits = await rescore(service, snap, xq, hits, visible_parts, timings, k + snap.engine.stale_margin)
+        hits = await rescore(service, snap, xq, hits, visible_parts, timings, k)
     named = [', '.join(q.filename for q in queries)] if group else [q.filename for q in queries]
     visibility = part_visibility(xq, snap.embedder.num_parts) if snap.visible_parts and visible_parts else None
     return await _answers(service, snap.scoring(visible_parts), named, hits, k, threshold, thumbnail_url, timings,
@@ -85,8 +95,9 @@ async def search_gallery(service: 'ServiceState', snap: Snapshot, queries: Seque
 
 
 async def rescore(service: 'ServiceState', snap: Snapshot, xq: np.ndarray, hits: Sequence[Hits], visible_parts: bool,
-                  timings: Dict[str, float], top: int) -> List[Hits]:
-    """The exact scores of the index's candidates, the best ``top`` first: on the parts both images show
+                  timings: Dict[str, float], k: int) -> List[Hits]:
+    """The exact scores of the index's candidates, the best ``k`` (:func:`with_margin`) first: on the parts both
+    images show
     (reid.matching.rescore_mutual, the gallery's visibilities from memory: app.row_cache.gallery_visibility), or
     with ``visible_parts=False`` the plain mean of the part cosines (reid.matching.part_cosines, from the
     candidates' stored vectors). Candidates without a stored vector (deleted meanwhile) are dropped."""
@@ -101,7 +112,7 @@ async def rescore(service: 'ServiceState', snap: Snapshot, xq: np.ndarray, hits:
             with service.Session() as s:
                 return crud.get_vectors(session=s, model_id=snap.model_id, image_ids=sorted(ids))
         found = await run_in_threadpool(stored_vectors)
-    parts = snap.embedder.num_parts
+    parts, top = snap.embedder.num_parts, with_margin(snap, k)
     out: List[Hits] = []
     for query, (D, I) in zip(xq, hits):
         keep = [j for j, i in enumerate(I.tolist()) if i in found]
@@ -143,9 +154,10 @@ async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int,
     if snap.visible_parts and not visible_parts:
         query = plain_parts(query, parts)
     timings: Dict[str, float] = {}
-    hits = await _search(snap, query, first_pass_k(snap, k), [replace(flt, exclude_person=person_id)], timings)
+    hits = await _search(service, snap, query, first_pass_k(snap, k), [replace(flt, exclude_person=person_id)],
+                         timings)
     if snap.visible_parts:
-        hits = await rescore(service, snap, query, hits, visible_parts, timings, k + snap.engine.stale_margin)
+        hits = await rescore(service, snap, query, hits, visible_parts, timings, k)
     visibility = part_visibility(query, parts) if snap.visible_parts and visible_parts else None
     results = await _answers(service, snap.scoring(visible_parts), [f'person {person_id} ({len(vectors)} gallery images)'], hits, k,
                              threshold, thumbnail_url, timings, visibility)

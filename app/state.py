@@ -151,7 +151,7 @@ class ServiceState:
     def _maintenance_loop(self) -> None:
         """Follow the change log and the active model (other replicas), keep /readyz's health current, save the
         index now and then."""
-        last_save = last_check = last_id_check = time.monotonic()
+        last_save = last_check = last_id_try = time.monotonic()
         while not self._stop.wait(self.settings.sync_seconds):
             try:
                 if self.reconcile_pending:
@@ -162,13 +162,17 @@ class ServiceState:
                 try:
                     touched = self.changelog.sync(snap)
                     health = self.changelog.health
-                    compare_ids = time.monotonic() - last_id_check >= ID_CHECK_SECONDS
+                    # every id compared when due, tried again at most every HEALTH_SECONDS (while the log moves,
+                    # a comparison is not trusted)
+                    now = time.monotonic()
+                    compare_ids = (health is not None and now - health.ids_checked_at >= ID_CHECK_SECONDS and
+                                   now - last_id_try >= HEALTH_SECONDS)
                     if snap is not None and (touched or health is None or health.behind or health.model_id !=
                                              snap.model_id or health.applied_seq != snap.engine.applied_seq or
                                              time.monotonic() - last_check >= HEALTH_SECONDS or compare_ids):
                         self.changelog.check_health(snap, compare_ids)
                         last_check = time.monotonic()
-                        last_id_check = last_check if compare_ids else last_id_check
+                        last_id_try = last_check if compare_ids else last_id_try
                     self.engine_error = None
                 except EngineUnavailable as e:  # Milvus down: writes wait in the change log
                     self.engine_error = str(e)

@@ -48,6 +48,9 @@ class VectorFeed:
         and left out."""
         with self.Session() as s:
             stored = crud.get_vectors(session=s, model_id=snap.model_id, image_ids=[r.id for r in rows])
+        if stored:  # rows stored before the gallery's form existed (plain scaled crops) are put in it here
+            keys = list(stored)
+            stored = dict(zip(keys, gallery_form(snap.embedder, np.stack([stored[i] for i in keys]))))
         todo = [r for r in rows if r.id not in stored]
         bs = max(1, snap.embedder.batch_size)
         for start in range(0, len(todo), bs):

@@ -127,9 +127,13 @@ def as_gallery(vectors: np.ndarray, parts: int) -> np.ndarray:
     mutually-visible-part score itself for a fully visible query, and close to it otherwise. Ranked by the plain
     numerator instead, images that show little lose to every image that shows much: the exact re-score then never
     sees the best matches among its candidates. The score's ratio does not change with the scale of either side,
-    so the re-score is exact all the same (:func:`part_weights`)."""
+    so the re-score is exact all the same (:func:`part_weights`). Idempotent: vectors in the gallery's form
+    already (mean part weight 1, to float16's precision) come back unchanged, so stored vectors of either form can
+    pass through it."""
     x = np.asarray(vectors, np.float32)
-    return (x / np.maximum(part_visibility(x, parts).mean(1, keepdims=True), 1e-6)).astype(np.float32)
+    mean = part_weights(x, parts).mean(1, keepdims=True)
+    mean = np.where(np.abs(mean - 1) < 1e-2, 1.0, np.maximum(mean, 1e-6))
+    return (x / mean).astype(np.float32)
 
 
 def part_weights(vectors: np.ndarray, parts: int) -> np.ndarray:

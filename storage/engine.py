@@ -228,6 +228,11 @@ class VectorEngine(ABC):
         brought up to date, not rebuilt."""
         return self.shared and store.read(self.position_key) != (0, {})
 
+    def filled_by_activating_replica(self) -> bool:
+        """Whether the replica that activated a model filled this engine for every replica (a shared one): the
+        others then only bring it up to date, and never start it over."""
+        return self.shared
+
     @abstractmethod
     def ids(self) -> np.ndarray:
         """Every id held, sorted (int64)."""

@@ -6,9 +6,9 @@ Three kinds, all keeping our ids, removable, and searchable with an id filter:
 - ``approx``: IVF-Flat (nlist ~ 4·sqrt(n)), ``nprobe`` lists searched; vectors kept in full.
 - ``compressed``: for large galleries of long vectors (LA-Base: 14 x 768 = 10,752 dims, 43 KB each): PCA to
   ``pca_dim`` dimensions, then IVF with float16 codes (``PCA256,IVFn,SQfp16``: 512 bytes a vector), by inner
-  product. FAISS's PCA centres what it stores (``A(g - m)``); the query is projected without the centring
-  (``w = A q``), so ``<w, A(g - m)> + <w, A m> = <A q, A g>``: the inner product up to the PCA residual, ranked and
-  reported as such. Vectors scaled part by part (a model with the visibility head) are not unit, so neither an L2
+  product. FAISS's PCA centres what it stores (``A(g - m)``, g ~ m + A^T A (g - m)); the query is projected
+  without the centring (``w = A q``), so ``<w, A(g - m)> + <q, m> ~ <q, g>``: the inner product up to the PCA
+  residual of ``g - m`` (the mean itself is kept whole), ranked and reported as such. Vectors scaled part by part (a model with the visibility head) are not unit, so neither an L2
   search nor ``1 - d/2`` would rank or score them right (an L2 index saved before this is refilled).
 
 Searches and :meth:`VectorIndex.save` are readers of one :class:`~storage.locks.ReadWriteLock`: a search never waits
@@ -17,6 +17,7 @@ for the index file to be written; adds and removes wait for both.
 :meth:`VectorIndex.trained_like` + :meth:`VectorIndex.swap` build a new index on the side while searches go on.
 """
 import os
+import threading
 from pathlib import Path
 from enum import StrEnum
 from typing import Iterable, Optional, Tuple
@@ -59,8 +60,10 @@ class VectorIndex:
         self.nprobe = nprobe
         self.pca_dim = pca_dim
         self._lock = ReadWriteLock()
+        self._save_lock = threading.Lock()  # two saves (the maintenance loop, an activation) share one .tmp file
         self.index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.dirty = False
+        self._projection: Tuple[Optional[faiss.Index], np.ndarray, np.ndarray] = (None, np.empty(0), np.empty(0))
 
     # ---- building --------------------------------------------------------------------------------------------
     def trained_like(self, kind: IndexKind, sample: np.ndarray, expected: Optional[int] = None) -> 'VectorIndex':
@@ -214,18 +217,23 @@ class VectorIndex:
     def _search_projected(self, xq: np.ndarray, k: int, params) -> Tuple[np.ndarray, np.ndarray]:
         """A compressed index's search: the query projected without the PCA's centring, the inner IVF searched
         with it, the stored vectors' offset added back (see the module's docstring)."""
-        pca = faiss.downcast_VectorTransform(self.index.chain.at(0))
-        offset = -pca.apply(np.zeros((1, self.dim), np.float32))[0]  # A m
-        w = pca.apply(xq) + offset  # A q
+        index, projected_mean, mean = self._projection
+        if index is not self.index:  # once per index, not per search (searches hold the lock: it cannot change)
+            pca = faiss.downcast_VectorTransform(self.index.chain.at(0))
+            projected_mean = -pca.apply(np.zeros((1, self.dim), np.float32))[0]  # A m
+            mean = faiss.vector_to_array(pca.mean).astype(np.float32)
+            self._projection = (self.index, projected_mean, mean)
+        pca = self.index.chain.at(0)
+        w = pca.apply(xq) + projected_mean  # A q
         D, I = self.index.index.search(np.ascontiguousarray(w), k, params=params)
-        return np.where(I >= 0, D + (w @ offset)[:, None], -np.inf).astype(np.float32), I
+        return np.where(I >= 0, D + (xq @ mean)[:, None], -np.inf).astype(np.float32), I
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Atomic write (a crash leaves the previous file)."""
         path = Path(path)
         tmp = path.with_name(path.name + '.tmp')
-        with self._lock.read():  # searches go on meanwhile; adds and removes wait
+        with self._save_lock, self._lock.read():  # searches go on meanwhile; adds and removes wait
             faiss.write_index(self.index, str(tmp))
             with open(tmp, 'rb') as f:
                 os.fsync(f.fileno())

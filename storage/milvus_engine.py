@@ -267,7 +267,7 @@ class MilvusEngine(VectorEngine):
     def ids(self, batch: int = 10_000) -> np.ndarray:
         """Every id, read in batches into int64 arrays (8 bytes an id in this process)."""
         iterator = self._call('query_iterator', self.client.query_iterator, self.collection, batch_size=batch,
-                              filter='', output_fields=['id'])
+                              filter='', output_fields=['id'], consistency_level='Strong')
         parts = []
         try:
             while True:

@@ -176,3 +176,7 @@ def test_the_gallerys_form_ranks_by_the_score_and_rescores_exactly():
         assert np.allclose(rescore_mutual(inner[i], q_vis[i], part_weights(stored, parts)), want[i], atol=1e-5)
     back = as_query(stored, parts)
     assert np.allclose(part_weights(back, parts), g_vis / g_vis.max(1, keepdims=True), atol=1e-5)
+    # stored vectors of either form pass through it: the gallery's form comes back bit for bit
+    assert np.array_equal(as_gallery(stored, parts), stored)
+    half = stored.astype(np.float16).astype(np.float32)  # as the database keeps them
+    assert np.array_equal(as_gallery(half, parts), half)

@@ -153,6 +153,25 @@ def test_compressed_index_recall_scores_ids_and_persistence(tmp_path):
     assert np.array_equal(loaded.search(xq, 10)[1], index.search(xq, 10)[1])
 
 
+def test_compressed_scores_keep_a_common_offset_outside_the_pca():
+    """Vectors sharing a large mean whose direction the PCA does not keep (it keeps the spread around the mean):
+    the reported inner products must still be the true ones, with the mean's part added back whole."""
+    rng = np.random.default_rng(4)
+    d, rank = 64, 12
+    basis = np.linalg.qr(rng.normal(size=(d, rank + 1)))[0].T  # orthonormal: the spread's 12 directions, the mean's
+    spread, mean = basis[:rank], 3.0 * basis[rank]
+    xb = (mean + rng.normal(size=(2000, rank)) @ spread + 0.01 * rng.normal(size=(2000, d))).astype(np.float32)
+    xq = (mean + rng.normal(size=(10, rank)) @ spread).astype(np.float32)
+    ids = np.arange(2000, dtype=np.int64)
+    index = VectorIndex(d, nprobe=64, pca_dim=16)
+    fresh = index.trained_like('compressed', xb, expected=len(xb))
+    fresh.add(ids, xb)
+    index.swap(fresh)
+    D, I = index.search(xq, 5)
+    truth = np.take_along_axis(xq @ xb.T, I, 1)
+    np.testing.assert_allclose(D, truth, atol=0.25)  # |D| ~ 20; a lost mean would be ~9 off
+
+
 def test_small_samples_fall_back_to_exact_and_unknown_kinds_are_refused():
     xq, xb, ids = _data(nb=100)
     index = VectorIndex(32)
