@@ -1,0 +1,79 @@
+"""A person detector that needs no weights, for static cameras: background subtraction (OpenCV's MOG2) and the
+shape of what moves.
+
+Good for a fixed camera with people walking apart from each other; not for a moving camera, crowds (people who
+walk together are one blob, so one box or none) or people standing still for longer than the background model's
+memory (they fade into the background). docs/video.md says how good it is, measured by ``python -m bench.video``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+__all__ = ['BackgroundDetector']
+
+
+@dataclass
+class BackgroundDetector:
+    """Boxes of moving, standing-person-shaped blobs, one frame after the other (the detector keeps state: the
+    background model; make one per video).
+
+    Args:
+        history: frames the background model remembers (MOG2's ``history``).
+        var_threshold: squared Mahalanobis distance at which a pixel is foreground (MOG2's ``varThreshold``).
+        min_height: shortest box kept, as a share of the frame height.
+        max_height: tallest box kept, as a share of the frame height.
+        aspect: (min, max) height / width of a standing person's box.
+        min_fill: least share of its box a blob fills (a person fills about half; noise and shadows less).
+        scale: the frame is shrunk by this factor before subtraction (speed; boxes are scaled back).
+        warmup: frames at the start that only teach the background model (no boxes: everything moves at first).
+    """
+    history: int = 300
+    var_threshold: float = 24.0
+    min_height: float = 0.12
+    max_height: float = 0.95
+    aspect: Tuple[float, float] = (1.3, 5.0)
+    min_fill: float = 0.3
+    scale: float = 0.5
+    warmup: int = 5
+
+    def __post_init__(self):
+        assert 0 < self.scale <= 1, 'scale must be in (0, 1]'
+        self._subtractor = cv2.createBackgroundSubtractorMOG2(history=self.history, varThreshold=self.var_threshold,
+                                                              detectShadows=True)
+        self._frames = 0
+        # tall kernels: join a person's head, torso and legs, which differ from the background by different amounts
+        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 11))
+
+    def foreground(self, image: np.ndarray) -> np.ndarray:
+        """The cleaned foreground mask (uint8 0/255) of one RGB frame, at ``scale``; updates the background."""
+        small = image if self.scale == 1 else cv2.resize(image, None, fx=self.scale, fy=self.scale,
+                                                         interpolation=cv2.INTER_AREA)
+        mask = self._subtractor.apply(small)
+        self._frames += 1
+        # MOG2 marks shadows 127: they are not people
+        _, mask = cv2.threshold(mask, 200, 255, cv2.THRESH_BINARY)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
+        return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Boxes in one RGB frame: array (N, 5) float32 of (x, y, w, h, conf) in pixels of the frame; conf is the
+        share of its box the blob fills, clipped to 0..1."""
+        mask = self.foreground(image)
+        if self._frames <= self.warmup:
+            return np.empty((0, 5), np.float32)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        stats = stats[1:]  # 0 is the background
+        if not len(stats):
+            return np.empty((0, 5), np.float32)
+        x, y, w, h, area = (stats[:, i].astype(np.float32) for i in range(5))
+        frame_h = mask.shape[0]
+        fill = area / (w * h)
+        keep = ((h >= self.min_height * frame_h) & (h <= self.max_height * frame_h)
+                & (h >= self.aspect[0] * w) & (h <= self.aspect[1] * w) & (fill >= self.min_fill))
+        boxes = np.stack([x, y, w, h], 1)[keep] / self.scale
+        return np.concatenate([boxes, np.clip(fill[keep], 0, 1)[:, None]], 1).astype(np.float32)
