@@ -1,0 +1,88 @@
+"""Scores against ground truth: detection precision/recall and tracking MOTA/IDF1 (motmetrics, py-motmetrics's
+CLEAR-MOT and identity metrics), per camera.
+
+Ground truth is ``{frame: (N, >= 6) of (id, x, y, w, h, conf, [visibility])}``. People hidden below
+``min_visibility`` are not expected to be found: a box on one of them is neither a hit nor a false positive (as
+the MOT Challenge evaluation does with its ignore regions), and missing them costs nothing.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Tuple
+
+import motmetrics as mm
+import numpy as np
+import supervision as sv
+from scipy.optimize import linear_sum_assignment
+
+__all__ = ['detection_scores', 'tracking_scores', 'visible_boxes', 'MIN_VISIBILITY', 'MIN_IOU']
+
+MIN_VISIBILITY = 0.3  # a person with less of their figure in view is not expected to be detected
+MIN_IOU = 0.5  # the MOT Challenge's match criterion
+
+Boxes = Mapping[int, np.ndarray]
+
+
+def visible_boxes(truth: Boxes, min_visibility: float = MIN_VISIBILITY) -> Dict[int, np.ndarray]:
+    """The ground-truth rows of people at least ``min_visibility`` in view, for use as ideal detections."""
+    out = {}
+    for frame, rows in truth.items():
+        rows = rows[_visibility(rows) >= min_visibility]
+        if len(rows):
+            out[frame] = rows
+    return out
+
+
+def _visibility(rows: np.ndarray) -> np.ndarray:
+    return rows[:, 6] if rows.shape[1] > 6 else np.ones(len(rows))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of (x, y, w, h) boxes. (motmetrics 1.4's own iou_matrix calls np.asfarray,
+    which NumPy 2 removed.)"""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    return sv.box_iou_batch(np.concatenate([a[:, :2], a[:, :2] + a[:, 2:4]], 1),
+                            np.concatenate([b[:, :2], b[:, :2] + b[:, 2:4]], 1))
+
+
+def _split(rows: np.ndarray, found: np.ndarray, min_visibility: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(ground truth to find, the found boxes that are not on a person too hidden to count)."""
+    hidden = _visibility(rows) < min_visibility
+    if hidden.any() and len(found):
+        iou = _iou(rows[hidden, 1:5], found[:, 1:5])
+        r, c = linear_sum_assignment(-iou)
+        on_hidden = c[iou[r, c] >= MIN_IOU]
+        found = np.delete(found, on_hidden, axis=0)
+    return rows[~hidden], found
+
+
+def detection_scores(truth: Boxes, detections: Boxes, min_visibility: float = MIN_VISIBILITY) -> Dict[str, float]:
+    """Precision and recall of ``detections`` ``{frame: (M, >= 5) of (id, x, y, w, h, ...)}``: a one-to-one
+    match per frame (Hungarian) at IoU >= 0.5."""
+    hits = expected = found_total = 0
+    for frame in set(truth) | set(detections):
+        rows, found = _split(truth.get(frame, np.empty((0, 7))), detections.get(frame, np.empty((0, 6))),
+                             min_visibility)
+        expected += len(rows)
+        found_total += len(found)
+        if len(rows) and len(found):
+            iou = _iou(rows[:, 1:5], found[:, 1:5])
+            r, c = linear_sum_assignment(-iou)
+            hits += int((iou[r, c] >= MIN_IOU).sum())
+    return dict(precision=hits / max(found_total, 1), recall=hits / max(expected, 1), truth=expected,
+                detections=found_total)
+
+
+def tracking_scores(truth: Boxes, tracks: Boxes, min_visibility: float = MIN_VISIBILITY) -> Dict[str, float]:
+    """MOTA, IDF1 and their parts (motmetrics) of ``tracks`` ``{frame: (M, >= 5) of (track_id, x, y, w, h, ...)}``
+    against ``truth``."""
+    acc = mm.MOTAccumulator(auto_id=False)
+    for frame in sorted(set(truth) | set(tracks)):
+        rows, found = _split(truth.get(frame, np.empty((0, 7))), tracks.get(frame, np.empty((0, 6))), min_visibility)
+        distance = 1 - _iou(rows[:, 1:5], found[:, 1:5])
+        distance[distance > 1 - MIN_IOU] = np.nan  # motmetrics' "cannot match"
+        acc.update(rows[:, 0].astype(int), found[:, 0].astype(int), distance, frameid=frame)
+    names = ['mota', 'idf1', 'idp', 'idr', 'num_switches', 'num_false_positives', 'num_misses', 'num_objects',
+             'num_unique_objects', 'mostly_tracked']
+    summary = mm.metrics.create().compute(acc, metrics=names, name='camera')
+    return {name: float(summary[name].iloc[0]) for name in names}
