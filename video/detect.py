@@ -30,15 +30,18 @@ class BackgroundDetector:
         min_fill: least share of its box a blob fills (a person fills about half; noise and shadows less).
         scale: the frame is shrunk by this factor before subtraction (speed; boxes are scaled back).
         warmup: frames at the start that only teach the background model (no boxes: everything moves at first).
+        max_gap: blobs one above the other are one person when the gap between them is at most this share of their
+            joint height (clothes the colour of the background split a figure into head, torso and legs).
     """
     history: int = 300
     var_threshold: float = 24.0
     min_height: float = 0.12
     max_height: float = 0.95
-    aspect: Tuple[float, float] = (1.3, 5.0)
+    aspect: Tuple[float, float] = (1.3, 7.0)
     min_fill: float = 0.3
     scale: float = 0.5
     warmup: int = 5
+    max_gap: float = 0.25
 
     def __post_init__(self):
         assert 0 < self.scale <= 1, 'scale must be in (0, 1]'
@@ -66,14 +69,39 @@ class BackgroundDetector:
         mask = self.foreground(image)
         if self._frames <= self.warmup:
             return np.empty((0, 5), np.float32)
-        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        stats = stats[1:]  # 0 is the background
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        stats = _stack_parts(stats[1:].astype(np.float32), self.max_gap)  # 0 is the background
         if not len(stats):
             return np.empty((0, 5), np.float32)
-        x, y, w, h, area = (stats[:, i].astype(np.float32) for i in range(5))
+        x, y, w, h, area = stats.T
         frame_h = mask.shape[0]
         fill = area / (w * h)
         keep = ((h >= self.min_height * frame_h) & (h <= self.max_height * frame_h)
                 & (h >= self.aspect[0] * w) & (h <= self.aspect[1] * w) & (fill >= self.min_fill))
         boxes = np.stack([x, y, w, h], 1)[keep] / self.scale
         return np.concatenate([boxes, np.clip(fill[keep], 0, 1)[:, None]], 1).astype(np.float32)
+
+
+def _stack_parts(stats: np.ndarray, max_gap: float) -> np.ndarray:
+    """Join blobs stacked one above the other (horizontal overlap at least half the narrower one's width, vertical
+    gap at most ``max_gap`` of the joint height) into one, until none is left to join. ``stats``: (N, 5) of (x, y,
+    w, h, area) as cv2.connectedComponentsWithStats gives them."""
+    blobs = [list(row) for row in stats]
+    joined = True
+    while joined and len(blobs) > 1:
+        joined = False
+        for i in range(len(blobs)):
+            for j in range(i + 1, len(blobs)):
+                (xa, ya, wa, ha, aa), (xb, yb, wb, hb, ab) = blobs[i], blobs[j]
+                overlap = min(xa + wa, xb + wb) - max(xa, xb)
+                top, bottom = min(ya, yb), max(ya + ha, yb + hb)
+                gap = max(ya, yb) - min(ya + ha, yb + hb)
+                if overlap >= 0.5 * min(wa, wb) and gap <= max_gap * (bottom - top):
+                    left, right = min(xa, xb), max(xa + wa, xb + wb)
+                    blobs[i] = [left, top, right - left, bottom - top, aa + ab]
+                    del blobs[j]
+                    joined = True
+                    break
+            if joined:
+                break
+    return np.asarray(blobs, dtype=np.float32).reshape(-1, 5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import supervision as sv
-from trackers import ByteTrackTracker
+from trackers import GIoU, ByteTrackTracker
 
 __all__ = ['Tracker', 'track_all']
 
@@ -18,16 +18,21 @@ class Tracker:
             another person for less than this keeps their id).
         activation: least confidence of a box that starts a track.
         high_confidence: boxes at or above this are matched first; those below only continue existing tracks.
-        min_iou: least overlap of a box with a track's predicted box to continue it.
+        min_giou: least generalized IoU (-1..1) of a box with a track's predicted box to continue it. GIoU, not
+            IoU: it still scores boxes that no longer overlap the prediction, so a track survives a person
+            emerging from behind an occluder or another person a little off its predicted path (on the synthetic
+            video: tracking IDF1 on the built-in detector's boxes 0.62-0.87 per camera with IoU >= 0.1, 0.77-0.88
+            with GIoU >= -0.5; unchanged 0.99 on ground-truth boxes).
         min_frames: frames in a row a track needs before it gets an id (filters one-frame noise).
     """
 
     def __init__(self, fps: float, lost_seconds: float = 2.0, activation: float = 0.5, high_confidence: float = 0.5,
-                 min_iou: float = 0.1, min_frames: int = 2):
+                 min_giou: float = -0.5, min_frames: int = 2):
         # ByteTrack counts its lost-track buffer in frames at 30 fps and scales it by frame_rate / 30
         self._tracker = ByteTrackTracker(lost_track_buffer=max(1, round(lost_seconds * 30)), frame_rate=fps,
                                          track_activation_threshold=activation, high_conf_det_threshold=high_confidence,
-                                         minimum_iou_threshold=min_iou, minimum_consecutive_frames=min_frames)
+                                         minimum_iou_threshold=min_giou, minimum_consecutive_frames=min_frames,
+                                         iou=GIoU())
         self.max_lost_frames: int = int(self._tracker.maximum_frames_without_update)
 
     def update(self, boxes: np.ndarray) -> np.ndarray:
