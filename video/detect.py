@@ -28,7 +28,8 @@ class BackgroundDetector:
         max_height: tallest box kept, as a share of the frame height.
         aspect: (min, max) height / width of a standing person's box.
         min_fill: least share of its box a blob fills (a person fills about half; noise and shadows less).
-        scale: the frame is shrunk by this factor before subtraction (speed; boxes are scaled back).
+        work_height: frames taller than this are shrunk to it before subtraction (speed, and kernels that fit a
+            person whatever the resolution; boxes are scaled back).
         warmup: frames at the start that only teach the background model (no boxes: everything moves at first).
         max_gap: blobs one above the other are one person when the gap between them is at most this share of their
             joint height (clothes the colour of the background split a figure into head, torso and legs).
@@ -39,12 +40,13 @@ class BackgroundDetector:
     max_height: float = 0.95
     aspect: Tuple[float, float] = (1.3, 7.0)
     min_fill: float = 0.3
-    scale: float = 0.5
+    work_height: int = 288
     warmup: int = 5
     max_gap: float = 0.25
 
     def __post_init__(self):
-        assert 0 < self.scale <= 1, 'scale must be in (0, 1]'
+        assert self.work_height > 0, 'work_height must be positive'
+        self.scale = 1.0
         self._subtractor = cv2.createBackgroundSubtractorMOG2(history=self.history, varThreshold=self.var_threshold,
                                                               detectShadows=True)
         self._frames = 0
@@ -53,7 +55,9 @@ class BackgroundDetector:
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 11))
 
     def foreground(self, image: np.ndarray) -> np.ndarray:
-        """The cleaned foreground mask (uint8 0/255) of one RGB frame, at ``scale``; updates the background."""
+        """The cleaned foreground mask (uint8 0/255) of one RGB frame, shrunk to at most ``work_height`` rows (by
+        ``self.scale``); updates the background model."""
+        self.scale = min(1.0, self.work_height / image.shape[0])
         small = image if self.scale == 1 else cv2.resize(image, None, fx=self.scale, fy=self.scale,
                                                          interpolation=cv2.INTER_AREA)
         mask = self._subtractor.apply(small)

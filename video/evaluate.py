@@ -46,12 +46,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _split(rows: np.ndarray, found: np.ndarray, min_visibility: float) -> Tuple[np.ndarray, np.ndarray]:
-    """(ground truth to find, the found boxes that are not on a person too hidden to count)."""
+    """(ground truth to find, the found boxes that are not on a person too hidden to count). Found boxes are
+    matched to all the ground truth at once first, so a box on a visible person in front of a hidden one stays."""
     hidden = _visibility(rows) < min_visibility
     if hidden.any() and len(found):
-        iou = _iou(rows[hidden, 1:5], found[:, 1:5])
+        iou = _iou(rows[:, 1:5], found[:, 1:5])
         r, c = linear_sum_assignment(-iou)
-        on_hidden = c[iou[r, c] >= MIN_IOU]
+        on_hidden = c[(iou[r, c] >= MIN_IOU) & hidden[r]]
         found = np.delete(found, on_hidden, axis=0)
     return rows[~hidden], found
 
