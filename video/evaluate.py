@@ -1,5 +1,5 @@
-"""Scores against ground truth: detection precision/recall and tracking MOTA/IDF1 (motmetrics, py-motmetrics's
-CLEAR-MOT and identity metrics), per camera.
+"""Scores against ground truth: detection precision/recall, tracking MOTA/IDF1 (motmetrics: CLEAR-MOT and identity
+metrics) and HOTA (trackers.eval, a port of TrackEval's), per camera.
 
 Ground truth is ``{frame: (N, >= 6) of (id, x, y, w, h, conf, [visibility])}``. People hidden below
 ``min_visibility`` are not expected to be found: a box on one of them is neither a hit nor a false positive (as
@@ -13,6 +13,7 @@ import motmetrics as mm
 import numpy as np
 import supervision as sv
 from scipy.optimize import linear_sum_assignment
+from trackers.eval import compute_hota_metrics
 
 __all__ = ['detection_scores', 'tracking_scores', 'visible_boxes', 'MIN_VISIBILITY', 'MIN_IOU']
 
@@ -75,15 +76,22 @@ def detection_scores(truth: Boxes, detections: Boxes, min_visibility: float = MI
 
 
 def tracking_scores(truth: Boxes, tracks: Boxes, min_visibility: float = MIN_VISIBILITY) -> Dict[str, float]:
-    """MOTA, IDF1 and their parts (motmetrics) of ``tracks`` ``{frame: (M, >= 5) of (track_id, x, y, w, h, ...)}``
-    against ``truth``."""
+    """MOTA, IDF1 and their parts (motmetrics), and HOTA, of ``tracks`` ``{frame: (M, >= 5) of (track_id, x, y, w,
+    h, ...)}`` against ``truth``."""
     acc = mm.MOTAccumulator(auto_id=False)
+    hota_gt, hota_found, hota_iou = [], [], []
     for frame in sorted(set(truth) | set(tracks)):
         rows, found = _split(truth.get(frame, np.empty((0, 7))), tracks.get(frame, np.empty((0, 6))), min_visibility)
-        distance = 1 - _iou(rows[:, 1:5], found[:, 1:5])
+        iou = _iou(rows[:, 1:5], found[:, 1:5])
+        hota_gt.append(rows[:, 0].astype(int))
+        hota_found.append(found[:, 0].astype(int))
+        hota_iou.append(iou)
+        distance = 1 - iou
         distance[distance > 1 - MIN_IOU] = np.nan  # motmetrics' "cannot match"
         acc.update(rows[:, 0].astype(int), found[:, 0].astype(int), distance, frameid=frame)
     names = ['mota', 'idf1', 'idp', 'idr', 'num_switches', 'num_false_positives', 'num_misses', 'num_objects',
              'num_unique_objects', 'mostly_tracked']
     summary = mm.metrics.create().compute(acc, metrics=names, name='camera')
-    return {name: float(summary[name].iloc[0]) for name in names}
+    scores = {name: float(summary[name].iloc[0]) for name in names}
+    scores['hota'] = float(compute_hota_metrics(hota_gt, hota_found, hota_iou)['HOTA'])
+    return scores
