@@ -15,7 +15,7 @@ import supervision as sv
 from scipy.optimize import linear_sum_assignment
 from trackers.eval import compute_hota_metrics
 
-__all__ = ['detection_scores', 'tracking_scores', 'visible_boxes', 'MIN_VISIBILITY', 'MIN_IOU']
+__all__ = ['detection_scores', 'tracking_scores', 'identity_scores', 'visible_boxes', 'MIN_VISIBILITY', 'MIN_IOU']
 
 MIN_VISIBILITY = 0.3  # a person with less of their figure in view is not expected to be detected
 MIN_IOU = 0.5  # the MOT Challenge's match criterion
@@ -95,3 +95,40 @@ def tracking_scores(truth: Boxes, tracks: Boxes, min_visibility: float = MIN_VIS
     scores = {name: float(summary[name].iloc[0]) for name in names}
     scores['hota'] = float(compute_hota_metrics(hota_gt, hota_found, hota_iou)['HOTA'])
     return scores
+
+
+def identity_scores(truth: Mapping[int, Boxes], tracks: Mapping[int, Boxes], person_of_walk: Mapping[int, int],
+                    identity_of_track: Mapping[tuple, int], min_visibility: float = MIN_VISIBILITY
+                    ) -> Dict[str, float]:
+    """Cross-camera identity IDF1 (and IDP, IDR): every camera's frames scored as one sequence, ground truth by
+    person (global id), tracked boxes by the identity their track was linked to.
+
+    Args:
+        truth: ``{camera: {frame: ground-truth rows with walk ids}}``.
+        tracks: ``{camera: {frame: (M, >= 5) of (track_id, x, y, w, h, ...)}}``.
+        person_of_walk: walk id -> person id.
+        identity_of_track: (camera, track_id) -> identity; a track without one (too short to be a sighting) counts
+            as an identity of its own.
+    """
+    acc = mm.MOTAccumulator(auto_id=False)
+    identity_of_track = dict(identity_of_track)  # tracks without an identity get one here
+    cameras = sorted(set(truth) | set(tracks))
+    own = -1
+    for index, cam in enumerate(cameras):
+        t, h = truth.get(cam, {}), tracks.get(cam, {})
+        for frame in sorted(set(t) | set(h)):
+            rows, found = _split(t.get(frame, np.empty((0, 7))), h.get(frame, np.empty((0, 6))), min_visibility)
+            people = [person_of_walk[int(w)] for w in rows[:, 0]]
+            identities = []
+            for track_id in found[:, 0].astype(int):
+                identity = identity_of_track.get((cam, int(track_id)))
+                if identity is None:
+                    identity = identity_of_track.setdefault((cam, int(track_id)), own)
+                    own -= 1
+                identities.append(identity)
+            distance = 1 - _iou(rows[:, 1:5], found[:, 1:5])
+            distance[distance > 1 - MIN_IOU] = np.nan
+            acc.update(people, identities, distance, frameid=index * 10_000_000 + frame)
+    names = ['idf1', 'idp', 'idr', 'num_unique_objects']
+    summary = mm.metrics.create().compute(acc, metrics=names, name='all')
+    return {name: float(summary[name].iloc[0]) for name in names}
