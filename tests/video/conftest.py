@@ -1,10 +1,8 @@
 """A seconds-long synthetic two-camera video with ground truth, made once per session."""
-from pathlib import Path
-
 import pytest
 
-pytest.importorskip('av', reason='video tests skipped: the video extra is not installed (pip install -e .[video])')
-pytest.importorskip('trackers', reason='video tests skipped: the video extra is not installed (pip install -e .[video])')
+for module in ('av', 'cv2', 'trackers', 'motmetrics', 'sklearn'):
+    pytest.importorskip(module, reason='video tests skipped: the video extra is not installed (pip install -e .[video])')
 
 from video.synthetic import VideoSynthConfig, generate_videos, load_walks  # noqa: E402
 
