@@ -23,16 +23,18 @@ from reid.engine import evaluate_model
 from reid.metrics import compute_distance_matrix, evaluate_rank
 
 
+def histogram_vector(image: Image.Image, stripes: int = 4, bins: int = 8) -> np.ndarray:
+    """The no-learning baseline's vector of one crop: a bins^3 RGB histogram per horizontal stripe."""
+    arr = np.asarray(image.convert('RGB'))
+    parts = []
+    for stripe in np.array_split(arr, stripes, axis=0):
+        h, _ = np.histogramdd(stripe.reshape(-1, 3), bins=bins, range=[(0, 256)] * 3)
+        parts.append(h.ravel() / max(h.sum(), 1))
+    return np.concatenate(parts).astype(np.float32)
+
+
 def histogram_features(records: List[ImageRecord], stripes: int = 4, bins: int = 8) -> np.ndarray:
-    feats = []
-    for r in records:
-        arr = np.asarray(Image.open(r.path).convert('RGB'))
-        parts = []
-        for stripe in np.array_split(arr, stripes, axis=0):
-            h, _ = np.histogramdd(stripe.reshape(-1, 3), bins=bins, range=[(0, 256)] * 3)
-            parts.append(h.ravel() / max(h.sum(), 1))
-        feats.append(np.concatenate(parts))
-    return np.asarray(feats, dtype=np.float32)
+    return np.asarray([histogram_vector(Image.open(r.path), stripes, bins) for r in records], dtype=np.float32)
 
 
 def histogram_baseline(data: Path) -> Dict[str, float]:

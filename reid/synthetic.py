@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .datasets import HIDDEN_BANDS, OCCLUDER_RECORD  # {"split/name.jpg": [hidden share per band of rows], ...}
 
-__all__ = ['SynthConfig', 'generate_dataset', 'draw_person_image', 'sample_identity', 'sample_camera',
+__all__ = ['SynthConfig', 'generate_dataset', 'draw_person_image', 'draw_figure', 'sample_identity', 'sample_camera',
            'coverage_stats', 'hidden_by_band', 'OCCLUDER_KINDS', 'OCCLUDER_RECORD', 'HIDDEN_BANDS']
 
 _logger = logging.getLogger(__name__)
@@ -216,6 +216,14 @@ def _draw_person(draw: ImageDraw.ImageDraw, ident: Dict, view: str, phase: float
     if ident['hat'] is not None:
         draw.chord([hx - head_r * 1.05, top - head_r * 0.3, hx + head_r * 1.05, top + head_r * 1.1], 180, 360,
                    fill=ident['hat'])
+
+
+def draw_figure(draw: ImageDraw.ImageDraw, ident: Dict, view: str, phase: float, cx: float, top: float,
+                fh: float) -> None:
+    """Draw ``ident`` (:func:`sample_identity`) ``fh`` px tall, centred on ``cx`` with its head top at ``top``;
+    ``view``: front, back, left or right; ``phase``: walking phase in radians (it spreads the legs and swings the
+    arms). For scenes of whole frames, e.g. video.synthetic."""
+    _draw_person(draw, ident, view, phase, cx, top, fh)
 
 
 OCCLUDER_KINDS = ('car', 'box', 'board', 'person')
