@@ -9,7 +9,7 @@ import io
 import math
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Protocol, Sequence, Tuple
 
 from starlette.concurrency import run_in_threadpool
 

@@ -6,8 +6,8 @@ import numpy as np
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from .db import (ACTIVE_JOB_STATES, EnginePosition, GalleryChange, GalleryImage, GalleryTag, GalleryVector, Job, JobState,
-                 ModelVersion, Sighting, utcnow)
+from .db import (ACTIVE_JOB_STATES, EnginePosition, GalleryChange, GalleryImage, GalleryTag, GalleryVector, Job,
+                 JobState, ModelVersion, Sighting, utcnow)
 
 __all__ = ['add_images', 'add_sighting', 'get_sighting', 'get_sightings', 'list_sightings', 'sighting_image_ids',
            'sighting_images', 'count_sighting',
@@ -89,7 +89,8 @@ def gallery_records(*, session: Session, image_ids: Sequence[int]) -> Dict[int, 
     return out
 
 
-def _filtered(stmt, *, person_id: Optional[int] = None, sighting_id: Optional[int] = None, camera_ids: Optional[Sequence[int]] = None,
+def _filtered(stmt, *, person_id: Optional[int] = None, sighting_id: Optional[int] = None,
+              camera_ids: Optional[Sequence[int]] = None,
               exclude_camera: Optional[int] = None, after: Optional[datetime] = None,
               before: Optional[datetime] = None, tags: Optional[Sequence[str]] = None):
     if person_id is not None:
@@ -164,7 +165,8 @@ def get_sightings(*, session: Session, sighting_ids: Sequence[int]) -> Dict[int,
     ids = sorted({int(i) for i in sighting_ids})
     out: Dict[int, Sighting] = {}
     for start in range(0, len(ids), IN_CHUNK):
-        out.update((r.id, r) for r in session.scalars(select(Sighting).where(Sighting.id.in_(ids[start:start + IN_CHUNK]))))
+        part = ids[start:start + IN_CHUNK]
+        out.update((r.id, r) for r in session.scalars(select(Sighting).where(Sighting.id.in_(part))))
     return out
 
 

@@ -8,9 +8,9 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integ
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-__all__ = ['Base', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition', 'ModelVersion',
-           'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'make_engine', 'make_sessionmaker',
-           'utcnow']
+__all__ = ['Base', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
+           'ModelVersion', 'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'make_engine',
+           'make_sessionmaker', 'utcnow']
 
 TAG_CHARS = 64  # longest tag
 
