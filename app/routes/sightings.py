@@ -6,7 +6,8 @@ from storage import crud
 from storage.engine import GalleryFilter
 
 from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_read
-from ..forms import int_list, str_list, when
+from ..forms import bad, int_list, str_list, when
+from ..imaging import has_control_characters
 from ..schemas import ERRORS, SearchResponse, SightingPublic, SightingsPublic, SightingSummary
 from ..sightings import SightingNotFound, search_sighting
 from .gallery import public
@@ -24,6 +25,8 @@ def list_sightings(session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID),
                                                                    '(ISO 8601)'),
                    video: Optional[str] = Query(None, max_length=512, description='only from this video')):
     """Sightings, paginated and filtered (by id); a time range selects those that overlap it."""
+    if video is not None and has_control_characters(video):
+        raise bad('video', 'control characters (tab, newline, NUL, ...) are not allowed')
     rows, total = crud.list_sightings(session=session, offset=offset, limit=limit,
                                       camera_ids=int_list('camera_id', camera_id), after=when('after', after),
                                       before=when('before', before), video=video)
