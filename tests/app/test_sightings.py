@@ -108,6 +108,7 @@ def test_a_stored_track_is_one_sighting_with_its_crops(client, dataset):
     assert len(page['data']) == 1 and page['count'] >= 2
     assert client.get('/v1/sightings/987654').status_code == 404
     assert client.get('/v1/sightings', params={'after': 'yesterday'}).status_code == 400
+    assert client.get('/v1/sightings', params={'video': 'a\x00b'}).status_code == 400
 
 
 def test_an_upload_without_a_person_is_a_sighting_of_one_of_someone_unknown(client, dataset):
