@@ -59,9 +59,11 @@ def list_gallery(request: Request, session: SessionDep,
                  offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(50, ge=1, le=500),
                  person_id: Optional[int] = Query(None, ge=0, le=MAX_ID), camera_id: Optional[str] = None,
                  tags: Optional[str] = None,
-                 after: Optional[str] = None, before: Optional[str] = None):
+                 after: Optional[str] = None, before: Optional[str] = None,
+                 sighting_id: Optional[int] = Query(None, ge=0, le=MAX_ID, description="only this sighting's")):
     """Gallery images, paginated and filtered."""
     rows, total = crud.list_images(session=session, offset=offset, limit=limit, person_id=person_id,
+                                   sighting_id=sighting_id,
                                    camera_ids=int_list('camera_id', camera_id), tags=str_list(tags),
                                    after=when('after', after), before=when('before', before))
     return GalleryItemsPublic(data=[public(r, request) for r in rows], count=total)

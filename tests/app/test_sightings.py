@@ -96,6 +96,8 @@ def test_a_stored_track_is_one_sighting_with_its_crops(client, dataset):
     item = client.get(f"/v1/gallery/{crops[0]['id']}").json()
     assert (item['sighting_id'], item['frame'], item['box']) == (sighting_id, 10, [10.0, 20.0, 64.0, 128.0])
     assert client.get(f"/v1/gallery/{crops[0]['id']}/image").status_code == 200
+    listed = client.get('/v1/gallery', params={'sighting_id': sighting_id}).json()
+    assert listed['count'] == 3 and {c['id'] for c in listed['data']} == {c['id'] for c in crops}
 
     listed = client.get('/v1/sightings', params={'camera_id': '5', 'limit': 500}).json()
     assert sighting_id in {s['id'] for s in listed['data']} and listed['count'] == len(listed['data'])
