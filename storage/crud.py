@@ -259,7 +259,8 @@ def delete_image(*, session: Session, image_id: int) -> bool:
 def _after_image_left(*, session: Session, sighting_id: int, image_id: int) -> None:
     """A sighting whose last image is deleted goes with it; otherwise its count follows and its best image, when
     that was the one deleted, is its next (crops are stored best first, so the lowest id left)."""
-    sighting = session.get(Sighting, sighting_id)
+    # locked: two replicas deleting its last two images concurrently each count after the other's delete
+    sighting = session.get(Sighting, sighting_id, with_for_update=True)
     if sighting is None:
         return
     left = sighting_image_ids(session=session, sighting_id=sighting_id)
