@@ -2,7 +2,7 @@
 import asyncio
 from datetime import datetime
 from functools import partial
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Literal, Optional
 
 import anyio
 from fastapi import HTTPException, Request, UploadFile
@@ -39,6 +39,8 @@ class SearchForm(BaseModel):
                                            'are pooled into one query, and the answer is one ranked list')
     visibility: bool = Field(True, description='a model with the visibility head: score on the parts both images '
                              'show (false: every part counts alike); no effect on other models')
+    group_by: Optional[Literal['sighting']] = Field(None, description='sighting: one match per sighting (its '
+                                                    "best-matching crop, with the sighting's camera and time range)")
 
 
 OFF_LOOP_FORM_BYTES = 256 * 1024  # a multipart body larger than this is parsed in a worker thread

@@ -38,7 +38,11 @@ class GalleryWriter:
         self.current = current
         self.on_engine_error = on_engine_error
 
-    def add(self, items: Sequence[DecodedImage], metas: Sequence[Dict[str, Any]]) -> List[GalleryImage]:
+    def add(self, items: Sequence[DecodedImage], metas: Sequence[Dict[str, Any]],
+            sighting: Optional[Dict[str, Any]] = None) -> List[GalleryImage]:
+        """Store ``items`` with their ``metas`` (GalleryImage columns). ``sighting``: the columns of one new sighting
+        (crud.add_sighting) that all of them make up, written in the same transaction; without it each image is
+        a sighting of one."""
         self.snapshot()  # no model: NoModel before anything is written
         with self.write_lock:
             snap = self.snapshot()  # the model may have been swapped while we waited
@@ -49,10 +53,14 @@ class GalleryWriter:
                     if not path.exists():  # another replica deleted the last row of these bytes meanwhile
                         self.images.put(item.data, item.ext)
                 with self.Session.begin() as s:
+                    group = None if sighting is None else crud.add_sighting(session=s, **sighting)
+                    together = {} if group is None else {'sighting_id': group.id}
                     rows = crud.add_images(session=s, vectors=xb, model_id=snap.model_id, rows=[
                         dict(meta, source_name=item.filename, image_sha256=sha, image_path=str(path),
-                             model_version=snap.model_id)
+                             model_version=snap.model_id, **together)
                         for item, meta, (sha, path) in zip(items, metas, stored)])
+                    if group is not None:
+                        crud.count_sighting(session=s, sighting=group)
             # committed: acknowledged. The engine follows the change log (a crash here: reconcile() repairs it)
             self._follow(snap)
         return rows

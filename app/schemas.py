@@ -11,7 +11,8 @@ from storage.db import JobKind, JobState
 
 from .tasks import TaskState
 
-__all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
+__all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SightingPublic', 'SightingsPublic',
+           'SightingSummary', 'SearchMatch', 'QueryResult', 'SearchResponse',
            'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'TrainJobCreate',
            'PruneJobCreate', 'FinetuneJobCreate', 'JobPublic', 'JobsPublic',
            'ModelPublic', 'ModelsPublic', 'TaskPublic']
@@ -35,9 +36,12 @@ ERRORS: Dict[Any, Dict[str, Any]] = {code: {'model': Message, 'description': tex
 class GalleryItemPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int
-    person_id: int
+    person_id: Optional[int] = Field(None, description='null: unknown (an unlabelled detection)')
     camera_id: int
-    timestamp: Optional[UtcDatetime] = None
+    timestamp: Optional[UtcDatetime] = Field(None, description='when it was taken (a video crop: its frame\'s time)')
+    sighting_id: Optional[int] = Field(None, description='the sighting it belongs to (an upload: a sighting of one)')
+    frame: Optional[int] = Field(None, description="its frame number in the sighting's video")
+    box: Optional[List[float]] = Field(None, description='[x, y, w, h] of the crop in its frame, pixels')
     tags: List[str] = []
     source_name: str = ''
     image_sha256: str
@@ -52,18 +56,46 @@ class GalleryItemsPublic(BaseModel):
     count: int
 
 
+class SightingSummary(BaseModel):
+    """What a result list shows of a sighting."""
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    camera_id: int
+    first_time: Optional[UtcDatetime] = None
+    last_time: Optional[UtcDatetime] = None
+    video: str = Field('', description="the source recording's name ('' for uploaded crops)")
+    track_id: Optional[int] = Field(None, description="the tracker's id within the video")
+    crop_count: int = Field(description='its gallery images')
+    frame_count: Optional[int] = Field(None, description='frames the track spans')
+    best_image_id: Optional[int] = Field(None, description='its best crop')
+    quality: Optional[float] = Field(None, description="the best crop's quality, 0-1")
+    created_at: UtcDatetime
+
+
+class SightingPublic(SightingSummary):
+    crops: List[GalleryItemPublic] = Field(description='its gallery images, best first, with frame, time and box')
+
+
+class SightingsPublic(BaseModel):
+    data: List[SightingSummary]
+    count: int
+
+
 class SearchMatch(BaseModel):
     image_id: int
     score: float = Field(description="the probability that it is the same person, calibrated on the model's "
                                      'held-out training identities (models without a calibration: the cosine)')
     cosine: float = Field(description='the raw cosine similarity of the embeddings')
-    person_id: int
+    person_id: Optional[int] = Field(None, description='null: unknown')
     camera_id: int
     timestamp: Optional[UtcDatetime] = None
     tags: List[str] = []
     source_name: str = ''
     thumbnail_url: str
     above_threshold: bool
+    sighting_id: Optional[int] = None
+    sighting: Optional[SightingSummary] = Field(None, description='group_by=sighting: the sighting this crop (its '
+                                                'best-matching one) stands for')
 
 
 class QueryResult(BaseModel):

@@ -20,7 +20,7 @@ from .snapshot import Scoring, Snapshot
 if TYPE_CHECKING:
     from .state import ServiceState
 
-__all__ = ['search_gallery', 'search_person', 'rescore', 'PersonNotFound', 'engine_search']
+__all__ = ['search_gallery', 'search_person', 'search_pooled', 'rescore', 'PersonNotFound', 'engine_search']
 
 
 def with_margin(snap: Snapshot, k: int) -> int:
@@ -147,6 +147,16 @@ async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int,
     vectors = await run_in_threadpool(own_vectors)
     if not vectors:
         raise PersonNotFound(f'person {person_id} has no gallery image embedded by the active model')
+    return await search_pooled(service, snap, vectors, f'person {person_id} ({len(vectors)} gallery images)', k,
+                               threshold, replace(flt, exclude_person=person_id), thumbnail_url, visible_parts)
+
+
+async def search_pooled(service: 'ServiceState', snap: Snapshot, vectors: Dict[int, np.ndarray], label: str, k: int,
+                        threshold: float, flt: GalleryFilter, thumbnail_url: str,
+                        visible_parts: bool = True) -> QueryResult:
+    """Stored gallery vectors (by image id) of one person pooled into one multi-shot query
+    (reid.matching.pool_visible), the top ``k`` among what ``flt`` admits (which leaves the shots' own images
+    out); ``label``: the answer's filename."""
     snap.engine.check_filter(flt)
     parts = snap.embedder.num_parts
     shots = np.stack(list(vectors.values()))
@@ -154,13 +164,12 @@ async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int,
     if snap.visible_parts and not visible_parts:
         query = plain_parts(query, parts)
     timings: Dict[str, float] = {}
-    hits = await _search(service, snap, query, first_pass_k(snap, k), [replace(flt, exclude_person=person_id)],
-                         timings)
+    hits = await _search(service, snap, query, first_pass_k(snap, k), [flt], timings)
     if snap.visible_parts:
         hits = await rescore(service, snap, query, hits, visible_parts, timings, k)
     visibility = part_visibility(query, parts) if snap.visible_parts and visible_parts else None
-    results = await _answers(service, snap.scoring(visible_parts), [f'person {person_id} ({len(vectors)} gallery images)'], hits, k,
-                             threshold, thumbnail_url, timings, visibility)
+    results = await _answers(service, snap.scoring(visible_parts), [label], hits, k, threshold, thumbnail_url,
+                             timings, visibility)
     return results[0]
 
 
@@ -181,7 +190,8 @@ async def _answers(service: 'ServiceState', score: Scoring, filenames: Sequence[
         matches = [SearchMatch(
             image_id=row.id, score=float(score), cosine=float(cosine), person_id=row.person_id,
             camera_id=row.camera_id, timestamp=row.timestamp, tags=list(row.tags), source_name=row.source_name,
-            thumbnail_url=thumbnail_url.replace('{image_id}', str(row.id)), above_threshold=bool(score >= threshold))
+            thumbnail_url=thumbnail_url.replace('{image_id}', str(row.id)), above_threshold=bool(score >= threshold),
+            sighting_id=row.sighting_id)
             for cosine, score, image_id in zip(D, scores, I) if (row := rows.get(int(image_id))) is not None][:k]
         best = matches[0] if matches else None
         hit = best is not None and best.above_threshold

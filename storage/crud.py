@@ -6,10 +6,12 @@ import numpy as np
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from .db import (ACTIVE_JOB_STATES, EnginePosition, GalleryChange, GalleryImage, GalleryTag, GalleryVector, Job, JobState,
-                 ModelVersion, utcnow)
+from .db import (ACTIVE_JOB_STATES, EnginePosition, GalleryChange, GalleryImage, GalleryTag, GalleryVector, Job,
+                 JobState, ModelVersion, Sighting, utcnow)
 
-__all__ = ['add_images', 'get_image', 'get_images', 'gallery_records', 'GalleryRecord', 'list_images',
+__all__ = ['add_images', 'add_sighting', 'get_sighting', 'get_sightings', 'list_sightings', 'sighting_image_ids',
+           'sighting_images', 'count_sighting',
+           'get_image', 'get_images', 'gallery_records', 'GalleryRecord', 'list_images',
            'delete_image', 'image_id_array', 'ids_not_embedded_by', 'referenced_contents', 'count_images', 'count_by_sha',
            'put_vectors', 'get_vectors', 'last_change_seq', 'changes_after', 'set_model_version', 'add_model',
            'get_model', 'list_models', 'active_model', 'activate_model', 'create_job', 'get_job', 'list_jobs',
@@ -19,10 +21,20 @@ __all__ = ['add_images', 'get_image', 'get_images', 'gallery_records', 'GalleryR
 # ---- gallery ----------------------------------------------------------------------------------------------------
 def add_images(*, session: Session, rows: Sequence[Dict[str, Any]], vectors: Optional[np.ndarray] = None,
                model_id: Optional[int] = None) -> List[GalleryImage]:
-    """New gallery rows (with their vectors by ``model_id`` when given), logged as changes for the indexes."""
+    """New gallery rows (with their vectors by ``model_id`` when given), logged as changes for the indexes. A row
+    without a ``sighting_id`` is a sighting of one (its camera, its timestamp as the time range), made here."""
     images = [GalleryImage(**row) for row in rows]
+    alone = [image for image in images if image.sighting_id is None]
+    sightings = [Sighting(camera_id=image.camera_id or 0, first_time=image.timestamp, last_time=image.timestamp,
+                          crop_count=1) for image in alone]
+    session.add_all(sightings)
+    session.flush()
+    for image, sighting in zip(alone, sightings):
+        image.sighting_id = sighting.id
     session.add_all(images)
     session.flush()
+    for image, sighting in zip(alone, sightings):
+        sighting.best_image_id = image.id
     if vectors is not None:
         put_vectors(session=session, model_id=model_id, image_ids=[i.id for i in images], vectors=vectors)
     session.add_all([GalleryChange(image_id=i.id, op='add') for i in images])
@@ -50,10 +62,11 @@ class GalleryRecord(NamedTuple):
     tags: List[str]
     source_name: str
     image_path: str
+    sighting_id: Optional[int] = None
 
 
 _RECORD_COLUMNS = (GalleryImage.id, GalleryImage.person_id, GalleryImage.camera_id, GalleryImage.timestamp,
-                   GalleryImage.source_name, GalleryImage.image_path)
+                   GalleryImage.source_name, GalleryImage.image_path, GalleryImage.sighting_id)
 # built once: constructing a statement cost more than running it (~0.1 ms of ~0.25 per search)
 _RECORDS = select(*_RECORD_COLUMNS).where(GalleryImage.id.in_(bindparam('ids', expanding=True)))
 _TAGS = (select(GalleryTag.image_id, GalleryTag.tag).where(GalleryTag.image_id.in_(bindparam('ids', expanding=True)))
@@ -72,15 +85,18 @@ def gallery_records(*, session: Session, image_ids: Sequence[int]) -> Dict[int, 
             tags.setdefault(image_id, []).append(tag)
         for r in session.execute(_RECORDS, {'ids': part}):
             out[r.id] = GalleryRecord(r.id, r.person_id, r.camera_id, r.timestamp, tags.get(r.id, []),
-                                      r.source_name, r.image_path)
+                                      r.source_name, r.image_path, r.sighting_id)
     return out
 
 
-def _filtered(stmt, *, person_id: Optional[int] = None, camera_ids: Optional[Sequence[int]] = None,
+def _filtered(stmt, *, person_id: Optional[int] = None, sighting_id: Optional[int] = None,
+              camera_ids: Optional[Sequence[int]] = None,
               exclude_camera: Optional[int] = None, after: Optional[datetime] = None,
               before: Optional[datetime] = None, tags: Optional[Sequence[str]] = None):
     if person_id is not None:
         stmt = stmt.where(GalleryImage.person_id == person_id)
+    if sighting_id is not None:
+        stmt = stmt.where(GalleryImage.sighting_id == sighting_id)
     if camera_ids:
         stmt = stmt.where(GalleryImage.camera_id.in_(list(camera_ids)))
     if exclude_camera is not None:
@@ -118,6 +134,70 @@ def latest_image_ids(*, session: Session, person_id: int, limit: int) -> List[in
     """The ids of a person's ``limit`` most recent gallery images."""
     stmt = select(GalleryImage.id).where(GalleryImage.person_id == person_id).order_by(GalleryImage.id.desc())
     return list(session.scalars(stmt.limit(limit)))
+
+
+# ---- sightings --------------------------------------------------------------------------------------------------
+def add_sighting(*, session: Session, camera_id: int, first_time: Optional[datetime], last_time: Optional[datetime],
+                 video: str = '', track_id: Optional[int] = None, frame_count: Optional[int] = None,
+                 quality: Optional[float] = None) -> Sighting:
+    """A new sighting without images yet (:func:`add_images` with its ``sighting_id`` adds them; then
+    :func:`count_sighting` sets its count and best image)."""
+    sighting = Sighting(camera_id=camera_id, first_time=first_time, last_time=last_time, video=video,
+                        track_id=track_id, frame_count=frame_count, quality=quality, crop_count=0)
+    session.add(sighting)
+    session.flush()
+    return sighting
+
+
+def count_sighting(*, session: Session, sighting: Sighting) -> None:
+    """Its crop count and best image (the lowest id: crops are stored best first) from its images."""
+    ids = sighting_image_ids(session=session, sighting_id=sighting.id)
+    sighting.crop_count = len(ids)
+    sighting.best_image_id = ids[0] if ids else None
+
+
+def get_sighting(*, session: Session, sighting_id: int) -> Optional[Sighting]:
+    return session.get(Sighting, sighting_id)
+
+
+def get_sightings(*, session: Session, sighting_ids: Sequence[int]) -> Dict[int, Sighting]:
+    """Sightings by id in one query per 10,000 (missing ids are absent)."""
+    ids = sorted({int(i) for i in sighting_ids})
+    out: Dict[int, Sighting] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        part = ids[start:start + IN_CHUNK]
+        out.update((r.id, r) for r in session.scalars(select(Sighting).where(Sighting.id.in_(part))))
+    return out
+
+
+def sighting_image_ids(*, session: Session, sighting_id: int) -> List[int]:
+    """The ids of a sighting's images, in order (best first for a video's)."""
+    return list(session.scalars(select(GalleryImage.id).where(GalleryImage.sighting_id == sighting_id)
+                                .order_by(GalleryImage.id)))
+
+
+def sighting_images(*, session: Session, sighting_id: int) -> List[GalleryImage]:
+    return list(session.scalars(select(GalleryImage).where(GalleryImage.sighting_id == sighting_id)
+                                .order_by(GalleryImage.id)))
+
+
+def list_sightings(*, session: Session, offset: int = 0, limit: int = 50, camera_ids: Optional[Sequence[int]] = None,
+                   after: Optional[datetime] = None, before: Optional[datetime] = None,
+                   video: Optional[str] = None) -> Tuple[List[Sighting], int]:
+    """A page of sightings (by id) and how many match. ``after``/``before``: the sighting's time range overlaps
+    [after, before] (a sighting without times matches neither, as images without a timestamp do not)."""
+    cond = []
+    if camera_ids:
+        cond.append(Sighting.camera_id.in_(list(camera_ids)))
+    if after is not None:
+        cond.append(Sighting.last_time >= after)
+    if before is not None:
+        cond.append(Sighting.first_time <= before)
+    if video is not None:
+        cond.append(Sighting.video == video)
+    total = session.scalar(select(func.count(Sighting.id)).where(*cond)) or 0
+    rows = session.scalars(select(Sighting).where(*cond).order_by(Sighting.id).offset(offset).limit(limit))
+    return list(rows), total
 
 
 def image_id_array(*, session: Session, after_id: int = 0, chunk: int = 100_000) -> np.ndarray:
@@ -167,9 +247,29 @@ def delete_image(*, session: Session, image_id: int) -> bool:
     if image is None:
         return False
     session.execute(delete(GalleryVector).where(GalleryVector.image_id == image_id))
+    sighting_id = image.sighting_id
     session.delete(image)
     session.add(GalleryChange(image_id=image_id, op='delete'))
+    if sighting_id is not None:
+        session.flush()
+        _after_image_left(session=session, sighting_id=sighting_id, image_id=image_id)
     return True
+
+
+def _after_image_left(*, session: Session, sighting_id: int, image_id: int) -> None:
+    """A sighting whose last image is deleted goes with it; otherwise its count follows and its best image, when
+    that was the one deleted, is its next (crops are stored best first, so the lowest id left)."""
+    # locked: two replicas deleting its last two images concurrently each count after the other's delete
+    sighting = session.get(Sighting, sighting_id, with_for_update=True)
+    if sighting is None:
+        return
+    left = sighting_image_ids(session=session, sighting_id=sighting_id)
+    if not left:
+        session.delete(sighting)
+        return
+    sighting.crop_count = len(left)
+    if sighting.best_image_id == image_id or sighting.best_image_id not in left:
+        sighting.best_image_id = left[0]
 
 
 def count_images(*, session: Session) -> int:

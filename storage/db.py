@@ -8,9 +8,9 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integ
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-__all__ = ['Base', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition', 'ModelVersion',
-           'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'make_engine', 'make_sessionmaker',
-           'utcnow']
+__all__ = ['Base', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
+           'ModelVersion', 'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'make_engine',
+           'make_sessionmaker', 'utcnow']
 
 TAG_CHARS = 64  # longest tag
 
@@ -39,7 +39,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {Dict[str, Any]: JSON, List[str]: JSON}
+    type_annotation_map = {Dict[str, Any]: JSON, List[str]: JSON, List[float]: JSON}
 
 
 class ModelVersion(Base):
@@ -64,11 +64,34 @@ class GalleryTag(Base):
     position: Mapped[int] = mapped_column(SmallInteger, default=0)  # the order the uploader gave
 
 
+class Sighting(Base):
+    """One person seen once by one camera: a track of a video (its crops, best first), or a single uploaded crop
+    (a sighting of one). The gallery's unit: searches can answer one hit per sighting."""
+    __tablename__ = 'sightings'
+    __table_args__ = {'sqlite_autoincrement': True}  # ids are never reused, as the images' are
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    camera_id: Mapped[int] = mapped_column(Integer, index=True, default=0)
+    first_time: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True, index=True)
+    last_time: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True, index=True)
+    video: Mapped[str] = mapped_column(String(512), default='')  # the source recording's name ('' for uploads)
+    track_id: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # the tracker's id within the video
+    crop_count: Mapped[int] = mapped_column(Integer, default=0)  # its gallery images
+    frame_count: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # frames the track spans (video)
+    # not a foreign key: images and sightings would reference each other, and every delete would have to break the
+    # cycle first; crud keeps it pointing at one of the sighting's images
+    best_image_id: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    quality: Mapped[Optional[float]] = mapped_column(Float, nullable=True)  # the best crop's, 0..1
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class GalleryImage(Base):
     __tablename__ = 'gallery_images'
     __table_args__ = {'sqlite_autoincrement': True}  # ids are never reused (migration 0004)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    person_id: Mapped[int] = mapped_column(Integer, index=True)
+    person_id: Mapped[Optional[int]] = mapped_column(Integer, index=True, nullable=True)  # None: unknown
+    sighting_id: Mapped[Optional[int]] = mapped_column(ForeignKey('sightings.id'), nullable=True, index=True)
+    frame: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # frame number in the sighting's video
+    box: Mapped[Optional[List[float]]] = mapped_column(JSON, nullable=True)  # [x, y, w, h] in the frame, pixels
     camera_id: Mapped[int] = mapped_column(Integer, index=True, default=0)
     timestamp: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True, index=True)
     tag_rows: Mapped[List[GalleryTag]] = relationship(lazy='selectin', cascade='all, delete-orphan',

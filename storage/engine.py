@@ -19,9 +19,14 @@ from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, List
 import numpy as np
 
 __all__ = ['GalleryFilter', 'Attributes', 'VectorEngine', 'EngineUnavailable', 'FilterNotSupported', 'NO_TIME',
-           'time_key', 'Hits', 'PositionStore', 'MAX_TAGS']
+           'time_key', 'Hits', 'PositionStore', 'MAX_TAGS', 'UNKNOWN_PERSON', 'MAX_EXCLUDED_IDS']
 
 MAX_TAGS = 32  # tags per image: uploads are refused beyond it (app.forms), Milvus's array field holds this many
+# an image whose person is unknown (NULL in SQL): no person filter (ids >= 0) matches it, every exclusion admits it
+UNKNOWN_PERSON = -1
+# images one filter may leave out by id (a sighting's crops: app.sightings.MAX_SIGHTING_CROPS); a Milvus expression
+# and the filter's hash grow with them
+MAX_EXCLUDED_IDS = 256
 
 # a row without a timestamp: far before any datetime (year 1 is -6.2e16 us), so "after" never matches it; "before"
 # excludes it explicitly (SQL's NULL <= x is not true either). Not INT64's minimum: Milvus's expression parser
@@ -59,12 +64,20 @@ class GalleryFilter:
     after: Optional[datetime] = None
     before: Optional[datetime] = None
     tags: Tuple[str, ...] = ()
+    # these images left out (a sighting's own crops: "where else was this person"), sorted; at most
+    # MAX_EXCLUDED_IDS. By id, not by a sighting attribute: a Milvus collection's fields cannot be added later
+    exclude_ids: Tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.exclude_ids) > MAX_EXCLUDED_IDS:
+            raise ValueError(f'at most {MAX_EXCLUDED_IDS} excluded ids, got {len(self.exclude_ids)}')
 
     @classmethod
     def of(cls, *, camera_ids: Optional[Iterable[int]] = None, tags: Optional[Iterable[str]] = None,
-           **conditions: Any) -> 'GalleryFilter':
+           exclude_ids: Optional[Iterable[int]] = None, **conditions: Any) -> 'GalleryFilter':
         """From the API's optional lists (None or empty: no condition)."""
         return cls(camera_ids=tuple(sorted(set(camera_ids or ()))), tags=tuple(sorted(set(tags or ()))),
+                   exclude_ids=tuple(sorted({int(i) for i in (() if exclude_ids is None else exclude_ids)})),
                    **conditions)
 
     @property
@@ -85,8 +98,9 @@ class Attributes:
 
     @classmethod
     def of_rows(cls, rows: Sequence[Any]) -> 'Attributes':
-        """From rows with ``person_id``, ``camera_id``, ``timestamp`` and ``tags``."""
-        return cls(person=np.fromiter((r.person_id for r in rows), np.int64, len(rows)),
+        """From rows with ``person_id`` (None: :data:`UNKNOWN_PERSON`), ``camera_id``, ``timestamp`` and ``tags``."""
+        return cls(person=np.fromiter((UNKNOWN_PERSON if r.person_id is None else r.person_id for r in rows),
+                                      np.int64, len(rows)),
                    camera=np.fromiter((r.camera_id for r in rows), np.int64, len(rows)),
                    time=np.fromiter((time_key(r.timestamp) for r in rows), np.int64, len(rows)),
                    tags=[tuple(r.tags or ()) for r in rows])

@@ -118,6 +118,11 @@ class AttributeColumns:
             also(self.time <= time_key(flt.before))
             if flt.after is None:
                 also(self.time != NO_TIME)
+        if flt.exclude_ids:
+            kept = np.ones(self.capacity, bool)
+            excluded = np.asarray(flt.exclude_ids, dtype=np.int64)
+            kept[excluded[(excluded >= 0) & (excluded < self.capacity)]] = False
+            also(kept)
         if mask is not None:
             also(self.present)  # bits only for ids the index holds: their count is the filter's selectivity
         bits = None if mask is None else np.packbits(mask, bitorder='little')

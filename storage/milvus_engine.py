@@ -57,6 +57,8 @@ def filter_expression(flt: GalleryFilter) -> str:
         terms.append(f'time <= {time_key(flt.before)}')
         if flt.after is None:
             terms.append(f'time != {NO_TIME}')
+    if flt.exclude_ids:
+        terms.append(f'id not in [{", ".join(str(int(i)) for i in flt.exclude_ids)}]')
     if flt.tags:
         terms.append(f'array_contains_all(tags, [{", ".join(_string_literal(t) for t in flt.tags)}])')
     return ' and '.join(terms)

@@ -32,17 +32,20 @@ def public(row: GalleryImage, request: Request) -> GalleryItemPublic:
 async def upload_gallery(
         request: Request, state: StateDep, _snap: SnapshotDep,
         images: List[UploadFile] = File(..., description='one or more person crops'),
-        person_id: str = Form(..., description='one id for all files, or comma-separated, one per file'),
+        person_id: Optional[str] = Form(None, description='one id for all files, or comma-separated, one per file '
+                                                          '(none: unknown persons)'),
         camera_id: Optional[str] = Form(None, description='one for all, or one per file (default 0)'),
         timestamp: Optional[str] = Form(None, description='ISO 8601, for all files'),
         tags: Optional[str] = Form(None, description='comma-separated, for all files'),
 ):
-    """Add images to the gallery (embedded in batches). Nothing is stored unless every file and field is valid."""
+    """Add images to the gallery (embedded in batches), each a sighting of one; without ``person_id`` their persons
+    are unknown. Nothing is stored unless every file and field is valid."""
     decoded = await read_images(images, state.settings, state.decode_limiter)
     n = len(decoded)
-    pids = per_file('person_id', int_list('person_id', person_id), n)
+    given = int_list('person_id', person_id)
+    pids: List[Optional[int]] = [None] * n if given is None else list(per_file('person_id', given, n))
     cams = per_file('camera_id', int_list('camera_id', camera_id), n, default=0)
-    if any(p < 0 for p in pids) or any(c < 0 for c in cams):
+    if any(p is not None and p < 0 for p in pids) or any(c < 0 for c in cams):
         raise HTTPException(status_code=400, detail='person_id and camera_id must be >= 0')
     ts, tag_list = when('timestamp', timestamp), str_list(tags) or []
     metas = [dict(person_id=p, camera_id=c, timestamp=ts, tags=tag_list) for p, c in zip(pids, cams)]
@@ -56,9 +59,11 @@ def list_gallery(request: Request, session: SessionDep,
                  offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(50, ge=1, le=500),
                  person_id: Optional[int] = Query(None, ge=0, le=MAX_ID), camera_id: Optional[str] = None,
                  tags: Optional[str] = None,
-                 after: Optional[str] = None, before: Optional[str] = None):
+                 after: Optional[str] = None, before: Optional[str] = None,
+                 sighting_id: Optional[int] = Query(None, ge=0, le=MAX_ID, description="only this sighting's")):
     """Gallery images, paginated and filtered."""
     rows, total = crud.list_images(session=session, offset=offset, limit=limit, person_id=person_id,
+                                   sighting_id=sighting_id,
                                    camera_ids=int_list('camera_id', camera_id), tags=str_list(tags),
                                    after=when('after', after), before=when('before', before))
     return GalleryItemsPublic(data=[public(r, request) for r in rows], count=total)

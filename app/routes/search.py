@@ -10,6 +10,7 @@ from ..deps import IdPath, SnapshotDep, StateDep, require_read
 from ..forms import OffLoopFormRoute, SearchForm, int_list, read_images, str_list, when
 from ..schemas import ERRORS, SearchResponse
 from ..search_service import PersonNotFound, search_gallery, search_person
+from ..sightings import GROUP_OVERFETCH, group_by_sighting
 
 def _thumbnail_template(app: FastAPI) -> str:
     """The thumbnail path with an ``{image_id}`` placeholder, looked up once: the lookup walks every route."""
@@ -37,7 +38,10 @@ router = APIRouter(prefix='/v1', route_class=OffLoopFormRoute, tags=['search'], 
 @router.post('/search', response_model=SearchResponse)
 async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Annotated[SearchForm, Form()]):
     """Who is this? Top-k gallery matches per query image, or an explicit no-match below ``min_score``; with
-    ``group``, all images are one person's crops and get one answer."""
+    ``group``, all images are one person's crops and get one answer. ``group_by=sighting``: one match per sighting
+    (its best-matching crop, with camera and time range): found by asking the engine for 8k crops, on FAISS and on
+    Milvus alike (Milvus 2.3.5, the server this service runs on, has no grouping search), so sightings with many
+    crops near the top can leave fewer than k."""
     entered = time.perf_counter()
     stages = {'receive': entered - getattr(request.state, 'amg_start', entered)}  # amg_start: app.main
     settings = state.settings
@@ -63,9 +67,12 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
                                 inline=True)
     stages['preprocess'] = sum(d.prepare_seconds for d in decoded)
     stages['decode'] = time.perf_counter() - entered - stages['preprocess']
+    fetch = k * GROUP_OVERFETCH if form.group_by == 'sighting' else k
     with _engine_errors():
-        results = await search_gallery(state, snap, decoded, k, threshold, flt, cams, thumbnail, stages,
+        results = await search_gallery(state, snap, decoded, fetch, threshold, flt, cams, thumbnail, stages,
                                        group=form.group, visible_parts=form.visibility)
+    if form.group_by == 'sighting':
+        results = await group_by_sighting(state, results, k)
     request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
     return SearchResponse(model_id=snap.model_id, score_kind=scoring.kind, min_score=threshold, k=k,
                           results=results)

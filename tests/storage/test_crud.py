@@ -128,3 +128,36 @@ def test_the_migration_to_never_reused_ids_keeps_rows_and_skips_deleted_ids(tmp_
         (new,) = crud.add_images(session=s, rows=[dict(person_id=1, camera_id=1, image_sha256='0' * 64,
                                                        image_path='/x/0.jpg')])
     assert new.id == 3  # 2 was handed out, then deleted
+
+
+def test_a_sighting_keeps_its_count_and_best_crop_as_images_go(database_url):
+    Session = make_sessionmaker(make_engine(database_url))
+    with Session.begin() as s:
+        sighting = crud.add_sighting(session=s, camera_id=2, first_time=datetime(2026, 1, 1, 8),
+                                     last_time=datetime(2026, 1, 1, 9), video='v.mp4', track_id=4)
+        rows = crud.add_images(session=s, rows=[
+            dict(person_id=None, camera_id=2, sighting_id=sighting.id, frame=f, box=[1.0, 2.0, 3.0, 4.0],
+                 image_sha256=f'{f:064x}', image_path=f'/x/{f}.png') for f in (5, 9, 12)])
+        crud.count_sighting(session=s, sighting=sighting)
+        alone = crud.add_images(session=s, rows=[dict(person_id=1, camera_id=3, image_sha256='f' * 64,
+                                                      image_path='/y.jpg', timestamp=datetime(2026, 2, 1))])[0]
+    ids = [r.id for r in rows]
+    with Session() as s:
+        got = crud.get_sighting(session=s, sighting_id=sighting.id)
+        assert (got.crop_count, got.best_image_id) == (3, ids[0])
+        assert crud.list_images(session=s, sighting_id=sighting.id)[1] == 3
+        of_one = crud.get_sighting(session=s, sighting_id=alone.sighting_id)
+        assert (of_one.camera_id, of_one.crop_count, of_one.best_image_id, of_one.first_time) == \
+            (3, 1, alone.id, datetime(2026, 2, 1))
+        assert [r.id for r in crud.list_sightings(session=s, camera_ids=[2])[0]] == [sighting.id]
+        assert crud.list_sightings(session=s, after=datetime(2026, 1, 1, 9, 30))[1] == 1  # only the one of Feb 1
+    for image_id, left, best in ((ids[0], 2, ids[1]), (ids[2], 1, ids[1])):
+        with Session.begin() as s:
+            assert crud.delete_image(session=s, image_id=image_id)
+        with Session() as s:
+            got = crud.get_sighting(session=s, sighting_id=sighting.id)
+            assert (got.crop_count, got.best_image_id) == (left, best)
+    with Session.begin() as s:
+        crud.delete_image(session=s, image_id=ids[1])
+    with Session() as s:
+        assert crud.get_sighting(session=s, sighting_id=sighting.id) is None  # gone with its last image

@@ -5,7 +5,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from storage.engine import NO_TIME, Attributes, FilterNotSupported, GalleryFilter, time_key
+from storage.engine import (MAX_EXCLUDED_IDS, NO_TIME, UNKNOWN_PERSON, Attributes, FilterNotSupported, GalleryFilter,
+                            time_key)
 from storage.faiss_engine import FaissEngine
 
 DIM = 16
@@ -238,5 +239,36 @@ def test_milvus_expressions_escape_and_refuse_what_they_cannot_say():
     assert filter_expression(GalleryFilter(exclude_person=5)) == 'person != 5'
     assert filter_expression(GalleryFilter.of(tags=['say "hi"'])) == r'array_contains_all(tags, ["say \"hi\""])'
     assert f'time != {NO_TIME}' in filter_expression(GalleryFilter(before=START))
+    assert filter_expression(GalleryFilter.of(exclude_ids=[9, 4])) == 'id not in [4, 9]'
     with pytest.raises(FilterNotSupported):
         filter_expression(GalleryFilter.of(tags=['tab\there']))
+
+
+def test_excluded_ids_are_never_found_and_the_rest_ranks_as_before(make_engine):
+    """A sighting's own crops left out by id (``exclude_ids``), alone and with other conditions, on every engine;
+    an unknown person (UNKNOWN_PERSON) is admitted by an exclusion of a person and matched by no person filter."""
+    make, exact = make_engine
+    ids, xb, attrs, times = gallery()
+    attrs.person[:50] = UNKNOWN_PERSON
+    engine = make(ids, xb, attrs)
+    excluded = ids[[3, 10, 40, 41]]
+    queries = xb[[3, 10, 40, 41]]  # each excluded image's own vector: it would be its own best hit
+    for flt in (GalleryFilter.of(exclude_ids=excluded), GalleryFilter.of(exclude_ids=excluded, exclude_person=2),
+                GalleryFilter.of(exclude_ids=excluded, camera_ids=[1, 2, 3])):
+        allowed = admitted(flt, attrs, times) & ~np.isin(ids, excluded)
+        for q, (D, I) in zip(queries, engine.search(queries, 10, [flt] * len(queries))):
+            assert not set(I.tolist()) & set(excluded.tolist()) and len(I) == 10, flt
+            best = ids[allowed][np.argsort(-(xb[allowed] @ q), kind='stable')[:10]]
+            if exact:
+                assert I.tolist() == best.tolist(), flt
+    D, I = engine.search(queries[:1], 600, [GalleryFilter(person_id=0)])[0]
+    assert len(I) and set(I.tolist()) <= set(ids[attrs.person == 0].tolist())
+    if exact:  # the unknown persons' images are admitted by an exclusion of a person
+        D, I = engine.search(queries[:1], 600, [GalleryFilter(exclude_person=0)])[0]
+        assert set(ids[:50].tolist()) <= set(I.tolist())
+
+
+def test_an_excluded_id_list_is_bounded():
+    with pytest.raises(ValueError, match='at most'):
+        GalleryFilter.of(exclude_ids=range(MAX_EXCLUDED_IDS + 1))
+    assert GalleryFilter.of(exclude_ids=[5, 3, 5]).exclude_ids == (3, 5)
