@@ -19,7 +19,7 @@ from .vector_feed import VectorFeed
 if TYPE_CHECKING:
     from .changelog import ChangeLogFollower
 
-__all__ = ['GalleryWriter']
+__all__ = ['GalleryWriter', 'write_images']
 
 _logger = logging.getLogger(__name__)
 
@@ -46,21 +46,8 @@ class GalleryWriter:
         self.snapshot()  # no model: NoModel before anything is written
         with self.write_lock:
             snap = self.snapshot()  # the model may have been swapped while we waited
-            stored = [self.images.put(item.data, item.ext) for item in items]
             xb = self.feed.embed_for_storage(snap, [item.image for item in items])
-            with self.images.content_lock([sha for sha, _ in stored], self.database):
-                for item, (_, path) in zip(items, stored):
-                    if not path.exists():  # another replica deleted the last row of these bytes meanwhile
-                        self.images.put(item.data, item.ext)
-                with self.Session.begin() as s:
-                    group = None if sighting is None else crud.add_sighting(session=s, **sighting)
-                    together = {} if group is None else {'sighting_id': group.id}
-                    rows = crud.add_images(session=s, vectors=xb, model_id=snap.model_id, rows=[
-                        dict(meta, source_name=item.filename, image_sha256=sha, image_path=str(path),
-                             model_version=snap.model_id, **together)
-                        for item, meta, (sha, path) in zip(items, metas, stored)])
-                    if group is not None:
-                        crud.count_sighting(session=s, sighting=group)
+            rows = write_images(self.Session, self.database, self.images, items, metas, sighting, xb, snap.model_id)
             # committed: acknowledged. The engine follows the change log (a crash here: reconcile() repairs it)
             self._follow(snap)
         return rows
@@ -93,3 +80,26 @@ class GalleryWriter:
                     Path(path).unlink(missing_ok=True)  # a crash before this: the start-up sweep removes it
             self._follow(self.current())
         return True
+
+
+def write_images(Session: Callable, database: Engine, images: ImageStore, items: Sequence[DecodedImage],
+                 metas: Sequence[Dict[str, Any]], sighting: Optional[Dict[str, Any]] = None,
+                 vectors: Optional[Any] = None, model_id: Optional[int] = None) -> List[GalleryImage]:
+    """Image files (fsynced), then their rows, ``sighting`` (its columns) and change-log entries in one
+    transaction; with ``vectors`` by ``model_id`` stored with them. Without vectors (a job's worker process, which
+    holds no model) the service embeds them when it follows the change log, as it does another replica's rows."""
+    stored = [images.put(item.data, item.ext) for item in items]
+    with images.content_lock([sha for sha, _ in stored], database):
+        for item, (_, path) in zip(items, stored):
+            if not path.exists():  # another replica deleted the last row of these bytes meanwhile
+                images.put(item.data, item.ext)
+        with Session.begin() as s:
+            group = None if sighting is None else crud.add_sighting(session=s, **sighting)
+            together = {} if group is None else {'sighting_id': group.id}
+            rows = crud.add_images(session=s, vectors=vectors, model_id=model_id, rows=[
+                dict(meta, source_name=item.filename, image_sha256=sha, image_path=str(path),
+                     model_version=model_id, **together)
+                for item, meta, (sha, path) in zip(items, metas, stored)])
+            if group is not None:
+                crud.count_sighting(session=s, sighting=group)
+    return rows

@@ -79,6 +79,9 @@ def run_job(job_id: int, database_url: str, data_dir: str, nice: int = 10) -> No
             return job is not None and job.state == JobState.CANCELLING
 
     try:
+        if kind == JobKind.INGEST:
+            _ingest(params, Session, database_url, data_dir, on_progress, job_id)
+            return
         cfg = job_config(kind, params, str(Path(data_dir) / 'runs'), job_id)
         run = train if kind == JobKind.TRAIN else prune
         summary = run(cfg, progress=False, on_progress=on_progress)
@@ -99,6 +102,20 @@ def run_job(job_id: int, database_url: str, data_dir: str, nice: int = 10) -> No
             _logger.exception('job %d failed', job_id)
             crud.update_job(session=s, job_id=job_id, state=JobState.FAILED, error=f'{e.__class__.__name__}: {e}',
                             log_line=''.join(traceback.format_exception(e, limit=5, chain=False)))
+
+
+def _ingest(params: Dict[str, Any], Session, database_url: str, data_dir: str, on_progress, job_id: int) -> None:
+    from pathlib import Path
+
+    from app.ingest import IngestParams, run_ingest
+    from storage.images import ImageStore
+    # the service's image store; its content locks on PostgreSQL need the database
+    summary = run_ingest(IngestParams(**params), Session, make_engine(database_url),
+                         ImageStore(Path(data_dir) / 'images'), on_progress)
+    with Session.begin() as s:
+        crud.update_job(session=s, job_id=job_id, state=JobState.SUCCEEDED, progress=1.0, metrics=summary,
+                        log_line=f'done: {summary["sightings"]} sightings, {summary["crops"]} crops from '
+                                 f'{summary["frames"]} frames')
 
 
 class JobManager:

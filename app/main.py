@@ -3,7 +3,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .jobs import JobManager
-from .routes import admin, gallery, health, samples, search, sightings
+from .routes import admin, gallery, health, samples, search, sightings, videos
 from .security import BrowserGuard
 from .settings import Settings
 from .state import ServiceState
@@ -34,20 +34,23 @@ class LimitsAndMetrics:
     body is cut off at the limit and answered 413) - and times every request by route (plain ASGI: the decorator
     form, BaseHTTPMiddleware, costs about a millisecond a request)."""
 
-    def __init__(self, app: ASGIApp, max_request_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_request_bytes: int, limits: Optional[Dict[str, int]] = None) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
+        self.limits = limits or {}  # routes with their own limit (a video upload)
 
-    def _too_large(self, size: str) -> JSONResponse:
+    @staticmethod
+    def _too_large(size: str, limit: int) -> JSONResponse:
         return JSONResponse(status_code=413, content={
-            'detail': f'request body of {size} bytes exceeds the limit of {self.max_request_bytes}'})
+            'detail': f'request body of {size} bytes exceeds the limit of {limit}'})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope['type'] != 'http':
             return await self.app(scope, receive, send)
+        limit = self.limits.get(scope['path'], self.max_request_bytes)
         length = dict(scope['headers']).get(b'content-length', b'')
-        if length.isdigit() and int(length) > self.max_request_bytes:
-            return await self._too_large(str(int(length)))(scope, receive, send)
+        if length.isdigit() and int(length) > limit:
+            return await self._too_large(str(int(length)), limit)(scope, receive, send)
         start, status, received, cut_off, started = time.perf_counter(), 500, 0, False, False
         request_state = scope.setdefault('state', {})
         request_state['amg_start'] = start  # a search's "receive" stage runs from here to its handler
@@ -57,7 +60,7 @@ class LimitsAndMetrics:
             message = await receive()
             if message['type'] == 'http.request':
                 received += len(message.get('body', b''))
-                if received > self.max_request_bytes:
+                if received > limit:
                     cut_off = True
                     raise RequestTooLarge()
             return message
@@ -67,7 +70,7 @@ class LimitsAndMetrics:
             if cut_off:  # whatever the app made of the cut-off body (FastAPI: a 400), the answer is 413
                 if message['type'] == 'http.response.start' and not started:
                     started, status = True, 413
-                    await self._too_large(f'more than {self.max_request_bytes}')(scope, receive, send)
+                    await self._too_large(f'more than {limit}', limit)(scope, receive, send)
                 return
             if message['type'] == 'http.response.start':
                 started, status = True, message['status']
@@ -78,7 +81,7 @@ class LimitsAndMetrics:
         except RequestTooLarge:
             if not started:
                 status = 413
-                await self._too_large(f'more than {self.max_request_bytes}')(scope, receive, send)
+                await self._too_large(f'more than {limit}', limit)(scope, receive, send)
         finally:
             service = getattr(scope['app'].state, 'service', None)
             if service is not None:
@@ -108,13 +111,14 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                   description='Person re-identification with AMG-pruned LA-Transformers: gallery, search, jobs.')
 
     # the last added runs first: the browser guard, then CORS (when origins are set), then the body limit
-    app.add_middleware(LimitsAndMetrics, max_request_bytes=settings.max_request_bytes)
+    app.add_middleware(LimitsAndMetrics, max_request_bytes=settings.max_request_bytes,
+                       limits={'/v1/videos': settings.max_video_bytes})
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=['GET', 'POST', 'DELETE'], allow_headers=['X-API-Key', 'Content-Type'])
     app.add_middleware(BrowserGuard, cors_origins=settings.cors_origin_list)
     app.mount('/static', StaticFiles(directory=STATIC), name='static')
-    for module in (health, search, gallery, sightings, admin, samples):
+    for module in (health, search, gallery, sightings, videos, admin, samples):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

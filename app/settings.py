@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     max_request_pixels: int = Field(16_000_000, ge=1024, description='decoded pixels of all images of one request '
                                                                      'together, checked before any is decoded')
     max_files_per_request: int = Field(64, ge=1, le=1000)
+    max_video_bytes: int = Field(1024 * 1024 * 1024, ge=1024, description='one video upload (POST /v1/videos); '
+                                 'longer recordings: an admin ingest job on a path under AMG_DATA_ROOTS')
     decode_threads: int = Field(2, ge=1, le=64, description='requests decoding images at once in worker threads '
                                                             '(the others wait, off the event loop; a search of at '
                                                             'most 256x256 pixels decodes in the event loop)')

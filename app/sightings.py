@@ -118,6 +118,13 @@ def store_sighting(service: 'ServiceState', sighting: SightingIn) -> int:
     in one transaction (a failure leaves no half sighting), then applied to the vector engine. Raises
     :class:`SightingRejected` for a malformed sighting (nothing stored), app.snapshot.NoModel without a model.
     Blocking: call it from a worker thread or a job."""
+    items, metas, columns = sighting_rows(sighting)
+    return service.gallery.add(items, metas, sighting=columns)[0].sighting_id
+
+
+def sighting_rows(sighting: SightingIn) -> Tuple[List[DecodedImage], List[dict], dict]:
+    """One track checked and laid out for the gallery: its crops as images (PNG), their GalleryImage columns, the
+    sighting's columns (crud.add_sighting). Raises :class:`SightingRejected`."""
     camera = _camera(sighting.camera_id)
     video = str(sighting.video)
     if len(video) > VIDEO_NAME_CHARS or has_control_characters(video):
@@ -131,10 +138,9 @@ def store_sighting(service: 'ServiceState', sighting: SightingIn) -> int:
              for crop, _, _ in crops]
     metas = [dict(person_id=None, camera_id=camera, timestamp=when, frame=int(crop.frame), box=box, tags=[])
              for crop, when, box in crops]
-    rows = service.gallery.add(items, metas, sighting=dict(
-        camera_id=camera, first_time=first, last_time=last, video=video, track_id=int(sighting.track_id),
-        frame_count=int(sighting.frames), quality=float(crops[0][0].quality)))
-    return rows[0].sighting_id
+    return items, metas, dict(camera_id=camera, first_time=first, last_time=last, video=video,
+                              track_id=int(sighting.track_id), frame_count=int(sighting.frames),
+                              quality=float(crops[0][0].quality))
 
 
 async def search_sighting(service: 'ServiceState', snap: Snapshot, sighting_id: int, k: int, threshold: float,

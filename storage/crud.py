@@ -361,6 +361,11 @@ def list_jobs(*, session: Session, offset: int = 0, limit: int = 50) -> Tuple[Li
     return list(session.scalars(select(Job).order_by(Job.id.desc()).offset(offset).limit(limit))), total
 
 
+def list_jobs_of_kind(*, session: Session, kind: str) -> List[Job]:
+    """Every job of ``kind``, oldest first."""
+    return list(session.scalars(select(Job).where(Job.kind == kind).order_by(Job.id)))
+
+
 def update_job(*, session: Session, job_id: int, log_line: Optional[str] = None, max_log_chars: int = 20000,
                **values: Any) -> Optional[Job]:
     job = session.get(Job, job_id)

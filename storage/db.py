@@ -19,6 +19,7 @@ class JobKind(StrEnum):
     TRAIN = 'train'
     PRUNE = 'prune'
     FINETUNE = 'finetune'  # a prune run that removes nothing
+    INGEST = 'ingest'  # a camera's video in, its tracks stored as sightings (app.ingest)
 
 
 class JobState(StrEnum):

@@ -1,0 +1,85 @@
+"""Video ingest jobs: one camera's recording in, its tracks out as sightings. The ``video`` package decodes,
+detects and tracks (video.sightings_from_video); this module stores what it yields.
+
+An ingest runs in a job's worker process at idle priority (app.jobs), so a camera's recording never takes the cores
+from searches. Each sighting is written in one transaction, its crops as gallery images without vectors: the
+service embeds them on its model thread when it follows the change log, as it does another replica's uploads. A
+cancelled or failed ingest keeps the sightings it finished and no half of one. The same file (by its sha256) on the
+same camera is ingested once."""
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reid.progress import Cancelled, Progress
+from storage import crud
+from storage.db import JobKind, JobState
+from storage.images import ImageStore
+
+from .deps import MAX_ID
+from .gallery_writes import write_images
+from .sightings import MAX_SIGHTING_CROPS, sighting_rows
+
+__all__ = ['IngestParams', 'run_ingest', 'ingest_of']
+
+_logger = logging.getLogger(__name__)
+
+
+class IngestParams(BaseModel):
+    """A video ingest job's options (``POST /v1/videos``, ``POST /v1/admin/videos``)."""
+    model_config = ConfigDict(extra='forbid')
+
+    video_path: str = Field(description='the recording, a server path under AMG_DATA_ROOTS (any container and '
+                                        'codec FFmpeg decodes)')
+    camera_id: int = Field(ge=0, le=MAX_ID, description="the camera that recorded it (the gallery's camera_id)")
+    start_time: dt.datetime = Field(description="when its first frame was taken (ISO 8601; without a zone: UTC)")
+    boxes_path: Optional[str] = Field(None, description="the user's own detector's boxes, a MOT Challenge file "
+                                                        "(frame,id,x,y,w,h,conf,...); none: the built-in "
+                                                        "background-subtraction detector (static cameras)")
+    max_crops: int = Field(8, ge=1, le=MAX_SIGHTING_CROPS, description='crops kept per track, the best by quality')
+    video_sha256: str = Field('', description="the file's sha256 (set by the service: the same file on the same "
+                                              "camera is ingested once)")
+
+
+def ingest_of(session, video_sha256: str, camera_id: int):
+    """The ingest job, queued, running or succeeded, of this file on this camera (None: none)."""
+    for job in crud.list_jobs_of_kind(session=session, kind=JobKind.INGEST):
+        params = job.params or {}
+        if (params.get('video_sha256') == video_sha256 and params.get('camera_id') == camera_id and
+                job.state in (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED)):
+            return job
+    return None
+
+
+def run_ingest(params: IngestParams, Session: Callable, database, images: ImageStore,
+               on_progress: Callable[[Progress], bool]) -> Dict[str, float]:
+    """Decode, detect, track and store every track of ``params.video_path`` as a sighting; what it did. Raises
+    video.VideoError (an unreadable file, bad MOT data) and reid.progress.Cancelled when ``on_progress`` asks."""
+    from video import read_mot, sightings_from_video
+    boxes = read_mot(params.boxes_path) if params.boxes_path else None  # bad lines fail before any frame
+    start = params.start_time
+    if start.tzinfo is not None:
+        start = start.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    done = dict(frames=0, total=None, sightings=0, crops=0)
+    stop = False
+
+    def progress(frames: int, total: Optional[int]) -> None:
+        nonlocal stop
+        done.update(frames=frames, total=total)
+        share = min(frames / total, 0.99) if total else 0.0
+        stop = bool(on_progress(Progress('ingest', share, info=dict(frames=frames, sightings=done['sightings']))))
+
+    for sighting in sightings_from_video(params.video_path, str(params.camera_id), start, boxes,
+                                         max_crops=params.max_crops, progress=progress, cancelled=lambda: stop):
+        items, metas, columns = sighting_rows(sighting)
+        columns['video'] = Path(params.video_path).name
+        write_images(Session, database, images, items, metas, sighting=columns)
+        done['sightings'] += 1
+        done['crops'] += len(items)
+    if stop:
+        raise Cancelled()
+    _logger.info('ingested %s: %d sightings, %d crops from %d frames', params.video_path, done['sightings'],
+                 done['crops'], done['frames'])
+    return dict(sightings=done['sightings'], crops=done['crops'], frames=done['frames'])

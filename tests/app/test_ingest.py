@@ -1,0 +1,86 @@
+"""Video ingest through the API: an uploaded recording becomes sightings in a background job, searchable once the
+service has embedded their crops; the same file is ingested once; bad input is refused and nothing is kept."""
+import pytest
+
+for module in ('av', 'cv2', 'trackers'):
+    pytest.importorskip(module, reason='video ingest tests skipped: the video extra is not installed')
+
+from video.synthetic import VideoSynthConfig, generate_videos  # noqa: E402
+
+from .conftest import API_KEY, files_for, make_client, ready_with, wait_for  # noqa: E402
+
+ONE_CAMERA = VideoSynthConfig(num_people=3, num_cams=1, seconds=6, size=(256, 192), crossing_seconds=(2.0, 3.0),
+                              travel_seconds=(0.5, 1.0), seed=5)
+ADMIN = {'X-API-Key': API_KEY}
+
+
+@pytest.fixture(scope='module')
+def recording(tmp_path_factory):
+    root = tmp_path_factory.mktemp('ingest-video')
+    video = generate_videos(root, ONE_CAMERA)[1]
+    return video, root / 'cam1.gt.txt'
+
+
+def upload(client, video, boxes=None, camera='4', start='2026-05-01T08:00:00Z'):
+    files = [('video', (video.name, video.read_bytes(), 'video/mp4'))]
+    if boxes is not None:
+        files.append(('boxes', ('gt.txt', boxes, 'text/plain')))
+    return client.post('/v1/videos', files=files, data={'camera_id': camera, 'start_time': start, 'max_crops': '4'},
+                       headers=ADMIN)
+
+
+def finished(client, job_id):
+    def done():
+        job = client.get(f'/v1/admin/jobs/{job_id}', headers=ADMIN).json()
+        return job if job['state'] in ('succeeded', 'failed', 'cancelled') else None
+    return wait_for(done, 180, f'ingest job {job_id}')
+
+
+@pytest.mark.slow
+def test_a_video_becomes_searchable_sightings_once(tmp_path, service_model, recording):
+    video, truth = recording
+    with make_client(tmp_path, service_model, sync_seconds=0.2) as client:
+        r = upload(client, video, truth.read_bytes())
+        assert r.status_code == 202, r.text
+        job = finished(client, r.json()['id'])
+        assert job['state'] == 'succeeded', job
+        made = job['metrics']
+        assert made['sightings'] >= 3 and made['crops'] >= made['sightings']  # three people walk past
+        listed = client.get('/v1/sightings', params={'camera_id': '4', 'limit': 100}).json()
+        sightings = listed['data']
+        assert len(sightings) == made['sightings']
+        assert all(s['camera_id'] == 4 and s['video'].endswith('.mp4') for s in sightings)
+        assert min(s['first_time'] for s in sightings) >= '2026-05-01T08:00:00'
+        # the service embeds the crops the worker stored when it follows the change log
+        ready_with(client, 60, status='ready', gallery_vectors=made['crops'])
+        one = client.get(f'/v1/sightings/{sightings[0]["id"]}').json()
+        crops = one['crops']
+        assert 1 <= len(crops) <= 4 and all(c['frame'] is not None and c['box'] for c in crops)
+        found = client.post(f'/v1/sightings/{sightings[0]["id"]}/search', params={'min_score': '-1'})
+        assert found.status_code == 200, found.text
+        own = {c['id'] for c in crops}
+        assert not own & {m['image_id'] for m in found.json()['results'][0]['matches']}
+
+        again = upload(client, video, truth.read_bytes())  # the same bytes on the same camera: that job
+        assert again.status_code == 200 and again.json()['id'] == job['id']
+        assert client.get('/v1/sightings', params={'limit': 100}).json()['count'] == made['sightings']
+
+
+def test_bad_input_is_refused_and_nothing_is_kept(tmp_path, service_model, recording):
+    video, _ = recording
+    with make_client(tmp_path, service_model) as client:
+        r = upload(client, video, b'1,1,10,10,20,40,1\nnot,a,mot,line\n')
+        assert r.status_code == 400 and r.json()['detail'].startswith('boxes:'), r.text
+        garbage = tmp_path / 'garbage.mp4'
+        garbage.write_bytes(b'\x00not a video' * 100)
+        r = upload(client, garbage)
+        assert r.status_code == 400 and r.json()['detail'].startswith('video:'), r.text
+        assert str(tmp_path) not in r.json()['detail']  # where the server keeps uploads is not shown
+        assert upload(client, video, camera='-1').status_code == 422
+        assert upload(client, video, start='yesterday').status_code == 400
+        assert [p.name for p in (tmp_path / 'videos').iterdir()] == []
+        assert client.get('/v1/admin/jobs', headers=ADMIN).json()['count'] == 0
+        # a server path outside the data roots is answered as missing
+        r = client.post('/v1/admin/videos', headers=ADMIN, json={
+            'video_path': '/etc/hostname', 'camera_id': 1, 'start_time': '2026-05-01T08:00:00'})
+        assert r.status_code == 400 and 'AMG_DATA_ROOTS' in r.json()['detail']
