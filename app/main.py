@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .jobs import JobManager
-from .routes import admin, gallery, health, samples, search, sightings, videos
+from .routes import admin, gallery, health, identities, samples, search, sightings, videos
 from .security import BrowserGuard
 from .settings import Settings
 from .state import ServiceState
@@ -118,7 +118,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                            allow_methods=['GET', 'POST', 'DELETE'], allow_headers=['X-API-Key', 'Content-Type'])
     app.add_middleware(BrowserGuard, cors_origins=settings.cors_origin_list)
     app.mount('/static', StaticFiles(directory=STATIC), name='static')
-    for module in (health, search, gallery, sightings, videos, admin, samples):
+    for module in (health, search, gallery, sightings, identities, videos, admin, samples):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

@@ -70,6 +70,8 @@ class SightingSummary(BaseModel):
     best_image_id: Optional[int] = Field(None, description='its best crop')
     quality: Optional[float] = Field(None, description="the best crop's quality, 0-1")
     created_at: UtcDatetime
+    identity_id: Optional[int] = Field(None, description='the person the service takes it for (null: an uploaded '
+                                                         'crop, or a video track not linked yet)')
 
 
 class SightingPublic(SightingSummary):
@@ -79,6 +81,43 @@ class SightingPublic(SightingSummary):
 class SightingsPublic(BaseModel):
     data: List[SightingSummary]
     count: int
+
+
+class IdentityPublic(BaseModel):
+    """A person the service found across cameras (named by an operator: enrolled)."""
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: Optional[str] = Field(None, description='given by an operator (enrolment); null: found by the service')
+    sighting_count: int
+    first_time: Optional[UtcDatetime] = None
+    last_time: Optional[UtcDatetime] = None
+    camera_ids: List[int] = Field(description='the cameras that saw them')
+    created_at: UtcDatetime
+
+
+class IdentityTimeline(IdentityPublic):
+    timeline: List[SightingSummary] = Field(description='their sightings across cameras in time order')
+
+
+class IdentitiesPublic(BaseModel):
+    data: List[IdentityPublic]
+    count: int
+
+
+class IdentityUpdate(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    name: Optional[str] = Field(description='a name (enrols the identity); null takes it away', max_length=200)
+
+
+class IdentityMerge(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    other_id: int = Field(ge=1, description='the identity whose sightings move into this one (it is removed)')
+
+
+class IdentitySplit(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    sighting_ids: List[int] = Field(min_length=1, max_length=10_000,
+                                    description='sightings of this identity that become a new identity')
 
 
 class SearchMatch(BaseModel):

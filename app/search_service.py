@@ -4,7 +4,7 @@ database session is held while the model runs."""
 import asyncio
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +20,8 @@ from .snapshot import Scoring, Snapshot
 if TYPE_CHECKING:
     from .state import ServiceState
 
-__all__ = ['search_gallery', 'search_person', 'search_pooled', 'rescore', 'PersonNotFound', 'engine_search']
+__all__ = ['search_gallery', 'search_person', 'search_pooled', 'pooled_query', 'rescore', 'exact_scores',
+           'PersonNotFound', 'engine_search', 'search_blocking']
 
 
 def with_margin(snap: Snapshot, k: int) -> int:
@@ -34,6 +35,14 @@ def engine_search(snap: Snapshot, xq: np.ndarray, k: int, filters: Sequence[Opti
     after the forward in app.state.submit_search, else through :func:`_search`), a remote one's in a worker
     thread, which it would otherwise hold up."""
     return snap.engine.search(xq, with_margin(snap, k), filters)
+
+
+def search_blocking(service: 'ServiceState', snap: Snapshot, xq: np.ndarray, k: int,
+                    filters: Sequence[Optional[GalleryFilter]]) -> List[Hits]:
+    """:func:`_search` from a thread of the service's own (not the event loop): the same rule of where it runs."""
+    if snap.engine.remote:
+        return engine_search(snap, xq, k, filters)
+    return service.on_model_thread(engine_search, snap, xq, k, filters)
 
 
 async def _search(service: 'ServiceState', snap: Snapshot, xq: np.ndarray, k: int,
@@ -112,20 +121,27 @@ async def rescore(service: 'ServiceState', snap: Snapshot, xq: np.ndarray, hits:
             with service.Session() as s:
                 return crud.get_vectors(session=s, model_id=snap.model_id, image_ids=sorted(ids))
         found = await run_in_threadpool(stored_vectors)
-    parts, top = snap.embedder.num_parts, with_margin(snap, k)
-    out: List[Hits] = []
-    for query, (D, I) in zip(xq, hits):
-        keep = [j for j, i in enumerate(I.tolist()) if i in found]
-        D, I = D[keep], I[keep]
-        if len(I):
-            candidates = np.stack([found[i] for i in I.tolist()]).astype(np.float32)
-            D = rescore_mutual(D, part_visibility(query[None], parts)[0], candidates) if visible_parts \
-                else part_cosines(query, candidates, parts)
-            order = np.argsort(-D, kind='stable')[:top]  # only these reach the answer
-            D, I = D[order], I[order]
-        out.append((D, I))
+    top = with_margin(snap, k)
+    out = [exact_scores(snap, query, D, I, found, visible_parts, top) for query, (D, I) in zip(xq, hits)]
     timings['rescore'] = time.perf_counter() - t0
     return out
+
+
+def exact_scores(snap: Snapshot, query: np.ndarray, D: np.ndarray, I: np.ndarray, found: Dict[int, np.ndarray],
+                 visible_parts: bool, top: int) -> Hits:
+    """One query's candidates (``D``, ``I``) scored exactly, the best ``top`` first, from ``found``: their
+    gallery visibilities (``visible_parts``) or stored vectors (see :func:`rescore`); candidates not in ``found``
+    are dropped."""
+    parts = snap.embedder.num_parts
+    keep = [j for j, i in enumerate(I.tolist()) if i in found]
+    D, I = D[keep], I[keep]
+    if len(I):
+        candidates = np.stack([found[i] for i in I.tolist()]).astype(np.float32)
+        D = rescore_mutual(D, part_visibility(query[None], parts)[0], candidates) if visible_parts \
+            else part_cosines(query, candidates, parts)
+        order = np.argsort(-D, kind='stable')[:top]  # only these reach the answer
+        D, I = D[order], I[order]
+    return D, I
 
 
 MAX_PERSON_SHOTS = 256  # a person's gallery images pooled into one query (the most recent ones)
@@ -151,6 +167,14 @@ async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int,
                                threshold, replace(flt, exclude_person=person_id), thumbnail_url, visible_parts)
 
 
+def pooled_query(snap: Snapshot, stored: Iterable[np.ndarray]) -> np.ndarray:
+    """Stored gallery vectors of one person as one multi-shot query (1, D): back in a query's form, pooled
+    visibility-weighted (reid.matching.as_query, pool_visible)."""
+    parts = snap.embedder.num_parts
+    shots = np.stack(list(stored))
+    return pool_visible(as_query(shots, parts) if snap.visible_parts else shots, parts)[None]
+
+
 async def search_pooled(service: 'ServiceState', snap: Snapshot, vectors: Dict[int, np.ndarray], label: str, k: int,
                         threshold: float, flt: GalleryFilter, thumbnail_url: str,
                         visible_parts: bool = True) -> QueryResult:
@@ -159,8 +183,7 @@ async def search_pooled(service: 'ServiceState', snap: Snapshot, vectors: Dict[i
     out); ``label``: the answer's filename."""
     snap.engine.check_filter(flt)
     parts = snap.embedder.num_parts
-    shots = np.stack(list(vectors.values()))
-    query = pool_visible(as_query(shots, parts) if snap.visible_parts else shots, parts)[None]
+    query = pooled_query(snap, vectors.values())
     if snap.visible_parts and not visible_parts:
         query = plain_parts(query, parts)
     timings: Dict[str, float] = {}

@@ -28,6 +28,7 @@ from storage.engine import EngineUnavailable, GalleryFilter
 from storage.images import ImageStore
 
 from .activation import ModelActivator
+from .identities import IdentityLinker
 from .batching import ModelThread
 from .changelog import ChangeLogFollower
 from .engines import open_engine
@@ -82,6 +83,7 @@ class ServiceState:
         self.activator = ModelActivator(self.Session, settings, self.open, self.index_builder, self.changelog,
                                         self.write_lock, self.metrics, current=lambda: self.current,
                                         make_current=self._make_current)
+        self.identities = IdentityLinker(self)
 
     # ---- life cycle ------------------------------------------------------------------------------------------
     def startup(self) -> None:
@@ -179,6 +181,8 @@ class ServiceState:
                     if snap is not None:
                         self.changelog.note_behind(snap)
                     _logger.warning('vector engine unavailable: %s', e)
+                if self.current is not None and not self.activator.progress.running and self.engine_error is None:
+                    self.identities.link_pending(self.current)  # new video sightings, once embedded
                 self.activator.follow_active_model()
                 if self.current is not None and not self.activator.progress.running:
                     self.index_builder.maybe_rebuild(self.current)  # e.g. auto: the gallery grew past the threshold

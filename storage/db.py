@@ -8,7 +8,7 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integ
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-__all__ = ['Base', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
+__all__ = ['Base', 'Identity', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
            'ModelVersion', 'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'make_engine',
            'make_sessionmaker', 'utcnow']
 
@@ -65,6 +65,16 @@ class GalleryTag(Base):
     position: Mapped[int] = mapped_column(SmallInteger, default=0)  # the order the uploader gave
 
 
+class Identity(Base):
+    """One person as the service found them across cameras: the sightings linked to each other (app.identities).
+    Named by an operator, it is enrolled."""
+    __tablename__ = 'identities'
+    __table_args__ = {'sqlite_autoincrement': True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Sighting(Base):
     """One person seen once by one camera: a track of a video (its crops, best first), or a single uploaded crop
     (a sighting of one). The gallery's unit: searches can answer one hit per sighting."""
@@ -83,6 +93,8 @@ class Sighting(Base):
     best_image_id: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     quality: Mapped[Optional[float]] = mapped_column(Float, nullable=True)  # the best crop's, 0..1
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # the person the service takes it for (None: a video track not linked yet, or an uploaded crop)
+    identity_id: Mapped[Optional[int]] = mapped_column(ForeignKey('identities.id'), nullable=True, index=True)
 
 
 class GalleryImage(Base):

@@ -1,0 +1,159 @@
+"""Identities the service finds itself: each new video sighting, once its crops are embedded, is linked to the
+identity whose sightings it matches best, or opens a new one. A link needs the calibrated score of the sighting's
+pooled crops against that identity's crops (the model's threshold, as searches judge a match) and must keep the
+hard rule: two sightings overlapping in time on one camera are never one person (storage.identities.conflicting).
+Operators name (enrol), merge and split identities; the same rule holds there.
+
+Linking runs in the maintenance loop (app.state), a few sightings a round, in time order, so that earlier
+sightings are linked before the later ones that may match them."""
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+
+import numpy as np
+from sqlalchemy import select, update
+
+from storage import crud
+from storage import identities as store
+from storage.db import GalleryImage, Identity, Sighting
+from storage.engine import MAX_EXCLUDED_IDS, GalleryFilter
+
+from .search_service import exact_scores, first_pass_k, pooled_query, search_blocking
+from .snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from .state import ServiceState
+
+__all__ = ['IdentityLinker', 'IdentityConflict', 'LINK_BATCH', 'LINK_CANDIDATES']
+
+_logger = logging.getLogger(__name__)
+
+LINK_BATCH = 20  # sightings linked a maintenance round (each: one pooled search)
+LINK_CANDIDATES = 50  # crops a sighting is compared with (their sightings' identities are the candidates)
+
+
+class IdentityConflict(ValueError):
+    """A merge or split that would put one person in two places at once, or does not fit the identities."""
+
+
+class IdentityLinker:
+    def __init__(self, service: 'ServiceState') -> None:
+        self.service = service
+
+    # ---- linking new sightings -------------------------------------------------------------------------------
+    def link_pending(self, snap: Snapshot, limit: int = LINK_BATCH) -> int:
+        """Link up to ``limit`` unlinked video sightings whose crops the snapshot's model has embedded; how many."""
+        Session = self.service.Session
+        with Session() as s:
+            pending = store.pending_sightings(session=s, limit=limit)
+            work = []
+            for sighting in pending:
+                ids = crud.sighting_image_ids(session=s, sighting_id=sighting.id)[:MAX_EXCLUDED_IDS]
+                vectors = crud.get_vectors(session=s, model_id=snap.model_id, image_ids=ids)
+                if ids and len(vectors) == len(ids):  # else: embedded when the service follows the log
+                    work.append((sighting.id, ids, vectors))
+        for sighting_id, ids, vectors in work:
+            self._link(snap, sighting_id, ids, vectors)
+        return len(work)
+
+    def _link(self, snap: Snapshot, sighting_id: int, ids: List[int], vectors: Dict[int, np.ndarray]) -> None:
+        query = pooled_query(snap, [vectors[i] for i in ids])
+        flt = replace(GalleryFilter(), exclude_ids=tuple(sorted(ids)))
+        (D, I), = search_blocking(self.service, snap, query, first_pass_k(snap, LINK_CANDIDATES), [flt])
+        D, I = self._exact(snap, query[0], D, I)
+        scores = snap.scoring(True)(D)
+        Session = self.service.Session
+        with Session.begin() as s:
+            sighting = s.get(Sighting, sighting_id)
+            if sighting is None or sighting.identity_id is not None:  # gone, or linked by another replica
+                return
+            candidates = self._identities_by_score(s, I, scores, snap.min_score)
+            chosen = next((identity for identity in candidates
+                           if not store.conflicting(session=s, identity_id=identity, sightings=[sighting])), None)
+            if chosen is None:
+                chosen = store.create_identity(session=s).id
+            # only if still unlinked: two replicas may link the same sighting at once
+            s.execute(update(Sighting).where(Sighting.id == sighting_id, Sighting.identity_id.is_(None))
+                      .values(identity_id=chosen))
+
+    def _exact(self, snap: Snapshot, query: np.ndarray, D: np.ndarray, I: np.ndarray):
+        valid = I >= 0
+        if not snap.visible_parts:  # the first pass scores plain embeddings exactly already
+            return D[valid], I[valid]
+        found, missing = snap.gallery_visibility.cached(I[valid].tolist())
+        if missing:
+            found.update(snap.gallery_visibility.get(missing))
+        return exact_scores(snap, query, D, I, found, True, LINK_CANDIDATES)
+
+    @staticmethod
+    def _identities_by_score(s, I: np.ndarray, scores: np.ndarray, threshold: float) -> List[int]:
+        """The identities of the candidates' sightings whose best crop scores at least ``threshold``, best first."""
+        good = [(float(score), int(i)) for score, i in zip(scores, I.tolist()) if i >= 0 and score >= threshold]
+        if not good:
+            return []
+        rows = s.execute(select(GalleryImage.id, Sighting.identity_id)
+                         .join(Sighting, GalleryImage.sighting_id == Sighting.id)
+                         .where(GalleryImage.id.in_([i for _, i in good]), Sighting.identity_id.is_not(None)))
+        identity_of = dict(rows.all())
+        ranked: List[int] = []
+        for _, image_id in sorted(good, reverse=True):
+            identity = identity_of.get(image_id)
+            if identity is not None and identity not in ranked:
+                ranked.append(identity)
+        return ranked
+
+    # ---- operators' changes ----------------------------------------------------------------------------------
+    def merge(self, identity_id: int, other_id: int) -> Identity:
+        """Move every sighting of ``other_id`` into ``identity_id`` and remove ``other_id``. Raises KeyError (either
+        is missing) and :class:`IdentityConflict` (the same identity; or overlapping sightings on one camera)."""
+        if identity_id == other_id:
+            raise IdentityConflict('an identity cannot be merged with itself')
+        with self.service.Session.begin() as s:
+            identity, other = (store.get_identity(session=s, identity_id=i) for i in (identity_id, other_id))
+            if identity is None or other is None:
+                raise KeyError(identity_id if identity is None else other_id)
+            theirs = store.identity_sightings(session=s, identity_id=other_id)
+            if store.conflicting(session=s, identity_id=identity_id, sightings=theirs):
+                raise IdentityConflict(f'identities {identity_id} and {other_id} were seen by one camera at the same '
+                                       'time: they are two people')
+            if identity.name is None and other.name is not None:
+                identity.name = other.name
+            store.move_sightings(session=s, sighting_ids=[x.id for x in theirs], identity_id=identity_id)
+            store.delete_identity(session=s, identity_id=other_id)
+            s.flush()
+            s.refresh(identity)
+            s.expunge(identity)
+            return identity
+
+    def split(self, identity_id: int, sighting_ids: Sequence[int]) -> Identity:
+        """Move ``sighting_ids`` (some of the identity's sightings, not all) to a new identity; it. Raises KeyError
+        and :class:`IdentityConflict`."""
+        wanted = sorted({int(i) for i in sighting_ids})
+        with self.service.Session.begin() as s:
+            if store.get_identity(session=s, identity_id=identity_id) is None:
+                raise KeyError(identity_id)
+            have = {x.id for x in store.identity_sightings(session=s, identity_id=identity_id)}
+            strangers = [i for i in wanted if i not in have]
+            if not wanted or strangers:
+                raise IdentityConflict(f'sighting_ids: not sightings of identity {identity_id}: {strangers}'
+                                       if strangers else 'sighting_ids: give at least one')
+            if len(wanted) == len(have):
+                raise IdentityConflict('sighting_ids: that is every sighting of the identity; nothing to split off')
+            new = store.create_identity(session=s)
+            store.move_sightings(session=s, sighting_ids=wanted, identity_id=new.id)
+            s.flush()
+            s.refresh(new)
+            s.expunge(new)
+            return new
+
+    def rename(self, identity_id: int, name: Optional[str]) -> Identity:
+        """Name an identity (enrolment) or take its name away (None)."""
+        with self.service.Session.begin() as s:
+            identity = store.get_identity(session=s, identity_id=identity_id)
+            if identity is None:
+                raise KeyError(identity_id)
+            identity.name = name
+            s.flush()
+            s.refresh(identity)
+            s.expunge(identity)
+            return identity

@@ -1,0 +1,74 @@
+"""Identities the service found (app.identities): listed, each with its timeline; named (enrolment), merged and
+split by operators."""
+from typing import Optional
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from storage import identities as store
+
+from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_read, require_write
+from ..identities import IdentityConflict
+from ..imaging import has_control_characters
+from ..schemas import (ERRORS, IdentitiesPublic, IdentityMerge, IdentityPublic, IdentitySplit, IdentityTimeline,
+                       IdentityUpdate, SightingSummary)
+
+router = APIRouter(prefix='/v1/identities', tags=['identities'], responses=ERRORS)
+
+
+def _public(session, identity) -> IdentityPublic:
+    return IdentityPublic.model_validate(store.summaries(session=session, identities=[identity])[0]._asdict())
+
+
+@router.get('', response_model=IdentitiesPublic, dependencies=[Depends(require_read)])
+def list_identities(session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID),
+                    limit: int = Query(50, ge=1, le=500),
+                    named: Optional[bool] = Query(None, description='only enrolled (true) or only unnamed (false)')):
+    """Identities by id, each with how many sightings, when and on which cameras."""
+    rows, total = store.list_identities(session=session, offset=offset, limit=limit, named=named)
+    return IdentitiesPublic(data=[IdentityPublic.model_validate(r._asdict()) for r in rows], count=total)
+
+
+@router.get('/{identity_id}', response_model=IdentityTimeline, dependencies=[Depends(require_read)])
+def get_identity(identity_id: IdPath, session: SessionDep):
+    """An identity and its timeline: its sightings across cameras in time order."""
+    identity = store.get_identity(session=session, identity_id=identity_id)
+    if identity is None:
+        raise HTTPException(status_code=404, detail=f'identity {identity_id} not found')
+    timeline = [SightingSummary.model_validate(x) for x in store.identity_sightings(session=session,
+                                                                                   identity_id=identity_id)]
+    return IdentityTimeline(**_public(session, identity).model_dump(), timeline=timeline)
+
+
+def _changed(state: StateDep, change, *args) -> IdentityPublic:
+    try:
+        identity = change(*args)
+    except KeyError as e:
+        raise HTTPException(status_code=404, detail=f'identity {e.args[0]} not found') from None
+    except IdentityConflict as e:
+        raise HTTPException(status_code=409, detail=str(e)) from None
+    with state.Session() as s:
+        return _public(s, store.get_identity(session=s, identity_id=identity.id))
+
+
+@router.patch('/{identity_id}', response_model=IdentityPublic, dependencies=[Depends(require_write)])
+def rename_identity(identity_id: IdPath, body: IdentityUpdate, state: StateDep):
+    """Name an identity (enrolment) or take its name away (``null``)."""
+    name = None if body.name is None else body.name.strip()
+    if name is not None and (not name or has_control_characters(name)):
+        raise HTTPException(status_code=400, detail='name: empty, or control characters')
+    return _changed(state, state.identities.rename, identity_id, name)
+
+
+@router.post('/{identity_id}/merge', response_model=IdentityPublic, dependencies=[Depends(require_write)],
+             responses={409: {'description': 'the two were seen by one camera at the same time'}})
+def merge_identities(identity_id: IdPath, body: IdentityMerge, state: StateDep):
+    """One person, not two: ``other_id``'s sightings move into this identity, and ``other_id`` is removed. Refused
+    (409) when one camera saw both at the same time."""
+    return _changed(state, state.identities.merge, identity_id, body.other_id)
+
+
+@router.post('/{identity_id}/split', response_model=IdentityPublic, status_code=201,
+             dependencies=[Depends(require_write)])
+def split_identity(identity_id: IdPath, body: IdentitySplit, state: StateDep):
+    """Two people, not one: these sightings become a new identity (answered)."""
+    return _changed(state, state.identities.split, identity_id, body.sighting_ids)
