@@ -47,14 +47,15 @@ def track(records, camera: str = '5', start: datetime = START, qualities=None, v
     return Sighting(camera, 7, video, start, start + timedelta(seconds=len(records)), 10 * len(records) + 1, crops)
 
 
-@pytest.fixture(scope='module', params=['sqlite-faiss', 'postgresql-faiss', 'sqlite-milvus', 'postgresql-milvus'])
+@pytest.fixture(scope='module', params=['sqlite-faiss', 'postgresql-faiss', 'sqlite-milvus', 'postgresql-milvus',
+                                        pytest.param('sqlite-milvusserver', marks=pytest.mark.slow)])
 def client(request, tmp_path_factory, service_model, dataset):
     """A service with half the synthetic gallery uploaded with its persons; the persons of the rest are unknown
-    until a test stores them as sightings."""
+    until a test stores them as sightings. Its vectors in FAISS, Milvus Lite and (slow) a real Milvus standalone."""
     database, engine = request.param.split('-')
     url = database_url_for(request, database, tmp_path_factory)
     with make_client(tmp_path_factory.mktemp('sightings'), service_model, database_url=url,
-                     **engine_settings(engine, tmp_path_factory)) as client:
+                     **engine_settings(engine, tmp_path_factory, request=request)) as client:
         labelled = [r for r in dataset.gallery if r.pid > 0][::2]
         r = client.post('/v1/gallery', files=files_for([g.path for g in labelled]), data={
             'person_id': ','.join(str(g.pid) for g in labelled), 'camera_id': ','.join(str(g.camid) for g in labelled),
