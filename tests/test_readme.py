@@ -134,6 +134,29 @@ def test_relative_links_in_the_docs_resolve():
             assert (doc.parent / target).exists(), f'{doc.relative_to(ROOT)} links to a missing {target}'
 
 
+def test_every_amg_reid_command_in_the_docs_parses():
+    """The blocks that cannot run here (real datasets, GPUs) still name flags the CLI has."""
+    import shlex
+
+    from app.cli import build_parser
+    parser = build_parser()
+    commands = []
+    for doc in DOCS:
+        for block in re.findall(r'^```bash\n(.*?)^```', doc.read_text(), re.M | re.S):
+            for line in block.replace('\\\n', ' ').splitlines():
+                words = [w for w in shlex.split(line, comments=True)]
+                while words and re.match(r'^[A-Z_]+=', words[0]):  # VAR=value before the command
+                    words.pop(0)
+                if words[:1] == ['amg-reid']:
+                    commands.append(words)
+    assert len(commands) >= 15
+    for words in commands:
+        try:
+            parser.parse_args(words[1:])
+        except SystemExit:
+            pytest.fail(f'the CLI does not parse: {shlex.join(words)}')
+
+
 def test_the_runnable_blocks_are_found():
     blocks = runnable_blocks(ROOT / 'docs' / 'getting-started.md')
     assert [b.role for b in blocks].count(SERVER) == 1
