@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     device: str = Field('cpu', description='torch device of the model (eager torch backend): cpu, cuda, cuda:1, ...')
     backend: Backend = Field(
         Backend.AUTO, description='auto: when CHECKPOINT.onnx is fresh, OpenVINO (if installed) or ONNX Runtime, else '
-                                  'eager torch; torch: eager PyTorch; onnx: CHECKPOINT.onnx on ONNX Runtime; onnx-int8: CHECKPOINT.int8.onnx (amg-reid export --int8); openvino: '
+                                  'eager torch; torch: eager PyTorch; onnx: CHECKPOINT.onnx on ONNX Runtime; '
+                                  'onnx-int8: CHECKPOINT.int8.onnx (amg-reid export --int8); openvino: '
                                   "OpenVINO's CPU plugin on CHECKPOINT.onnx; openvino-int8: CHECKPOINT.int8.xml "
                                   '(NNCF INT8, amg-reid export --int8 where nncf is installed)')
     int8: bool = Field(False, description="with backend auto: an INT8 export first (OpenVINO's, then ONNX "
