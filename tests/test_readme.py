@@ -168,8 +168,9 @@ def test_the_service_section_runs_as_written_on_the_walkthroughs_folders(tmp_pat
     """The getting-started service section (index, serve, every curl line, a prune job to its end) on folders laid
     out as the walk-through leaves them, filled from the test fixtures (a trained tiny model, a small dataset)."""
     shutil.copytree(learnable_root, tmp_path / 'data' / 'synth')
-    (tmp_path / 'runs' / 'readme-both').mkdir(parents=True)
-    shutil.copy(trained_run[1].checkpoint, tmp_path / 'runs' / 'readme-both' / 'pruned.safetensors')
+    for checkpoint in ('readme/best.safetensors', 'readme-both/pruned.safetensors'):  # the teacher, the served
+        (tmp_path / 'runs' / checkpoint).parent.mkdir(parents=True)
+        shutil.copy(trained_run[1].checkpoint, tmp_path / 'runs' / checkpoint)
     blocks = _section(ROOT / 'docs' / 'getting-started.md', 'The service, on the same folders')
     assert blocks[0].body.startswith('amg-reid index') and blocks[1].role == SERVER
     run_doc(blocks, tmp_path)
