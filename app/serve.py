@@ -65,8 +65,8 @@ def index_folder(folder: Path, settings: Settings, split: str = 'gallery', batch
 def serve_demo(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0.1', port: int = 8000,
                api_key: Optional[str] = None, backend: str = 'auto') -> None:
     """Serve ``checkpoint`` on ``backend`` (AMG_BACKEND: its fresh export; else torch) with
-    the synthetic gallery indexed (once) under ``workdir/service``, and the query split offered as one-click
-    samples on the page."""
+    the synthetic gallery indexed (once) under ``workdir/service``, the query split offered as one-click
+    samples on the page, and ``data`` open to the admin tab's prune jobs."""
     import os
     import secrets
     key_file = workdir / 'service-api-key.txt'
@@ -76,8 +76,10 @@ def serve_demo(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0
             with os.fdopen(fd, 'w') as f:
                 f.write(secrets.token_urlsafe(24))
         api_key = key_file.read_text().strip()
+    # the admin tab's prune jobs read the dataset (the first root: the folder the page suggests)
+    roots = ','.join(str(folder.resolve()) for folder in (data, workdir / 'service'))
     settings = Settings(data_dir=workdir / 'service', model_path=checkpoint, api_key=api_key,
-                        sample_queries_dir=data / 'query', backend=backend)
+                        sample_queries_dir=data / 'query', backend=backend, data_roots=roots)
     marker = workdir / 'service' / 'indexed.txt'
     if not marker.exists():
         t0 = time.perf_counter()

@@ -18,20 +18,23 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path('amg-data'), description='images, FAISS index, SQLite database, job outputs')
     database_url: Optional[str] = Field(None, description='SQLAlchemy URL; default sqlite:///DATA_DIR/amg.db')
     model_path: Optional[Path] = Field(None, description='checkpoint to serve; registered and activated at start')
-    api_key: Optional[str] = Field(None, description='admin API key (header X-API-Key); admin is off without it')
+    api_key: Optional[str] = Field(None, description='admin API key (header X-API-Key); without it the admin API '
+                                                     'answers 401')
     read_api_key: Optional[str] = Field(None, description='when set, searches and gallery reads need this key (or the '
                                                           'write or admin key); open by default')
     write_api_key: Optional[str] = Field(None, description='when set, gallery uploads and deletes need this key (or '
                                                            'the admin key); open by default (then writes need what '
                                                            'reads need)')
-    data_roots: str = Field('', description='comma-separated folders that admin jobs may read datasets and weights '
-                                            'from (default: data_dir)')
+    data_roots: str = Field('', description='comma-separated folders that admin jobs may read datasets (data_dir) '
+                                            'and weights (weight_path) from; the page suggests the first '
+                                            '(default: data_dir)')
     cors_origins: str = Field('', description='comma-separated web origins allowed to call the API from a browser '
                                               '(CORS, and writes with their Origin); none by default')
-    device: str = 'cpu'
+    device: str = Field('cpu', description='torch device of the model (eager torch backend): cpu, cuda, cuda:1, ...')
     backend: Backend = Field(
         Backend.AUTO, description='auto: when CHECKPOINT.onnx is fresh, OpenVINO (if installed) or ONNX Runtime, else '
-                                  'eager torch; onnx-int8: CHECKPOINT.int8.onnx (amg-reid export --int8); openvino: '
+                                  'eager torch; torch: eager PyTorch; onnx: CHECKPOINT.onnx on ONNX Runtime; '
+                                  'onnx-int8: CHECKPOINT.int8.onnx (amg-reid export --int8); openvino: '
                                   "OpenVINO's CPU plugin on CHECKPOINT.onnx; openvino-int8: CHECKPOINT.int8.xml "
                                   '(NNCF INT8, amg-reid export --int8 where nncf is installed)')
     int8: bool = Field(False, description="with backend auto: an INT8 export first (OpenVINO's, then ONNX "
@@ -46,17 +49,19 @@ class Settings(BaseSettings):
     sample_queries_dir: Optional[Path] = Field(None, description='a folder of query images named like Market-1501 '
                                                '(PID_cCAM...): the web page offers them as one-click samples')
     sample_queries: int = Field(16, ge=1, le=200, description='how many samples the page shows')
-    embed_batch_size: int = Field(32, ge=1, le=1024)
+    embed_batch_size: int = Field(32, ge=1, le=1024, description='images per forward pass')
     batch_wait_ms: float = Field(5.0, ge=0, le=1000,
                                  description='under concurrency, queries wait up to this long to share a forward pass; '
                                              '0: every query alone')
     index_kind: Union[IndexKind, Literal['auto']] = Field(
         IndexKind.EXACT, description='exact (flat); approx (IVF, full vectors); compressed (PCA + IVF + float16 codes: '
                              'million-image galleries of LA-Base vectors); auto: IVF above approx_threshold')
-    approx_threshold: int = Field(200_000, ge=1000)
+    approx_threshold: int = Field(200_000, ge=1000, description='index_kind auto: gallery vectors above which the '
+                                                                'index is IVF (approx)')
     pca_dim: int = Field(256, ge=8, description='compressed index: dimensions kept by the PCA')
     index_train_size: int = Field(100_000, ge=1000, description='vectors sampled to train an IVF/PCA index')
-    nprobe: int = Field(16, ge=1)
+    nprobe: int = Field(16, ge=1, description='IVF lists searched (approx, compressed); a filtered search probes '
+                                              'nprobe / selectivity lists')
     vector_engine: Literal['faiss', 'milvus'] = Field(
         'faiss', description='where gallery vectors live and filters run: faiss (embedded, in every replica\'s memory) '
                              'or milvus (a shared Milvus server or Milvus Lite: AMG_MILVUS_URI)')
@@ -78,27 +83,30 @@ class Settings(BaseSettings):
         'Session', description="Milvus searches' consistency level: Session sees this replica's writes at once; "
                                'Strong waits for every write (~230 ms a search on Milvus 2.3)')
     index_save_seconds: float = Field(10.0, gt=0, description='how often a changed index is written to disk')
-    index_dir: Optional[Path] = Field(None, description="this replica's FAISS index files (default: data_dir)")
+    index_dir: Optional[Path] = Field(None, description="this replica's FAISS index files and their attribute "
+                                                        "columns, *.attrs.npz (default: data_dir)")
     sync_seconds: float = Field(1.0, gt=0, description='how often the index follows the gallery change log and '
                                                          'the active model (changes made by other replicas)')
     sync_gap_seconds: float = Field(60.0, gt=0, description='how long a missing change sequence number is '
                                                              'awaited (concurrent writers commit out of order)')
-    default_k: int = Field(10, ge=1, le=100)
-    default_min_score: float = Field(0.5, description="used when the model has no calibrated threshold")
-    # request limits, sized for person crops (a few hundred pixels a side, tens of kB): see README "Limits"
-    max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1024, description='per image file')
+    default_k: int = Field(10, ge=1, le=100, description='matches per query when a search gives no k')
+    default_min_score: float = Field(0.5, description='the no-match threshold when the model has no calibrated one, '
+                                                      'and for plain-cosine searches (visibility=false)')
+    # request limits, sized for person crops (a few hundred pixels a side, tens of kB): docs/configuration.md
+    max_upload_bytes: int = Field(4 * 1024 * 1024, ge=1024, description='bytes per image file: 413 past it')
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024,
-                                   description='per request body, counted as it streams in (chunked included)')
+                                   description='bytes per request body, counted as it streams in (chunked '
+                                               'included): 413 past it')
     max_pixels: int = Field(4_000_000, ge=1024, description='width x height of one image as decoded (large JPEGs '
                                                             'decode at 1/2-1/8 scale): decompression bombs')
     max_request_pixels: int = Field(16_000_000, ge=1024, description='decoded pixels of all images of one request '
                                                                      'together, checked before any is decoded')
-    max_files_per_request: int = Field(64, ge=1, le=1000)
+    max_files_per_request: int = Field(64, ge=1, le=1000, description='image files per request')
     max_video_bytes: int = Field(1024 * 1024 * 1024, ge=1024, description='one video upload (POST /v1/videos); '
                                  'longer recordings: an admin ingest job on a path under AMG_DATA_ROOTS')
     decode_threads: int = Field(2, ge=1, le=64, description='requests decoding images at once in worker threads '
                                                             '(the others wait, off the event loop; a search of at '
-                                                            'most 256x256 pixels decodes in the event loop)')
+                                                            'most 256x256 pixels and 64 kB decodes in the event loop)')
     orphan_grace_seconds: float = Field(3600.0, ge=0, description='at start, image files no row names (and '
                                         'temporaries) older than this are removed: left by a crash between a '
                                         'write and its commit')

@@ -64,6 +64,7 @@ class ServiceState:
         # image decoding runs in worker threads, this many requests at once: the event loop keeps answering
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
         self.current: Optional[Snapshot] = None  # swapped whole by an activation
+        self.model_error: Optional[str] = None  # why AMG_MODEL_PATH could not be served, for /readyz
         self.match_rows = MatchRows(self.Session)  # what search answers show of gallery rows
         self._stop = threading.Event()
         self.reconcile_pending = False  # the engine could not be reached at start: the maintenance loop retries
@@ -139,8 +140,10 @@ class ServiceState:
 
     def _register_configured_model(self, s) -> None:
         path = str(Path(self.settings.model_path).resolve())
-        if not Path(path).is_file():
-            raise FileNotFoundError(f'AMG_MODEL_PATH does not exist: {path}')
+        if not Path(path).is_file():  # serve without it (a restart would not help) and say why in /readyz
+            self.model_error = f'AMG_MODEL_PATH does not exist: {path}'
+            _logger.error('%s: serving without a model', self.model_error)
+            return
         existing = next((m for m in crud.list_models(session=s) if m.path == path), None)
         if existing is None:
             existing = register_checkpoint(s, path, name=Path(path).parent.name)
@@ -216,8 +219,10 @@ class ServiceState:
     def snapshot(self) -> Snapshot:
         snap = self.current
         if snap is None:
-            raise NoModel('no model is loaded: set AMG_MODEL_PATH to a checkpoint and restart, or start a train job '
-                          '(POST /v1/admin/jobs) and activate its model (POST /v1/admin/models/{id}/activate)')
+            why = f'{self.model_error}; ' if self.model_error else ''
+            raise NoModel(f'{why}no model is loaded: set AMG_MODEL_PATH to a checkpoint and restart, or start a '
+                          'train job (POST /v1/admin/jobs) and activate its model '
+                          '(POST /v1/admin/models/{id}/activate)')
         return snap
 
     @property

@@ -12,7 +12,7 @@ images an identity). The time window is the middle week (25%).
                           [--workdir bench-scale] [--queries 50] [--skip-replica]
 
 ``--milvus-uri``: also measure Milvus there (a server: ``http://host:19530``); Milvus Lite is too slow for this
-(README, "More than one machine").
+(docs/deployment.md, "Which vector engine").
 """
 import argparse
 import json

@@ -1,5 +1,5 @@
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import ValidationError
@@ -36,6 +36,12 @@ def job_public(job) -> JobPublic:
     out = JobPublic.model_validate(job)
     out.log_tail = '\n'.join((job.log or '').splitlines()[-20:])
     return out
+
+
+@router.get('/data-roots', response_model=List[str])
+def data_roots(state: StateDep) -> List[str]:
+    """The folders jobs may read datasets and weights from (AMG_DATA_ROOTS); the page suggests the first."""
+    return [str(root) for root in state.settings.data_root_list]
 
 
 @router.post('/jobs', response_model=JobPublic, status_code=202)

@@ -151,6 +151,7 @@ async function activate(id) {
 async function loadJobs() {
   if (!$('api-key').value) { $('a-jobs').replaceChildren(text('div', 'Enter the admin API key (top right) to see jobs.', 'muted')); return; }
   try {
+    if (!$('a-data').value) $('a-data').value = (await api('/v1/admin/data-roots'))[0] ?? '';  // a folder jobs may read
     const body = await api('/v1/admin/jobs', { headers: adminHeaders() });
     $('a-jobs').replaceChildren(...body.data.map((j) => {
       const box = document.createElement('div'); box.className = 'panel';

@@ -23,6 +23,24 @@ def test_without_a_model_the_service_starts_and_explains(tmp_path, dataset):
         assert client.get('/metrics').status_code == 200
 
 
+def test_a_missing_model_file_is_reported_not_fatal(tmp_path):
+    """AMG_MODEL_PATH naming no file: the service starts (no restart loop) and /readyz names the path."""
+    missing = tmp_path / 'models' / 'gone.safetensors'
+    with make_client(tmp_path / 'service', missing) as client:
+        assert client.get('/healthz').status_code == 200
+        r = client.get('/readyz')
+        assert r.status_code == 503 and r.json()['status'] == 'no model'
+        assert f'AMG_MODEL_PATH does not exist: {missing.resolve()}' in r.json()['detail']
+        assert client.get('/v1/admin/models', headers=ADMIN).json()['count'] == 0
+
+
+def test_jobs_are_offered_the_data_roots(tmp_path):
+    with make_client(tmp_path, data_roots=f'{tmp_path / "data"},{tmp_path}') as client:
+        assert client.get('/v1/admin/data-roots', headers=ADMIN).json() == [str((tmp_path / 'data').resolve()),
+                                                                           str(tmp_path.resolve())]
+        assert client.get('/v1/admin/data-roots').status_code == 401
+
+
 @pytest.fixture(scope='module', params=['sqlite-faiss', 'postgresql-faiss', 'sqlite-milvus', 'postgresql-milvus',
                                         pytest.param('sqlite-milvusserver', marks=pytest.mark.slow)])
 def gallery_client(request, tmp_path_factory, service_model, dataset):

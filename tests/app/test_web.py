@@ -5,7 +5,7 @@ import time
 import httpx
 import pytest
 
-from tests.app.conftest import files_for, free_port, start_server
+from tests.app.conftest import ROOT, files_for, free_port, start_server
 
 CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
@@ -15,8 +15,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 @pytest.fixture(scope='module')
 def server(tmp_path_factory, service_model, dataset, learnable_root):
     port = free_port()
-    proc = start_server(tmp_path_factory.mktemp('web'), service_model, port,
-                        AMG_SAMPLE_QUERIES_DIR=str(learnable_root / 'query'), AMG_SAMPLE_QUERIES='6')
+    data_dir = tmp_path_factory.mktemp('web')
+    # as make demo serves: the dataset is the first data root, the folder the admin tab suggests
+    proc = start_server(data_dir, service_model, port, AMG_SAMPLE_QUERIES_DIR=str(learnable_root / 'query'),
+                        AMG_SAMPLE_QUERIES='6', AMG_DATA_ROOTS=f'{learnable_root},{data_dir}')
     base = f'http://127.0.0.1:{port}'
     gallery = [g for g in dataset.gallery if g.pid > 0]
     with httpx.Client(base_url=base, timeout=60) as client:
@@ -146,3 +148,34 @@ def test_a_sample_query_is_one_click_away(server, browser):
     assert all(('match' in c) != ('miss' in c) for c in classes)  # coloured by the known person
     # the same camera's shots are excluded, as the standard protocol does
     assert all(f"cam {samples[2]['camera_id']}" not in c.text.split('\n') for c in cards)
+
+
+def test_the_newcomers_path_a_sample_query_then_a_prune_job_from_the_admin_tab(server, browser, learnable_root):
+    """What make demo offers: one click on a sample ranks the gallery (the README's picture is this page), then the
+    admin tab's suggested folder starts a prune job (a tiny one: no final fine-tuning) that the page follows to
+    the end."""
+    from selenium.webdriver.common.by import By
+    browser.get(server + '/')
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#samples .card.sample'))[0].click()
+    cards = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#ranked .card.result'))
+    _wait(lambda: all(browser.execute_script('return arguments[0].naturalWidth', c.find_element(By.TAG_NAME, 'img'))
+                      for c in cards))
+    picture = ROOT / 'docs' / 'img' / 'page.png'
+    picture.parent.mkdir(exist_ok=True)
+    browser.save_screenshot(str(picture))
+    assert picture.stat().st_size > 10_000
+
+    browser.find_element(By.ID, 'api-key').send_keys('k')
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab=admin]').click()
+    folder = browser.find_element(By.ID, 'a-data')
+    _wait(lambda: folder.get_attribute('value'))
+    assert folder.get_attribute('value') == str(learnable_root.resolve())
+    final = browser.find_element(By.ID, 'a-final')
+    final.clear()
+    final.send_keys('0')
+    browser.find_element(By.ID, 'a-start').click()
+    status = _wait(lambda: next((t for t in [browser.find_element(By.ID, 'a-jobs').text]
+                                 if any(s in t for s in ('succeeded', 'failed', 'error', 'interrupted'))), None),
+                   timeout=600)
+    assert 'job 1 · prune · succeeded · 100%' in status, status
+    assert browser.find_elements(By.XPATH, "//div[@id='a-jobs']//button[starts-with(text(), 'activate model')]")
