@@ -7,7 +7,9 @@ Operators name (enrol), merge and split identities; the same rule holds there.
 Linking runs in the maintenance loop (app.state), a few sightings a round, in time order, so that earlier
 sightings are linked before the later ones that may match them."""
 import logging
+from collections import Counter
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -30,6 +32,7 @@ _logger = logging.getLogger(__name__)
 
 LINK_BATCH = 20  # sightings linked a maintenance round (each: one pooled search)
 LINK_CANDIDATES = 50  # crops a sighting is compared with (their sightings' identities are the candidates)
+MAX_RECLUSTER = 2000  # sightings one re-clustering takes at once (its distances: n^2 floats)
 
 
 class IdentityConflict(ValueError):
@@ -101,6 +104,58 @@ class IdentityLinker:
             if identity is not None and identity not in ranked:
                 ranked.append(identity)
         return ranked
+
+    # ---- re-clustering a time window ----------------------------------------------------------------------
+    def recluster(self, snap: Snapshot, after: datetime, before: datetime,
+                  threshold: Optional[float] = None) -> Dict[str, int]:
+        """Link the video sightings overlapping [after, before] again, all at once, with everything known since
+        (video.identities.link_sightings: average-linkage clustering of their pooled crops under the same
+        constraints). ``threshold``: the cosine two sightings must reach (default: the model's threshold, as a
+        search decides a match). Enrolled (named) identities keep their sightings. Raises
+        :class:`IdentityConflict` for a window of more than :data:`MAX_RECLUSTER` sightings."""
+        from video.identities import link_sightings
+        Session = self.service.Session
+        with Session() as s:
+            model = crud.get_model(session=s, model_id=snap.model_id)
+            cosine = threshold if threshold is not None else (
+                model.min_score if model is not None and model.min_score is not None
+                else self.service.settings.default_min_score)
+            window = store.window_sightings(session=s, after=after, before=before, limit=MAX_RECLUSTER + 1)
+            if len(window) > MAX_RECLUSTER:
+                raise IdentityConflict(f'more than {MAX_RECLUSTER} video sightings in that window: give a shorter one')
+            named = {i.id for i in s.scalars(select(Identity).where(Identity.name.is_not(None)))}
+            free = [x for x in window if x.identity_id not in named]
+            crops = {x.id: crud.sighting_image_ids(session=s, sighting_id=x.id)[:MAX_EXCLUDED_IDS] for x in free}
+            vectors = crud.get_vectors(session=s, model_id=snap.model_id,
+                                       image_ids=[i for ids in crops.values() for i in ids])
+            # only sightings the model has embedded whole: the others are linked when they are
+            ready = [x for x in free if crops[x.id] and all(i in vectors for i in crops[x.id])]
+            before_ids = {x.id: x.identity_id for x in ready}
+            cameras = [str(x.camera_id) for x in ready]
+            times = [(x.first_time or after, x.last_time or x.first_time or after) for x in ready]
+        if not ready:
+            return dict(sightings=0, identities=0, moved=0)
+        pooled = np.concatenate([pooled_query(snap, [vectors[i] for i in crops[x.id]]) for x in ready])
+        labels = link_sightings(pooled, cameras, [t[0] for t in times], [t[1] for t in times],
+                                threshold=float(np.clip(1 - cosine, 1e-6, 2)))
+        moved = 0
+        with Session.begin() as s:
+            taken: set = set()
+            for label in sorted(set(labels.tolist()), key=lambda la: -int((labels == la).sum())):
+                members = [x.id for x, la in zip(ready, labels.tolist()) if la == label]
+                # the identity most of them had keeps its id (the largest clusters choose first)
+                votes = Counter(before_ids[m] for m in members if before_ids[m] is not None
+                                and before_ids[m] not in taken)
+                identity = votes.most_common(1)[0][0] if votes else store.create_identity(session=s).id
+                taken.add(identity)
+                moved += sum(before_ids[m] != identity for m in members)
+                store.move_sightings(session=s, sighting_ids=members, identity_id=identity)
+            s.flush()
+            emptied = [i for i in set(before_ids.values()) - taken - {None}
+                       if not store.identity_sightings(session=s, identity_id=i)]
+            for identity in emptied:
+                store.delete_identity(session=s, identity_id=identity)
+        return dict(sightings=len(ready), identities=len(taken), moved=moved)
 
     # ---- operators' changes ----------------------------------------------------------------------------------
     def merge(self, identity_id: int, other_id: int) -> Identity:

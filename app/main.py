@@ -120,6 +120,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.mount('/static', StaticFiles(directory=STATIC), name='static')
     for module in (health, search, gallery, sightings, identities, videos, admin, samples):
         app.include_router(module.router)
+    app.include_router(identities.admin_router)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -114,6 +114,14 @@ class IdentityMerge(BaseModel):
     other_id: int = Field(ge=1, description='the identity whose sightings move into this one (it is removed)')
 
 
+class IdentityRecluster(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    after: datetime = Field(description='the window: video sightings that overlap [after, before] (ISO 8601)')
+    before: datetime
+    threshold: Optional[float] = Field(None, ge=-1, le=1, description="the cosine two sightings' pooled crops "
+                                                                      "must reach (default: the model's threshold)")
+
+
 class IdentitySplit(BaseModel):
     model_config = ConfigDict(extra='forbid')
     sighting_ids: List[int] = Field(min_length=1, max_length=10_000,

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from .db import Identity, Sighting
 
 __all__ = ['IdentitySummary', 'create_identity', 'get_identity', 'pending_sightings', 'conflicting',
-           'identity_sightings', 'list_identities', 'move_sightings', 'delete_identity', 'summaries']
+           'identity_sightings', 'window_sightings', 'list_identities', 'move_sightings', 'delete_identity',
+           'summaries']
 
 
 class IdentitySummary(NamedTuple):
@@ -53,6 +54,13 @@ def conflicting(*, session: Session, identity_id: int, sightings: Sequence[Sight
         if clash:
             return True
     return False
+
+
+def window_sightings(*, session: Session, after: datetime, before: datetime, limit: int) -> List[Sighting]:
+    """Video sightings whose time range overlaps [after, before], in time order (at most ``limit``)."""
+    return list(session.scalars(select(Sighting).where(Sighting.video != '', Sighting.last_time >= after,
+                                                       Sighting.first_time <= before)
+                                .order_by(Sighting.first_time, Sighting.id).limit(limit)))
 
 
 def identity_sightings(*, session: Session, identity_id: int) -> List[Sighting]:

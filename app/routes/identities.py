@@ -1,18 +1,38 @@
 """Identities the service found (app.identities): listed, each with its timeline; named (enrolment), merged and
 split by operators."""
-from typing import Optional
+from datetime import timezone
+from typing import Dict, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from starlette.concurrency import run_in_threadpool
 
 from storage import identities as store
 
-from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_read, require_write
+from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_api_key, require_read, require_write
 from ..identities import IdentityConflict
 from ..imaging import has_control_characters
-from ..schemas import (ERRORS, IdentitiesPublic, IdentityMerge, IdentityPublic, IdentitySplit, IdentityTimeline,
-                       IdentityUpdate, SightingSummary)
+from ..schemas import (ERRORS, IdentitiesPublic, IdentityMerge, IdentityPublic, IdentityRecluster, IdentitySplit,
+                       IdentityTimeline, IdentityUpdate, SightingSummary)
 
 router = APIRouter(prefix='/v1/identities', tags=['identities'], responses=ERRORS)
+admin_router = APIRouter(prefix='/v1/admin/identities', tags=['admin'], responses=ERRORS,
+                         dependencies=[Depends(require_api_key)])
+
+
+@admin_router.post('/recluster', response_model=Dict[str, int])
+async def recluster_identities(body: IdentityRecluster, state: StateDep, snap: SnapshotDep):
+    """Link a time window's video sightings again, all at once, with everything known since (average-linkage
+    clustering of their pooled crops; one camera's overlapping sightings never one person). Enrolled (named)
+    identities keep their sightings. Answers how many sightings it took, the identities they form and how many
+    moved."""
+    utc = [t if t.tzinfo is None else t.astimezone(timezone.utc).replace(tzinfo=None) for t in (body.after,
+                                                                                              body.before)]
+    if utc[1] < utc[0]:
+        raise HTTPException(status_code=400, detail='before: earlier than after')
+    try:
+        return await run_in_threadpool(state.identities.recluster, snap, utc[0], utc[1], body.threshold)
+    except IdentityConflict as e:
+        raise HTTPException(status_code=400, detail=str(e)) from None
 
 
 def _public(session, identity) -> IdentityPublic:

@@ -33,6 +33,17 @@ def test_linking_keeps_one_person_in_one_place_and_operators_fix_the_rest(reques
         wait_for(lambda: all(identity_of(client, s) for s in (first, twin, later)), what='every sighting linked')
         a, b, c = (identity_of(client, s) for s in (first, twin, later))
         assert a != b and c in (a, b)
+
+        # re-clustered all at once: the same verdict, whatever the order they came in
+        window = {'after': (START - timedelta(hours=1)).isoformat(), 'before': (START + timedelta(hours=1)).isoformat()}
+        r = client.post('/v1/admin/identities/recluster', json=window, headers=WRITE)
+        assert r.status_code == 200, r.text
+        assert r.json()['sightings'] == 3 and r.json()['identities'] == 2
+        a, b, c = (identity_of(client, s) for s in (first, twin, later))
+        assert a != b and c in (a, b)
+        assert client.get('/v1/identities').json()['count'] == 2  # none left empty
+        assert client.post('/v1/admin/identities/recluster', json={**window, 'before': window['after'][:10]},
+                           headers=WRITE).status_code == 400  # before earlier than after
         mine = c
         own, stranger = (first, twin) if mine == a else (twin, first)  # its camera-1 sighting; the other one
         timeline = client.get(f'/v1/identities/{mine}').json()
