@@ -78,27 +78,39 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
                           results=results)
 
 
+class PooledSearch:
+    """The query parameters of a search from stored vectors pooled into one query (a person's, a sighting's)."""
+
+    def __init__(self, k: Optional[int] = Query(None, ge=1, le=100, description='matches (default from settings)'),
+                 min_score: Optional[float] = Query(None, ge=-1, le=1, description='as for /v1/search'),
+                 camera_id: Optional[str] = Query(None, description='only these cameras (comma list)'),
+                 after: Optional[str] = Query(None, description='only at or after (ISO 8601)'),
+                 before: Optional[str] = Query(None, description='only at or before (ISO 8601)'),
+                 tags: Optional[str] = Query(None, description='only with all these tags (comma list)'),
+                 visibility: bool = Query(True, description='as for /v1/search')) -> None:
+        self.k, self.min_score, self.visibility = k, min_score, visibility
+        self.filter = GalleryFilter.of(camera_ids=int_list('camera_id', camera_id), after=when('after', after),
+                                       before=when('before', before), tags=str_list(tags))
+
+    async def answer(self, request: Request, state, snap, search, of: int, not_found: type) -> SearchResponse:
+        """``search(state, snap, of, k, threshold, filter, thumbnail_url, visible_parts=...)`` answered; its
+        ``not_found`` (no such person or sighting) is a 404."""
+        k = self.k or state.settings.default_k
+        scoring = snap.scoring(self.visibility)
+        threshold = scoring.min_score if self.min_score is None else self.min_score
+        try:
+            with _engine_errors():
+                result = await search(state, snap, of, k, threshold, self.filter, _thumbnail_template(request.app),
+                                      visible_parts=self.visibility)
+        except not_found as e:
+            raise HTTPException(status_code=404, detail=str(e)) from None
+        return SearchResponse(model_id=snap.model_id, score_kind=scoring.kind, min_score=threshold, k=k,
+                              results=[result])
+
+
 @router.post('/persons/{person_id}/search', response_model=SearchResponse, tags=['persons'])
 async def search_for_person(person_id: IdPath, request: Request, state: StateDep, snap: SnapshotDep,
-                            k: Optional[int] = Query(None, ge=1, le=100, description='matches (default from settings)'),
-                            min_score: Optional[float] = Query(None, ge=-1, le=1, description='as for /v1/search'),
-                            camera_id: Optional[str] = Query(None, description='only these cameras (comma list)'),
-                            after: Optional[str] = Query(None, description='only at or after (ISO 8601)'),
-                            before: Optional[str] = Query(None, description='only at or before (ISO 8601)'),
-                            tags: Optional[str] = Query(None, description='only with all these tags (comma list)'),
-                            visibility: bool = Query(True, description='as for /v1/search')):
+                            query: Annotated[PooledSearch, Depends()]):
     """A known person's other sightings: their gallery images (up to the 256 most recent), pooled into one
     multi-shot query, against the rest of the gallery (their own images left out)."""
-    k = k or state.settings.default_k
-    scoring = snap.scoring(visibility)
-    threshold = scoring.min_score if min_score is None else min_score
-    flt = GalleryFilter.of(camera_ids=int_list('camera_id', camera_id), after=when('after', after),
-                           before=when('before', before), tags=str_list(tags))
-    try:
-        with _engine_errors():
-            result = await search_person(state, snap, person_id, k, threshold, flt, _thumbnail_template(request.app),
-                                         visible_parts=visibility)
-    except PersonNotFound as e:
-        raise HTTPException(status_code=404, detail=str(e)) from None
-    return SearchResponse(model_id=snap.model_id, score_kind=scoring.kind, min_score=threshold, k=k,
-                          results=[result])
+    return await query.answer(request, state, snap, search_person, person_id, PersonNotFound)

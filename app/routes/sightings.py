@@ -1,17 +1,16 @@
-from typing import Optional
+from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from storage import crud
-from storage.engine import GalleryFilter
 
 from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_read
-from ..forms import bad, int_list, str_list, when
+from ..forms import bad, int_list, when
 from ..imaging import has_control_characters
 from ..schemas import ERRORS, SearchResponse, SightingPublic, SightingsPublic, SightingSummary
 from ..sightings import SightingNotFound, search_sighting
 from .gallery import public
-from .search import _engine_errors, _thumbnail_template
+from .search import PooledSearch
 
 router = APIRouter(prefix='/v1/sightings', tags=['sightings'], dependencies=[Depends(require_read)],
                    responses=ERRORS)
@@ -45,26 +44,7 @@ def get_sighting(sighting_id: IdPath, request: Request, session: SessionDep):
 
 @router.post('/{sighting_id}/search', response_model=SearchResponse)
 async def search_from_sighting(sighting_id: IdPath, request: Request, state: StateDep, snap: SnapshotDep,
-                               k: Optional[int] = Query(None, ge=1, le=100, description='matches (default from '
-                                                                                        'settings)'),
-                               min_score: Optional[float] = Query(None, ge=-1, le=1, description='as for /v1/search'),
-                               camera_id: Optional[str] = Query(None, description='only these cameras (comma list)'),
-                               after: Optional[str] = Query(None, description='only at or after (ISO 8601)'),
-                               before: Optional[str] = Query(None, description='only at or before (ISO 8601)'),
-                               tags: Optional[str] = Query(None, description='only with all these tags (comma list)'),
-                               visibility: bool = Query(True, description='as for /v1/search')):
+                               query: Annotated[PooledSearch, Depends()]):
     """Where else was this person: the sighting's crops pooled into one multi-shot query (as a person search pools
     a person's images) against the rest of the gallery (the sighting's own crops left out)."""
-    k = k or state.settings.default_k
-    scoring = snap.scoring(visibility)
-    threshold = scoring.min_score if min_score is None else min_score
-    flt = GalleryFilter.of(camera_ids=int_list('camera_id', camera_id), after=when('after', after),
-                           before=when('before', before), tags=str_list(tags))
-    try:
-        with _engine_errors():
-            result = await search_sighting(state, snap, sighting_id, k, threshold, flt,
-                                           _thumbnail_template(request.app), visible_parts=visibility)
-    except SightingNotFound as e:
-        raise HTTPException(status_code=404, detail=str(e)) from None
-    return SearchResponse(model_id=snap.model_id, score_kind=scoring.kind, min_score=threshold, k=k,
-                          results=[result])
+    return await query.answer(request, state, snap, search_sighting, sighting_id, SightingNotFound)
