@@ -160,7 +160,7 @@ class ChangeLogFollower:
     def fill_ids(self, snap: Snapshot, ids, target: Optional[VectorEngine] = None) -> List[int]:
         with self.Session() as s:
             records = crud.gallery_records(session=s, image_ids=ids)
-        return self.feed.fill(snap, [records[int(i)] for i in ids if int(i) in records], target)
+        return self.feed.fill(snap, [records[int(i)] for i in ids if int(i) in records], target, bulk=True)
 
     def start_at(self, engine: VectorEngine, seq: int) -> None:
         """After a build from the whole gallery as of ``seq``: follow the log from there."""

@@ -53,7 +53,7 @@ class IndexBuilder:
         def sample() -> np.ndarray:  # vectors to train a new index on, where its kind needs training
             picked = np.sort(np.random.default_rng(0).choice(
                 ids, size=min(len(ids), self.settings.index_train_size), replace=False))
-            return self.feed.vectors_for(snap, self._records(picked))[1]
+            return self.feed.vectors_for(snap, self._records(picked), bulk=True)[1]
         target = engine.build_target(kind or self.wanted_kind(len(ids)), sample, len(ids))
         for start in range(0, len(ids), chunk):
             self.changelog.fill_ids(snap, ids[start:start + chunk], target)

@@ -21,6 +21,12 @@ __all__ = ['VectorFeed']
 _logger = logging.getLogger(__name__)
 
 
+# Crops embedded for the gallery go through the model thread this many at a time (a bulk fill: a batch at a time):
+# a search queued behind them waits for one such piece, not for a whole upload's forward (8 crops: the search's p99
+# 1.7x what it is alone, docs/benchmarks.md 10)
+STORAGE_PIECE = 2
+
+
 def _as_stored(vectors: np.ndarray) -> np.ndarray:
     """Vectors as the database keeps them (float16), so every index holds the same numbers."""
     return np.asarray(vectors, dtype=np.float16).astype(np.float32)
@@ -34,15 +40,20 @@ class VectorFeed:
         self.model_thread = model_thread
         self.metrics = metrics
 
-    def embed_for_storage(self, snap: Snapshot, images: Sequence) -> np.ndarray:
+    def embed_for_storage(self, snap: Snapshot, images: Sequence, bulk: bool = False) -> np.ndarray:
         """The vectors of ``images`` the snapshot's engine holds (app.snapshot.index_encoder) as the database keeps
-        them (float16 values), so every index holds the same numbers."""
-        bs = snap.embedder.batch_size
-        for i in range(0, len(images), bs):
-            self.metrics.embed_batch.observe(min(bs, len(images) - i))
-        return _as_stored(gallery_form(snap.embedder, self.model_thread.call(snap.encode, list(images))))
+        them (float16 values), so every index holds the same numbers. Searches go between its pieces
+        (:data:`STORAGE_PIECE` images; ``bulk``: a batch)."""
+        piece = max(1, snap.embedder.batch_size) if bulk else STORAGE_PIECE
+        parts = []
+        for i in range(0, len(images), piece):
+            self.metrics.embed_batch.observe(min(piece, len(images) - i))
+            parts.append(self.model_thread.call(snap.encode, list(images[i:i + piece])))
+        vectors = np.concatenate(parts) if parts else np.zeros((0, snap.embedder.dim), np.float32)
+        return _as_stored(gallery_form(snap.embedder, vectors))
 
-    def vectors_for(self, snap: Snapshot, rows: Sequence[GalleryRecord]) -> Tuple[List[int], np.ndarray]:
+    def vectors_for(self, snap: Snapshot, rows: Sequence[GalleryRecord],
+                    bulk: bool = False) -> Tuple[List[int], np.ndarray]:
         """Vectors of ``rows`` by the snapshot's model: stored ones from the database, the others embedded from
         their images and stored (so no other replica or restart embeds them again). Unreadable images are logged
         and left out."""
@@ -62,7 +73,7 @@ class VectorFeed:
                 except (OSError, ValueError) as e:
                     _logger.error('gallery image %d cannot be embedded (%s): left without a vector', row.id, e)
             if chunk:
-                xb = self.embed_for_storage(snap, pics)
+                xb = self.embed_for_storage(snap, pics, bulk)
                 with self.Session.begin() as s:
                     if crud.get_model(session=s, model_id=snap.model_id) is not None:
                         present = set(crud.get_images(session=s, image_ids=chunk))
@@ -74,9 +85,11 @@ class VectorFeed:
         vectors = np.stack([stored[i] for i in ids]) if ids else np.zeros((0, snap.embedder.dim), np.float32)
         return ids, vectors
 
-    def fill(self, snap: Snapshot, rows: Sequence[GalleryRecord], target: Optional[VectorEngine] = None) -> List[int]:
-        """Put the vectors and attributes of ``rows`` into ``target`` (default: the snapshot's engine); the ids put."""
-        ids, vectors = self.vectors_for(snap, rows)
+    def fill(self, snap: Snapshot, rows: Sequence[GalleryRecord], target: Optional[VectorEngine] = None,
+             bulk: bool = False) -> List[int]:
+        """Put the vectors and attributes of ``rows`` into ``target`` (default: the snapshot's engine); the ids put.
+        ``bulk``: a whole gallery's (embedded a batch at a time)."""
+        ids, vectors = self.vectors_for(snap, rows, bulk)
         if ids:
             by_id = {r.id: r for r in rows}
             attributes = Attributes.of_rows([by_id[i] for i in ids])

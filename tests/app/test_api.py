@@ -393,6 +393,34 @@ def test_readyz_tells_other_ids_from_equal_counts(tmp_path, service_model, datas
         assert r.status_code == 503 and r.json()['status'] == 'index inconsistent'
 
 
+def test_an_id_comparison_while_the_log_moves_is_not_trusted(tmp_path, service_model, dataset):
+    """Every id is read outside the write lock: when a change lands meanwhile, the comparison proves nothing (the
+    two lists were read at different moments) and is neither latched nor counted as done."""
+    from storage import crud
+    with make_client(tmp_path, service_model) as client:
+        gallery = [r for r in dataset.gallery if r.pid > 0][:4]
+        assert client.post('/v1/gallery', files=files_for([g.path for g in gallery[:2]]),
+                           data={'person_id': '1'}).status_code == 201
+        service = client.app.state.service
+        snap = service.current
+        checked = service.changelog.check_health(snap, compare_ids=True)
+        assert checked.ids_checked_at > 0 and not checked.ids_differ
+        real_ids = snap.engine.ids
+
+        def ids_while_an_upload_lands():
+            held = real_ids()
+            with service.Session.begin() as s:  # a row and its change, committed by another replica meanwhile
+                crud.add_images(session=s, rows=[dict(person_id=2, camera_id=0, source_name='x.jpg',
+                                                      image_sha256='0' * 64, image_path='/nowhere.jpg')])
+            return held
+        snap.engine.ids = ids_while_an_upload_lands
+        try:
+            health = service.changelog.check_health(snap, compare_ids=True)
+        finally:
+            del snap.engine.ids
+        assert not health.ids_differ and health.ids_checked_at == checked.ids_checked_at
+
+
 def test_metrics_report_requests_and_gallery(gallery_client):
     client, _, gallery = gallery_client
     # the gallery's size as the maintenance loop last checked it (a scrape starts no engine call)
