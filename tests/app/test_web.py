@@ -202,7 +202,8 @@ def recording(tmp_path_factory):
 def video_server(tmp_path_factory, service_model, recording):
     """A service whose gallery is empty but for what the page ingests: its sightings are all a search finds."""
     port = free_port()
-    proc = start_server(tmp_path_factory.mktemp('web-video'), service_model, port, AMG_SYNC_SECONDS='0.2')
+    proc = start_server(tmp_path_factory.mktemp('web-video'), service_model, port, AMG_SYNC_SECONDS='0.2',
+                        AMG_DATA_ROOTS=str(recording[0].parent))  # make demo's recordings lie on the server
     yield f'http://127.0.0.1:{port}'
     proc.terminate()
     proc.wait()
@@ -381,3 +382,19 @@ def test_an_ingest_cancelled_from_the_page_ends_as_its_answer_said(video_server,
     else:  # it finished before the click
         assert job['state'] == 'succeeded' and answer.endswith('nothing to cancel'), answer
     assert not browser.find_elements(By.CSS_SELECTOR, f'#v-job-{job_id} button.cancel')
+
+
+def test_make_demo_submits_its_recordings_once(video_server, recording, capsys):
+    """The demo's path: recordings on the server, submitted as admin ingest jobs once the service is ready; a second
+    run gets the same job."""
+    from app.serve import ingest_when_ready
+    video, truth = recording
+    body = dict(video_path=str(video), boxes_path=str(truth), camera_id=6, start_time='2026-01-05T08:00:00+00:00')
+    ingest_when_ready(video_server, 'k', [body])
+    ingest_when_ready(video_server, 'k', [body])
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 2 and said[0].startswith('      demo video cam1.mp4 on camera 6: ingest job ')
+    job_id = int(said[0].split('ingest job ')[1].split(' ')[0])
+    assert said[1].startswith(f'      demo video cam1.mp4 on camera 6: ingest job {job_id} (')
+    job = httpx.get(f'{video_server}/v1/admin/jobs/{job_id}', headers=ADMIN).json()
+    assert job['kind'] == 'ingest' and job['params']['camera_id'] == 6
