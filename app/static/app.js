@@ -84,7 +84,8 @@ async function search(files) {
     const res = body.results[0]; const known = $('query-pid').value;
     const best = res.matches[0];
     const verdict = res.no_match ? `No match (best score ${res.best_score?.toFixed(3) ?? '–'} < ${body.min_score.toFixed(3)})`
-      : res.person_id === null ? `An unknown person (score ${res.best_score.toFixed(3)}), sighting ${best.sighting_id}`
+      : res.person_id === null ? `An unknown person (score ${res.best_score.toFixed(3)})` +
+                                 (best.sighting_id != null ? `, sighting ${best.sighting_id}` : '')
         : `Person ${res.person_id} (score ${res.best_score.toFixed(3)})`;
     const strip = document.createElement('div'); strip.className = 'ranked'; strip.id = 'ranked';
     files.forEach((f, i) => strip.appendChild(card(URL.createObjectURL(f), [group ? `crop ${i + 1}` : 'query',
@@ -98,7 +99,7 @@ async function search(files) {
       if (m.sighting?.identity_id) lines.push(`identity ${m.sighting.identity_id}`);
       const c = card(m.thumbnail_url, lines, `${colour} ${m.above_threshold ? '' : 'below'} result${m.sighting ? ' wide' : ''}`);
       c.title = `${body.score_kind} ${m.score.toFixed(3)}, cosine ${m.cosine.toFixed(4)}`;
-      if (m.sighting_id !== null) {
+      if (m.sighting_id != null) {  // every crop is one (an upload: a sighting of one)
         c.classList.add('clickable'); c.dataset.sightingId = String(m.sighting_id);
         c.title += ` · sighting ${m.sighting_id}: click for where else this person was`;
         c.onclick = () => whereElse(m.sighting_id, $('where-else'));
