@@ -202,8 +202,7 @@ def recording(tmp_path_factory):
 def video_server(tmp_path_factory, service_model, recording):
     """A service whose gallery is empty but for what the page ingests: its sightings are all a search finds."""
     port = free_port()
-    proc = start_server(tmp_path_factory.mktemp('web-video'), service_model, port, AMG_SYNC_SECONDS='0.2',
-                        AMG_DATA_ROOTS=str(recording[0].parent))  # make demo's recordings lie on the server
+    proc = start_server(tmp_path_factory.mktemp('web-video'), service_model, port, AMG_SYNC_SECONDS='0.2')
     yield f'http://127.0.0.1:{port}'
     proc.terminate()
     proc.wait()
@@ -385,8 +384,8 @@ def test_an_ingest_cancelled_from_the_page_ends_as_its_answer_said(video_server,
 
 
 def test_make_demo_submits_its_recordings_once(video_server, recording, capsys):
-    """The demo's path: recordings on the server, submitted as admin ingest jobs once the service is ready; a second
-    run gets the same job."""
+    """The demo's path: recordings on the server (under AMG_DATA_ROOTS: conftest makes it the tests' temporary
+    folders), submitted as admin ingest jobs once the service is ready; a second run gets the same job."""
     from app.serve import ingest_when_ready
     video, truth = recording
     body = dict(video_path=str(video), boxes_path=str(truth), camera_id=6, start_time='2026-01-05T08:00:00+00:00')
