@@ -80,6 +80,17 @@ def demo_recordings(folder: Path) -> list:
             for cam, video in ((int(v.name[3:-4]), v) for v in sorted(folder.glob('cam*.mp4')))]
 
 
+def serve_step(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0.1', port: int = 8000,
+               backend: str = 'auto', api_key=None) -> None:
+    """The demo's last step: serve ``checkpoint`` (app.serve.serve_demo) with the demo's recordings ingested."""
+    from app.serve import serve_demo
+
+    # under the service's folder: a data root, so the admin route may read them where they are
+    recordings = demo_recordings(workdir / 'service' / 'demo-videos')
+    serve_demo(workdir, checkpoint, data, host=host, port=port, backend=backend, recordings=recordings,
+               api_key=api_key)
+
+
 def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: int = 8000,
              epochs: int = DEMO_EPOCHS) -> Path:
     import torch
@@ -183,12 +194,9 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
           'on the parts both images show, as the service scores; img/s: eager PyTorch, the served row its own '
           'backend)\n')
     if serve:
-        from app.serve import serve_demo
         print(f"[6/6] serving the pruned model on {served['label']}: {served['why']}; http://{host}:{port} "
               '(Ctrl-C to stop) ...', flush=True)
-        # under the service's folder: a data root, so the admin route may read them where they are
-        recordings = demo_recordings(workdir / 'service' / 'demo-videos')
-        serve_demo(workdir, pruned, data, host=host, port=port, backend=served['backend'], recordings=recordings)
+        serve_step(workdir, pruned, data, host=host, port=port, backend=served['backend'])
     return pruned
 
 

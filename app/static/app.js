@@ -236,10 +236,11 @@ async function showSighting(sightingId, out) {
     const answers = document.createElement('div'); answers.id = `${out.id}-where`;
     const ask = text('button', 'Where else was this person?'); ask.onclick = () => whereElse(s.id, answers);
     const about = [`Sighting ${s.id}`, `cam ${s.camera_id}`, s.first_time ? `${s.first_time.slice(0, 10)} ${timeRange(s)} UTC` : 'no time',
-                   s.video ? `track ${s.track_id} of ${s.video}` : 'an uploaded crop',
+                   s.video ? `track ${s.track_id}` : 'an uploaded crop',
                    `${s.crop_count} crops` + (s.frame_count ? ` over ${s.frame_count} frames` : ''),
                    s.identity_id ? `identity ${s.identity_id}` : 'no identity yet'];
-    out.replaceChildren(text('div', about.join(' · '), 'verdict'),
+    const title = text('div', about.join(' · '), 'verdict'); title.title = s.video;  // an upload's name: its sha256
+    out.replaceChildren(title,
                         text('div', 'its crops in frame order: frame number, time, box in the frame (x,y w×h, pixels)', 'muted'),
                         strip, ask, answers);
   } catch (e) { out.replaceChildren(text('span', e.message, 'error')); }
