@@ -1,7 +1,10 @@
 """The web page in real headless Chromium: a query shows ranked thumbnails; an upload appears in the gallery; a
 recording uploaded on the Videos tab becomes sightings, searched by sighting, and an identity's timeline is drawn."""
 import datetime as dt
+import os
 import shutil
+import subprocess
+import sys
 import time
 
 import httpx
@@ -397,3 +400,51 @@ def test_make_demo_submits_its_recordings_once(video_server, recording, capsys):
     assert said[1].startswith(f'      demo video cam1.mp4 on camera 6: ingest job {job_id} (')
     job = httpx.get(f'{video_server}/v1/admin/jobs/{job_id}', headers=ADMIN).json()
     assert job['kind'] == 'ingest' and job['params']['camera_id'] == 6
+
+
+def test_the_demos_last_step_ingests_its_recordings_and_the_page_draws_a_timeline(tmp_path, service_model,
+                                                                                   learnable_root, browser,
+                                                                                   recording):
+    """make demo's serve step (app.demo.serve_step), with the tests' tiny model and dataset in place of the demo's:
+    its three recordings become sightings on cameras after the dataset's, linked into identities the page draws."""
+    from selenium.webdriver.common.by import By
+
+    from app.demo import DEMO_VIDEO, DEMO_VIDEO_FIRST_CAMERA
+    port = free_port()
+    run = ('import sys; from pathlib import Path; from app.demo import serve_step; '
+           'serve_step(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), port=int(sys.argv[4]), '
+           "backend='torch', api_key='k')")
+    proc = subprocess.Popen([sys.executable, '-c', run, str(tmp_path), str(service_model), str(learnable_root),
+                             str(port)], env=dict(os.environ, PYTHONPATH=str(ROOT), AMG_SYNC_SECONDS='0.2'),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f'http://127.0.0.1:{port}'
+        cameras = list(range(DEMO_VIDEO_FIRST_CAMERA, DEMO_VIDEO_FIRST_CAMERA + DEMO_VIDEO['num_cams']))
+
+        def ingested():
+            try:
+                jobs = httpx.get(base + '/v1/admin/jobs', headers=ADMIN).json()['data']
+            except httpx.HTTPError:
+                return None  # not serving yet
+            done = [j for j in jobs if j['kind'] == 'ingest' and j['state'] not in ('queued', 'running')]
+            return done if len(done) == len(cameras) else None
+        jobs = wait_for(ingested, 240, "the demo's recordings ingested")
+        assert {j['state'] for j in jobs} == {'succeeded'} and sorted(j['params']['camera_id'] for j in jobs) == cameras
+
+        def linked():
+            found = httpx.get(base + '/v1/sightings', params={'camera_id': ','.join(map(str, cameras)),
+                                                              'limit': 100}).json()['data']
+            return found if found and all(s['identity_id'] for s in found) else None
+        sightings = wait_for(linked, 60, 'every demo sighting linked to an identity')
+        assert len(sightings) == sum(j['metrics']['sightings'] for j in jobs)
+        chosen = max(httpx.get(base + '/v1/identities', params={'limit': 100}).json()['data'],
+                     key=lambda p: p['sighting_count'])
+
+        browser.get(base + '/')
+        browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab=identities]').click()
+        _click_when_there(browser, f"#i-list button.identity[data-identity-id='{chosen['id']}']")
+        bars = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#timeline rect.sighting'))
+        assert len(bars) == chosen['sighting_count']
+    finally:
+        proc.terminate()
+        proc.wait()
