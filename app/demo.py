@@ -1,7 +1,8 @@
-"""``make demo``: synthetic occluded data -> LA-Tiny trained on CPU -> AMG pruning -> before/after table -> service.
+"""``make demo``: synthetic occluded data -> LA-Tiny trained on CPU -> AMG pruning -> before/after table -> service,
+with a short synthetic multi-camera recording ingested beside the gallery's crops (sightings and identities).
 
 Every step keeps its output in --workdir and is skipped when that output exists, so a second run starts serving
-in seconds.
+in seconds (the recordings are ingested once: the service answers a file it has ingested with that job).
 """
 import argparse
 import json
@@ -24,6 +25,12 @@ DEMO_DATA = SynthConfig(num_ids=120, num_cams=6, imgs_per_id=24, occluded=True, 
 DEMO_EPOCHS = 25
 # 6 heads and 10% of the tokens per round; fine-tuning at 3e-4 (the seed: 1e-4) recovers 1.9 mAP more in these epochs
 DEMO_PRUNE = dict(iter_nums=4, finetune_nums=1, final_finetune=6, lr=3e-4)
+# the demo's recordings: a few people walking past three cameras numbered after the dataset's, seconds long and small,
+# so that drawing and ingesting them adds well under a minute on 2 cores; as kwargs of video.synthetic.VideoSynthConfig
+# (the video extra is imported only when the demo serves)
+DEMO_VIDEO = dict(num_people=6, num_cams=3, seconds=24.0, size=(384, 288), crossing_seconds=(3.0, 5.0),
+                  travel_seconds=(1.0, 3.0), seed=0)
+DEMO_VIDEO_FIRST_CAMERA = DEMO_DATA.num_cams + 1
 # served: the fastest export at batch 1 (one query at a time, as the page asks) among those whose mAP stays within
 # MAX_MAP_LOSS points of the fp32 export's; which one wins is a property of the CPU (docs/benchmarks.md 4)
 MAX_MAP_LOSS = 0.5
@@ -53,6 +60,35 @@ def _timed(step: str):
     print(step, flush=True)
     yield
     print(f'      done in {time.perf_counter() - t0:.0f} s', flush=True)
+
+
+def demo_recordings(folder: Path) -> list:
+    """The demo's synthetic recordings (drawn once into ``folder``), as ``POST /v1/admin/videos`` bodies: one per
+    camera, with the generator's ground-truth boxes as the camera's own detector's (a MOT file). [] when the video
+    extra is not installed."""
+    try:
+        from video.synthetic import START_TIME, VideoSynthConfig, generate_videos
+    except ImportError as e:
+        print(f'      no demo video: the video extra is not installed ({e})', flush=True)
+        return []
+    if not (folder / 'walks.json').exists():  # written last
+        with _timed(f"      drawing {DEMO_VIDEO['num_cams']} synthetic camera recordings of "
+                    f"{DEMO_VIDEO['seconds']:.0f} s ..."):
+            generate_videos(folder, VideoSynthConfig(**DEMO_VIDEO))
+    return [dict(video_path=str(video.resolve()), boxes_path=str((folder / f'cam{cam}.gt.txt').resolve()),
+                 camera_id=DEMO_VIDEO_FIRST_CAMERA + cam - 1, start_time=START_TIME.isoformat())
+            for cam, video in ((int(v.name[3:-4]), v) for v in sorted(folder.glob('cam*.mp4')))]
+
+
+def serve_step(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0.1', port: int = 8000,
+               backend: str = 'auto', api_key=None) -> None:
+    """The demo's last step: serve ``checkpoint`` (app.serve.serve_demo) with the demo's recordings ingested."""
+    from app.serve import serve_demo
+
+    # under the service's folder: a data root, so the admin route may read them where they are
+    recordings = demo_recordings(workdir / 'service' / 'demo-videos')
+    serve_demo(workdir, checkpoint, data, host=host, port=port, backend=backend, recordings=recordings,
+               api_key=api_key)
 
 
 def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: int = 8000,
@@ -158,10 +194,9 @@ def run_demo(workdir: Path, serve: bool = True, host: str = '127.0.0.1', port: i
           'on the parts both images show, as the service scores; img/s: eager PyTorch, the served row its own '
           'backend)\n')
     if serve:
-        from app.serve import serve_demo
         print(f"[6/6] serving the pruned model on {served['label']}: {served['why']}; http://{host}:{port} "
               '(Ctrl-C to stop) ...', flush=True)
-        serve_demo(workdir, pruned, data, host=host, port=port, backend=served['backend'])
+        serve_step(workdir, pruned, data, host=host, port=port, backend=served['backend'])
     return pruned
 
 

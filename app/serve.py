@@ -1,8 +1,12 @@
 """Running the service, bulk-loading a gallery, and the demo's serve step."""
+import json
 import logging
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -62,11 +66,40 @@ def index_folder(folder: Path, settings: Settings, split: str = 'gallery', batch
     return dict(added=added, skipped=skipped)
 
 
+def ingest_when_ready(base_url: str, api_key: str, recordings: Sequence[dict], timeout: float = 600.0) -> None:
+    """Once the service at ``base_url`` is ready, submit each recording (a ``POST /v1/admin/videos`` body) as an
+    ingest job, as an operator would; the service answers a recording it has ingested with that job, so a second
+    demo run adds nothing."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f'{base_url}/readyz', timeout=5):
+                break
+        except (urllib.error.URLError, OSError):  # not up yet, or 503 while it loads
+            if time.time() > deadline:
+                _logger.warning('the service did not become ready: demo videos not ingested')
+                return
+            time.sleep(1.0)
+    for body in recordings:
+        req = urllib.request.Request(f'{base_url}/v1/admin/videos', data=json.dumps(body).encode(), method='POST',
+                                     headers={'Content-Type': 'application/json', 'X-API-Key': api_key})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as answer:
+                job = json.loads(answer.read())
+            print(f"      demo video {Path(body['video_path']).name} on camera {body['camera_id']}: ingest job "
+                  f"{job['id']} ({job['state']}; the page's Videos tab follows it)", flush=True)
+        except urllib.error.HTTPError as e:
+            _logger.warning('demo video %s refused: %s', body['video_path'], e.read().decode(errors='replace'))
+        except (urllib.error.URLError, OSError) as e:
+            _logger.warning('demo video %s not submitted: %s', body['video_path'], e)
+
+
 def serve_demo(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0.1', port: int = 8000,
-               api_key: Optional[str] = None, backend: str = 'auto') -> None:
+               api_key: Optional[str] = None, backend: str = 'auto', recordings: Sequence[dict] = ()) -> None:
     """Serve ``checkpoint`` on ``backend`` (AMG_BACKEND: its fresh export; else torch) with
     the synthetic gallery indexed (once) under ``workdir/service``, the query split offered as one-click
-    samples on the page, and ``data`` open to the admin tab's prune jobs."""
+    samples on the page, ``data`` open to the admin tab's prune jobs, and ``recordings`` (under
+    ``workdir/service``) ingested as jobs once it is ready (:func:`ingest_when_ready`)."""
     import os
     import secrets
     key_file = workdir / 'service-api-key.txt'
@@ -87,4 +120,8 @@ def serve_demo(workdir: Path, checkpoint: Path, data: Path, host: str = '127.0.0
         marker.write_text(str(counts))
         print(f'      gallery indexed in {time.perf_counter() - t0:.0f} s: {counts}', flush=True)
     print(f'admin API key: {api_key} (header X-API-Key; stored in {key_file})', flush=True)
+    if recordings:  # a daemon: Ctrl-C stops the server, and this with it
+        client_host = '127.0.0.1' if host in ('0.0.0.0', '::', '') else host
+        threading.Thread(target=ingest_when_ready, args=(f'http://{client_host}:{port}', api_key, recordings),
+                         name='demo-videos', daemon=True).start()
     serve(settings, host=host, port=port)

@@ -1,11 +1,16 @@
-"""The web page in real headless Chromium: a query shows ranked thumbnails; an upload appears in the gallery."""
+"""The web page in real headless Chromium: a query shows ranked thumbnails; an upload appears in the gallery; a
+recording uploaded on the Videos tab becomes sightings, searched by sighting, and an identity's timeline is drawn."""
+import datetime as dt
+import os
 import shutil
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
-from tests.app.conftest import ROOT, files_for, free_port, start_server
+from tests.app.conftest import ROOT, files_for, free_port, ready_with, start_server, wait_for
 
 CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
@@ -179,3 +184,267 @@ def test_the_newcomers_path_a_sample_query_then_a_prune_job_from_the_admin_tab(s
                    timeout=600)
     assert 'job 1 · prune · succeeded · 100%' in status, status
     assert browser.find_elements(By.XPATH, "//div[@id='a-jobs']//button[starts-with(text(), 'activate model')]")
+
+
+# ---- videos, sightings and identities: one recording uploaded from the page, then searched and drawn ----------------
+ADMIN = {'X-API-Key': 'k'}  # start_server's AMG_API_KEY
+
+
+@pytest.fixture(scope='module')
+def recording(tmp_path_factory):
+    """test_ingest's tiny one-camera video (three people, 6 s) and its ground-truth MOT boxes."""
+    for module in ('av', 'cv2', 'trackers'):
+        pytest.importorskip(module, reason='video tests skipped: the video extra is not installed')
+    from tests.app.test_ingest import ONE_CAMERA
+    from video.synthetic import generate_videos
+    root = tmp_path_factory.mktemp('web-recording')
+    return generate_videos(root, ONE_CAMERA)[1], root / 'cam1.gt.txt'
+
+
+@pytest.fixture(scope='module')
+def video_server(tmp_path_factory, service_model, recording):
+    """A service whose gallery is empty but for what the page ingests: its sightings are all a search finds."""
+    port = free_port()
+    proc = start_server(tmp_path_factory.mktemp('web-video'), service_model, port, AMG_SYNC_SECONDS='0.2')
+    yield f'http://127.0.0.1:{port}'
+    proc.terminate()
+    proc.wait()
+
+
+def _clock(iso: str) -> str:
+    """As the page writes a time: UTC, to a tenth of a second."""
+    return dt.datetime.fromisoformat(iso).astimezone(dt.timezone.utc).strftime('%H:%M:%S.%f')[:10]
+
+
+def _click_when_there(browser, css):
+    from selenium.webdriver.common.by import By
+
+    def click():
+        found = browser.find_elements(By.CSS_SELECTOR, css)
+        if found:
+            found[0].click()
+            return True
+    _wait(click)
+
+
+def _sighting_ids(cards):
+    return [int(c.get_attribute('data-sighting-id')) for c in cards]
+
+
+def test_a_recording_uploaded_on_the_videos_tab_becomes_sightings(video_server, browser, recording, tmp_path):
+    from selenium.webdriver.common.by import By
+    video, truth = recording
+    browser.get(video_server + '/')
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab=videos]').click()
+    key_needed = browser.find_element(By.ID, 'v-key')
+    assert key_needed.is_displayed() and 'admin API key' in key_needed.text  # no key typed yet
+
+    # a file FFmpeg cannot open: the API's own detail, nothing queued
+    garbage = tmp_path / 'garbage.mp4'
+    garbage.write_bytes(b'\x00not a video' * 100)
+    browser.find_element(By.ID, 'v-file').send_keys(str(garbage))
+    browser.find_element(By.ID, 'v-cam').send_keys('4')
+    browser.find_element(By.ID, 'v-start').send_keys('2026-05-01T08:00:00Z')
+    browser.find_element(By.ID, 'v-send').click()
+    refused = _wait(lambda: next((e.text for e in browser.find_elements(By.CSS_SELECTOR, '#v-result .error')), None))
+    assert refused.startswith('video: ') and 'garbage.mp4' in refused, refused
+
+    browser.find_element(By.ID, 'v-file').clear()
+    browser.find_element(By.ID, 'v-file').send_keys(str(video))
+    browser.find_element(By.ID, 'v-boxes').send_keys(str(truth))
+    crops = browser.find_element(By.ID, 'v-max')
+    crops.clear()
+    crops.send_keys('4')
+    browser.find_element(By.ID, 'v-send').click()
+    _wait(lambda: 'ingest job' in browser.find_element(By.ID, 'v-result').text)
+    assert key_needed.is_displayed()  # the job runs; following it waits for the admin key
+    browser.find_element(By.ID, 'api-key').send_keys('k')
+    line = _wait(lambda: next((e.text for e in browser.find_elements(By.CSS_SELECTOR, '#v-jobs .job-line')
+                               if any(s in e.text for s in ('succeeded', 'failed', 'cancelled'))), None), timeout=180)
+    jobs = httpx.get(video_server + '/v1/admin/jobs', headers=ADMIN).json()['data']
+    assert len(jobs) == 1  # the refused file queued nothing
+    job, made = jobs[0], jobs[0]['metrics']
+    assert line == (f"job {job['id']} · camera 4 · succeeded · 100% · {made['sightings']} sightings, "
+                    f"{made['crops']} crops from {made['frames']} frames"), line
+    assert browser.find_element(By.CSS_SELECTOR, f"#v-job-{job['id']} progress").get_attribute('value') == '1'
+    assert not key_needed.is_displayed()
+
+    # done: its sightings, then one sighting's crops in frame order
+    cards = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#v-sightings-list .card.sighting'))
+    listed = httpx.get(video_server + '/v1/sightings', params={'camera_id': '4', 'limit': 100}).json()['data']
+    assert made['sightings'] >= 3 and sorted(_sighting_ids(cards)) == sorted(s['id'] for s in listed)
+    first = next(s for s in listed if s['id'] == _sighting_ids(cards)[0])
+    assert cards[0].text.split('\n')[1:] == ['cam 4', f"{_clock(first['first_time'])}–{_clock(first['last_time'])}",
+                                             f"{first['crop_count']} crops"]
+    cards[0].click()
+    shown = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#v-sighting-crops .card'))
+    stored = httpx.get(f"{video_server}/v1/sightings/{first['id']}").json()['crops']
+    by_frame = sorted(stored, key=lambda c: c['frame'])
+    assert [c.text.split('\n')[:2] for c in shown] == [[f"frame {c['frame']}", _clock(c['timestamp'])]
+                                                       for c in by_frame]
+
+
+def test_a_search_by_sighting_shows_camera_and_time_and_a_click_asks_where_else(video_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    sightings = httpx.get(video_server + '/v1/sightings', params={'limit': 100}).json()['data']
+    assert sightings, 'needs the recording the test above ingests'
+    with httpx.Client(base_url=video_server, timeout=60) as client:  # the service embeds the worker's crops
+        ready_with(client, 60, status='ready', gallery_vectors=sum(s['crop_count'] for s in sightings))
+    query = tmp_path / 'crop.png'  # one of the video's own crops
+    query.write_bytes(httpx.get(f"{video_server}/v1/gallery/{sightings[0]['best_image_id']}/image").content)
+    want = httpx.post(video_server + '/v1/search', files=files_for([str(query)]),
+                      data={'group_by': 'sighting', 'k': '10'}).json()['results'][0]['matches']
+
+    browser.get(video_server + '/')
+    browser.find_element(By.ID, 'by-sighting').click()
+    browser.find_element(By.ID, 'query-file').send_keys(str(query))
+    cards = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#ranked .card.result'))
+    assert _sighting_ids(cards) == [m['sighting_id'] for m in want]
+    assert len(set(_sighting_ids(cards))) == len(cards) == len(sightings)  # one match per sighting, every one
+    for c, m in zip(cards, want):
+        lines = c.text.split('\n')
+        assert lines[1:4] == ['unknown', 'cam 4', f"{_clock(m['sighting']['first_time'])}–"
+                                                  f"{_clock(m['sighting']['last_time'])}"], lines
+    assert 'null' not in browser.find_element(By.ID, 'results').text
+    assert browser.find_element(By.CSS_SELECTOR, '#results .verdict').text.startswith('An unknown person')
+
+    other = want[1]['sighting_id']
+    cards[1].click()
+    where = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#where-else-ranked .card.result'))
+    elsewhere = httpx.post(f'{video_server}/v1/sightings/{other}/search', params={'k': '10'}).json()
+    assert _sighting_ids(where) == [m['sighting_id'] for m in elsewhere['results'][0]['matches']]
+    assert where and other not in _sighting_ids(where)  # its own crops are left out
+    assert browser.find_element(By.CSS_SELECTOR, '#where-else .verdict').text.startswith(f'Where else: sighting {other}')
+
+
+def test_an_identitys_timeline_is_drawn_one_bar_per_sighting_and_it_can_be_named(video_server, browser):
+    from selenium.webdriver.common.by import By
+
+    def linked():
+        sightings = httpx.get(video_server + '/v1/sightings', params={'limit': 100}).json()['data']
+        return sightings if sightings and all(s['identity_id'] for s in sightings) else None
+    wait_for(linked, 60, 'every sighting linked to an identity')
+    identities = httpx.get(video_server + '/v1/identities', params={'limit': 100}).json()['data']
+    chosen = max(identities, key=lambda p: p['sighting_count'])
+    timeline = httpx.get(f"{video_server}/v1/identities/{chosen['id']}").json()['timeline']
+
+    browser.get(video_server + '/')
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab=identities]').click()
+    rows = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#i-list button.identity'))
+    assert sorted(int(r.get_attribute('data-identity-id')) for r in rows) == sorted(p['id'] for p in identities)
+    next(r for r in rows if int(r.get_attribute('data-identity-id')) == chosen['id']).click()
+    bars = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#timeline rect.sighting'))
+    assert sorted(_sighting_ids(bars)) == sorted(s['id'] for s in timeline)  # one bar per sighting
+    lanes = [t.text for t in browser.find_elements(By.CSS_SELECTOR, '#timeline text') if t.text.startswith('cam ')]
+    assert lanes == [f'cam {c}' for c in sorted({s['camera_id'] for s in timeline})]  # one row per camera
+    starts = {int(b.get_attribute('data-sighting-id')): float(b.get_attribute('x')) for b in bars}
+    assert [starts[s['id']] for s in timeline] == sorted(starts.values())  # time runs left to right
+
+    bars[0].click()  # its best crop, and its crops
+    preview = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#i-preview-card'))[0]
+    assert preview.text.startswith(f'sighting {bars[0].get_attribute("data-sighting-id")}')
+    clicked = next(s for s in timeline if s['id'] == _sighting_ids(bars)[0])
+    assert len(_wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#i-sighting-crops .card'))) == \
+        clicked['crop_count']
+
+    browser.find_element(By.ID, 'i-name').send_keys('visitor 7')
+    browser.find_element(By.ID, 'i-save').click()
+    _wait(lambda: browser.find_element(By.ID, 'i-saved').text == 'named visitor 7')
+    assert httpx.get(f"{video_server}/v1/identities/{chosen['id']}").json()['name'] == 'visitor 7'
+    assert _wait(lambda: [r for r in browser.find_elements(By.CSS_SELECTOR, '#i-list button.identity')
+                          if r.text.startswith('visitor 7 · ')])
+
+
+def test_an_ingest_cancelled_from_the_page_ends_as_its_answer_said(video_server, browser, recording):
+    """Cancel right after the upload: a queued or running job is cancelled; one that finished first is answered by
+    the API's 409, shown as it is."""
+    from selenium.webdriver.common.by import By
+    video, truth = recording
+    browser.get(video_server + '/')
+    browser.find_element(By.ID, 'api-key').send_keys('k')
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab=videos]').click()
+    browser.find_element(By.ID, 'v-file').send_keys(str(video))
+    browser.find_element(By.ID, 'v-boxes').send_keys(str(truth))
+    browser.find_element(By.ID, 'v-cam').send_keys('5')  # the same file on another camera: a new job
+    browser.find_element(By.ID, 'v-start').send_keys('2026-05-01T09:00:00Z')
+    browser.find_element(By.ID, 'v-send').click()
+    result = browser.find_element(By.ID, 'v-result')
+    job_id = int(_wait(lambda: 'ingest job' in result.text and result.text.split('ingest job ')[1].split(' ')[0]))
+    _click_when_there(browser, f'#v-job-{job_id} button.cancel')  # the job list is redrawn every second
+    answer = _wait(lambda: 'cancel' in result.text and result.text)
+
+    def ended():
+        job = httpx.get(f'{video_server}/v1/admin/jobs/{job_id}', headers=ADMIN).json()
+        return job if job['state'] in ('succeeded', 'cancelled', 'failed') else None
+    job = wait_for(ended, 120, f'job {job_id} to end')
+    line = _wait(lambda: (lambda t: job['state'] in t and t)(
+        browser.find_element(By.CSS_SELECTOR, f'#v-job-{job_id} .job-line').text))
+    if answer == f'job {job_id}: cancel requested':
+        assert job['state'] == 'cancelled', line
+    else:  # it finished before the click
+        assert job['state'] == 'succeeded' and answer.endswith('nothing to cancel'), answer
+    assert not browser.find_elements(By.CSS_SELECTOR, f'#v-job-{job_id} button.cancel')
+
+
+def test_make_demo_submits_its_recordings_once(video_server, recording, capsys):
+    """The demo's path: recordings on the server (under AMG_DATA_ROOTS: conftest makes it the tests' temporary
+    folders), submitted as admin ingest jobs once the service is ready; a second run gets the same job."""
+    from app.serve import ingest_when_ready
+    video, truth = recording
+    body = dict(video_path=str(video), boxes_path=str(truth), camera_id=6, start_time='2026-01-05T08:00:00+00:00')
+    ingest_when_ready(video_server, 'k', [body])
+    ingest_when_ready(video_server, 'k', [body])
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 2 and said[0].startswith('      demo video cam1.mp4 on camera 6: ingest job ')
+    job_id = int(said[0].split('ingest job ')[1].split(' ')[0])
+    assert said[1].startswith(f'      demo video cam1.mp4 on camera 6: ingest job {job_id} (')
+    job = httpx.get(f'{video_server}/v1/admin/jobs/{job_id}', headers=ADMIN).json()
+    assert job['kind'] == 'ingest' and job['params']['camera_id'] == 6
+
+
+def test_the_demos_last_step_ingests_its_recordings_and_the_page_draws_a_timeline(tmp_path, service_model,
+                                                                                   learnable_root, browser,
+                                                                                   recording):
+    """make demo's serve step (app.demo.serve_step), with the tests' tiny model and dataset in place of the demo's:
+    its three recordings become sightings on cameras after the dataset's, linked into identities the page draws."""
+    from selenium.webdriver.common.by import By
+
+    from app.demo import DEMO_VIDEO, DEMO_VIDEO_FIRST_CAMERA
+    port = free_port()
+    run = ('import sys; from pathlib import Path; from app.demo import serve_step; '
+           'serve_step(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), port=int(sys.argv[4]), '
+           "backend='torch', api_key='k')")
+    proc = subprocess.Popen([sys.executable, '-c', run, str(tmp_path), str(service_model), str(learnable_root),
+                             str(port)], env=dict(os.environ, PYTHONPATH=str(ROOT), AMG_SYNC_SECONDS='0.2'),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f'http://127.0.0.1:{port}'
+        cameras = list(range(DEMO_VIDEO_FIRST_CAMERA, DEMO_VIDEO_FIRST_CAMERA + DEMO_VIDEO['num_cams']))
+
+        def ingested():
+            try:
+                jobs = httpx.get(base + '/v1/admin/jobs', headers=ADMIN).json()['data']
+            except httpx.HTTPError:
+                return None  # not serving yet
+            done = [j for j in jobs if j['kind'] == 'ingest' and j['state'] not in ('queued', 'running')]
+            return done if len(done) == len(cameras) else None
+        jobs = wait_for(ingested, 240, "the demo's recordings ingested")
+        assert {j['state'] for j in jobs} == {'succeeded'} and sorted(j['params']['camera_id'] for j in jobs) == cameras
+
+        def linked():
+            found = httpx.get(base + '/v1/sightings', params={'camera_id': ','.join(map(str, cameras)),
+                                                              'limit': 100}).json()['data']
+            return found if found and all(s['identity_id'] for s in found) else None
+        sightings = wait_for(linked, 60, 'every demo sighting linked to an identity')
+        assert len(sightings) == sum(j['metrics']['sightings'] for j in jobs)
+        chosen = max(httpx.get(base + '/v1/identities', params={'limit': 100}).json()['data'],
+                     key=lambda p: p['sighting_count'])
+
+        browser.get(base + '/')
+        browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab=identities]').click()
+        _click_when_there(browser, f"#i-list button.identity[data-identity-id='{chosen['id']}']")
+        bars = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#timeline rect.sighting'))
+        assert len(bars) == chosen['sighting_count']
+    finally:
+        proc.terminate()
+        proc.wait()
