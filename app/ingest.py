@@ -4,18 +4,19 @@ detects and tracks (video.sightings_from_video); this module stores what it yiel
 An ingest runs in a job's worker process at idle priority (app.jobs), so a camera's recording never takes the cores
 from searches. Each sighting is written in one transaction, its crops as gallery images without vectors: the
 service embeds them on its model thread when it follows the change log, as it does another replica's uploads. A
-cancelled or failed ingest keeps the sightings it finished and no half of one. The same file (by its sha256) on the
-same camera is ingested once."""
+cancelled or failed ingest keeps the sightings it finished and no half of one, and a run again over the same file
+stores only the tracks it had not. The same file (by its sha256) on the same camera is ingested once."""
 import datetime as dt
 import logging
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
 
 from reid.progress import Cancelled, Progress
 from storage import crud
-from storage.db import JobKind, JobState
+from storage.db import JobKind, JobState, Sighting
 from storage.images import ImageStore
 
 from .deps import MAX_ID
@@ -53,6 +54,14 @@ def ingest_of(session, video_sha256: str, camera_id: int):
     return None
 
 
+def _stored(session, columns: Dict) -> bool:
+    """Whether this track of this recording is a sighting already (tracking is deterministic: a run again over the
+    same file and boxes finds the same tracks)."""
+    return session.scalar(select(func.count(Sighting.id)).where(
+        Sighting.video == columns['video'], Sighting.camera_id == columns['camera_id'],
+        Sighting.track_id == columns['track_id'], Sighting.first_time == columns['first_time'])) > 0
+
+
 def run_ingest(params: IngestParams, Session: Callable, database, images: ImageStore,
                on_progress: Callable[[Progress], bool]) -> Dict[str, float]:
     """Decode, detect, track and store every track of ``params.video_path`` as a sighting; what it did. Raises
@@ -71,10 +80,14 @@ def run_ingest(params: IngestParams, Session: Callable, database, images: ImageS
         share = min(frames / total, 0.99) if total else 0.0
         stop = bool(on_progress(Progress('ingest', share, info=dict(frames=frames, sightings=done['sightings']))))
 
+    video = Path(params.video_path).name
     for sighting in sightings_from_video(params.video_path, str(params.camera_id), start, boxes,
                                          max_crops=params.max_crops, progress=progress, cancelled=lambda: stop):
         items, metas, columns = sighting_rows(sighting)
-        columns['video'] = Path(params.video_path).name
+        columns['video'] = video
+        with Session() as s:  # stored by an earlier run that was interrupted: the same tracks come again
+            if _stored(s, columns):
+                continue
         write_images(Session, database, images, items, metas, sighting=columns)
         done['sightings'] += 1
         done['crops'] += len(items)
