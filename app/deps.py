@@ -5,11 +5,11 @@ from typing import Annotated, Iterator, Optional
 from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
+from .schemas import MAX_ID
 from .snapshot import NoModel, Snapshot
 from .state import ServiceState
 
 
-MAX_ID = 2 ** 31 - 1  # ids and filters fit the database's INTEGER columns (32-bit on PostgreSQL)
 IdPath = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from storage import crud
 from storage import identities as store
@@ -32,6 +32,7 @@ _logger = logging.getLogger(__name__)
 
 LINK_BATCH = 20  # sightings linked a maintenance round (each: one pooled search)
 LINK_CANDIDATES = 50  # crops a sighting is compared with (their sightings' identities are the candidates)
+PENDING_LOOK = 5  # unlinked sightings looked at a round, in multiples of those linked
 MAX_RECLUSTER = 2000  # sightings one re-clustering takes at once (its distances: n^2 floats)
 
 
@@ -48,13 +49,17 @@ class IdentityLinker:
         """Link up to ``limit`` unlinked video sightings whose crops the snapshot's model has embedded; how many."""
         Session = self.service.Session
         with Session() as s:
-            pending = store.pending_sightings(session=s, limit=limit)
+            # looked further than ``limit``: a sighting whose crops are not embedded yet (or cannot be) holds
+            # no other back
+            pending = store.pending_sightings(session=s, limit=PENDING_LOOK * limit)
             work = []
             for sighting in pending:
                 ids = crud.sighting_image_ids(session=s, sighting_id=sighting.id)[:MAX_EXCLUDED_IDS]
                 vectors = crud.get_vectors(session=s, model_id=snap.model_id, image_ids=ids)
                 if ids and len(vectors) == len(ids):  # else: embedded when the service follows the log
                     work.append((sighting.id, ids, vectors))
+                    if len(work) == limit:
+                        break
         for sighting_id, ids, vectors in work:
             self._link(snap, sighting_id, ids, vectors)
         return len(work)
@@ -67,17 +72,21 @@ class IdentityLinker:
         scores = snap.scoring(True)(D)
         Session = self.service.Session
         with Session.begin() as s:
-            sighting = s.get(Sighting, sighting_id)
+            # row locks (PostgreSQL; SQLite has one writer at a time): another replica linking this sighting waits
+            # and then finds it linked; one linking another sighting to the same identity is checked after it
+            sighting = s.get(Sighting, sighting_id, with_for_update=True)
             if sighting is None or sighting.identity_id is not None:  # gone, or linked by another replica
                 return
-            candidates = self._identities_by_score(s, I, scores, snap.min_score)
-            chosen = next((identity for identity in candidates
-                           if not store.conflicting(session=s, identity_id=identity, sightings=[sighting])), None)
+            chosen = None
+            for identity in self._identities_by_score(s, I, scores, snap.min_score):
+                if s.get(Identity, identity, with_for_update=True) is None:  # merged away meanwhile
+                    continue
+                if not store.conflicting(session=s, identity_id=identity, sightings=[sighting]):
+                    chosen = identity
+                    break
             if chosen is None:
                 chosen = store.create_identity(session=s).id
-            # only if still unlinked: two replicas may link the same sighting at once
-            s.execute(update(Sighting).where(Sighting.id == sighting_id, Sighting.identity_id.is_(None))
-                      .values(identity_id=chosen))
+            sighting.identity_id = chosen
 
     def _exact(self, snap: Snapshot, query: np.ndarray, D: np.ndarray, I: np.ndarray):
         valid = I >= 0
@@ -146,7 +155,13 @@ class IdentityLinker:
                 # the identity most of them had keeps its id (the largest clusters choose first)
                 votes = Counter(before_ids[m] for m in members if before_ids[m] is not None
                                 and before_ids[m] not in taken)
-                identity = votes.most_common(1)[0][0] if votes else store.create_identity(session=s).id
+                identity = votes.most_common(1)[0][0] if votes else None
+                rows = [x for x in ready if x.id in set(members)]
+                if identity is not None and (s.get(Identity, identity, with_for_update=True) is None or
+                                             store.conflicting(session=s, identity_id=identity, sightings=rows)):
+                    identity = None  # merged away meanwhile, or it holds a clash outside the window
+                if identity is None:
+                    identity = store.create_identity(session=s).id
                 taken.add(identity)
                 moved += sum(before_ids[m] != identity for m in members)
                 store.move_sightings(session=s, sighting_ids=members, identity_id=identity)
@@ -164,7 +179,8 @@ class IdentityLinker:
         if identity_id == other_id:
             raise IdentityConflict('an identity cannot be merged with itself')
         with self.service.Session.begin() as s:
-            identity, other = (store.get_identity(session=s, identity_id=i) for i in (identity_id, other_id))
+            locked = {i: s.get(Identity, i, with_for_update=True) for i in sorted((identity_id, other_id))}
+            identity, other = locked[identity_id], locked[other_id]
             if identity is None or other is None:
                 raise KeyError(identity_id if identity is None else other_id)
             theirs = store.identity_sightings(session=s, identity_id=other_id)
@@ -185,7 +201,7 @@ class IdentityLinker:
         and :class:`IdentityConflict`."""
         wanted = sorted({int(i) for i in sighting_ids})
         with self.service.Session.begin() as s:
-            if store.get_identity(session=s, identity_id=identity_id) is None:
+            if s.get(Identity, identity_id, with_for_update=True) is None:
                 raise KeyError(identity_id)
             have = {x.id for x in store.identity_sightings(session=s, identity_id=identity_id)}
             strangers = [i for i in wanted if i not in have]

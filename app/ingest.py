@@ -23,7 +23,7 @@ from .deps import MAX_ID
 from .gallery_writes import write_images
 from .sightings import MAX_SIGHTING_CROPS, sighting_rows
 
-__all__ = ['IngestParams', 'run_ingest', 'ingest_of']
+__all__ = ['IngestParams', 'run_ingest', 'ingest_of', 'uses_file', 'SAME_INGEST']
 
 _logger = logging.getLogger(__name__)
 
@@ -40,18 +40,33 @@ class IngestParams(BaseModel):
                                                         "(frame,id,x,y,w,h,conf,...); none: the built-in "
                                                         "background-subtraction detector (static cameras)")
     max_crops: int = Field(8, ge=1, le=MAX_SIGHTING_CROPS, description='crops kept per track, the best by quality')
-    video_sha256: str = Field('', description="the file's sha256 (set by the service: the same file on the same "
-                                              "camera is ingested once)")
+    # set by the service
+    video_sha256: str = Field('', description="the file's sha256: the same ingest again is answered by the first")
+    boxes_sha256: str = Field('', description="the boxes file's sha256 ('' without one)")
+    video_name: str = Field('', description="the name its sightings carry (an upload's file name; else the file's)")
+    uploaded: bool = Field(False, description='an upload (POST /v1/videos), not a server path')
 
 
-def ingest_of(session, video_sha256: str, camera_id: int):
-    """The ingest job, queued, running or succeeded, of this file on this camera (None: none)."""
+# what makes two ingests the same: the bytes, the camera, the boxes, the clock and the crops kept
+SAME_INGEST = ('video_sha256', 'camera_id', 'boxes_sha256', 'start_time', 'max_crops', 'uploaded')
+
+
+def ingest_of(session, params: 'IngestParams'):
+    """The ingest job, queued, running or succeeded, that ``params`` repeats (None: none). Uploads are matched with
+    uploads only: a writer never learns of an admin's recordings."""
+    wanted = params.model_dump(mode='json', include=set(SAME_INGEST))
     for job in crud.list_jobs_of_kind(session=session, kind=JobKind.INGEST):
-        params = job.params or {}
-        if (params.get('video_sha256') == video_sha256 and params.get('camera_id') == camera_id and
+        given = job.params or {}
+        if (all(given.get(k) == v for k, v in wanted.items()) and
                 job.state in (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED)):
             return job
     return None
+
+
+def uses_file(session, path: str) -> bool:
+    """Whether an ingest job (any state) names ``path`` as its video or boxes: the file stays."""
+    return any(path in ((job.params or {}).get('video_path'), (job.params or {}).get('boxes_path'))
+               for job in crud.list_jobs_of_kind(session=session, kind=JobKind.INGEST))
 
 
 def _stored(session, columns: Dict) -> bool:
@@ -80,7 +95,7 @@ def run_ingest(params: IngestParams, Session: Callable, database, images: ImageS
         share = min(frames / total, 0.99) if total else 0.0
         stop = bool(on_progress(Progress('ingest', share, info=dict(frames=frames, sightings=done['sightings']))))
 
-    video = Path(params.video_path).name
+    video = params.video_name or Path(params.video_path).name
     for sighting in sightings_from_video(params.video_path, str(params.camera_id), start, boxes,
                                          max_crops=params.max_crops, progress=progress, cancelled=lambda: stop):
         items, metas, columns = sighting_rows(sighting)

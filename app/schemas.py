@@ -11,6 +11,8 @@ from storage.db import JobKind, JobState
 
 from .tasks import TaskState
 
+MAX_ID = 2 ** 31 - 1  # ids and filters fit the database's INTEGER columns (32-bit on PostgreSQL)
+
 __all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SightingPublic', 'SightingsPublic',
            'SightingSummary', 'SearchMatch', 'QueryResult', 'SearchResponse',
            'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'TrainJobCreate',
@@ -111,7 +113,8 @@ class IdentityUpdate(BaseModel):
 
 class IdentityMerge(BaseModel):
     model_config = ConfigDict(extra='forbid')
-    other_id: int = Field(ge=1, description='the identity whose sightings move into this one (it is removed)')
+    other_id: int = Field(ge=1, le=MAX_ID, description='the identity whose sightings move into this one (it is '
+                                                       'removed)')
 
 
 class IdentityRecluster(BaseModel):
@@ -124,7 +127,7 @@ class IdentityRecluster(BaseModel):
 
 class IdentitySplit(BaseModel):
     model_config = ConfigDict(extra='forbid')
-    sighting_ids: List[int] = Field(min_length=1, max_length=10_000,
+    sighting_ids: List[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=10_000,
                                     description='sightings of this identity that become a new identity')
 
 

@@ -185,7 +185,10 @@ class ServiceState:
                         self.changelog.note_behind(snap)
                     _logger.warning('vector engine unavailable: %s', e)
                 if self.current is not None and not self.activator.progress.running and self.engine_error is None:
-                    self.identities.link_pending(self.current)  # new video sightings, once embedded
+                    try:
+                        self.identities.link_pending(self.current)  # new video sightings, once embedded
+                    except Exception:  # the rest of the round goes on; tried again next round
+                        _logger.exception('linking sightings into identities failed')
                 self.activator.follow_active_model()
                 if self.current is not None and not self.activator.progress.running:
                     self.index_builder.maybe_rebuild(self.current)  # e.g. auto: the gallery grew past the threshold

@@ -4,7 +4,7 @@ from enum import StrEnum
 from typing import Any, Dict, List, Optional
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String,
-                        Text, create_engine, event)
+                        Text, create_engine, event, text)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
@@ -75,11 +75,18 @@ class Identity(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+# video sightings not linked to an identity yet, in time order (app.identities): a partial index, so that finding
+# none does not walk the uploaded crops' sightings (all unlinked, for good)
+PENDING_SIGHTINGS = "identity_id IS NULL AND video <> ''"
+
+
 class Sighting(Base):
     """One person seen once by one camera: a track of a video (its crops, best first), or a single uploaded crop
     (a sighting of one). The gallery's unit: searches can answer one hit per sighting."""
     __tablename__ = 'sightings'
-    __table_args__ = {'sqlite_autoincrement': True}  # ids are never reused, as the images' are
+    __table_args__ = (Index('ix_sightings_pending', 'first_time', 'id', sqlite_where=text(PENDING_SIGHTINGS),
+                            postgresql_where=text(PENDING_SIGHTINGS)),
+                      {'sqlite_autoincrement': True})  # ids are never reused, as the images' are
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     camera_id: Mapped[int] = mapped_column(Integer, index=True, default=0)
     first_time: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True, index=True)

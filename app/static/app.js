@@ -236,10 +236,10 @@ async function showSighting(sightingId, out) {
     const answers = document.createElement('div'); answers.id = `${out.id}-where`;
     const ask = text('button', 'Where else was this person?'); ask.onclick = () => whereElse(s.id, answers);
     const about = [`Sighting ${s.id}`, `cam ${s.camera_id}`, s.first_time ? `${s.first_time.slice(0, 10)} ${timeRange(s)} UTC` : 'no time',
-                   s.video ? `track ${s.track_id}` : 'an uploaded crop',
+                   s.video ? `${s.video} track ${s.track_id}` : 'an uploaded crop',
                    `${s.crop_count} crops` + (s.frame_count ? ` over ${s.frame_count} frames` : ''),
                    s.identity_id ? `identity ${s.identity_id}` : 'no identity yet'];
-    const title = text('div', about.join(' · '), 'verdict'); title.title = s.video;  // an upload's name: its sha256
+    const title = text('div', about.join(' · '), 'verdict'); title.title = s.video;
     out.replaceChildren(title,
                         text('div', 'its crops in frame order: frame number, time, box in the frame (x,y w×h, pixels)', 'muted'),
                         strip, ask, answers);
@@ -336,7 +336,7 @@ async function cancelJob(id) {
 // a finished job's sightings: the tracks of its recording on its camera
 async function showVideoSightings(job) {
   const out = $('v-sightings'); out.hidden = false;
-  const video = job.params.video_path.split(/[\\/]/).pop();  // sightings name their recording by its file name
+  const video = job.params.video_name;  // the name its sightings carry
   const q = new URLSearchParams({ video, camera_id: job.params.camera_id, limit: 100 });
   try {
     const body = await api(`/v1/sightings?${q}`);

@@ -42,14 +42,23 @@ def test_a_video_becomes_searchable_sightings_once(tmp_path, service_model, reco
     with make_client(tmp_path, service_model, sync_seconds=0.2) as client:
         r = upload(client, video, truth.read_bytes())
         assert r.status_code == 202, r.text
+        assert str(tmp_path) not in r.text and r.json()['params']['video_name'] == video.name  # no server path
+        # the same bytes on another camera with boxes that do not parse: refused, and the file the first job
+        # reads stays
+        assert upload(client, video, b'1,1,x\n', camera='5').status_code == 400
+        kept = client.get(f'/v1/admin/jobs/{r.json()["id"]}', headers=ADMIN).json()['params']
+        assert (tmp_path / 'videos').joinpath(kept['video_path'].rsplit('/', 1)[-1]).exists()
         job = finished(client, r.json()['id'])
+        followed = client.get(f'/v1/videos/{job["id"]}', headers=ADMIN).json()  # the uploader's view of it
+        assert followed['state'] == 'succeeded' and followed['metrics'] == job['metrics']
+        assert 'video_path' not in followed['params'] and followed['log_tail'] == ''
         assert job['state'] == 'succeeded', job
         made = job['metrics']
         assert made['sightings'] >= 3 and made['crops'] >= made['sightings']  # three people walk past
         listed = client.get('/v1/sightings', params={'camera_id': '4', 'limit': 100}).json()
         sightings = listed['data']
         assert len(sightings) == made['sightings']
-        assert all(s['camera_id'] == 4 and s['video'].endswith('.mp4') for s in sightings)
+        assert all(s['camera_id'] == 4 and s['video'] == video.name for s in sightings)  # the upload's name
         assert min(s['first_time'] for s in sightings) >= '2026-05-01T08:00:00'
         # the service embeds the crops the worker stored when it follows the change log
         ready_with(client, 60, status='ready', gallery_vectors=made['crops'])

@@ -35,9 +35,14 @@ def upgrade() -> None:
     if sqlite and seq is not None:
         conn.execute(sa.text('DELETE FROM sqlite_sequence WHERE name = :t'), {'t': 'sightings'})
         conn.execute(sa.text('INSERT INTO sqlite_sequence (name, seq) VALUES (:t, :s)'), {'t': 'sightings', 's': seq})
+    # the unlinked video sightings (storage.db.PENDING_SIGHTINGS), without walking every uploaded crop's
+    pending = sa.text("identity_id IS NULL AND video <> ''")
+    op.create_index('ix_sightings_pending', 'sightings', ['first_time', 'id'], sqlite_where=pending,
+                    postgresql_where=pending)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_sightings_pending', table_name='sightings')
     with op.batch_alter_table('sightings', table_kwargs={'sqlite_autoincrement': True}) as batch:
         batch.drop_constraint(batch.f('fk_sightings_identity_id_identities'), type_='foreignkey')
         batch.drop_index(batch.f('ix_sightings_identity_id'))
