@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from pruning.config import PruneConfig
-from reid.config import TrainConfig
+from reid.config import AdaptConfig, TrainConfig
 from reid.options import add_config_arguments, config_from_args
 from reid.synthetic import SynthConfig
 
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--junk', type=int, default=synth.junk)
     p.add_argument('--distractors', type=int, default=synth.distractors)
     p.add_argument('--seed', type=int, default=synth.seed)
+    p.add_argument('--site', type=int, default=synth.site, help='0, or another installation: its own people '
+                   'and camera looks (backgrounds, light and colour cast, camera height, blur, noise, clothing '
+                   'palette), the domain `amg-reid adapt` adapts to')
 
     p = sub.add_parser('prepare', help='convert datasets (Market-1501 -> ImageFolder, DukeMTMC -> Occluded-Duke)')
     p.add_argument('kind', choices=['market-imagefolder', 'occluded-duke'])
@@ -83,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('prune', help='AMG pruning (tokens, heads or both) with distillation fine-tuning')
     add_config_arguments(p, PruneConfig)
+
+    p = sub.add_parser('adapt', help='adapt a model to unlabelled crops (a folder, or the service\'s gallery: '
+                       'AMG_DATA_DIR / AMG_DATABASE_URL) without labels: clustering, tracks, distillation')
+    add_config_arguments(p, AdaptConfig)
 
     p = sub.add_parser('export', help='write CHECKPOINT.onnx (embedding, dynamic batch) beside the checkpoint')
     p.add_argument('--weight-path', '--weight_path', dest='weight_path', required=True)
@@ -118,7 +125,7 @@ def _cmd_synth(a: argparse.Namespace) -> None:
     cfg = SynthConfig(num_ids=a.ids, num_cams=a.cams, imgs_per_id=a.imgs_per_id, occluded=a.occluded,
                       occlusion=tuple(a.occlusion), occluded_train=a.occluded_train,
                       occluded_gallery=a.occluded_gallery, difficulty=a.difficulty, junk=a.junk,
-                      distractors=a.distractors, seed=a.seed)
+                      distractors=a.distractors, seed=a.seed, site=a.site)
     counts = generate_dataset(a.out, cfg)
     print(json.dumps(counts))
 
@@ -202,6 +209,28 @@ def _cmd_prune(a: argparse.Namespace) -> None:
         print(f"{p:9s} Rank-1 {r['rank1']:.2f}  mAP {r['mAP']:.2f}")
 
 
+def _cmd_adapt(a: argparse.Namespace) -> None:
+    from app.adaptation import run_adapt
+    cfg = config_from_args(AdaptConfig, a)
+    if cfg.data_dir is not None:
+        s = run_adapt(cfg, progress=True)
+        model_id = None
+    else:  # the service's gallery, and its model registry: the model can be activated at once
+        from app.registry import ensure_onnx, register_checkpoint
+        from app.settings import Settings
+        from storage.db import make_engine, make_sessionmaker
+        from storage.images import ImageStore
+        settings = Settings()
+        Session = make_sessionmaker(make_engine(settings.database_url))
+        s = run_adapt(cfg, Session, ImageStore(settings.data_dir / 'images'), progress=True)
+        ensure_onnx(s.checkpoint)
+        with Session.begin() as session:
+            model_id = register_checkpoint(session, s.checkpoint, name=f'adapted ({cfg.name})').id
+    print(json.dumps(dict(checkpoint=s.checkpoint, model_id=model_id, metrics=s.metrics), indent=2))
+    if model_id is not None:
+        print(f'activate it: POST /v1/admin/models/{model_id}/activate')
+
+
 def _cmd_export(a: argparse.Namespace) -> None:
     from models.checkpoints import load_model
     from models.export import export_onnx, file_sha256
@@ -272,7 +301,7 @@ def _cmd_models(a: argparse.Namespace) -> None:
 
 
 COMMANDS = dict(synth=_cmd_synth, prepare=_cmd_prepare, train=_cmd_train, evaluate=_cmd_evaluate,
-                complexity=_cmd_complexity, prune=_cmd_prune, export=_cmd_export, serve=_cmd_serve,
+                complexity=_cmd_complexity, prune=_cmd_prune, adapt=_cmd_adapt, export=_cmd_export, serve=_cmd_serve,
                 index=_cmd_index, models=_cmd_models)
 
 

@@ -1,4 +1,4 @@
-"""Background train / prune / fine-tune jobs, each in its own worker process (queries stay fast).
+"""Background train / prune / fine-tune / adapt / ingest jobs, each in its own worker process (queries stay fast).
 
 Job state lives in the database: the worker writes progress, metrics and a log tail there and reads the
 ``cancelling`` flag from it, so the API process and the worker share nothing else.
@@ -42,9 +42,11 @@ def _yield_to_queries(nice: int) -> None:
 def job_config(kind: JobKind, params: Dict[str, Any], out_dir: str, job_id: int):
     """The run a job stands for: its kind's config from the stored parameters plus the server's own fields."""
     from pruning.config import PruneConfig
-    from reid.config import TrainConfig
+    from reid.config import AdaptConfig, TrainConfig
     if kind == JobKind.TRAIN:
         return TrainConfig(output_dir=out_dir, name=f'job{job_id}', **params)
+    if kind == JobKind.ADAPT:
+        return AdaptConfig(output_dir=out_dir, name=f'job{job_id}', **params)
     if kind == JobKind.FINETUNE:  # a prune run that removes nothing
         params = dict(params, prune_mode='attn', prune_rate=0.0, iter_nums=1, finetune_nums=0)
     return PruneConfig(output_dir=out_dir, name=f'job{job_id}', **params)
@@ -83,8 +85,13 @@ def run_job(job_id: int, database_url: str, data_dir: str, nice: int = 10) -> No
             _ingest(params, Session, database_url, data_dir, on_progress, job_id)
             return
         cfg = job_config(kind, params, str(Path(data_dir) / 'runs'), job_id)
-        run = train if kind == JobKind.TRAIN else prune
-        summary = run(cfg, progress=False, on_progress=on_progress)
+        if kind == JobKind.ADAPT:  # without a folder it reads the gallery: the service's database and image store
+            from app.adaptation import run_adapt
+            from storage.images import ImageStore
+            summary = run_adapt(cfg, Session, ImageStore(Path(data_dir) / 'images'), on_progress=on_progress)
+        else:
+            run = train if kind == JobKind.TRAIN else prune
+            summary = run(cfg, progress=False, on_progress=on_progress)
         on_progress(Progress('export', 1.0))
         ensure_onnx(summary.checkpoint)  # the ONNX Runtime backend can serve it as soon as it is activated
         with Session.begin() as s:

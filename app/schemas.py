@@ -5,7 +5,7 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pruning.config import PruneConfig
-from reid.config import TrainConfig
+from reid.config import AdaptConfig, TrainConfig
 from reid.options import job_params_model
 from storage.db import JobKind, JobState
 
@@ -16,7 +16,7 @@ MAX_ID = 2 ** 31 - 1  # ids and filters fit the database's INTEGER columns (32-b
 __all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SightingPublic', 'SightingsPublic',
            'SightingSummary', 'SearchMatch', 'QueryResult', 'SearchResponse',
            'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'TrainJobCreate',
-           'PruneJobCreate', 'FinetuneJobCreate', 'JobPublic', 'JobsPublic',
+           'PruneJobCreate', 'FinetuneJobCreate', 'AdaptJobParams', 'AdaptJobCreate', 'JobPublic', 'JobsPublic',
            'ModelPublic', 'ModelsPublic', 'TaskPublic']
 
 
@@ -178,10 +178,12 @@ PruneJobParams = job_params_model(PruneConfig, 'PruneJobParams', replace={'weigh
 FinetuneJobParams = job_params_model(PruneConfig, 'FinetuneJobParams', drop=_PRUNING_ONLY,
                                      replace={'weight_path': _ACTIVE_MODEL,
                                               'final_finetune': (int, Field(5, ge=1, le=1000))})
-JOB_PARAMS = {JobKind.TRAIN: TrainJobParams, JobKind.PRUNE: PruneJobParams, JobKind.FINETUNE: FinetuneJobParams}
+AdaptJobParams = job_params_model(AdaptConfig, 'AdaptJobParams', replace={'weight_path': _ACTIVE_MODEL})
+JOB_PARAMS = {JobKind.TRAIN: TrainJobParams, JobKind.PRUNE: PruneJobParams, JobKind.FINETUNE: FinetuneJobParams,
+              JobKind.ADAPT: AdaptJobParams}
 
 
-_PARAMS_DOC = "the options of the CLI command of the same name (train, prune), except the server's own: output " \
+_PARAMS_DOC = "the options of the CLI command of the same name (train, prune, adapt), except the server's own: output " \
               "paths and device"
 
 
@@ -203,8 +205,16 @@ class FinetuneJobCreate(BaseModel):
     params: FinetuneJobParams = Field(description=_PARAMS_DOC + ' (a prune run that removes nothing)')
 
 
+class AdaptJobCreate(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    kind: Literal['adapt']
+    params: AdaptJobParams = Field(description=_PARAMS_DOC + ' (without data_dir: the gallery\'s crops, its video '
+                                               'sightings as tracks)')
+
+
 # one body per kind, told apart by "kind": the OpenAPI document shows every job option of every kind
-JobCreate = Annotated[Union[TrainJobCreate, PruneJobCreate, FinetuneJobCreate], Field(discriminator='kind')]
+JobCreate = Annotated[Union[TrainJobCreate, PruneJobCreate, FinetuneJobCreate, AdaptJobCreate],
+                      Field(discriminator='kind')]
 
 
 class JobPublic(BaseModel):

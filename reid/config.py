@@ -1,6 +1,7 @@
 """What training takes, as plain settings (torch-free: the service builds its job schemas from these without
 importing torch). The training itself is :mod:`reid.engine` and :mod:`reid.recipe`."""
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
@@ -9,7 +10,7 @@ from pydantic import Field
 
 from .options import ImageSize, RunConfig
 
-__all__ = ['Recipe', 'RecipeSettings', 'RecipeOptions', 'TrainConfig', 'DatasetName']
+__all__ = ['Recipe', 'RecipeSettings', 'RecipeOptions', 'TrainConfig', 'AdaptConfig', 'DatasetName']
 
 DatasetName = Literal['market', 'o-duke']
 
@@ -114,3 +115,56 @@ class TrainConfig(RecipeOptions):
 
     def recipe_settings(self) -> RecipeSettings:
         return self.settings(warmup_epochs=self.warmup_epochs)
+
+
+class AdaptConfig(RunConfig):
+    """What ``amg-reid adapt`` and adapt jobs take: unsupervised adaptation of a trained model to unlabelled crops
+    (reid.adapt: Cluster Contrast with the tracks' must-link / cannot-link and distillation from the start)."""
+    SERVER_OWNED: ClassVar[Tuple[str, ...]] = ('name', 'output_dir', 'device', 'extra')
+
+    weight_path: str = Field(description='the model to adapt (a job: the active model unless given)')
+    data_dir: Optional[str] = Field(None, description='a folder of unlabelled crops (any layout: every image under '
+                                    'it; a Market-1501 dataset: its bounding_box_train; camera ids read from '
+                                    'Market-1501 names where they have them). Without it, the gallery\'s crops '
+                                    '(its sightings are the tracks)')
+    folder_tracks: bool = Field(False, description='with --data-dir: each sub-folder is one track (the crops of one '
+                                'person, as MARS lays them out)')
+    cameras: Optional[Tuple[int, ...]] = Field(None, description='gallery: only these cameras\' crops')
+    since: Optional[datetime] = Field(None, description='gallery: only crops seen at or after this time (ISO 8601)')
+    until: Optional[datetime] = Field(None, description='gallery: only crops seen before this time (ISO 8601)')
+    check_dir: Optional[str] = Field(None, description='a small labelled check set (Market-1501 layout: query/ and '
+                                     'bounding_box_test/): its mAP before, after each epoch and at the end')
+    name: str = Field('adapted', description='run name: outputs go to OUTPUT_DIR/NAME/')
+    output_dir: str = Field('runs', description='where runs are written')
+    epochs: int = Field(8, ge=1, le=1000)
+    cluster_every: int = Field(1, ge=1, le=1000, description='re-cluster every this many epochs')
+    tracks: bool = Field(True, description='use the tracks: a track\'s crops are one pseudo-identity, never split, '
+                         'and two tracks one camera saw at overlapping times are never one')
+    eps: float = Field(0.6, gt=0, lt=1, description='DBSCAN radius on the k-reciprocal Jaccard distance')
+    min_samples: int = Field(4, ge=1, le=1000, description='DBSCAN: crops that make a core point (a track counts '
+                             'its crops)')
+    k1: int = Field(20, ge=2, le=200, description='k-reciprocal neighbours of the Jaccard distance')
+    k2: int = Field(6, ge=1, le=100, description='query expansion of the Jaccard distance')
+    temperature: float = Field(0.05, gt=0, le=10, description='of the cluster-memory contrastive loss')
+    momentum: float = Field(0.2, ge=0, lt=1, description='cluster memory update: m <- momentum·m + (1 - momentum)·f')
+    distill: float = Field(1.0, ge=0, le=100, description='weight of distillation from the starting model (1 - '
+                           'cosine of the two embeddings of each crop); 0: off')
+    lr: float = Field(1e-4, gt=0, le=1, description='Adam learning rate')
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    batch_size: int = Field(64, ge=4, le=512)
+    instances: int = Field(4, ge=2, le=64, description='crops per pseudo-identity in a batch')
+    crop_pad: int = Field(4, ge=0, le=64, description='pad by this many pixels, crop back at random')
+    max_crops: int = Field(8000, ge=10, le=100000, description='at most this many crops (whole tracks, drawn at '
+                           'random): the Jaccard distance takes O(N²) memory')
+    min_clustered: float = Field(0.1, ge=0, le=1, description='fail when DBSCAN leaves more than 1 - this share of '
+                                 'the crops unclustered')
+    max_cluster_share: float = Field(0.5, gt=0, le=1, description='fail when one cluster holds more than this share '
+                                     'of the clustered crops')
+    num_workers: int = Field(0, ge=0, le=32, description='data loader worker processes')
+    seed: int = Field(0, ge=0, le=2 ** 31 - 1)
+    device: str = Field('cpu', description='torch device')
+    extra: Dict[str, Any] = Field(default_factory=dict, description='recorded in the checkpoint')
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name

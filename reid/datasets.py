@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ['ImageRecord', 'ReIDDataset', 'load_dataset', 'parse_market_name', 'DatasetError', 'DATASET_DIRS',
-           'OCCLUDER_RECORD', 'HIDDEN_BANDS']
+__all__ = ['ImageRecord', 'ReIDDataset', 'load_dataset', 'UnlabelledCrop', 'load_unlabelled', 'parse_market_name',
+           'DatasetError', 'DATASET_DIRS', 'OCCLUDER_RECORD', 'HIDDEN_BANDS']
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp'}
 # names used by the seed's --dataset flag, looked for under --data-dir
@@ -41,6 +41,18 @@ class ImageRecord:
     pid: int
     camid: int
     hidden: Optional[Tuple[float, ...]] = None  # share of the figure an occluder hides, per band of rows (top first)
+
+
+@dataclass(frozen=True)
+class UnlabelledCrop:
+    """A crop nobody labelled (what unsupervised adaptation reads): its camera and, where a tracker followed the
+    person, its track (crops of one track are one person) and the track's time span in seconds (two tracks one
+    camera saw at overlapping times are two people)."""
+    path: str
+    camid: int = 0
+    track: Optional[int] = None
+    start: Optional[float] = None
+    end: Optional[float] = None
 
 
 @dataclass
@@ -157,3 +169,26 @@ def load_dataset(data_dir: Path, dataset: Optional[str] = None) -> ReIDDataset:
                            f'query/ or train/, query/, gallery/)')
     ds.check_sizes()
     return ds
+
+
+def load_unlabelled(folder: Path, folder_tracks: bool = False) -> List[UnlabelledCrop]:
+    """Every image under ``folder`` (a Market-1501 dataset: its ``bounding_box_train/``, labels ignored), with the
+    camera of a Market-1501 or ``cN`` name (0 without one); ``folder_tracks``: each sub-folder is one track."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f'folder not found: {folder}')
+    if (folder / 'bounding_box_train').is_dir():
+        folder = folder / 'bounding_box_train'
+    crops, tracks = [], {}
+    for p in _images(folder):
+        m = _MARKET_NAME.match(p.name) or _CAMERA.search(p.stem)
+        camid = int(m.group(2) if m is not None and m.re is _MARKET_NAME else m.group(1)) if m else 0
+        track = None
+        if folder_tracks:
+            if p.parent == folder:
+                raise DatasetError(f'{p}: with tracks as sub-folders every image must be in one')
+            track = tracks.setdefault(p.parent, len(tracks))
+        crops.append(UnlabelledCrop(str(p), camid, track))
+    if not crops:
+        raise DatasetError(f'{folder}: no images ({", ".join(sorted(IMAGE_SUFFIXES))})')
+    return crops

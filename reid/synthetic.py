@@ -9,7 +9,12 @@ gallery and training images, with cars, boxes, boards or another person; synth.j
 occluders.json records, per occluded image, the share of the figure hidden in each of 32 bands of rows (top to
 bottom): the visibility head's labels (reid.recipe.visibility_targets).
 
-Everything is a pure function of (seed, identity, image), so a dataset is reproducible bit for bit.
+A ``site`` other than 0 is another installation (the domain an adapted model meets: reid.adapt): its own people,
+drawn from a differently weighted clothing palette, and cameras with backgrounds of another colour family, the
+site's own brightness and colour cast (lamps, white balance), mounted higher (smaller figures), blurrier, noisier and
+more compressed. Site 0 is the look every dataset had before sites existed, bit for bit.
+
+Everything is a pure function of (seed, site, identity, image), so a dataset is reproducible bit for bit.
 """
 import json
 import logging
@@ -24,6 +29,7 @@ from tqdm import tqdm
 from .datasets import HIDDEN_BANDS, OCCLUDER_RECORD  # {"split/name.jpg": [hidden share per band of rows], ...}
 
 __all__ = ['SynthConfig', 'generate_dataset', 'draw_person_image', 'draw_figure', 'sample_identity', 'sample_camera',
+           'sample_site',
            'coverage_stats', 'hidden_by_band', 'OCCLUDER_KINDS', 'OCCLUDER_RECORD', 'HIDDEN_BANDS']
 
 _logger = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ class SynthConfig:
         difficulty: 0..1; higher shares more attributes between identities (smaller palettes) and jitters more.
         junk: junk (``-1``) gallery images; distractors: distractor (``0000``) gallery images.
         seed: everything follows from it.
+        site: 0, or another installation (its own people and camera looks, as the module says).
     """
     num_ids: int = 100
     num_cams: int = 6
@@ -68,6 +75,7 @@ class SynthConfig:
     junk: int = 20
     distractors: int = 20
     seed: int = 0
+    site: int = 0
 
 
 # ---- attributes -------------------------------------------------------------------------------------------------
@@ -86,27 +94,63 @@ def _pick_common(rng: np.random.Generator, items: list):
     return items[int(rng.choice(len(items), p=p / p.sum()))]
 
 
-def sample_identity(seed: int, pid: int, difficulty: float = 0.5) -> Dict:
-    """The fixed look of one identity."""
-    rng = np.random.default_rng([seed, 1, pid])
-    upper = _palette(UPPER, difficulty)
+def sample_site(seed: int, site: int) -> Optional[Dict]:
+    """What one installation changes, drawn once per site; None for site 0 (the neutral look)."""
+    if site == 0:
+        return None
+    rng = np.random.default_rng([seed, 5, site])
+    order = {name: [int(i) for i in rng.permutation(len(p))]
+             for name, p in (('upper', UPPER), ('lower', LOWER), ('shoes', SHOES), ('hair', HAIR))}
+    return dict(
+        tint=tuple(float(c) for c in rng.uniform(-45, 45, 3)),  # backgrounds of another colour family
+        gain=float((0.7 if site % 2 else 1.3) * rng.uniform(0.95, 1.05)),  # a dim or a bright site
+        cast=tuple(float(c) for c in rng.uniform(0.82, 1.18, 3)),  # lamps, white balance
+        scale=(0.62, 0.8), blur=(0.5, 1.4), noise=(5.0, 12.0), quality=(40, 75),  # higher, cheaper cameras
+        palette=order,  # which colours are common on this site's people
+    )
+
+
+def _site_palette(colours: List[Colour], site: Optional[Dict], name: str) -> List[Colour]:
+    return colours if site is None else [colours[i] for i in site['palette'][name]]
+
+
+def sample_identity(seed: int, pid: int, difficulty: float = 0.5, site: int = 0) -> Dict:
+    """The fixed look of one identity (of ``site``: another site's people are other people)."""
+    rng = np.random.default_rng([seed, 1, pid] if site == 0 else [seed, 1, pid, site])
+    look = sample_site(seed, site)
+    upper = _palette(_site_palette(UPPER, look, 'upper'), difficulty)
     bag_kind = _pick(rng, ['none', 'none', 'backpack', 'shoulder', 'handbag'])
     return dict(
         upper=_pick_common(rng, upper), upper2=_pick(rng, UPPER),
         pattern=_pick(rng, ['solid', 'solid', 'stripes', 'two_tone', 'logo']),
         long_sleeves=bool(rng.random() < 0.6),
-        lower=_pick_common(rng, _palette(LOWER, difficulty)), lower_kind=_pick(rng, ['trousers', 'trousers', 'shorts', 'skirt']),
-        shoes=_pick_common(rng, SHOES), hair=_pick_common(rng, HAIR), long_hair=bool(rng.random() < 0.35),
+        lower=_pick_common(rng, _palette(_site_palette(LOWER, look, 'lower'), difficulty)),
+        lower_kind=_pick(rng, ['trousers', 'trousers', 'shorts', 'skirt']),
+        shoes=_pick_common(rng, _site_palette(SHOES, look, 'shoes')),
+        hair=_pick_common(rng, _site_palette(HAIR, look, 'hair')), long_hair=bool(rng.random() < 0.35),
         skin=_pick(rng, SKIN), height=float(rng.uniform(0.82, 0.97)), build=float(rng.uniform(0.8, 1.2)),
         bag=bag_kind, bag_colour=_pick(rng, BAGS), bag_side=_pick(rng, [-1, 1]),
         hat=_pick(rng, UPPER) if rng.random() < 0.12 else None,
     )
 
 
-def sample_camera(seed: int, cam: int, difficulty: float = 0.5) -> Dict:
-    """The fixed look of one camera: background, light, scale, blur, noise, JPEG quality."""
-    rng = np.random.default_rng([seed, 2, cam])
+def sample_camera(seed: int, cam: int, difficulty: float = 0.5, site: int = 0) -> Dict:
+    """The fixed look of one camera: background, light, scale, blur, noise, JPEG quality (of ``site``)."""
     d = difficulty
+    look = sample_site(seed, site)
+    if look is not None:
+        rng = np.random.default_rng([seed, 2, cam, site])
+        tint = np.asarray(look['tint'])
+        return dict(
+            wall=tuple(int(c) for c in np.clip(rng.integers(60, 200, 3) + tint, 0, 255)),
+            floor=tuple(int(c) for c in np.clip(rng.integers(50, 170, 3) + tint, 0, 255)),
+            horizon=float(rng.uniform(0.45, 0.7)), clutter=int(rng.integers(4, 12)),
+            gain=look['gain'] * float(rng.uniform(1 - 0.4 * d, 1 + 0.3 * d)),
+            cast=tuple(float(a * b) for a, b in zip(look['cast'], rng.uniform(1 - 0.2 * d, 1 + 0.2 * d, 3))),
+            scale=float(rng.uniform(*look['scale'])), blur=float(rng.uniform(*look['blur'])),
+            noise=float(rng.uniform(*look['noise'])), quality=int(rng.integers(*look['quality'])),
+        )
+    rng = np.random.default_rng([seed, 2, cam])
     return dict(
         wall=tuple(int(c) for c in rng.integers(60, 200, 3)), floor=tuple(int(c) for c in rng.integers(50, 170, 3)),
         horizon=float(rng.uniform(0.55, 0.8)), clutter=int(rng.integers(2, 8)),
@@ -366,7 +410,7 @@ def generate_dataset(root: Path, cfg: SynthConfig = SynthConfig(), progress: boo
     dirs = {s: root / s for s in ('bounding_box_train', 'bounding_box_test', 'query')}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    cams = {c: sample_camera(cfg.seed, c, cfg.difficulty) for c in range(1, cfg.num_cams + 1)}
+    cams = {c: sample_camera(cfg.seed, c, cfg.difficulty, cfg.site) for c in range(1, cfg.num_cams + 1)}
     n_train = cfg.num_ids // 2
     jobs: List[Tuple[str, int, int, bool]] = []  # (split, pid, cam, occluded)
     for pid in range(1, cfg.num_ids + 1):
@@ -396,9 +440,9 @@ def generate_dataset(root: Path, cfg: SynthConfig = SynthConfig(), progress: boo
         frames[(pid, cam)] = frame
         name = _name(pid, cam, 100 * frame + int(rng.integers(100)), 1)
         if pid > 0:
-            ident, crop = sample_identity(cfg.seed, pid, cfg.difficulty), None
+            ident, crop = sample_identity(cfg.seed, pid, cfg.difficulty, cfg.site), None
         elif pid == 0:  # distractor: part of a person no identity has
-            ident, crop = sample_identity(cfg.seed, 200000 + i, cfg.difficulty), _pick(rng, ['top', 'bottom'])
+            ident, crop = sample_identity(cfg.seed, 200000 + i, cfg.difficulty, cfg.site), _pick(rng, ['top', 'bottom'])
         else:  # junk: background only
             ident, crop = None, None
         img, share, hidden = draw_person_image(ident, cams[cam], rng, occlude=occ, seed=cfg.seed, crop=crop,

@@ -20,6 +20,7 @@ class JobKind(StrEnum):
     PRUNE = 'prune'
     FINETUNE = 'finetune'  # a prune run that removes nothing
     INGEST = 'ingest'  # a camera's video in, its tracks stored as sightings (app.ingest)
+    ADAPT = 'adapt'  # a model adapted to the gallery's or a folder's unlabelled crops (app.adaptation)
 
 
 class JobState(StrEnum):

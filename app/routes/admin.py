@@ -32,6 +32,38 @@ def confined(state, field: str, value: str, file: bool = False) -> str:
     return str(path)
 
 
+def _dataset(state, field: str, value: str) -> str:
+    """A labelled dataset under the data roots, readable."""
+    path = confined(state, field, value)
+    try:
+        load_dataset(Path(path))
+    except DatasetError as e:
+        raise HTTPException(status_code=400, detail=f'{field}: {e}') from None
+    return path
+
+
+def _check_adapt_sources(state, values: dict) -> None:
+    """An adapt job's crops (a folder under the data roots, or the gallery's: some must match) and check set."""
+    if values.get('check_dir') is not None:
+        values['check_dir'] = _dataset(state, 'check_dir', values['check_dir'])
+    if values.get('data_dir') is not None:
+        values['data_dir'] = confined(state, 'data_dir', values['data_dir'])
+        return
+    if values.get('folder_tracks'):
+        raise HTTPException(status_code=400, detail='folder_tracks: only with data_dir (a folder of crops)')
+    from reid.config import AdaptConfig
+
+    from ..adaptation import count_gallery_crops
+    try:
+        selection = AdaptConfig(weight_path='', **{k: v for k, v in values.items() if k != 'weight_path'})
+    except ValidationError:
+        return  # the full check below answers 422
+    with state.Session() as s:
+        if not count_gallery_crops(s, selection):
+            raise HTTPException(status_code=400, detail='the gallery has no crops for these options (cameras, '
+                                                        'since, until): nothing to adapt to')
+
+
 def job_public(job) -> JobPublic:
     out = JobPublic.model_validate(job)
     out.log_tail = '\n'.join((job.log or '').splitlines()[-20:])
@@ -46,14 +78,13 @@ def data_roots(state: StateDep) -> List[str]:
 
 @router.post('/jobs', response_model=JobPublic, status_code=202)
 def start_job(body: JobCreate, state: StateDep, request: Request):
-    """Start a train / prune / fine-tune job in a worker process (same options as the CLI)."""
+    """Start a train / prune / fine-tune / adapt job in a worker process (same options as the CLI)."""
     kind = JobKind(body.kind)
     values = body.params.model_dump(mode='json')  # validated per kind by the body's own model
-    values['data_dir'] = confined(state, 'data_dir', values['data_dir'])
-    try:
-        load_dataset(Path(values['data_dir']))
-    except DatasetError as e:
-        raise HTTPException(status_code=400, detail=f'data_dir: {e}') from None
+    if kind == JobKind.ADAPT:
+        _check_adapt_sources(state, values)
+    else:
+        values['data_dir'] = _dataset(state, 'data_dir', values['data_dir'])
     if kind != JobKind.TRAIN and values.get('weight_path') is None:
         with state.Session() as s:
             active = crud.active_model(session=s)
