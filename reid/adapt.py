@@ -99,15 +99,22 @@ def _split_cannot_link(node_labels: np.ndarray, conflicts: Dict[int, Set[int]], 
 
 def pseudo_labels(features: np.ndarray, tracks: Optional[Sequence[Optional[int]]] = None,
                   cannot_link: Iterable[Tuple[int, int]] = (), eps: float = 0.6, min_samples: int = 4,
-                  k1: int = 20, k2: int = 6) -> PseudoLabels:
+                  k1: int = 20, k2: int = 6, cameras: Optional[Sequence[int]] = None) -> PseudoLabels:
     """Pseudo-identities of unit-norm crop ``features`` (N, D): DBSCAN on the k-reciprocal Jaccard distances, each
     track (``tracks[i]``: crop i's track, None: none) one node that clusters never split, ``cannot_link`` pairs of
     tracks never in one cluster, tracks DBSCAN left alone their own pseudo-identity (when they have two crops or
-    more), lone crops left alone left out (-1)."""
+    more), lone crops left alone left out (-1). ``cameras`` (crop i's camera): each camera's mean feature is taken
+    out before clustering, so that clusters follow people, not the look of the camera that saw them."""
     from sklearn.cluster import DBSCAN
 
     features = np.asarray(features, dtype=np.float32)
     n = len(features)
+    if cameras is not None and len(set(cameras)) > 1:
+        raw, features = features, features.copy()
+        cams = np.asarray(cameras)
+        for cam in np.unique(cams):
+            features[cams == cam] -= raw[cams == cam].mean(0)
+        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     tracks = [None] * n if tracks is None else list(tracks)
     if len(tracks) != n:
         raise ValueError(f'{len(tracks)} track ids for {n} crops')
@@ -244,7 +251,8 @@ def adapt(cfg: AdaptConfig, crops: Optional[Sequence[UnlabelledCrop]] = None, pr
     for epoch in tqdm(range(cfg.epochs), desc='adapt', unit='epoch', disable=not progress):
         if epoch % cfg.cluster_every == 0:
             features, _, _ = extract_features(model, records, cfg.batch_size, device=device, progress=False)
-            clustering = pseudo_labels(features, tracks, cannot_link, cfg.eps, cfg.min_samples, cfg.k1, cfg.k2)
+            clustering = pseudo_labels(features, tracks, cannot_link, cfg.eps, cfg.min_samples, cfg.k1, cfg.k2,
+                                       [r.camid for r in records] if cfg.camera_centring else None)
             stats, labels = clustering.stats, clustering.labels
             reason = clustering_failure(stats, cfg.min_clustered, cfg.max_cluster_share)
             if reason is not None:

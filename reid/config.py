@@ -145,6 +145,8 @@ class AdaptConfig(RunConfig):
                              'its crops)')
     k1: int = Field(20, ge=2, le=200, description='k-reciprocal neighbours of the Jaccard distance')
     k2: int = Field(6, ge=1, le=100, description='query expansion of the Jaccard distance')
+    camera_centring: bool = Field(True, description='cluster on features with each camera\'s mean taken out '
+                                  '(where crops come from more than one camera): clusters follow people, not cameras')
     temperature: float = Field(0.05, gt=0, le=10, description='of the cluster-memory contrastive loss')
     momentum: float = Field(0.2, ge=0, lt=1, description='cluster memory update: m <- momentum·m + (1 - momentum)·f')
     distill: float = Field(1.0, ge=0, le=100, description='weight of distillation from the starting model (1 - '
