@@ -119,9 +119,9 @@ def test_the_openapi_document_shows_every_job_option_of_every_kind(tmp_path):
     body = doc['paths']['/v1/admin/jobs']['post']['requestBody']['content']['application/json']['schema']
     schemas = doc['components']['schemas']
     mapping = body['discriminator']['mapping']
-    assert body['discriminator']['propertyName'] == 'kind' and set(mapping) == {'train', 'prune', 'finetune'}
+    assert body['discriminator']['propertyName'] == 'kind' and set(mapping) == {'train', 'prune', 'finetune', 'adapt'}
     for kind, model in (('train', JOB_PARAMS[JobKind.TRAIN]), ('prune', JOB_PARAMS[JobKind.PRUNE]),
-                        ('finetune', FinetuneJobParams)):
+                        ('finetune', FinetuneJobParams), ('adapt', JOB_PARAMS[JobKind.ADAPT])):
         create = schemas[mapping[kind].rsplit('/', 1)[1]]
         params = schemas[create['properties']['params']['$ref'].rsplit('/', 1)[1]]
         assert set(params['properties']) == set(model.model_fields), kind
