@@ -103,15 +103,15 @@ def main() -> None:
                                               output_dir=runs, epochs=a.supervised_epochs, lr=a.lr, blockwise=False,
                                               warmup_epochs=0, **common), progress=False))
 
-    def adapted(name: str, start: Path, crops) -> Path:
+    def adapted(name: str, start: Path, crops, use_tracks: bool = True) -> Path:
         cfg = AdaptConfig(weight_path=str(start), name=name, output_dir=runs, epochs=a.adapt_epochs, eps=a.eps,
-                          k1=a.k1, distill=a.distill, lr=a.lr, tracks=crops is tracks, seed=a.seed)
+                          k1=a.k1, distill=a.distill, lr=a.lr, tracks=use_tracks, seed=a.seed)
         return timed(minutes, name, cfg.run_dir / 'adapted.safetensors',
                      lambda: adapt(cfg, crops, progress=False))
 
     untracked = [UnlabelledCrop(c.path, c.camid) for c in tracks]
     rows = {'site A model on site A (source)': (source, site_a), 'direct transfer': (source, site_b),
-            'adapted, crops only': (adapted('adapt-crops', source, untracked), site_b),
+            'adapted, crops only': (adapted('adapt-crops', source, untracked, use_tracks=False), site_b),
             'adapted, crops + tracks': (adapted('adapt-tracks', source, tracks), site_b),
             'supervised on B (ceiling)': (ceiling, site_b)}
     if a.pruned:

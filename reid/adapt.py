@@ -27,7 +27,7 @@ from models.checkpoints import load_model, read_metadata, save_checkpoint
 
 from .config import AdaptConfig, RecipeSettings
 from .data import make_loader
-from .datasets import ImageRecord, UnlabelledCrop, load_dataset, load_unlabelled
+from .datasets import ImageRecord, ReIDDataset, UnlabelledCrop, load_dataset, load_unlabelled
 from .engine import calibrate_model, evaluate_model, extract_features, set_seed
 from .progress import Cancelled, Progress, ProgressCallback, RunSummary
 from .rerank import jaccard_distance
@@ -192,10 +192,9 @@ def clustering_failure(stats: Dict[str, float], min_clustered: float, max_cluste
     return None
 
 
-def check_scores(model, check_dir: str, batch_size: int = 64, device: torch.device = torch.device('cpu')
+def check_scores(model, ds: ReIDDataset, batch_size: int = 64, device: torch.device = torch.device('cpu')
                  ) -> Dict[str, float]:
     """A labelled check set (Market-1501 layout) scored as ``amg-reid evaluate`` scores it (standard protocol)."""
-    ds = load_dataset(Path(check_dir))
     return evaluate_model(model, ds.query, ds.gallery, batch_size=batch_size, protocols=('standard',),
                           device=device, progress=False)['standard']
 
@@ -243,7 +242,8 @@ def adapt(cfg: AdaptConfig, crops: Optional[Sequence[UnlabelledCrop]] = None, pr
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                  weight_decay=cfg.weight_decay)
     history: List[Dict[str, Any]] = []
-    before = check_scores(model, cfg.check_dir, cfg.batch_size, device) if cfg.check_dir else None
+    check = load_dataset(Path(cfg.check_dir)) if cfg.check_dir else None  # read once, scored every epoch
+    before = check_scores(model, check, cfg.batch_size, device) if check is not None else None
     if before is not None:
         _logger.info('check set before adapting: mAP %.2f, rank-1 %.2f', before['mAP'], before['rank1'])
     labels = memory = loader = None
@@ -264,8 +264,8 @@ def adapt(cfg: AdaptConfig, crops: Optional[Sequence[UnlabelledCrop]] = None, pr
         loader.generator.manual_seed(cfg.seed + epoch)
         losses = _train_epoch(model, teacher, loader, memory, optimizer, cfg, device, progress)
         metrics: Dict[str, Any] = dict(losses, **stats)
-        if cfg.check_dir:
-            metrics.update({f'check_{k}': v for k, v in check_scores(model, cfg.check_dir, cfg.batch_size,
+        if check is not None:
+            metrics.update({f'check_{k}': v for k, v in check_scores(model, check, cfg.batch_size,
                                                                      device).items()})
         metrics['epoch'] = epoch + 1
         history.append(metrics)
@@ -286,8 +286,7 @@ def adapt(cfg: AdaptConfig, crops: Optional[Sequence[UnlabelledCrop]] = None, pr
         final.update({f'check_before_{k}': v for k, v in before.items()})
     extra.update(cfg.extra, adapted=dict(from_checkpoint=cfg.weight_path, crops=len(crops), epochs=cfg.epochs,
                                          tracks=cfg.tracks), metrics=final)
-    if cfg.check_dir:  # the answers' scores mean P(same person) again, fitted on the new embedding
-        check = load_dataset(Path(cfg.check_dir))
+    if check is not None:  # the answers' scores mean P(same person) again, fitted on the new embedding
         extra.update(calibrate_model(model.eval(), (check.query, check.gallery), cfg.batch_size, device))
     else:
         _logger.warning('no --check-dir: the adapted model has no score calibration; the service answers cosines')

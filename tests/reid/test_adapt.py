@@ -105,11 +105,12 @@ def two_sites(tmp_path_factory):
 
 
 def test_a_site_is_another_installation(two_sites):
-    a = np.stack([np.asarray(__import__('PIL.Image').Image.open(r.path), dtype=np.float32).mean((0, 1))
-                  for r in load_dataset(two_sites / 'a').train])
-    b = np.stack([np.asarray(__import__('PIL.Image').Image.open(r.path), dtype=np.float32).mean((0, 1))
-                  for r in load_dataset(two_sites / 'b').train])
-    assert np.abs(a.mean(0) - b.mean(0)).max() > 10  # its own light and colour cast
+    from PIL import Image
+
+    def mean_colour(site):
+        return np.mean([np.asarray(Image.open(r.path), dtype=np.float32).mean((0, 1))
+                        for r in load_dataset(two_sites / site).train], axis=0)
+    assert np.abs(mean_colour('a') - mean_colour('b')).max() > 10  # its own light and colour cast
 
 
 def test_tiny_adaptation_scores_its_check_set_like_evaluate(two_sites, tmp_path):
