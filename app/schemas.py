@@ -14,7 +14,7 @@ from .tasks import TaskState
 MAX_ID = 2 ** 31 - 1  # ids and filters fit the database's INTEGER columns (32-bit on PostgreSQL)
 
 __all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SightingPublic', 'SightingsPublic',
-           'SightingSummary', 'SearchMatch', 'QueryResult', 'SearchResponse',
+           'SightingSummary', 'Removal', 'ErasureReceipt', 'SearchMatch', 'QueryResult', 'SearchResponse',
            'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'TrainJobCreate',
            'PruneJobCreate', 'FinetuneJobCreate', 'JobPublic', 'JobsPublic',
            'ModelPublic', 'ModelsPublic', 'TaskPublic']
@@ -129,6 +129,20 @@ class IdentitySplit(BaseModel):
     model_config = ConfigDict(extra='forbid')
     sighting_ids: List[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=10_000,
                                     description='sightings of this identity that become a new identity')
+
+
+class Removal(BaseModel):
+    """What a removal took away (an erasure's receipt, a retention sweep's counts). Thumbnails are made from the
+    image files on request and never stored: they went with the files."""
+    images: int = Field(description='gallery rows, with their tags')
+    image_files: int = Field(description='image files unlinked (a file two rows shared goes with the last)')
+    vectors: int = Field(description="stored vectors of every model (the engines' copies follow the change log)")
+    sightings: int = Field(description='sightings left without images')
+    identities: int = Field(description='identities left without sightings (or the one erased)')
+
+
+class ErasureReceipt(Removal):
+    erased: str = Field(description="what was erased: 'person 7', 'identity 3'")
 
 
 class SearchMatch(BaseModel):

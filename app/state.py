@@ -80,7 +80,7 @@ class ServiceState:
         self.index_builder = IndexBuilder(self.Session, settings, self.feed, self.changelog, self.write_lock)
         self.gallery = GalleryWriter(self.Session, self.engine, self.images, self.feed, self.changelog,
                                      self.write_lock, snapshot=self.snapshot, current=lambda: self.current,
-                                     on_engine_error=self._engine_error)
+                                     on_engine_error=self._engine_error, index_dir=self.index_dir)
         self.activator = ModelActivator(self.Session, settings, self.open, self.index_builder, self.changelog,
                                         self.write_lock, self.metrics, current=lambda: self.current,
                                         make_current=self._make_current)

@@ -13,7 +13,7 @@ from storage.db import GalleryImage
 
 from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_read, require_write
 from ..forms import OffLoopFormRoute, int_list, per_file, read_images, str_list, when
-from ..schemas import ERRORS, GalleryItemPublic, GalleryItemsPublic, Message
+from ..schemas import ERRORS, ErasureReceipt, GalleryItemPublic, GalleryItemsPublic, Message
 
 _logger = logging.getLogger(__name__)
 
@@ -132,3 +132,14 @@ def person_images(person_id: IdPath, request: Request, session: SessionDep,
     if total == 0:
         raise HTTPException(status_code=404, detail=f'person {person_id} has no gallery images')
     return GalleryItemsPublic(data=[public(r, request) for r in rows], count=total)
+
+
+@router.delete('/persons/{person_id}', response_model=ErasureReceipt, tags=['persons'],
+               dependencies=[Depends(require_write)])
+def erase_person(person_id: IdPath, state: StateDep):
+    """Erase a person: every gallery image of theirs (rows, files, every model's vectors), the sightings and
+    identities left empty; answers what was removed. Afterwards no route answers any of it."""
+    receipt = state.gallery.erase_person(person_id)
+    if receipt is None:
+        raise HTTPException(status_code=404, detail=f'person {person_id} has no gallery images')
+    return ErasureReceipt(erased=f'person {person_id}', **receipt)

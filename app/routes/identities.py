@@ -11,8 +11,8 @@ from storage import identities as store
 from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_api_key, require_read, require_write
 from ..identities import IdentityConflict
 from ..imaging import has_control_characters
-from ..schemas import (ERRORS, IdentitiesPublic, IdentityMerge, IdentityPublic, IdentityRecluster, IdentitySplit,
-                       IdentityTimeline, IdentityUpdate, SightingSummary)
+from ..schemas import (ERRORS, ErasureReceipt, IdentitiesPublic, IdentityMerge, IdentityPublic, IdentityRecluster,
+                       IdentitySplit, IdentityTimeline, IdentityUpdate, SightingSummary)
 
 router = APIRouter(prefix='/v1/identities', tags=['identities'], responses=ERRORS)
 admin_router = APIRouter(prefix='/v1/admin/identities', tags=['admin'], responses=ERRORS,
@@ -57,6 +57,16 @@ def get_identity(identity_id: IdPath, session: SessionDep):
     timeline = [SightingSummary.model_validate(x) for x in store.identity_sightings(session=session,
                                                                                    identity_id=identity_id)]
     return IdentityTimeline(**_public(session, identity).model_dump(), timeline=timeline)
+
+
+@router.delete('/{identity_id}', response_model=ErasureReceipt, dependencies=[Depends(require_write)])
+def erase_identity(identity_id: IdPath, state: StateDep):
+    """Erase an identity (named or not): the images of all its sightings (rows, files, every model's vectors), the
+    sightings and the identity; answers what was removed. Afterwards no route answers any of it."""
+    receipt = state.gallery.erase_identity(identity_id)
+    if receipt is None:
+        raise HTTPException(status_code=404, detail=f'identity {identity_id} not found')
+    return ErasureReceipt(erased=f'identity {identity_id}', **receipt)
 
 
 def _changed(state: StateDep, change, *args) -> IdentityPublic:

@@ -302,10 +302,10 @@ def test_an_upload_racing_a_delete_of_the_same_bytes_keeps_its_file(request, db,
         item = decode_upload(Path(dataset.gallery[7].path).read_bytes(), 'same.jpg', 10 ** 7, 10 ** 7)
         meta = [dict(person_id=11, camera_id=1, timestamp=None, tags=[])]
         first = a.gallery.add([item], meta)[0].id
-        count_by_sha, raced = crud.count_by_sha, {}
+        referenced_contents, raced = crud.referenced_contents, {}
 
         def count_then_race(**kwargs):
-            n = count_by_sha(**kwargs)
+            n = referenced_contents(**kwargs)
             if not raced:  # A has counted: now B uploads the same bytes, and gets a second to finish
                 raced['thread'] = threading.Thread(target=lambda: raced.setdefault('row', b.gallery.add([item], meta)))
                 raced['thread'].start()
@@ -313,7 +313,7 @@ def test_an_upload_racing_a_delete_of_the_same_bytes_keeps_its_file(request, db,
                 raced['finished_inside'] = not raced['thread'].is_alive()
             return n
 
-        monkeypatch.setattr(crud, 'count_by_sha', count_then_race)
+        monkeypatch.setattr(crud, 'referenced_contents', count_then_race)
         assert a.gallery.delete(first)
         raced['thread'].join(timeout=60)
         assert not raced['finished_inside']  # B waited for A's unlink
