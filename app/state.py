@@ -36,6 +36,7 @@ from .gallery_writes import GalleryWriter
 from .index_builds import IndexBuilder
 from .metrics import Metrics
 from .registry import ensure_onnx, register_checkpoint
+from .retention import RetentionSweeper
 from .row_cache import MatchRows, gallery_visibility
 from .search_service import engine_search
 from .settings import Settings
@@ -85,6 +86,8 @@ class ServiceState:
                                         self.write_lock, self.metrics, current=lambda: self.current,
                                         make_current=self._make_current)
         self.identities = IdentityLinker(self)
+        self.retention = RetentionSweeper(self.Session, self.engine, self.gallery, settings, self.metrics,
+                                          self.data_dir)
 
     # ---- life cycle ------------------------------------------------------------------------------------------
     def startup(self) -> None:
@@ -108,6 +111,7 @@ class ServiceState:
             self.reconcile_at_start()
         self._saver = threading.Thread(target=self._maintenance_loop, name='index-maintenance', daemon=True)
         self._saver.start()
+        self.retention.start()
 
     def _make_current(self, snap: Snapshot) -> None:
         self.current = snap
@@ -131,6 +135,7 @@ class ServiceState:
 
     def shutdown(self) -> None:
         self._stop.set()
+        self.retention.stop()
         if self._saver is not None:
             self._saver.join(timeout=60)  # no faiss call may be running in a thread while the interpreter exits
         self.save_index()

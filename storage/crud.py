@@ -13,7 +13,7 @@ __all__ = ['add_images', 'add_sighting', 'get_sighting', 'get_sightings', 'list_
            'sighting_images', 'count_sighting',
            'get_image', 'get_images', 'gallery_records', 'GalleryRecord', 'list_images',
            'delete_image', 'delete_images', 'Deletion', 'delete_empty_identities', 'person_image_ids',
-           'identity_image_ids', 'image_id_array',
+           'identity_image_ids', 'expired_image_ids', 'image_id_array',
            'ids_not_embedded_by', 'referenced_contents', 'count_images',
            'put_vectors', 'get_vectors', 'last_change_seq', 'changes_after', 'set_model_version', 'add_model',
            'get_model', 'list_models', 'active_model', 'activate_model', 'create_job', 'get_job', 'list_jobs',
@@ -148,6 +148,24 @@ def identity_image_ids(*, session: Session, identity_id: int, limit: int) -> Lis
     """Up to ``limit`` ids of the gallery images of an identity's sightings."""
     return list(session.scalars(select(GalleryImage.id).join(Sighting, GalleryImage.sighting_id == Sighting.id)
                                 .where(Sighting.identity_id == identity_id).order_by(GalleryImage.id).limit(limit)))
+
+
+def expired_image_ids(*, session: Session, stored_before: datetime, limit: int,
+                      camera_ids: Optional[Sequence[int]] = None, other_cameras_than: Sequence[int] = (),
+                      keep_named: bool = False) -> List[int]:
+    """Up to ``limit`` ids of gallery images stored before ``stored_before`` (oldest first), of ``camera_ids`` only
+    or of cameras other than ``other_cameras_than``; ``keep_named``: not those of an enrolled (named) identity's
+    sightings."""
+    stmt = select(GalleryImage.id).where(GalleryImage.created_at < stored_before)
+    if camera_ids is not None:
+        stmt = stmt.where(GalleryImage.camera_id.in_(list(camera_ids)))
+    if other_cameras_than:
+        stmt = stmt.where(GalleryImage.camera_id.not_in(list(other_cameras_than)))
+    if keep_named:
+        named = (select(Sighting.id).join(Identity, Sighting.identity_id == Identity.id)
+                 .where(Sighting.id == GalleryImage.sighting_id, Identity.name.is_not(None)))
+        stmt = stmt.where(~named.exists())
+    return list(session.scalars(stmt.order_by(GalleryImage.created_at, GalleryImage.id).limit(limit)))
 
 
 # ---- sightings --------------------------------------------------------------------------------------------------

@@ -106,7 +106,10 @@ class Sighting(Base):
 
 class GalleryImage(Base):
     __tablename__ = 'gallery_images'
-    __table_args__ = {'sqlite_autoincrement': True}  # ids are never reused (migration 0004)
+    # retention finds expired rows by when they were stored, overall and per camera (migration 0007)
+    __table_args__ = (Index('ix_gallery_images_created_at', 'created_at'),
+                      Index('ix_gallery_images_camera_created', 'camera_id', 'created_at'),
+                      {'sqlite_autoincrement': True})  # ids are never reused (migration 0004)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[Optional[int]] = mapped_column(Integer, index=True, nullable=True)  # None: unknown
     sighting_id: Mapped[Optional[int]] = mapped_column(ForeignKey('sightings.id'), nullable=True, index=True)
