@@ -26,8 +26,10 @@ class Metrics:
         self.backend = Gauge('amg_embed_backend', 'the embedding backend and its precision in use (1)', ['backend', 'precision'],
                              registry=self.registry)
         self.retention_removed = Counter('amg_retention_removed', 'what the retention sweeper removed: images, '
-                                         'image_files, vectors, sightings, identities', ['what'],
+                                         'image_files, vectors, sightings, identities, audit_events', ['what'],
                                          registry=self.registry)
+        self.audit_dropped = Counter('amg_audit_dropped', 'audit events dropped: the queue to the database was full',
+                                     registry=self.registry)
 
     def observe_stages(self, stages: Dict[str, float]) -> None:
         for stage, seconds in stages.items():

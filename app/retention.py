@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from sqlalchemy.engine import Engine
 
+from storage import audit as audit_store
 from storage import crud
 from storage.db import utcnow
 from storage.locks import lock_key, replica_lock
@@ -52,6 +53,7 @@ class RetentionSweeper:
         self.database = database  # replicas' lock (PostgreSQL advisory locks)
         self.gallery = gallery
         self.rules = rules_of(settings)
+        self.audit_days = settings.audit_retention_days
         self.keep_named = settings.retention_keep_named
         self.batch = settings.retention_batch
         self.interval = settings.retention_seconds
@@ -61,7 +63,7 @@ class RetentionSweeper:
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        if self.rules:
+        if self.rules or self.audit_days is not None:
             self._thread = threading.Thread(target=self._loop, name='retention', daemon=True)
             self._thread.start()
 
@@ -95,6 +97,21 @@ class RetentionSweeper:
                         removed[what] += n
                         self.metrics.retention_removed.labels(what).inc(n)
                     self._stop.wait(BATCH_PAUSE_SECONDS)
-        if removed['images']:
+            removed['audit_events'] = self._sweep_audit(now)
+        if removed['images'] or removed['audit_events']:
             _logger.info('retention removed %s', ', '.join(f'{n} {what}' for what, n in removed.items()))
         return removed
+
+    def _sweep_audit(self, now: datetime) -> int:
+        """The audit trail's own retention: events older than ``audit_retention_days``, a batch at a time."""
+        if self.audit_days is None:
+            return 0
+        cutoff, total = now - timedelta(days=self.audit_days), 0
+        while not self._stop.is_set():
+            with self.Session.begin() as s:
+                n = audit_store.delete_events_before(session=s, cutoff=cutoff, limit=self.batch)
+            total += n
+            if n < self.batch:
+                break
+        self.metrics.retention_removed.labels('audit_events').inc(total)
+        return total

@@ -14,7 +14,7 @@ from .tasks import TaskState
 MAX_ID = 2 ** 31 - 1  # ids and filters fit the database's INTEGER columns (32-bit on PostgreSQL)
 
 __all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SightingPublic', 'SightingsPublic',
-           'SightingSummary', 'Removal', 'ErasureReceipt', 'SearchMatch', 'QueryResult', 'SearchResponse',
+           'SightingSummary', 'Removal', 'ErasureReceipt', 'AuditEventPublic', 'AuditEventsPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
            'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'TrainJobCreate',
            'PruneJobCreate', 'FinetuneJobCreate', 'JobPublic', 'JobsPublic',
            'ModelPublic', 'ModelsPublic', 'TaskPublic']
@@ -143,6 +143,27 @@ class Removal(BaseModel):
 
 class ErasureReceipt(Removal):
     erased: str = Field(description="what was erased: 'person 7', 'identity 3'")
+
+
+class AuditEventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    at: UtcDatetime
+    key_name: str = Field(description="the key's name ('' without a key)")
+    role: str = Field(description='read, write, admin; open: a route open without a key')
+    client: str
+    method: str
+    route: str = Field(description="the route's template")
+    path: str
+    status: int
+    filters: Dict[str, Any] = Field(description='query parameters, and a search form\'s fields (never images)')
+    k: Optional[int] = None
+    results: Optional[int] = Field(None, description='matches or rows answered')
+
+
+class AuditEventsPublic(BaseModel):
+    data: List[AuditEventPublic]
+    count: int
 
 
 class SearchMatch(BaseModel):

@@ -118,6 +118,8 @@ class Settings(BaseSettings):
                                           'overrides retention_days (also where that is unset)')
     retention_keep_named: bool = Field(False, description='retention spares the sightings of enrolled (named) '
                                                           'identities')
+    audit_retention_days: Optional[float] = Field(None, gt=0, description='audit events (GET /v1/admin/audit) are '
+                                                  'removed this many days after they were recorded; none: kept')
     retention_seconds: float = Field(60.0, gt=0, description='how often the retention sweeper looks for expired '
                                                              'images')
     retention_batch: int = Field(500, ge=1, le=10_000, description='images the sweeper removes a transaction (the '

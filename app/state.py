@@ -28,6 +28,7 @@ from storage.engine import EngineUnavailable, GalleryFilter
 from storage.images import ImageStore
 
 from .activation import ModelActivator
+from .audit import AuditLog
 from .identities import IdentityLinker
 from .batching import ModelThread
 from .changelog import ChangeLogFollower
@@ -61,6 +62,7 @@ class ServiceState:
         self.index_dir = Path(settings.index_dir or self.data_dir).resolve()  # per replica
         self.index_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
+        self.audit = AuditLog(self.Session, self.metrics)  # every /v1 request (app.main records them)
         self.write_lock = threading.RLock()  # uploads, deletes and the model swap
         # image decoding runs in worker threads, this many requests at once: the event loop keeps answering
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
@@ -112,6 +114,7 @@ class ServiceState:
         self._saver = threading.Thread(target=self._maintenance_loop, name='index-maintenance', daemon=True)
         self._saver.start()
         self.retention.start()
+        self.audit.start()
 
     def _make_current(self, snap: Snapshot) -> None:
         self.current = snap
@@ -142,6 +145,7 @@ class ServiceState:
         if self.current is not None:
             self.current.engine.close()
         self.model_thread.close()
+        self.audit.stop()  # the last events appended
 
     def _register_configured_model(self, s) -> None:
         path = str(Path(self.settings.model_path).resolve())

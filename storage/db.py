@@ -8,7 +8,7 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integ
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-__all__ = ['Base', 'Identity', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
+__all__ = ['Base', 'AuditEvent', 'Identity', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
            'ModelVersion', 'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'make_engine',
            'make_sessionmaker', 'utcnow']
 
@@ -179,6 +179,26 @@ class Job(Base):
     result_model_id: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuditEvent(Base):
+    """One request as the audit trail keeps it: who (key name and role, client address), what (method, route,
+    path, filters, k), and how it went (status, results); never an image. Append-only: the database refuses an
+    UPDATE (a trigger, migration 0008); rows leave only by the audit retention."""
+    __tablename__ = 'audit_events'
+    __table_args__ = {'sqlite_autoincrement': True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    key_name: Mapped[str] = mapped_column(String(100), default='', index=True)  # '' for an open route without a key
+    role: Mapped[str] = mapped_column(String(16), default='')  # read | write | admin | open
+    client: Mapped[str] = mapped_column(String(64), default='')
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(200), index=True)  # the route's template: /v1/gallery/{image_id}
+    path: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[int] = mapped_column(Integer)
+    filters: Mapped[Dict[str, Any]] = mapped_column(default=dict)
+    k: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    results: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # matches or rows answered
 
 
 def make_engine(url: str) -> Engine:

@@ -3,11 +3,12 @@ split by operators."""
 from datetime import timezone
 from typing import Dict, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from storage import identities as store
 
+from .. import audit
 from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_api_key, require_read, require_write
 from ..identities import IdentityConflict
 from ..imaging import has_control_characters
@@ -40,11 +41,12 @@ def _public(session, identity) -> IdentityPublic:
 
 
 @router.get('', response_model=IdentitiesPublic, dependencies=[Depends(require_read)])
-def list_identities(session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID),
+def list_identities(request: Request, session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID),
                     limit: int = Query(50, ge=1, le=500),
                     named: Optional[bool] = Query(None, description='only enrolled (true) or only unnamed (false)')):
     """Identities by id, each with how many sightings, when and on which cameras."""
     rows, total = store.list_identities(session=session, offset=offset, limit=limit, named=named)
+    audit.note(request, results=len(rows))
     return IdentitiesPublic(data=[IdentityPublic.model_validate(r._asdict()) for r in rows], count=total)
 
 
@@ -60,12 +62,13 @@ def get_identity(identity_id: IdPath, session: SessionDep):
 
 
 @router.delete('/{identity_id}', response_model=ErasureReceipt, dependencies=[Depends(require_write)])
-def erase_identity(identity_id: IdPath, state: StateDep):
+def erase_identity(identity_id: IdPath, request: Request, state: StateDep):
     """Erase an identity (named or not): the images of all its sightings (rows, files, every model's vectors), the
     sightings and the identity; answers what was removed. Afterwards no route answers any of it."""
     receipt = state.gallery.erase_identity(identity_id)
     if receipt is None:
         raise HTTPException(status_code=404, detail=f'identity {identity_id} not found')
+    audit.note(request, results=receipt['images'])
     return ErasureReceipt(erased=f'identity {identity_id}', **receipt)
 
 
