@@ -38,7 +38,8 @@ def event_of(scope: Dict[str, Any], status: int, at) -> Optional[Dict[str, Any]]
         return None
     state = scope.get('state', {})
     noted = state.get('audit') or {}
-    key_name, role = state.get('principal') or ('', '')
+    principal = state.get('principal')  # app.deps.Principal; absent on a route that checks no key
+    key_name, role = (principal.name, principal.role) if principal is not None else ('', 'open')
     filters = {k: v[:MAX_FILTER_CHARS] for k, v in parse_qsl(scope.get('query_string', b'').decode('latin-1'))}
     filters.update(noted.get('filters') or {})
     client = scope.get('client')

@@ -17,7 +17,7 @@ from storage.db import utcnow
 
 from .audit import event_of
 from .jobs import JobManager
-from .routes import admin, audit, gallery, health, identities, samples, search, sightings, videos
+from .routes import admin, audit, gallery, health, identities, keys, samples, search, sightings, videos
 from .security import BrowserGuard
 from .settings import Settings
 from .state import ServiceState
@@ -125,7 +125,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                            allow_methods=['GET', 'POST', 'DELETE'], allow_headers=['X-API-Key', 'Content-Type'])
     app.add_middleware(BrowserGuard, cors_origins=settings.cors_origin_list)
     app.mount('/static', StaticFiles(directory=STATIC), name='static')
-    for module in (health, search, gallery, sightings, identities, videos, admin, audit, samples):
+    for module in (health, search, gallery, sightings, identities, videos, admin, audit, keys, samples):
         app.include_router(module.router)
     app.include_router(identities.admin_router)
 

@@ -14,7 +14,8 @@ from .tasks import TaskState
 MAX_ID = 2 ** 31 - 1  # ids and filters fit the database's INTEGER columns (32-bit on PostgreSQL)
 
 __all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SightingPublic', 'SightingsPublic',
-           'SightingSummary', 'Removal', 'ErasureReceipt', 'AuditEventPublic', 'AuditEventsPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
+           'SightingSummary', 'Removal', 'ErasureReceipt', 'AuditEventPublic', 'AuditEventsPublic', 'KeyCreate', 'KeyPublic', 'KeyCreated',
+           'KeysPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
            'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'TrainJobCreate',
            'PruneJobCreate', 'FinetuneJobCreate', 'JobPublic', 'JobsPublic',
            'ModelPublic', 'ModelsPublic', 'TaskPublic']
@@ -163,6 +164,41 @@ class AuditEventPublic(BaseModel):
 
 class AuditEventsPublic(BaseModel):
     data: List[AuditEventPublic]
+    count: int
+
+
+SITE_PATTERN = r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'
+SiteName = Annotated[str, Field(pattern=SITE_PATTERN, description='a site: letters, digits, _ . -')]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    name: str = Field(min_length=1, max_length=100, pattern=r'^[^\x00-\x1f\x7f]+$',
+                      description='unique; the audit trail names the key by it')
+    role: Literal['read', 'write', 'admin'] = Field(description='read: searches and reads; write: also uploads and '
+                                                               'deletes; admin: also the admin API')
+    sites: List[SiteName] = Field(default_factory=list, max_length=100,
+                                  description='the sites it may see (none: every site)')
+    expires_at: Optional[datetime] = Field(None, description='refused from then on (ISO 8601; none: never)')
+
+
+class KeyPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    role: str
+    sites: List[str]
+    created_at: UtcDatetime
+    expires_at: Optional[UtcDatetime] = None
+    revoked_at: Optional[UtcDatetime] = None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description='the secret, for the X-API-Key header: shown this once, only its hash is kept')
+
+
+class KeysPublic(BaseModel):
+    data: List[KeyPublic]
     count: int
 
 

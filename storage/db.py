@@ -8,7 +8,7 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integ
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-__all__ = ['Base', 'AuditEvent', 'Identity', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
+__all__ = ['Base', 'ApiKey', 'AuditEvent', 'Identity', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
            'ModelVersion', 'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'make_engine',
            'make_sessionmaker', 'utcnow']
 
@@ -199,6 +199,21 @@ class AuditEvent(Base):
     filters: Mapped[Dict[str, Any]] = mapped_column(default=dict)
     k: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     results: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # matches or rows answered
+
+
+class ApiKey(Base):
+    """A named API key made through the admin API: its role (read, write, admin) and the sites it may see (empty:
+    every site). Only the secret's SHA-256 is stored (the secret is random: a fast hash is as safe as a slow one);
+    revoked keys stay, so the audit trail's names keep meaning something."""
+    __tablename__ = 'api_keys'
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    sites: Mapped[List[str]] = mapped_column(default=list)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
 
 
 def make_engine(url: str) -> Engine:
