@@ -1,7 +1,7 @@
 """Erasure of a person and of an identity: the receipt counts what went, and below the API nothing is left - no
 gallery, tag, vector or sighting row, no identity, no file (a file another person's row shares stays), no vector in
 the FAISS index (in memory and saved) or the Milvus collection, none in another model's saved index or collection;
-the routes answer none of it. On SQLite and PostgreSQL, FAISS, Milvus Lite and (slow) a real Milvus standalone."""
+the routes answer none of it, on this replica and on another that follows the change log. On SQLite and PostgreSQL, FAISS, Milvus Lite and (slow) a real Milvus standalone."""
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +16,7 @@ from storage.db import GalleryChange, GalleryImage, GalleryTag, GalleryVector, I
 from storage.engine import Attributes
 from storage.faiss_engine import FaissEngine
 from tests.app.conftest import API_KEY, files_for, make_client, wait_for
+from tests.app.test_api import same_stores
 from tests.app.test_sightings import START, track
 from tests.conftest import database_url_for, engine_settings
 
@@ -109,7 +110,7 @@ def no_route_answers(client, items, sighting_ids, query_path):
     assert r.status_code == 200 and not gone & {m['image_id'] for m in r.json()['results'][0]['matches']}
 
 
-def test_erasing_a_person_leaves_nothing_behind(client, dataset):
+def test_erasing_a_person_leaves_nothing_behind(client, dataset, service_model, tmp_path):
     service = client.app.state.service
     mine, theirs = people(dataset, 2, 3)
     items = upload(client, mine, PERSON)
@@ -120,6 +121,13 @@ def test_erasing_a_person_leaves_nothing_behind(client, dataset):
     with service.Session() as s:
         paths = [s.get(GalleryImage, i).image_path for i in ids]
     other_model = plant_other_model_copies(service, ids)
+    replica = make_client(tmp_path / 'replica', service_model, index_dir=tmp_path / 'replica-index',
+                          **same_stores(client))
+    replica.__enter__()
+    # the replica has them in its engine and its cached rows before the erasure
+    wait_for(lambda: set(ids) <= set(replica.app.state.service.current.engine.ids().tolist()), what='replica filled')
+    assert replica.post('/v1/search', files=files_for([mine[0].path]), data={'k': '100', 'min_score': '-1'}
+                        ).status_code == 200
 
     r = client.delete(f'/v1/persons/{PERSON}', headers=WRITE)
     assert r.status_code == 200, r.text
@@ -132,6 +140,13 @@ def test_erasing_a_person_leaves_nothing_behind(client, dataset):
         assert other_model.count() == 0
         other_model.drop()
     no_route_answers(client, items, sightings, mine[0].path)
+    try:  # another replica follows the change log: its engine and cached rows forget them too
+        follower = replica.app.state.service
+        wait_for(lambda: not set(ids) & set(follower.current.engine.ids().tolist()), what='the replica followed')
+        wait_for(lambda: not follower.match_rows.cached(ids)[0], what="the replica's cache followed")
+        no_route_answers(replica, items, sightings, mine[0].path)
+    finally:
+        replica.__exit__(None, None, None)
     assert client.get(f'/v1/persons/{PERSON}').status_code == 404
     assert client.get('/v1/gallery', params={'person_id': PERSON}).json()['count'] == 0
     # the other person is untouched, their shared file answered
