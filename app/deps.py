@@ -49,11 +49,9 @@ ROLES = ('read', 'write', 'admin')  # each opens what the ones before it open
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request comes from: a key's name and role, and the sites it may see (empty: every site); an open
-    route's caller without a key is ``OPEN``."""
+    """Who a request comes from: a key's name and role; an open route's caller without a key is ``OPEN``."""
     name: str
     role: str  # read | write | admin | open
-    sites: Tuple[str, ...] = ()
 
     def admits(self, role: str) -> bool:
         return self.role in ROLES and ROLES.index(self.role) >= ROLES.index(role)
@@ -63,7 +61,7 @@ OPEN = Principal('', 'open')
 
 
 def _environment_key(state: ServiceState, given: str) -> Optional[Principal]:
-    """The bootstrap key (AMG_API_KEY, AMG_WRITE_API_KEY, AMG_READ_API_KEY) ``given`` is, if any: every site."""
+    """The bootstrap key (AMG_API_KEY, AMG_WRITE_API_KEY, AMG_READ_API_KEY) ``given`` is, if any."""
     s = state.settings
     found = None
     # every key compared in constant time, none skipped: a key cannot be guessed from response times
@@ -87,7 +85,7 @@ def _named_key(state: ServiceState, given: str) -> Optional[Principal]:
         raise HTTPException(status_code=401, detail=f'key {key.name!r} was revoked')
     if key.expires_at is not None and key.expires_at <= utcnow():
         raise HTTPException(status_code=401, detail=f'key {key.name!r} expired at {key.expires_at.isoformat()}Z')
-    return Principal(key.name, key.role, tuple(key.sites))
+    return Principal(key.name, key.role)
 
 
 async def _principal(request: Request, state: ServiceState, given: Optional[str]) -> Optional[Principal]:
@@ -122,7 +120,7 @@ async def require_api_key(request: Request, state: StateDep, x_api_key: KeyHeade
 
 async def require_read(request: Request, state: StateDep, x_api_key: KeyHeader = None) -> None:
     """Searches and gallery reads: open unless AMG_READ_API_KEY is set (write and admin keys also read); a key
-    given is checked either way (a revoked one is refused, a named one sees only its sites)."""
+    given is checked either way (a revoked one is refused)."""
     principal = await _principal(request, state, x_api_key)
     if state.settings.read_api_key:
         _refuse(principal, 'read', 'this server needs a read key: missing or wrong X-API-Key header')

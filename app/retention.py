@@ -9,6 +9,7 @@ for more than one batch and searches (which never take it) go on; one replica sw
 replica honours), the others find nothing left."""
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -27,7 +28,9 @@ from .settings import Settings
 __all__ = ['RetentionRule', 'RetentionSweeper', 'rules_of']
 
 _logger = logging.getLogger(__name__)
-BATCH_PAUSE_SECONDS = 0.01  # between batches: an upload waiting for the write lock gets it
+# after each batch the sweeper rests as long as the batch took (at least this long): it takes at most half a core
+# from searches, and an upload waiting for the write lock gets it
+BATCH_PAUSE_SECONDS = 0.01
 
 
 class RetentionRule(NamedTuple):
@@ -93,10 +96,11 @@ class RetentionSweeper:
                                                      keep_named=self.keep_named)
                     if not ids:
                         break
+                    started = time.monotonic()
                     for what, n in self.gallery.remove(ids).items():
                         removed[what] += n
                         self.metrics.retention_removed.labels(what).inc(n)
-                    self._stop.wait(BATCH_PAUSE_SECONDS)
+                    self._stop.wait(max(BATCH_PAUSE_SECONDS, time.monotonic() - started))
             removed['audit_events'] = self._sweep_audit(now)
         if removed['images'] or removed['audit_events']:
             _logger.info('retention removed %s', ', '.join(f'{n} {what}' for what, n in removed.items()))

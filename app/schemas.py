@@ -167,18 +167,12 @@ class AuditEventsPublic(BaseModel):
     count: int
 
 
-SITE_PATTERN = r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'
-SiteName = Annotated[str, Field(pattern=SITE_PATTERN, description='a site: letters, digits, _ . -')]
-
-
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra='forbid')
     name: str = Field(min_length=1, max_length=100, pattern=r'^[^\x00-\x1f\x7f]+$',
                       description='unique; the audit trail names the key by it')
     role: Literal['read', 'write', 'admin'] = Field(description='read: searches and reads; write: also uploads and '
                                                                'deletes; admin: also the admin API')
-    sites: List[SiteName] = Field(default_factory=list, max_length=100,
-                                  description='the sites it may see (none: every site)')
     expires_at: Optional[datetime] = Field(None, description='refused from then on (ISO 8601; none: never)')
 
 
@@ -187,7 +181,6 @@ class KeyPublic(BaseModel):
     id: int
     name: str
     role: str
-    sites: List[str]
     created_at: UtcDatetime
     expires_at: Optional[UtcDatetime] = None
     revoked_at: Optional[UtcDatetime] = None

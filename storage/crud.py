@@ -333,9 +333,8 @@ def _after_images_left(*, session: Session, sightings: Sequence[Sighting], delet
             if x.best_image_id is None or x.best_image_id in deleted:
                 x.best_image_id = left[x.id][1]
     identities = sorted({x.identity_id for x in empty if x.identity_id is not None})
-    for x in empty:
-        session.delete(x)
-    session.flush()
+    if empty:
+        session.execute(delete(Sighting).where(Sighting.id.in_([x.id for x in empty])))
     return len(empty), identities
 
 

@@ -202,8 +202,8 @@ class AuditEvent(Base):
 
 
 class ApiKey(Base):
-    """A named API key made through the admin API: its role (read, write, admin) and the sites it may see (empty:
-    every site). Only the secret's SHA-256 is stored (the secret is random: a fast hash is as safe as a slow one);
+    """A named API key made through the admin API, with its role (read, write, admin); ``sites`` is where the sites
+    it may see will go (issue 30's sites; empty: every site, as now). Only the secret's SHA-256 is stored (the secret is random: a fast hash is as safe as a slow one);
     revoked keys stay, so the audit trail's names keep meaning something."""
     __tablename__ = 'api_keys'
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

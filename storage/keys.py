@@ -3,7 +3,7 @@ listed, revoked."""
 import hashlib
 import secrets
 from datetime import datetime
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,11 +19,11 @@ def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(*, session: Session, name: str, role: str, sites: Sequence[str] = (),
+def create_key(*, session: Session, name: str, role: str,
                expires_at: Optional[datetime] = None) -> Tuple[ApiKey, str]:
     """A new key and its secret (shown once: only its hash is stored)."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(name=name, role=role, sites=sorted(set(sites)), secret_sha256=secret_hash(secret),
+    key = ApiKey(name=name, role=role, sites=[], secret_sha256=secret_hash(secret),
                  expires_at=expires_at)
     session.add(key)
     session.flush()

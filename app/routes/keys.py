@@ -1,8 +1,8 @@
-"""Named API keys, made and revoked by admins: each with a role and the sites it may see. The secret is answered
-once, at creation; the environment's keys (AMG_API_KEY, ...) keep working beside them as bootstrap keys."""
+"""Named API keys, made and revoked by admins, each with a role. The secret is answered once, at creation; the
+environment's keys (AMG_API_KEY, ...) keep working beside them as bootstrap keys."""
 from datetime import timezone
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from sqlalchemy.exc import IntegrityError
 
 from storage import keys as store
@@ -15,17 +15,9 @@ router = APIRouter(prefix='/v1/admin/keys', tags=['admin'], dependencies=[Depend
                    responses=ERRORS)
 
 
-def _within_own_sites(request: Request, sites) -> None:
-    """An admin key scoped to sites makes keys for (some of) those sites only."""
-    own = request.state.principal.sites
-    if own and (not sites or not set(sites) <= set(own)):
-        raise HTTPException(status_code=403, detail=f'sites: this key may give only its own sites: {list(own)}')
-
-
 @router.post('', response_model=KeyCreated, status_code=201)
-def create_key(body: KeyCreate, request: Request, state: StateDep):
+def create_key(body: KeyCreate, state: StateDep):
     """A new key; the answer holds its secret, shown this once."""
-    _within_own_sites(request, body.sites)
     expires = body.expires_at
     if expires is not None and expires.tzinfo is not None:
         expires = expires.astimezone(timezone.utc).replace(tzinfo=None)
@@ -33,28 +25,25 @@ def create_key(body: KeyCreate, request: Request, state: StateDep):
         raise HTTPException(status_code=400, detail='expires_at: in the past')
     try:
         with state.Session.begin() as s:
-            key, secret = store.create_key(session=s, name=body.name, role=body.role, sites=body.sites,
-                                           expires_at=expires)
+            key, secret = store.create_key(session=s, name=body.name, role=body.role, expires_at=expires)
             return KeyCreated(**KeyPublic.model_validate(key).model_dump(), key=secret)
     except IntegrityError:
         raise HTTPException(status_code=409, detail=f'a key named {body.name!r} exists already') from None
 
 
 @router.get('', response_model=KeysPublic)
-def list_keys(request: Request, state: StateDep):
-    """Every named key, revoked ones included, without secrets (a key scoped to sites sees those keys only)."""
-    own = set(request.state.principal.sites)
+def list_keys(state: StateDep):
+    """Every named key, revoked ones included, without secrets."""
     with state.Session() as s:
-        rows = [k for k in store.list_keys(session=s) if not own or (k.sites and set(k.sites) <= own)]
+        rows = store.list_keys(session=s)
         return KeysPublic(data=[KeyPublic.model_validate(k) for k in rows], count=len(rows))
 
 
 @router.delete('/{key_id}', response_model=KeyPublic)
-def revoke_key(key_id: IdPath, request: Request, state: StateDep):
+def revoke_key(key_id: IdPath, state: StateDep):
     """Revoke a key: every replica refuses it from now on (401)."""
     with state.Session.begin() as s:
         key = store.revoke_key(session=s, key_id=key_id)
         if key is None:
             raise HTTPException(status_code=404, detail=f'key {key_id} not found')
-        _within_own_sites(request, key.sites)
         return KeyPublic.model_validate(key)
