@@ -1,9 +1,14 @@
 """Dependencies shared by the routes."""
 import secrets
-from typing import Annotated, Iterator, Optional
+from dataclasses import dataclass
+from typing import Annotated, Iterator, Optional, Tuple
 
 from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from storage import keys
+from storage.db import utcnow
 
 from .schemas import MAX_ID
 from .snapshot import NoModel, Snapshot
@@ -39,36 +44,95 @@ async def get_snapshot(state: StateDep) -> Snapshot:
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 
 
-def _matches(given: Optional[str], *keys: Optional[str]) -> bool:
-    # constant-time comparison: a key cannot be guessed byte by byte from response times
-    return given is not None and any(k and secrets.compare_digest(given.encode(), k.encode()) for k in keys)
+ROLES = ('read', 'write', 'admin')  # each opens what the ones before it open
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request comes from: a key's name and role; an open route's caller without a key is ``OPEN``."""
+    name: str
+    role: str  # read | write | admin | open
+
+    def admits(self, role: str) -> bool:
+        return self.role in ROLES and ROLES.index(self.role) >= ROLES.index(role)
+
+
+OPEN = Principal('', 'open')
+
+
+def _environment_key(state: ServiceState, given: str) -> Optional[Principal]:
+    """The bootstrap key (AMG_API_KEY, AMG_WRITE_API_KEY, AMG_READ_API_KEY) ``given`` is, if any."""
+    s = state.settings
+    found = None
+    # every key compared in constant time, none skipped: a key cannot be guessed from response times
+    # without a write key the read key writes too (writes need what reads need)
+    read_role = 'read' if s.write_api_key else 'write'
+    for name, role, key in (('AMG_API_KEY', 'admin', s.api_key), ('AMG_WRITE_API_KEY', 'write', s.write_api_key),
+                            ('AMG_READ_API_KEY', read_role, s.read_api_key)):
+        if key and secrets.compare_digest(given.encode(), key.encode()) and found is None:
+            found = Principal(name, role)
+    return found
+
+
+def _named_key(state: ServiceState, given: str) -> Optional[Principal]:
+    """The named key ``given`` is (storage.keys), read from the database on every request: a key revoked on one
+    replica is refused by all at once. 401 for a revoked or expired one."""
+    with state.Session() as s:
+        key = keys.find_key(session=s, secret=given)
+    if key is None:
+        return None
+    if key.revoked_at is not None:
+        raise HTTPException(status_code=401, detail=f'key {key.name!r} was revoked')
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        raise HTTPException(status_code=401, detail=f'key {key.name!r} expired at {key.expires_at.isoformat()}Z')
+    return Principal(key.name, key.role)
+
+
+async def _principal(request: Request, state: ServiceState, given: Optional[str]) -> Optional[Principal]:
+    """The key ``given`` as a principal (None: no key, or none the server knows), noted for the audit trail."""
+    found = None
+    if given:
+        found = _environment_key(state, given)
+        if found is None and given.startswith(keys.KEY_PREFIX):
+            found = await run_in_threadpool(_named_key, state, given)
+    request.state.principal = found or OPEN
+    return found
+
+
+def _refuse(principal: Optional[Principal], role: str, missing: str) -> None:
+    if principal is None:
+        raise HTTPException(status_code=401, detail=missing)
+    if not principal.admits(role):
+        raise HTTPException(status_code=403, detail=f'key {principal.name!r} ({principal.role}) may not do what '
+                                                    f'needs a {role} key')
 
 
 KeyHeader = Annotated[Optional[str], Header(description='the read, write or admin key, when the server sets one')]
 
 
-async def require_api_key(state: StateDep, x_api_key: KeyHeader = None) -> None:
-    """Admin: always behind AMG_API_KEY (off without it)."""
-    expected = state.settings.api_key
-    if not expected:
+async def require_api_key(request: Request, state: StateDep, x_api_key: KeyHeader = None) -> None:
+    """Admin: an admin key (AMG_API_KEY or a named one); the admin API is off without AMG_API_KEY."""
+    principal = await _principal(request, state, x_api_key)
+    if not state.settings.api_key:
         raise HTTPException(status_code=401, detail='the admin API is disabled: set AMG_API_KEY on the server')
-    if not _matches(x_api_key, expected):
-        raise HTTPException(status_code=401, detail='missing or wrong X-API-Key header')
+    _refuse(principal, 'admin', 'missing or wrong X-API-Key header')
 
 
-async def require_read(state: StateDep, x_api_key: KeyHeader = None) -> None:
-    """Searches and gallery reads: open unless AMG_READ_API_KEY is set (the write and admin keys also read)."""
+async def require_read(request: Request, state: StateDep, x_api_key: KeyHeader = None) -> None:
+    """Searches and gallery reads: open unless AMG_READ_API_KEY is set (write and admin keys also read); a key
+    given is checked either way (a revoked one is refused)."""
+    principal = await _principal(request, state, x_api_key)
+    if state.settings.read_api_key:
+        _refuse(principal, 'read', 'this server needs a read key: missing or wrong X-API-Key header')
+
+
+async def require_write(request: Request, state: StateDep, x_api_key: KeyHeader = None) -> None:
+    """Gallery uploads and deletes: a write key (or an admin one) when AMG_WRITE_API_KEY is set, else whatever
+    reads need (the read key then writes too); a named read key never writes."""
+    principal = await _principal(request, state, x_api_key)
     s = state.settings
-    if s.read_api_key and not _matches(x_api_key, s.read_api_key, s.write_api_key, s.api_key):
-        raise HTTPException(status_code=401, detail='this server needs a read key: missing or wrong X-API-Key header')
-
-
-async def require_write(state: StateDep, x_api_key: KeyHeader = None) -> None:
-    """Gallery uploads and deletes: AMG_WRITE_API_KEY (or the admin key) when set, else whatever reads need."""
-    s = state.settings
-    if s.write_api_key:
-        if not _matches(x_api_key, s.write_api_key, s.api_key):
-            raise HTTPException(status_code=401,
-                                detail='this server needs a write key: missing or wrong X-API-Key header')
-    else:
-        await require_read(state, x_api_key)
+    if s.write_api_key or s.read_api_key:
+        _refuse(principal, 'write', f'this server needs a {"write" if s.write_api_key else "read"} key: missing or '
+                                    'wrong X-API-Key header')
+    elif principal is not None:
+        _refuse(principal, 'write', '')

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 from sqlalchemy.engine import Engine
 
 from storage import crud
-from storage.db import GalleryImage
+from storage import identities as store_identities
+from storage.db import GalleryImage, Identity
 from storage.engine import EngineUnavailable
 from storage.images import ImageStore
 
+from .engines import remove_from_other_models
 from .imaging import DecodedImage
 from .snapshot import Snapshot
 from .vector_feed import VectorFeed
@@ -19,7 +21,10 @@ from .vector_feed import VectorFeed
 if TYPE_CHECKING:
     from .changelog import ChangeLogFollower
 
-__all__ = ['GalleryWriter', 'write_images']
+__all__ = ['GalleryWriter', 'write_images', 'RECEIPT_FIELDS']
+
+ERASE_BATCH = 500  # images an erasure removes a transaction (the write lock is held for one batch)
+RECEIPT_FIELDS = ('images', 'image_files', 'vectors', 'sightings', 'identities')  # what a removal counts
 
 _logger = logging.getLogger(__name__)
 
@@ -27,7 +32,8 @@ _logger = logging.getLogger(__name__)
 class GalleryWriter:
     def __init__(self, session_factory: Callable, database: Engine, images: ImageStore, feed: VectorFeed,
                  changelog: 'ChangeLogFollower', write_lock: threading.RLock, snapshot: Callable[[], Snapshot],
-                 current: Callable[[], Optional[Snapshot]], on_engine_error: Callable[[str], None]) -> None:
+                 current: Callable[[], Optional[Snapshot]], on_engine_error: Callable[[str], None],
+                 index_dir: Path) -> None:
         self.Session = session_factory
         self.database = database  # the content lock (PostgreSQL advisory locks)
         self.images = images
@@ -37,6 +43,7 @@ class GalleryWriter:
         self.snapshot = snapshot  # the active model (NoModel without one)
         self.current = current
         self.on_engine_error = on_engine_error
+        self.index_dir = index_dir  # this replica's saved indexes
 
     def add(self, items: Sequence[DecodedImage], metas: Sequence[Dict[str, Any]],
             sighting: Optional[Dict[str, Any]] = None) -> List[GalleryImage]:
@@ -60,26 +67,83 @@ class GalleryWriter:
             _logger.warning('vector engine unavailable, the change waits in the change log: %s', e)
 
     def delete(self, image_id: int) -> bool:
+        return self.remove([image_id])['images'] == 1
+
+    def remove(self, image_ids: Sequence[int]) -> Dict[str, int]:
+        """Remove these gallery images (at most crud.IN_CHUNK) with everything that is theirs: rows, tags, every
+        model's vectors, their files once no row names them, the sightings and identities left empty; the engine
+        and every replica follow the change log, and inactive models' copies are removed too. Holds the write lock
+        for one batch: callers removing many call it a batch at a time. Counts of what was removed (a receipt)."""
+        receipt = dict.fromkeys(RECEIPT_FIELDS, 0)
         with self.write_lock:
             with self.Session() as s:
-                row = crud.get_image(session=s, image_id=image_id)
-                if row is None:
-                    return False
-                sha = row.image_sha256
+                shas = sorted({r.image_sha256 for r in crud.get_images(session=s, image_ids=image_ids).values()})
+            if not shas:
+                return receipt
             # under the content lock no upload of the same bytes can commit between the count and the unlink
-            with self.images.content_lock([sha], self.database):
+            with self.images.content_lock(shas, self.database):
                 with self.Session.begin() as s:
-                    row = crud.get_image(session=s, image_id=image_id)
-                    if row is None:  # deleted by another replica meanwhile
-                        return False
-                    path = row.image_path
-                    crud.delete_image(session=s, image_id=image_id)
+                    done = crud.delete_images(session=s, image_ids=image_ids)
                     s.flush()
-                    shared = crud.count_by_sha(session=s, sha256=sha) > 0
-                if not shared:
-                    Path(path).unlink(missing_ok=True)  # a crash before this: the start-up sweep removes it
-            self._follow(self.current())
-        return True
+                    shared = crud.referenced_contents(session=s, sha256s=[sha for sha, _ in done.files])
+                # a crash before the unlinks: the start-up sweep removes the files no row names
+                for path in sorted({path for sha, path in done.files if sha not in shared}):
+                    if Path(path).is_file():
+                        Path(path).unlink(missing_ok=True)
+                        receipt['image_files'] += 1
+            receipt.update(images=done.images, vectors=done.vectors, sightings=done.sightings,
+                           identities=done.identities)
+            snap = self.current()
+            self._follow(snap)
+            self._remove_from_other_models(snap, [int(i) for i in image_ids])
+        return receipt
+
+    def erase_person(self, person_id: int) -> Optional[Dict[str, int]]:
+        """Erasure of a person: every gallery image of ``person_id`` removed (:meth:`remove`, a batch at a time) with
+        the sightings and identities left empty; the receipt, or None when the person has no image."""
+        return self._erase(lambda s: crud.person_image_ids(session=s, person_id=person_id, limit=ERASE_BATCH))
+
+    def erase_identity(self, identity_id: int) -> Optional[Dict[str, int]]:
+        """Erasure of an identity: the images of all its sightings, the sightings and the identity itself (also
+        one enrolled by name); the receipt, or None when there is no such identity."""
+        with self.Session() as s:
+            if store_identities.get_identity(session=s, identity_id=identity_id) is None:
+                return None
+        def batch(s) -> List[int]:
+            return crud.identity_image_ids(session=s, identity_id=identity_id, limit=ERASE_BATCH)
+        receipt = dict.fromkeys(RECEIPT_FIELDS, 0)
+        while True:
+            for k, v in (self._erase(batch) or {}).items():
+                receipt[k] += v
+            with self.Session.begin() as s:
+                # locked: the linker cannot link a new sighting to it now (it finds it gone afterwards)
+                identity = s.get(Identity, identity_id, with_for_update=True)
+                if identity is None:  # removed with its last sighting
+                    return receipt
+                if batch(s):  # a sighting was linked to it meanwhile: erased too
+                    continue
+                store_identities.delete_identity(session=s, identity_id=identity_id)  # one without sightings
+                receipt['identities'] += 1
+                return receipt
+
+    def _erase(self, next_batch: Callable[[Any], List[int]]) -> Optional[Dict[str, int]]:
+        receipt: Optional[Dict[str, int]] = None
+        while True:
+            with self.Session() as s:
+                ids = next_batch(s)
+            if not ids:
+                return receipt
+            done = self.remove(ids)
+            receipt = {k: (receipt or {}).get(k, 0) + v for k, v in done.items()}
+
+    def _remove_from_other_models(self, snap: Optional[Snapshot], ids: List[int]) -> None:
+        if snap is None:
+            return
+        try:
+            remove_from_other_models(snap.engine, self.index_dir, snap.model_id, ids)
+        except EngineUnavailable as e:  # the previous model's collection: removed at the next publish at latest
+            _logger.warning("vector engine unavailable: inactive models' copies of %d image(s) remain: %s",
+                            len(ids), e)
 
 
 def write_images(Session: Callable, database: Engine, images: ImageStore, items: Sequence[DecodedImage],

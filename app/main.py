@@ -13,8 +13,11 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from storage.db import utcnow
+
+from .audit import event_of
 from .jobs import JobManager
-from .routes import admin, gallery, health, identities, samples, search, sightings, videos
+from .routes import admin, audit, gallery, health, identities, keys, samples, search, sightings, videos
 from .security import BrowserGuard
 from .settings import Settings
 from .state import ServiceState
@@ -52,6 +55,7 @@ class LimitsAndMetrics:
         if length.isdigit() and int(length) > limit:
             return await self._too_large(str(int(length)), limit)(scope, receive, send)
         start, status, received, cut_off, started = time.perf_counter(), 500, 0, False, False
+        at = utcnow()  # the audit event's time: when the request came in
         request_state = scope.setdefault('state', {})
         request_state['amg_start'] = start  # a search's "receive" stage runs from here to its handler
 
@@ -88,6 +92,9 @@ class LimitsAndMetrics:
                 end = time.perf_counter()
                 route = getattr(scope.get('route'), 'path', 'unmatched')
                 service.metrics.request_latency.labels(scope['method'], route, str(status)).observe(end - start)
+                event = event_of(scope, status, at)
+                if event is not None:
+                    service.audit.record(event)
                 stages = request_state.get('search_stages')
                 if stages is not None and status == 200:
                     service.metrics.observe_stages(dict(stages, answer=end - request_state['handler_done']))
@@ -118,7 +125,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                            allow_methods=['GET', 'POST', 'DELETE'], allow_headers=['X-API-Key', 'Content-Type'])
     app.add_middleware(BrowserGuard, cors_origins=settings.cors_origin_list)
     app.mount('/static', StaticFiles(directory=STATIC), name='static')
-    for module in (health, search, gallery, sightings, identities, videos, admin, samples):
+    for module in (health, search, gallery, sightings, identities, videos, admin, audit, keys, samples):
         app.include_router(module.router)
     app.include_router(identities.admin_router)
 

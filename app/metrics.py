@@ -1,7 +1,7 @@
 """Prometheus metrics (one registry per app, so tests can build several apps)."""
 from typing import Dict
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ['Metrics', 'SEARCH_STAGES']
 
@@ -25,6 +25,11 @@ class Metrics:
                                       ['stage'], buckets=_STAGE_BUCKETS, registry=self.registry)
         self.backend = Gauge('amg_embed_backend', 'the embedding backend and its precision in use (1)', ['backend', 'precision'],
                              registry=self.registry)
+        self.retention_removed = Counter('amg_retention_removed', 'what the retention sweeper removed: images, '
+                                         'image_files, vectors, sightings, identities, audit_events', ['what'],
+                                         registry=self.registry)
+        self.audit_dropped = Counter('amg_audit_dropped', 'audit events dropped: the queue to the database was full',
+                                     registry=self.registry)
 
     def observe_stages(self, stages: Dict[str, float]) -> None:
         for stage, seconds in stages.items():

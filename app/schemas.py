@@ -14,7 +14,8 @@ from .tasks import TaskState
 MAX_ID = 2 ** 31 - 1  # ids and filters fit the database's INTEGER columns (32-bit on PostgreSQL)
 
 __all__ = ['ERRORS', 'Message', 'GalleryItemPublic', 'GalleryItemsPublic', 'SightingPublic', 'SightingsPublic',
-           'SightingSummary', 'SearchMatch', 'QueryResult', 'SearchResponse',
+           'SightingSummary', 'Removal', 'ErasureReceipt', 'AuditEventPublic', 'AuditEventsPublic', 'KeyCreate', 'KeyPublic', 'KeyCreated',
+           'KeysPublic', 'SearchMatch', 'QueryResult', 'SearchResponse',
            'TrainJobParams', 'PruneJobParams', 'FinetuneJobParams', 'JOB_PARAMS', 'JobCreate', 'TrainJobCreate',
            'PruneJobCreate', 'FinetuneJobCreate', 'AdaptJobParams', 'AdaptJobCreate', 'JobPublic', 'JobsPublic',
            'ModelPublic', 'ModelsPublic', 'TaskPublic']
@@ -129,6 +130,69 @@ class IdentitySplit(BaseModel):
     model_config = ConfigDict(extra='forbid')
     sighting_ids: List[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=10_000,
                                     description='sightings of this identity that become a new identity')
+
+
+class Removal(BaseModel):
+    """What a removal took away (an erasure's receipt, a retention sweep's counts). Thumbnails are made from the
+    image files on request and never stored: they went with the files."""
+    images: int = Field(description='gallery rows, with their tags')
+    image_files: int = Field(description='image files unlinked (a file two rows shared goes with the last)')
+    vectors: int = Field(description="stored vectors of every model (the engines' copies follow the change log)")
+    sightings: int = Field(description='sightings left without images')
+    identities: int = Field(description='identities left without sightings (or the one erased)')
+
+
+class ErasureReceipt(Removal):
+    erased: str = Field(description="what was erased: 'person 7', 'identity 3'")
+
+
+class AuditEventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    at: UtcDatetime
+    key_name: str = Field(description="the key's name ('' without a key)")
+    role: str = Field(description='read, write, admin; open: a route open without a key')
+    client: str
+    method: str
+    route: str = Field(description="the route's template")
+    path: str
+    status: int
+    filters: Dict[str, Any] = Field(description='query parameters, and a search form\'s fields (never images)')
+    k: Optional[int] = None
+    results: Optional[int] = Field(None, description='matches or rows answered')
+
+
+class AuditEventsPublic(BaseModel):
+    data: List[AuditEventPublic]
+    count: int
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    name: str = Field(min_length=1, max_length=100, pattern=r'^[^\x00-\x1f\x7f]+$',
+                      description='unique; the audit trail names the key by it')
+    role: Literal['read', 'write', 'admin'] = Field(description='read: searches and reads; write: also uploads and '
+                                                               'deletes; admin: also the admin API')
+    expires_at: Optional[datetime] = Field(None, description='refused from then on (ISO 8601; none: never)')
+
+
+class KeyPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    role: str
+    created_at: UtcDatetime
+    expires_at: Optional[UtcDatetime] = None
+    revoked_at: Optional[UtcDatetime] = None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description='the secret, for the X-API-Key header: shown this once, only its hash is kept')
+
+
+class KeysPublic(BaseModel):
+    data: List[KeyPublic]
+    count: int
 
 
 class SearchMatch(BaseModel):

@@ -1,6 +1,6 @@
 """Service settings from environment variables (prefix ``AMG_``) or a ``.env`` file."""
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,6 +110,20 @@ class Settings(BaseSettings):
     orphan_grace_seconds: float = Field(3600.0, ge=0, description='at start, image files no row names (and '
                                         'temporaries) older than this are removed: left by a crash between a '
                                         'write and its commit')
+    retention_days: Optional[float] = Field(None, gt=0, description='gallery images are removed this many days '
+                                            'after they were stored, with their files, vectors, emptied sightings and '
+                                            'identities (docs/privacy.md); none: kept until deleted')
+    retention_camera_days: Dict[int, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description='JSON, per camera id: its own retention in days, e.g. {"3": 7}, which '
+                                          'overrides retention_days (also where that is unset)')
+    retention_keep_named: bool = Field(False, description='retention spares the sightings of enrolled (named) '
+                                                          'identities')
+    audit_retention_days: Optional[float] = Field(None, gt=0, description='audit events (GET /v1/admin/audit) are '
+                                                  'removed this many days after they were recorded; none: kept')
+    retention_seconds: float = Field(60.0, gt=0, description='how often the retention sweeper looks for expired '
+                                                             'images')
+    retention_batch: int = Field(500, ge=1, le=10_000, description='images the sweeper removes a transaction (the '
+                                                                   'write lock is held for one batch)')
     job_workers: int = Field(1, ge=1, description='background job processes at once')
     job_nice: int = Field(10, ge=0, le=19, description='nice of job processes where SCHED_IDLE is unavailable '
                                                        '(Linux runs them under SCHED_IDLE): queries come first')

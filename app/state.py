@@ -28,6 +28,7 @@ from storage.engine import EngineUnavailable, GalleryFilter
 from storage.images import ImageStore
 
 from .activation import ModelActivator
+from .audit import AuditLog
 from .identities import IdentityLinker
 from .batching import ModelThread
 from .changelog import ChangeLogFollower
@@ -36,6 +37,7 @@ from .gallery_writes import GalleryWriter
 from .index_builds import IndexBuilder
 from .metrics import Metrics
 from .registry import ensure_onnx, register_checkpoint
+from .retention import RetentionSweeper
 from .row_cache import MatchRows, gallery_visibility
 from .search_service import engine_search
 from .settings import Settings
@@ -60,6 +62,7 @@ class ServiceState:
         self.index_dir = Path(settings.index_dir or self.data_dir).resolve()  # per replica
         self.index_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
+        self.audit = AuditLog(self.Session, self.metrics)  # every /v1 request (app.main records them)
         self.write_lock = threading.RLock()  # uploads, deletes and the model swap
         # image decoding runs in worker threads, this many requests at once: the event loop keeps answering
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
@@ -80,11 +83,13 @@ class ServiceState:
         self.index_builder = IndexBuilder(self.Session, settings, self.feed, self.changelog, self.write_lock)
         self.gallery = GalleryWriter(self.Session, self.engine, self.images, self.feed, self.changelog,
                                      self.write_lock, snapshot=self.snapshot, current=lambda: self.current,
-                                     on_engine_error=self._engine_error)
+                                     on_engine_error=self._engine_error, index_dir=self.index_dir)
         self.activator = ModelActivator(self.Session, settings, self.open, self.index_builder, self.changelog,
                                         self.write_lock, self.metrics, current=lambda: self.current,
                                         make_current=self._make_current)
         self.identities = IdentityLinker(self)
+        self.retention = RetentionSweeper(self.Session, self.engine, self.gallery, settings, self.metrics,
+                                          self.data_dir)
 
     # ---- life cycle ------------------------------------------------------------------------------------------
     def startup(self) -> None:
@@ -108,6 +113,8 @@ class ServiceState:
             self.reconcile_at_start()
         self._saver = threading.Thread(target=self._maintenance_loop, name='index-maintenance', daemon=True)
         self._saver.start()
+        self.retention.start()
+        self.audit.start()
 
     def _make_current(self, snap: Snapshot) -> None:
         self.current = snap
@@ -131,12 +138,14 @@ class ServiceState:
 
     def shutdown(self) -> None:
         self._stop.set()
+        self.retention.stop()
         if self._saver is not None:
             self._saver.join(timeout=60)  # no faiss call may be running in a thread while the interpreter exits
         self.save_index()
         if self.current is not None:
             self.current.engine.close()
         self.model_thread.close()
+        self.audit.stop()  # the last events appended
 
     def _register_configured_model(self, s) -> None:
         path = str(Path(self.settings.model_path).resolve())

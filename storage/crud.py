@@ -6,13 +6,15 @@ import numpy as np
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from .db import (ACTIVE_JOB_STATES, EnginePosition, GalleryChange, GalleryImage, GalleryTag, GalleryVector, Job,
-                 JobState, ModelVersion, Sighting, utcnow)
+from .db import (ACTIVE_JOB_STATES, EnginePosition, GalleryChange, GalleryImage, GalleryTag, GalleryVector, Identity,
+                 Job, JobState, ModelVersion, Sighting, utcnow)
 
 __all__ = ['add_images', 'add_sighting', 'get_sighting', 'get_sightings', 'list_sightings', 'sighting_image_ids',
            'sighting_images', 'count_sighting',
            'get_image', 'get_images', 'gallery_records', 'GalleryRecord', 'list_images',
-           'delete_image', 'image_id_array', 'ids_not_embedded_by', 'referenced_contents', 'count_images', 'count_by_sha',
+           'delete_image', 'delete_images', 'Deletion', 'delete_empty_identities', 'person_image_ids',
+           'identity_image_ids', 'expired_image_ids', 'image_id_array',
+           'ids_not_embedded_by', 'referenced_contents', 'count_images',
            'put_vectors', 'get_vectors', 'last_change_seq', 'changes_after', 'set_model_version', 'add_model',
            'get_model', 'list_models', 'active_model', 'activate_model', 'create_job', 'get_job', 'list_jobs',
            'update_job', 'interrupt_running_jobs', 'get_engine_position', 'put_engine_position']
@@ -136,6 +138,36 @@ def latest_image_ids(*, session: Session, person_id: int, limit: int) -> List[in
     return list(session.scalars(stmt.limit(limit)))
 
 
+def person_image_ids(*, session: Session, person_id: int, limit: int) -> List[int]:
+    """Up to ``limit`` ids of a person's gallery images (an erasure takes them a batch at a time)."""
+    return list(session.scalars(select(GalleryImage.id).where(GalleryImage.person_id == person_id)
+                                .order_by(GalleryImage.id).limit(limit)))
+
+
+def identity_image_ids(*, session: Session, identity_id: int, limit: int) -> List[int]:
+    """Up to ``limit`` ids of the gallery images of an identity's sightings."""
+    return list(session.scalars(select(GalleryImage.id).join(Sighting, GalleryImage.sighting_id == Sighting.id)
+                                .where(Sighting.identity_id == identity_id).order_by(GalleryImage.id).limit(limit)))
+
+
+def expired_image_ids(*, session: Session, stored_before: datetime, limit: int,
+                      camera_ids: Optional[Sequence[int]] = None, other_cameras_than: Sequence[int] = (),
+                      keep_named: bool = False) -> List[int]:
+    """Up to ``limit`` ids of gallery images stored before ``stored_before`` (oldest first), of ``camera_ids`` only
+    or of cameras other than ``other_cameras_than``; ``keep_named``: not those of an enrolled (named) identity's
+    sightings."""
+    stmt = select(GalleryImage.id).where(GalleryImage.created_at < stored_before)
+    if camera_ids is not None:
+        stmt = stmt.where(GalleryImage.camera_id.in_(list(camera_ids)))
+    if other_cameras_than:
+        stmt = stmt.where(GalleryImage.camera_id.not_in(list(other_cameras_than)))
+    if keep_named:
+        named = (select(Sighting.id).join(Identity, Sighting.identity_id == Identity.id)
+                 .where(Sighting.id == GalleryImage.sighting_id, Identity.name.is_not(None)))
+        stmt = stmt.where(~named.exists())
+    return list(session.scalars(stmt.order_by(GalleryImage.created_at, GalleryImage.id).limit(limit)))
+
+
 # ---- sightings --------------------------------------------------------------------------------------------------
 def add_sighting(*, session: Session, camera_id: int, first_time: Optional[datetime], last_time: Optional[datetime],
                  video: str = '', track_id: Optional[int] = None, frame_count: Optional[int] = None,
@@ -232,10 +264,6 @@ def referenced_contents(*, session: Session, sha256s: Sequence[str]) -> set:
     return found
 
 
-def count_by_sha(*, session: Session, sha256: str) -> int:
-    return session.scalar(select(func.count(GalleryImage.id)).where(GalleryImage.image_sha256 == sha256)) or 0
-
-
 def set_model_version(*, session: Session, image_ids: Sequence[int], model_id: int) -> None:
     if image_ids:
         session.execute(update(GalleryImage).where(GalleryImage.id.in_(list(image_ids)))
@@ -243,33 +271,86 @@ def set_model_version(*, session: Session, image_ids: Sequence[int], model_id: i
 
 
 def delete_image(*, session: Session, image_id: int) -> bool:
-    image = session.get(GalleryImage, image_id)
-    if image is None:
-        return False
-    session.execute(delete(GalleryVector).where(GalleryVector.image_id == image_id))
-    sighting_id = image.sighting_id
-    session.delete(image)
-    session.add(GalleryChange(image_id=image_id, op='delete'))
-    if sighting_id is not None:
-        session.flush()
-        _after_image_left(session=session, sighting_id=sighting_id, image_id=image_id)
-    return True
+    return delete_images(session=session, image_ids=[image_id]).images == 1
 
 
-def _after_image_left(*, session: Session, sighting_id: int, image_id: int) -> None:
+class Deletion(NamedTuple):
+    """What :func:`delete_images` removed: counts, and the contents and paths of the deleted rows (their files go
+    once no row names them: the caller unlinks them after the commit)."""
+    images: int = 0
+    vectors: int = 0  # of every model
+    sightings: int = 0
+    identities: int = 0
+    files: Tuple[Tuple[str, str], ...] = ()  # (sha256, image_path) of the deleted rows
+
+    def __add__(self, other: 'Deletion') -> 'Deletion':  # type: ignore[override]
+        return Deletion(*(a + b for a, b in zip(self, other)))
+
+
+def delete_images(*, session: Session, image_ids: Sequence[int]) -> Deletion:
+    """Remove these gallery rows with their tags and every model's vectors, each logged as a 'delete' change (every
+    engine and replica follows); the sightings left without images go with them (the others' counts and best images
+    follow), and so do the identities left without sightings. Ids already gone are skipped. At most
+    :data:`IN_CHUNK` ids a call."""
+    ids = sorted({int(i) for i in image_ids})
+    if not ids:
+        return Deletion()
+    if len(ids) > IN_CHUNK:
+        raise ValueError(f'at most {IN_CHUNK} ids a call, got {len(ids)}')
+    rows = session.execute(select(GalleryImage.id, GalleryImage.sighting_id, GalleryImage.image_sha256,
+                                  GalleryImage.image_path).where(GalleryImage.id.in_(ids))).all()
+    if not rows:
+        return Deletion()
+    ids = [r.id for r in rows]
+    sighting_ids = sorted({r.sighting_id for r in rows if r.sighting_id is not None})
+    # locked first (sorted: no deadlock): two replicas deleting a sighting's last images each count after the other
+    sightings = list(session.scalars(select(Sighting).where(Sighting.id.in_(sighting_ids)).order_by(Sighting.id)
+                                     .with_for_update())) if sighting_ids else []
+    vectors = session.execute(delete(GalleryVector).where(GalleryVector.image_id.in_(ids))).rowcount or 0
+    session.execute(delete(GalleryTag).where(GalleryTag.image_id.in_(ids)))
+    session.execute(delete(GalleryImage).where(GalleryImage.id.in_(ids)))
+    session.add_all([GalleryChange(image_id=i, op='delete') for i in ids])
+    session.flush()
+    removed_sightings, identities = _after_images_left(session=session, sightings=sightings, deleted=set(ids))
+    return Deletion(images=len(ids), vectors=vectors, sightings=removed_sightings,
+                    identities=delete_empty_identities(session=session, identity_ids=identities),
+                    files=tuple((r.image_sha256, r.image_path) for r in rows))
+
+
+def _after_images_left(*, session: Session, sightings: Sequence[Sighting], deleted: set) -> Tuple[int, List[int]]:
     """A sighting whose last image is deleted goes with it; otherwise its count follows and its best image, when
-    that was the one deleted, is its next (crops are stored best first, so the lowest id left)."""
-    # locked: two replicas deleting its last two images concurrently each count after the other's delete
-    sighting = session.get(Sighting, sighting_id, with_for_update=True)
-    if sighting is None:
-        return
-    left = sighting_image_ids(session=session, sighting_id=sighting_id)
-    if not left:
-        session.delete(sighting)
-        return
-    sighting.crop_count = len(left)
-    if sighting.best_image_id == image_id or sighting.best_image_id not in left:
-        sighting.best_image_id = left[0]
+    that was deleted, is its next (crops are stored best first, so the lowest id left). (sightings removed, the
+    identities they were linked to.)"""
+    if not sightings:
+        return 0, []
+    left = {sid: (n, first) for sid, n, first in session.execute(
+        select(GalleryImage.sighting_id, func.count(GalleryImage.id), func.min(GalleryImage.id))
+        .where(GalleryImage.sighting_id.in_([x.id for x in sightings])).group_by(GalleryImage.sighting_id))}
+    empty = [x for x in sightings if x.id not in left]
+    for x in sightings:
+        if x.id in left:
+            x.crop_count = left[x.id][0]
+            if x.best_image_id is None or x.best_image_id in deleted:
+                x.best_image_id = left[x.id][1]
+    identities = sorted({x.identity_id for x in empty if x.identity_id is not None})
+    if empty:
+        session.execute(delete(Sighting).where(Sighting.id.in_([x.id for x in empty])))
+    return len(empty), identities
+
+
+def delete_empty_identities(*, session: Session, identity_ids: Sequence[int]) -> int:
+    """Remove those of these identities that no sighting is linked to any more; how many."""
+    ids = sorted({int(i) for i in identity_ids})
+    if not ids:
+        return 0
+    # locked, then counted: a replica linking a sighting to one of them holds its lock, and commits before we look
+    locked = list(session.scalars(select(Identity.id).where(Identity.id.in_(ids)).order_by(Identity.id)
+                                  .with_for_update()))
+    linked = set(session.scalars(select(Sighting.identity_id).distinct().where(Sighting.identity_id.in_(locked))))
+    empty = [i for i in locked if i not in linked]
+    if empty:
+        session.execute(delete(Identity).where(Identity.id.in_(empty)))
+    return len(empty)
 
 
 def count_images(*, session: Session) -> int:

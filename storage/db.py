@@ -8,7 +8,7 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integ
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-__all__ = ['Base', 'Identity', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
+__all__ = ['Base', 'ApiKey', 'AuditEvent', 'Identity', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
            'ModelVersion', 'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'make_engine',
            'make_sessionmaker', 'utcnow']
 
@@ -107,7 +107,10 @@ class Sighting(Base):
 
 class GalleryImage(Base):
     __tablename__ = 'gallery_images'
-    __table_args__ = {'sqlite_autoincrement': True}  # ids are never reused (migration 0004)
+    # retention finds expired rows by when they were stored, overall and per camera (migration 0007)
+    __table_args__ = (Index('ix_gallery_images_created_at', 'created_at'),
+                      Index('ix_gallery_images_camera_created', 'camera_id', 'created_at'),
+                      {'sqlite_autoincrement': True})  # ids are never reused (migration 0004)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[Optional[int]] = mapped_column(Integer, index=True, nullable=True)  # None: unknown
     sighting_id: Mapped[Optional[int]] = mapped_column(ForeignKey('sightings.id'), nullable=True, index=True)
@@ -177,6 +180,41 @@ class Job(Base):
     result_model_id: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuditEvent(Base):
+    """One request as the audit trail keeps it: who (key name and role, client address), what (method, route,
+    path, filters, k), and how it went (status, results); never an image. Append-only: the database refuses an
+    UPDATE (a trigger, migration 0008); rows leave only by the audit retention."""
+    __tablename__ = 'audit_events'
+    __table_args__ = {'sqlite_autoincrement': True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    key_name: Mapped[str] = mapped_column(String(100), default='', index=True)  # '' for an open route without a key
+    role: Mapped[str] = mapped_column(String(16), default='')  # read | write | admin | open
+    client: Mapped[str] = mapped_column(String(64), default='')
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(200), index=True)  # the route's template: /v1/gallery/{image_id}
+    path: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[int] = mapped_column(Integer)
+    filters: Mapped[Dict[str, Any]] = mapped_column(default=dict)
+    k: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    results: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # matches or rows answered
+
+
+class ApiKey(Base):
+    """A named API key made through the admin API, with its role (read, write, admin); ``sites`` is where the sites
+    it may see will go (issue 30's sites; empty: every site, as now). Only the secret's SHA-256 is stored (the secret is random: a fast hash is as safe as a slow one);
+    revoked keys stay, so the audit trail's names keep meaning something."""
+    __tablename__ = 'api_keys'
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    sites: Mapped[List[str]] = mapped_column(default=list)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
 
 
 def make_engine(url: str) -> Engine:

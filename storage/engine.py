@@ -242,6 +242,12 @@ class VectorEngine(ABC):
         brought up to date, not rebuilt."""
         return self.shared and store.read(self.position_key) != (0, {})
 
+    def remove_from_other_models(self, ids: Sequence[int]) -> List[str]:
+        """Remove these ids from the copies of this deployment's other models that this engine can reach (an
+        erasure leaves nothing in an inactive model's index either); the stores touched. An embedded engine holds
+        none (app.engines removes this replica's saved files of other models)."""
+        return []
+
     def filled_by_activating_replica(self) -> bool:
         """Whether the replica that activated a model filled this engine for every replica (a shared one): the
         others then only bring it up to date, and never start it over."""

@@ -225,6 +225,20 @@ class MilvusEngine(VectorEngine):
                 dropped.append(name)
         return dropped
 
+    def remove_from_other_models(self, ids: Sequence[int]) -> List[str]:
+        """Delete these ids from this prefix's other collections (the previous model's is kept for replicas not yet
+        switched: it would still answer them)."""
+        if not self.prefix or not len(ids):
+            return []
+        client, touched = self.client, []
+        for name in self._call('list_collections', client.list_collections):
+            if name.startswith(f'{self.prefix}_model') and name != self.collection:
+                values = [int(i) for i in ids]
+                for start in range(0, len(values), WRITE_BATCH):
+                    self._call('delete', client.delete, name, ids=values[start:start + WRITE_BATCH])
+                touched.append(name)
+        return touched
+
     # ---- the engine ------------------------------------------------------------------------------------------
     def upsert(self, ids: np.ndarray, vectors: np.ndarray, attributes: Attributes) -> None:
         ids = np.asarray(ids, dtype=np.int64)

@@ -11,9 +11,10 @@ from models.imaging import ImageError, open_image
 from storage import crud
 from storage.db import GalleryImage
 
+from .. import audit
 from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_read, require_write
 from ..forms import OffLoopFormRoute, int_list, per_file, read_images, str_list, when
-from ..schemas import ERRORS, GalleryItemPublic, GalleryItemsPublic, Message
+from ..schemas import ERRORS, ErasureReceipt, GalleryItemPublic, GalleryItemsPublic, Message
 
 _logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def list_gallery(request: Request, session: SessionDep,
                                    sighting_id=sighting_id,
                                    camera_ids=int_list('camera_id', camera_id), tags=str_list(tags),
                                    after=when('after', after), before=when('before', before))
+    audit.note(request, results=len(rows))
     return GalleryItemsPublic(data=[public(r, request) for r in rows], count=total)
 
 
@@ -131,4 +133,17 @@ def person_images(person_id: IdPath, request: Request, session: SessionDep,
     rows, total = crud.list_images(session=session, offset=offset, limit=limit, person_id=person_id)
     if total == 0:
         raise HTTPException(status_code=404, detail=f'person {person_id} has no gallery images')
+    audit.note(request, results=len(rows))
     return GalleryItemsPublic(data=[public(r, request) for r in rows], count=total)
+
+
+@router.delete('/persons/{person_id}', response_model=ErasureReceipt, tags=['persons'],
+               dependencies=[Depends(require_write)])
+def erase_person(person_id: IdPath, request: Request, state: StateDep):
+    """Erase a person: every gallery image of theirs (rows, files, every model's vectors), the sightings and
+    identities left empty; answers what was removed. Afterwards no route answers any of it."""
+    receipt = state.gallery.erase_person(person_id)
+    if receipt is None:
+        raise HTTPException(status_code=404, detail=f'person {person_id} has no gallery images')
+    audit.note(request, results=receipt['images'])
+    return ErasureReceipt(erased=f'person {person_id}', **receipt)

@@ -3,16 +3,17 @@ split by operators."""
 from datetime import timezone
 from typing import Dict, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from storage import identities as store
 
+from .. import audit
 from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_api_key, require_read, require_write
 from ..identities import IdentityConflict
 from ..imaging import has_control_characters
-from ..schemas import (ERRORS, IdentitiesPublic, IdentityMerge, IdentityPublic, IdentityRecluster, IdentitySplit,
-                       IdentityTimeline, IdentityUpdate, SightingSummary)
+from ..schemas import (ERRORS, ErasureReceipt, IdentitiesPublic, IdentityMerge, IdentityPublic, IdentityRecluster,
+                       IdentitySplit, IdentityTimeline, IdentityUpdate, SightingSummary)
 
 router = APIRouter(prefix='/v1/identities', tags=['identities'], responses=ERRORS)
 admin_router = APIRouter(prefix='/v1/admin/identities', tags=['admin'], responses=ERRORS,
@@ -40,11 +41,12 @@ def _public(session, identity) -> IdentityPublic:
 
 
 @router.get('', response_model=IdentitiesPublic, dependencies=[Depends(require_read)])
-def list_identities(session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID),
+def list_identities(request: Request, session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID),
                     limit: int = Query(50, ge=1, le=500),
                     named: Optional[bool] = Query(None, description='only enrolled (true) or only unnamed (false)')):
     """Identities by id, each with how many sightings, when and on which cameras."""
     rows, total = store.list_identities(session=session, offset=offset, limit=limit, named=named)
+    audit.note(request, results=len(rows))
     return IdentitiesPublic(data=[IdentityPublic.model_validate(r._asdict()) for r in rows], count=total)
 
 
@@ -57,6 +59,17 @@ def get_identity(identity_id: IdPath, session: SessionDep):
     timeline = [SightingSummary.model_validate(x) for x in store.identity_sightings(session=session,
                                                                                    identity_id=identity_id)]
     return IdentityTimeline(**_public(session, identity).model_dump(), timeline=timeline)
+
+
+@router.delete('/{identity_id}', response_model=ErasureReceipt, dependencies=[Depends(require_write)])
+def erase_identity(identity_id: IdPath, request: Request, state: StateDep):
+    """Erase an identity (named or not): the images of all its sightings (rows, files, every model's vectors), the
+    sightings and the identity; answers what was removed. Afterwards no route answers any of it."""
+    receipt = state.gallery.erase_identity(identity_id)
+    if receipt is None:
+        raise HTTPException(status_code=404, detail=f'identity {identity_id} not found')
+    audit.note(request, results=receipt['images'])
+    return ErasureReceipt(erased=f'identity {identity_id}', **receipt)
 
 
 def _changed(state: StateDep, change, *args) -> IdentityPublic:

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Req
 
 from storage.engine import EngineUnavailable, FilterNotSupported, GalleryFilter
 
+from .. import audit
+from ..audit import MAX_FILTER_CHARS
 from ..deps import IdPath, SnapshotDep, StateDep, require_read
 from ..forms import OffLoopFormRoute, SearchForm, int_list, read_images, str_list, when
 from ..schemas import ERRORS, SearchResponse
@@ -29,6 +31,14 @@ def _engine_errors() -> Iterator[None]:
         raise HTTPException(status_code=422, detail=str(e)) from None
     except EngineUnavailable as e:
         raise HTTPException(status_code=503, detail=f'the vector engine is unavailable: {e}') from None
+
+
+def _form_filters(form: SearchForm, queries: int) -> dict:
+    """The audit trail's record of a search form: the filters given and how many query images (never the images)."""
+    given = {name: getattr(form, name) for name in ('person_id', 'camera_id', 'after', 'before', 'tags', 'group',
+                                                    'group_by', 'exclude_same_camera', 'query_camera_id', 'min_score')}
+    return dict({name: str(value)[:MAX_FILTER_CHARS] for name, value in given.items() if value not in (None, False, '')},
+                queries=str(queries))
 
 
 router = APIRouter(prefix='/v1', route_class=OffLoopFormRoute, tags=['search'], dependencies=[Depends(require_read)],
@@ -74,6 +84,7 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
     if form.group_by == 'sighting':
         results = await group_by_sighting(state, results, k)
     request.state.search_stages, request.state.handler_done = stages, time.perf_counter()  # "answer": app.main
+    audit.note(request, k=k, results=sum(len(r.matches) for r in results), filters=_form_filters(form, len(images)))
     return SearchResponse(model_id=snap.model_id, score_kind=scoring.kind, min_score=threshold, k=k,
                           results=results)
 
@@ -104,6 +115,7 @@ class PooledSearch:
                                       visible_parts=self.visibility)
         except not_found as e:
             raise HTTPException(status_code=404, detail=str(e)) from None
+        audit.note(request, k=k, results=len(result.matches))
         return SearchResponse(model_id=snap.model_id, score_kind=scoring.kind, min_score=threshold, k=k,
                               results=[result])
 

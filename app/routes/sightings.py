@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from storage import crud
 
+from .. import audit
 from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_read
 from ..forms import bad, int_list, when
 from ..imaging import has_control_characters
@@ -17,7 +18,7 @@ router = APIRouter(prefix='/v1/sightings', tags=['sightings'], dependencies=[Dep
 
 
 @router.get('', response_model=SightingsPublic)
-def list_sightings(session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(50, ge=1, le=500),
+def list_sightings(request: Request, session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(50, ge=1, le=500),
                    camera_id: Optional[str] = Query(None, description='only these cameras (comma list)'),
                    after: Optional[str] = Query(None, description='only sightings that end at or after (ISO 8601)'),
                    before: Optional[str] = Query(None, description='only sightings that start at or before '
@@ -29,6 +30,7 @@ def list_sightings(session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID),
     rows, total = crud.list_sightings(session=session, offset=offset, limit=limit,
                                       camera_ids=int_list('camera_id', camera_id), after=when('after', after),
                                       before=when('before', before), video=video)
+    audit.note(request, results=len(rows))
     return SightingsPublic(data=[SightingSummary.model_validate(r) for r in rows], count=total)
 
 

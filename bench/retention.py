@@ -1,0 +1,89 @@
+"""What the retention sweeper costs a search: one `amg-reid serve` (LA-Tiny head67+token40 at 224x224, FAISS exact)
+with a gallery padded to N vectors (bench.load.pad_gallery), one client searching alone, and while the sweeper
+removes a tenth of the gallery (rows aged in the database, so the next sweep finds them), in interleaved rounds.
+Then: the rows the sweeper passed are gone from the database and the index, and the index holds the rest. Target:
+the client's p99 while the sweeper runs <= 1.5x alone.
+
+    python -m bench.retention [--vectors 100000] [--rounds 3] [--seconds 10] [--batch 500]
+"""
+import argparse
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from bench.load import KEY, pad_gallery, percentiles, run_clients
+from bench.server import running_server, upload_gallery
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--vectors', type=int, default=100_000)
+    p.add_argument('--rounds', type=int, default=3)
+    p.add_argument('--seconds', type=float, default=10)
+    p.add_argument('--batch', type=int, default=500, help='AMG_RETENTION_BATCH')
+    a = p.parse_args()
+    import httpx
+    from sqlalchemy import func, select, update
+
+    from bench.backends import pruned_models
+    from models.checkpoints import save_checkpoint
+    from models.speed import cpu_description
+    from reid.datasets import load_dataset
+    from reid.synthetic import SynthConfig, generate_dataset
+    from storage.db import GalleryImage, make_engine, make_sessionmaker, utcnow
+
+    work = Path(tempfile.mkdtemp(prefix='amg-retention-'))
+    generate_dataset(work / 'data', SynthConfig(num_ids=20, num_cams=3, imgs_per_id=6, seed=0), progress=False)
+    ds = load_dataset(work / 'data')
+    model = pruned_models((224, 224), len({r.pid for r in ds.train}))['head67+token40'].eval()
+    ckpt = save_checkpoint(model, work / 'model.safetensors')
+    service = work / 'service'
+    env = dict(AMG_API_KEY=KEY, AMG_RETENTION_DAYS='30', AMG_RETENTION_SECONDS='1', AMG_RETENTION_BATCH=str(a.batch))
+    with running_server(ckpt, service, **env) as server:
+        upload_gallery(server.url, [g for g in ds.gallery if g.pid > 0])
+    pad_gallery(service, a.vectors)
+    Session = make_sessionmaker(make_engine(f'sqlite:///{service / "amg.db"}'))
+    per_round = a.vectors // 10 // a.rounds
+    image = ds.query[0].path
+    print(f'CPU: {cpu_description()}')
+    with running_server(ckpt, service, **env) as server:
+        def vectors() -> int:
+            return httpx.get(server.url + '/readyz', timeout=30).json().get('gallery_vectors', -1)
+        deadline = time.time() + 900
+        while vectors() != a.vectors:
+            if time.time() > deadline:
+                raise RuntimeError('the index was not ready in 15 minutes')
+            time.sleep(1)
+        run_clients(server.url, 1, 2.0, image)  # warm-up
+        alone, sweeping, sweeps, expired = [], [], [], []
+        for _ in range(a.rounds):
+            alone += run_clients(server.url, 1, a.seconds, image)['latencies_ms']
+            with Session.begin() as s:  # the oldest padding rows, as if stored 31 days ago
+                ids = list(s.scalars(select(GalleryImage.id).where(GalleryImage.source_name == 'padding',
+                                                                   GalleryImage.created_at > utcnow() - timedelta(days=1))
+                                     .order_by(GalleryImage.id).limit(per_round)))
+                s.execute(update(GalleryImage).where(GalleryImage.id.in_(ids))
+                          .values(created_at=utcnow() - timedelta(days=31)))
+            expired += ids
+            t0, before = time.monotonic(), vectors()
+            sweeping += run_clients(server.url, 1, a.seconds, image)['latencies_ms']
+            while vectors() > before - len(ids):  # the sweep's end (it may outlast the client's window)
+                time.sleep(0.2)
+            sweeps.append(time.monotonic() - t0)
+        with Session() as s:
+            left = s.scalar(select(func.count(GalleryImage.id)).where(GalleryImage.id.in_(expired[:30_000])))
+        final = vectors()
+    (a50, a99), (b50, b99) = percentiles(alone), percentiles(sweeping)
+    print(f'{a.vectors} vectors, {len(expired)} expired in {a.rounds} rounds of {per_round}; one client, '
+          f'{a.seconds:.0f} s a round alone and while the sweeper runs (batches of {a.batch})')
+    print('| p50 ms alone | p99 alone | p50 while sweeping | p99 while sweeping | p99 ratio | sweep s per round |')
+    print('|---|---|---|---|---|---|')
+    print(f'| {a50:.1f} | {a99:.1f} | {b50:.1f} | {b99:.1f} | {b99 / a99:.2f} | '
+          f'{", ".join(f"{x:.1f}" for x in sweeps)} |')
+    print(f'expired rows left in the database: {left}; index {final} vectors (expected {a.vectors - len(expired)})')
+    print(f"target: p99 while sweeping <= 1.5x alone: {'PASS' if b99 / a99 <= 1.5 else 'FAIL'} ({b99 / a99:.2f})")
+
+
+if __name__ == '__main__':
+    main()
