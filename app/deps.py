@@ -49,9 +49,19 @@ ROLES = ('read', 'write', 'admin')  # each opens what the ones before it open
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request comes from: a key's name and role; an open route's caller without a key is ``OPEN``."""
+    """Who a request comes from: a key's name and role, and the sites it may see (empty: every site); an open
+    route's caller without a key is ``OPEN``."""
     name: str
     role: str  # read | write | admin | open
+    sites: Tuple[str, ...] = ()
+
+    @property
+    def scope(self) -> Optional[Tuple[str, ...]]:
+        """The sites its requests are limited to (None: every site)."""
+        return self.sites or None
+
+    def sees(self, site: str) -> bool:
+        return not self.sites or site in self.sites
 
     def admits(self, role: str) -> bool:
         return self.role in ROLES and ROLES.index(self.role) >= ROLES.index(role)
@@ -85,7 +95,7 @@ def _named_key(state: ServiceState, given: str) -> Optional[Principal]:
         raise HTTPException(status_code=401, detail=f'key {key.name!r} was revoked')
     if key.expires_at is not None and key.expires_at <= utcnow():
         raise HTTPException(status_code=401, detail=f'key {key.name!r} expired at {key.expires_at.isoformat()}Z')
-    return Principal(key.name, key.role)
+    return Principal(key.name, key.role, tuple(key.sites))
 
 
 async def _principal(request: Request, state: ServiceState, given: Optional[str]) -> Optional[Principal]:
@@ -120,7 +130,7 @@ async def require_api_key(request: Request, state: StateDep, x_api_key: KeyHeade
 
 async def require_read(request: Request, state: StateDep, x_api_key: KeyHeader = None) -> None:
     """Searches and gallery reads: open unless AMG_READ_API_KEY is set (write and admin keys also read); a key
-    given is checked either way (a revoked one is refused)."""
+    given is checked either way (a revoked one is refused, one scoped to sites sees only theirs)."""
     principal = await _principal(request, state, x_api_key)
     if state.settings.read_api_key:
         _refuse(principal, 'read', 'this server needs a read key: missing or wrong X-API-Key header')
@@ -136,3 +146,47 @@ async def require_write(request: Request, state: StateDep, x_api_key: KeyHeader 
                                     'wrong X-API-Key header')
     elif principal is not None:
         _refuse(principal, 'write', '')
+
+
+# ---- sites ------------------------------------------------------------------------------------------------------
+async def get_principal(request: Request) -> Principal:
+    """Who the request comes from (set by the route's key check, which runs first)."""
+    return getattr(request.state, 'principal', OPEN)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_scope(principal: PrincipalDep) -> Optional[Tuple[str, ...]]:
+    return principal.scope
+
+
+ScopeDep = Annotated[Optional[Tuple[str, ...]], Depends(get_scope)]  # the sites a request may see; None: every one
+
+
+def require_deployment_admin(principal: PrincipalDep) -> None:
+    """Administration of the whole deployment (models, jobs, indexes, server paths): not for a key scoped to
+    sites, which could reach the others' data through it."""
+    if principal.sites:
+        raise HTTPException(status_code=403, detail=f'key {principal.name!r} is scoped to sites: this route '
+                                                    'administers the whole deployment')
+
+
+def site_for_write(state: ServiceState, principal: Principal, given: Optional[str]) -> str:
+    """The site a write stores its rows under: ``given`` (one of AMG_SITES, and of the key's sites), or the key's
+    only site; '' without AMG_SITES. 400 for an unknown or missing site, 403 for another site than the key's."""
+    known = state.settings.site_list
+    given = (given or '').strip() or None
+    if not known:
+        if given is not None:
+            raise HTTPException(status_code=400, detail='site: this server has no sites (AMG_SITES)')
+        return ''
+    if given is None:
+        if len(principal.sites) == 1:
+            return principal.sites[0]
+        raise HTTPException(status_code=400, detail=f'site: required, one of {", ".join(known)}')
+    if given not in known:
+        raise HTTPException(status_code=400, detail=f'site: unknown {given[:64]!r}; one of {", ".join(known)}')
+    if not principal.sees(given):
+        raise HTTPException(status_code=403, detail=f'site: key {principal.name!r} may not write to {given!r}')
+    return given

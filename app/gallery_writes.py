@@ -98,10 +98,12 @@ class GalleryWriter:
             self._remove_from_other_models(snap, [int(i) for i in image_ids])
         return receipt
 
-    def erase_person(self, person_id: int) -> Optional[Dict[str, int]]:
-        """Erasure of a person: every gallery image of ``person_id`` removed (:meth:`remove`, a batch at a time) with
-        the sightings and identities left empty; the receipt, or None when the person has no image."""
-        return self._erase(lambda s: crud.person_image_ids(session=s, person_id=person_id, limit=ERASE_BATCH))
+    def erase_person(self, person_id: int, sites: Optional[Sequence[str]] = None) -> Optional[Dict[str, int]]:
+        """Erasure of a person: every gallery image of ``person_id`` (of these sites, unless None) removed
+        (:meth:`remove`, a batch at a time) with the sightings and identities left empty; the receipt, or None when
+        the person has no image."""
+        return self._erase(lambda s: crud.person_image_ids(session=s, person_id=person_id, limit=ERASE_BATCH,
+                                                           sites=sites))
 
     def erase_identity(self, identity_id: int) -> Optional[Dict[str, int]]:
         """Erasure of an identity: the images of all its sightings, the sightings and the identity itself (also

@@ -57,16 +57,18 @@ class IdentityLinker:
                 ids = crud.sighting_image_ids(session=s, sighting_id=sighting.id)[:MAX_EXCLUDED_IDS]
                 vectors = crud.get_vectors(session=s, model_id=snap.model_id, image_ids=ids)
                 if ids and len(vectors) == len(ids):  # else: embedded when the service follows the log
-                    work.append((sighting.id, ids, vectors))
+                    work.append((sighting.id, ids, vectors, sighting.site))
                     if len(work) == limit:
                         break
-        for sighting_id, ids, vectors in work:
-            self._link(snap, sighting_id, ids, vectors)
+        for sighting_id, ids, vectors, site in work:
+            self._link(snap, sighting_id, ids, vectors, site)
         return len(work)
 
-    def _link(self, snap: Snapshot, sighting_id: int, ids: List[int], vectors: Dict[int, np.ndarray]) -> None:
+    def _link(self, snap: Snapshot, sighting_id: int, ids: List[int], vectors: Dict[int, np.ndarray],
+              site: str) -> None:
         query = pooled_query(snap, [vectors[i] for i in ids])
-        flt = replace(GalleryFilter(), exclude_ids=tuple(sorted(ids)))
+        # its own site's crops only: one site's identities never hold another's sightings
+        flt = replace(GalleryFilter(), exclude_ids=tuple(sorted(ids)), sites=(site,))
         (D, I), = search_blocking(self.service, snap, query, first_pass_k(snap, LINK_CANDIDATES), [flt])
         D, I = self._exact(snap, query[0], D, I)
         scores = snap.scoring(True)(D)
@@ -85,7 +87,7 @@ class IdentityLinker:
                     chosen = identity
                     break
             if chosen is None:
-                chosen = store.create_identity(session=s).id
+                chosen = store.create_identity(session=s, site=sighting.site).id
             sighting.identity_id = chosen
 
     def _exact(self, snap: Snapshot, query: np.ndarray, D: np.ndarray, I: np.ndarray):
@@ -115,13 +117,26 @@ class IdentityLinker:
         return ranked
 
     # ---- re-clustering a time window ----------------------------------------------------------------------
-    def recluster(self, snap: Snapshot, after: datetime, before: datetime,
-                  threshold: Optional[float] = None) -> Dict[str, int]:
+    def recluster(self, snap: Snapshot, after: datetime, before: datetime, threshold: Optional[float] = None,
+                  sites: Optional[Sequence[str]] = None) -> Dict[str, int]:
         """Link the video sightings overlapping [after, before] again, all at once, with everything known since
         (video.identities.link_sightings: average-linkage clustering of their pooled crops under the same
         constraints). ``threshold``: the cosine two sightings must reach (default: the model's threshold, as a
         search decides a match). Enrolled (named) identities keep their sightings. Raises
-        :class:`IdentityConflict` for a window of more than :data:`MAX_RECLUSTER` sightings."""
+        :class:`IdentityConflict` for a window of more than :data:`MAX_RECLUSTER` sightings. Each site's sightings
+        are clustered apart (``sites``: only these sites'; None: every site's)."""
+        if sites is None:
+            with self.service.Session() as s:
+                sites = sorted(set(s.scalars(select(Sighting.site).distinct().where(
+                    Sighting.video != '', Sighting.last_time >= after, Sighting.first_time <= before))))
+        total = dict(sightings=0, identities=0, moved=0)
+        for site in sites:
+            for key, n in self._recluster_site(snap, after, before, threshold, site).items():
+                total[key] += n
+        return total
+
+    def _recluster_site(self, snap: Snapshot, after: datetime, before: datetime, threshold: Optional[float],
+                        site: str) -> Dict[str, int]:
         from video.identities import link_sightings
         Session = self.service.Session
         with Session() as s:
@@ -129,7 +144,8 @@ class IdentityLinker:
             cosine = threshold if threshold is not None else (
                 model.min_score if model is not None and model.min_score is not None
                 else self.service.settings.default_min_score)
-            window = store.window_sightings(session=s, after=after, before=before, limit=MAX_RECLUSTER + 1)
+            window = store.window_sightings(session=s, after=after, before=before, limit=MAX_RECLUSTER + 1,
+                                            sites=[site])
             if len(window) > MAX_RECLUSTER:
                 raise IdentityConflict(f'more than {MAX_RECLUSTER} video sightings in that window: give a shorter one')
             named = {i.id for i in s.scalars(select(Identity).where(Identity.name.is_not(None)))}
@@ -161,7 +177,7 @@ class IdentityLinker:
                                              store.conflicting(session=s, identity_id=identity, sightings=rows)):
                     identity = None  # merged away meanwhile, or it holds a clash outside the window
                 if identity is None:
-                    identity = store.create_identity(session=s).id
+                    identity = store.create_identity(session=s, site=site).id
                 taken.add(identity)
                 moved += sum(before_ids[m] != identity for m in members)
                 store.move_sightings(session=s, sighting_ids=members, identity_id=identity)
@@ -183,6 +199,8 @@ class IdentityLinker:
             identity, other = locked[identity_id], locked[other_id]
             if identity is None or other is None:
                 raise KeyError(identity_id if identity is None else other_id)
+            if identity.site != other.site:
+                raise IdentityConflict(f'identities {identity_id} and {other_id} are of two sites')
             theirs = store.identity_sightings(session=s, identity_id=other_id)
             if store.conflicting(session=s, identity_id=identity_id, sightings=theirs):
                 raise IdentityConflict(f'identities {identity_id} and {other_id} were seen by one camera at the same '
@@ -201,7 +219,8 @@ class IdentityLinker:
         and :class:`IdentityConflict`."""
         wanted = sorted({int(i) for i in sighting_ids})
         with self.service.Session.begin() as s:
-            if s.get(Identity, identity_id, with_for_update=True) is None:
+            original = s.get(Identity, identity_id, with_for_update=True)
+            if original is None:
                 raise KeyError(identity_id)
             have = {x.id for x in store.identity_sightings(session=s, identity_id=identity_id)}
             strangers = [i for i in wanted if i not in have]
@@ -210,7 +229,7 @@ class IdentityLinker:
                                        if strangers else 'sighting_ids: give at least one')
             if len(wanted) == len(have):
                 raise IdentityConflict('sighting_ids: that is every sighting of the identity; nothing to split off')
-            new = store.create_identity(session=s)
+            new = store.create_identity(session=s, site=original.site)
             store.move_sightings(session=s, sighting_ids=wanted, identity_id=new.id)
             s.flush()
             s.refresh(new)

@@ -40,6 +40,8 @@ class IngestParams(BaseModel):
                                                         "(frame,id,x,y,w,h,conf,...); none: the built-in "
                                                         "background-subtraction detector (static cameras)")
     max_crops: int = Field(8, ge=1, le=MAX_SIGHTING_CROPS, description='crops kept per track, the best by quality')
+    site: Optional[str] = Field(None, max_length=64, description="the site (AMG_SITES) of the camera; default: the "
+                                                                "key's only site")
     # set by the service
     video_sha256: str = Field('', description="the file's sha256: the same ingest again is answered by the first")
     boxes_sha256: str = Field('', description="the boxes file's sha256 ('' without one)")
@@ -48,7 +50,7 @@ class IngestParams(BaseModel):
 
 
 # what makes two ingests the same: the bytes, the camera, the boxes, the clock and the crops kept
-SAME_INGEST = ('video_sha256', 'camera_id', 'boxes_sha256', 'start_time', 'max_crops', 'uploaded')
+SAME_INGEST = ('video_sha256', 'camera_id', 'boxes_sha256', 'start_time', 'max_crops', 'uploaded', 'site')
 
 
 def ingest_of(session, params: 'IngestParams'):
@@ -98,7 +100,7 @@ def run_ingest(params: IngestParams, Session: Callable, database, images: ImageS
     video = params.video_name or Path(params.video_path).name
     for sighting in sightings_from_video(params.video_path, str(params.camera_id), start, boxes,
                                          max_crops=params.max_crops, progress=progress, cancelled=lambda: stop):
-        items, metas, columns = sighting_rows(sighting)
+        items, metas, columns = sighting_rows(sighting, params.site or '')
         columns['video'] = video
         with Session() as s:  # stored by an earlier run that was interrupted: the same tracks come again
             if _stored(s, columns):

@@ -1,5 +1,5 @@
 """Retention: gallery images are removed a set number of days after they were stored (``AMG_RETENTION_DAYS``, per
-camera ``AMG_RETENTION_CAMERA_DAYS``), with everything that is theirs, as a delete removes it
+camera ``AMG_RETENTION_CAMERA_DAYS``, per site ``AMG_RETENTION_SITE_DAYS``), with everything that is theirs, as a delete removes it
 (app.gallery_writes.GalleryWriter.remove: files, every model's vectors, the engines through the change log, the
 sightings and identities left empty). Enrolled (named) identities' sightings are spared when
 ``AMG_RETENTION_KEEP_NAMED`` says so.
@@ -34,18 +34,25 @@ BATCH_PAUSE_SECONDS = 0.01
 
 
 class RetentionRule(NamedTuple):
-    """Images of these cameras (None: every camera but ``other_than``'s) stored more than ``days`` ago expire."""
+    """Images stored more than ``days`` ago expire: of these cameras (None: every camera but ``other_than``'s),
+    and of these sites (None: every site but ``other_sites_than``')."""
     days: float
     cameras: Optional[Tuple[int, ...]] = None
     other_than: Tuple[int, ...] = ()
+    sites: Optional[Tuple[str, ...]] = None
+    other_sites_than: Tuple[str, ...] = ()
 
 
 def rules_of(settings: Settings) -> List[RetentionRule]:
-    """The retention rules the settings make: one per overridden camera, and the default for the other cameras."""
-    overrides = settings.retention_camera_days
-    rules = [RetentionRule(days, cameras=(camera,)) for camera, days in sorted(overrides.items())]
+    """The retention rules the settings make: one per overridden camera (it comes first), one per overridden site
+    for its other cameras, and the default for the rest."""
+    cameras, sites = settings.retention_camera_days, settings.retention_site_days
+    rules = [RetentionRule(days, cameras=(camera,)) for camera, days in sorted(cameras.items())]
+    rules += [RetentionRule(days, other_than=tuple(sorted(cameras)), sites=(site,))
+              for site, days in sorted(sites.items())]
     if settings.retention_days is not None:
-        rules.append(RetentionRule(settings.retention_days, other_than=tuple(sorted(overrides))))
+        rules.append(RetentionRule(settings.retention_days, other_than=tuple(sorted(cameras)),
+                                   other_sites_than=tuple(sorted(sites))))
     return rules
 
 
@@ -93,6 +100,7 @@ class RetentionSweeper:
                     with self.Session() as s:
                         ids = crud.expired_image_ids(session=s, stored_before=cutoff, limit=self.batch,
                                                      camera_ids=rule.cameras, other_cameras_than=rule.other_than,
+                                                     sites=rule.sites, other_sites_than=rule.other_sites_than,
                                                      keep_named=self.keep_named)
                     if not ids:
                         break

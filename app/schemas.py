@@ -50,6 +50,7 @@ class GalleryItemPublic(BaseModel):
     image_sha256: str
     model_version: Optional[int] = None
     created_at: UtcDatetime
+    site: str = Field('', description="its site (AMG_SITES; '' without sites)")
     image_url: str = ''
     thumbnail_url: str = ''
 
@@ -75,6 +76,7 @@ class SightingSummary(BaseModel):
     created_at: UtcDatetime
     identity_id: Optional[int] = Field(None, description='the person the service takes it for (null: an uploaded '
                                                          'crop, or a video track not linked yet)')
+    site: str = Field('', description="its site (AMG_SITES; '' without sites)")
 
 
 class SightingPublic(SightingSummary):
@@ -96,6 +98,7 @@ class IdentityPublic(BaseModel):
     last_time: Optional[UtcDatetime] = None
     camera_ids: List[int] = Field(description='the cameras that saw them')
     created_at: UtcDatetime
+    site: str = Field('', description="its site: its sightings are all of it ('' without sites)")
 
 
 class IdentityTimeline(IdentityPublic):
@@ -173,6 +176,8 @@ class KeyCreate(BaseModel):
                       description='unique; the audit trail names the key by it')
     role: Literal['read', 'write', 'admin'] = Field(description='read: searches and reads; write: also uploads and '
                                                                'deletes; admin: also the admin API')
+    sites: List[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=100, description='the sites (AMG_SITES) it may see; none: every site')
     expires_at: Optional[datetime] = Field(None, description='refused from then on (ISO 8601; none: never)')
 
 
@@ -181,6 +186,7 @@ class KeyPublic(BaseModel):
     id: int
     name: str
     role: str
+    sites: List[str]
     created_at: UtcDatetime
     expires_at: Optional[UtcDatetime] = None
     revoked_at: Optional[UtcDatetime] = None

@@ -157,8 +157,9 @@ async def search_person(service: 'ServiceState', snap: Snapshot, person_id: int,
     :data:`MAX_PERSON_SHOTS`) pooled into one query (reid.matching.pool_visible), the top ``k`` among what ``flt``
     admits; every image of the person is left out by the engine's filter."""
     def own_vectors():
-        with service.Session() as s:
-            ids = crud.latest_image_ids(session=s, person_id=person_id, limit=MAX_PERSON_SHOTS)
+        with service.Session() as s:  # only the images of the sites searched make the query
+            ids = crud.latest_image_ids(session=s, person_id=person_id, limit=MAX_PERSON_SHOTS,
+                                        sites=flt.sites or None)
             return crud.get_vectors(session=s, model_id=snap.model_id, image_ids=ids)
     vectors = await run_in_threadpool(own_vectors)
     if not vectors:

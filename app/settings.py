@@ -1,4 +1,5 @@
 """Service settings from environment variables (prefix ``AMG_``) or a ``.env`` file."""
+import re
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
@@ -9,7 +10,9 @@ from models.runtime import Backend
 from models.onnx_backend import Spin
 from storage.index import IndexKind
 
-__all__ = ['Settings']
+__all__ = ['Settings', 'SITE_PATTERN']
+
+SITE_PATTERN = r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}'
 
 
 class Settings(BaseSettings):
@@ -110,12 +113,18 @@ class Settings(BaseSettings):
     orphan_grace_seconds: float = Field(3600.0, ge=0, description='at start, image files no row names (and '
                                         'temporaries) older than this are removed: left by a crash between a '
                                         'write and its commit')
+    sites: str = Field('', description='comma-separated site names (shops, buildings: letters, digits, _ . -); '
+                                       'every upload and recording then belongs to one, and a key scoped to sites '
+                                       'sees only theirs; none: one gallery, no sites')
     retention_days: Optional[float] = Field(None, gt=0, description='gallery images are removed this many days '
                                             'after they were stored, with their files, vectors, emptied sightings and '
                                             'identities (docs/privacy.md); none: kept until deleted')
     retention_camera_days: Dict[int, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description='JSON, per camera id: its own retention in days, e.g. {"3": 7}, which '
                                           'overrides retention_days (also where that is unset)')
+    retention_site_days: Dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description='JSON, per site: its own retention in days, e.g. {"shop-a": 14}, which '
+                                          'overrides retention_days (a camera\'s own retention comes first)')
     retention_keep_named: bool = Field(False, description='retention spares the sightings of enrolled (named) '
                                                           'identities')
     audit_retention_days: Optional[float] = Field(None, gt=0, description='audit events (GET /v1/admin/audit) are '
@@ -127,6 +136,10 @@ class Settings(BaseSettings):
     job_workers: int = Field(1, ge=1, description='background job processes at once')
     job_nice: int = Field(10, ge=0, le=19, description='nice of job processes where SCHED_IDLE is unavailable '
                                                        '(Linux runs them under SCHED_IDLE): queries come first')
+
+    @property
+    def site_list(self) -> List[str]:
+        return [s.strip() for s in self.sites.split(',') if s.strip()]
 
     @property
     def cors_origin_list(self) -> List[str]:
@@ -146,6 +159,12 @@ class Settings(BaseSettings):
     def _default_database(self) -> 'Settings':
         if self.database_url is None:
             self.database_url = f'sqlite:///{(self.data_dir / "amg.db").resolve()}'
+        bad = [s for s in self.site_list + list(self.retention_site_days) if not re.fullmatch(SITE_PATTERN, s)]
+        if bad:
+            raise ValueError(f'sites: {bad[0]!r} is not a site name (letters, digits, _ . -; at most 64)')
+        unknown = sorted(set(self.retention_site_days) - set(self.site_list))
+        if unknown:
+            raise ValueError(f'retention_site_days: {unknown[0]!r} is not one of AMG_SITES')
         if self.vector_engine == 'milvus' and not self.milvus_uri:
             raise ValueError('AMG_VECTOR_ENGINE=milvus needs AMG_MILVUS_URI (http://host:19530, or a .db path for '
                              'Milvus Lite)')

@@ -112,19 +112,19 @@ def _png(image: Any) -> bytes:
     return buf.getvalue()
 
 
-def store_sighting(service: 'ServiceState', sighting: SightingIn) -> int:
+def store_sighting(service: 'ServiceState', sighting: SightingIn, site: str = '') -> int:
     """Store one video track as one sighting of an unknown person; its id. Its crops become gallery images (each
     with its frame, time and box) through the upload path: embedded, written with the sighting and the change log
     in one transaction (a failure leaves no half sighting), then applied to the vector engine. Raises
     :class:`SightingRejected` for a malformed sighting (nothing stored), app.snapshot.NoModel without a model.
     Blocking: call it from a worker thread or a job."""
-    items, metas, columns = sighting_rows(sighting)
+    items, metas, columns = sighting_rows(sighting, site)
     return service.gallery.add(items, metas, sighting=columns)[0].sighting_id
 
 
-def sighting_rows(sighting: SightingIn) -> Tuple[List[DecodedImage], List[dict], dict]:
-    """One track checked and laid out for the gallery: its crops as images (PNG), their GalleryImage columns, the
-    sighting's columns (crud.add_sighting). Raises :class:`SightingRejected`."""
+def sighting_rows(sighting: SightingIn, site: str = '') -> Tuple[List[DecodedImage], List[dict], dict]:
+    """One track of ``site`` checked and laid out for the gallery: its crops as images (PNG), their GalleryImage
+    columns, the sighting's columns (crud.add_sighting). Raises :class:`SightingRejected`."""
     camera = _camera(sighting.camera_id)
     video = str(sighting.video)
     if len(video) > VIDEO_NAME_CHARS or has_control_characters(video):
@@ -136,11 +136,11 @@ def sighting_rows(sighting: SightingIn) -> Tuple[List[DecodedImage], List[dict],
     source = video.replace('\\', '/').rsplit('/', 1)[-1]
     items = [DecodedImage(crop.image, _png(crop.image), 'png', f'{source} frame {crop.frame}'[:VIDEO_NAME_CHARS])
              for crop, _, _ in crops]
-    metas = [dict(person_id=None, camera_id=camera, timestamp=when, frame=int(crop.frame), box=box, tags=[])
-             for crop, when, box in crops]
+    metas = [dict(person_id=None, camera_id=camera, timestamp=when, frame=int(crop.frame), box=box, tags=[],
+                  site=site) for crop, when, box in crops]
     return items, metas, dict(camera_id=camera, first_time=first, last_time=last, video=video,
                               track_id=int(sighting.track_id), frame_count=int(sighting.frames),
-                              quality=float(crops[0][0].quality))
+                              quality=float(crops[0][0].quality), site=site)
 
 
 async def search_sighting(service: 'ServiceState', snap: Snapshot, sighting_id: int, k: int, threshold: float,
@@ -150,7 +150,8 @@ async def search_sighting(service: 'ServiceState', snap: Snapshot, sighting_id: 
     own crops are left out by the engine's filter. Raises :class:`SightingNotFound`."""
     def own_vectors():
         with service.Session() as s:
-            if crud.get_sighting(session=s, sighting_id=sighting_id) is None:
+            sighting = crud.get_sighting(session=s, sighting_id=sighting_id)
+            if sighting is None or (flt.sites and sighting.site not in flt.sites):  # not one the key sees
                 raise SightingNotFound(f'sighting {sighting_id} not found')
             ids = crud.sighting_image_ids(session=s, sighting_id=sighting_id)[:MAX_EXCLUDED_IDS]
             return ids, crud.get_vectors(session=s, model_id=snap.model_id, image_ids=ids)

@@ -21,8 +21,9 @@ def append_events(*, session: Session, events: Sequence[Dict[str, Any]]) -> None
 
 def _conditions(*, after: Optional[datetime] = None, before: Optional[datetime] = None,
                 key_name: Optional[str] = None, role: Optional[str] = None, route: Optional[str] = None,
-                method: Optional[str] = None, status: Optional[int] = None, client: Optional[str] = None) -> List:
-    cond = []
+                method: Optional[str] = None, status: Optional[int] = None, client: Optional[str] = None,
+                key_names: Optional[Sequence[str]] = None) -> List:
+    cond = [] if key_names is None else [AuditEvent.key_name.in_(list(key_names))]
     if after is not None:
         cond.append(AuditEvent.at >= after)
     if before is not None:

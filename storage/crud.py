@@ -28,7 +28,7 @@ def add_images(*, session: Session, rows: Sequence[Dict[str, Any]], vectors: Opt
     images = [GalleryImage(**row) for row in rows]
     alone = [image for image in images if image.sighting_id is None]
     sightings = [Sighting(camera_id=image.camera_id or 0, first_time=image.timestamp, last_time=image.timestamp,
-                          crop_count=1) for image in alone]
+                          crop_count=1, site=image.site or '') for image in alone]
     session.add_all(sightings)
     session.flush()
     for image, sighting in zip(alone, sightings):
@@ -65,10 +65,11 @@ class GalleryRecord(NamedTuple):
     source_name: str
     image_path: str
     sighting_id: Optional[int] = None
+    site: str = ''
 
 
 _RECORD_COLUMNS = (GalleryImage.id, GalleryImage.person_id, GalleryImage.camera_id, GalleryImage.timestamp,
-                   GalleryImage.source_name, GalleryImage.image_path, GalleryImage.sighting_id)
+                   GalleryImage.source_name, GalleryImage.image_path, GalleryImage.sighting_id, GalleryImage.site)
 # built once: constructing a statement cost more than running it (~0.1 ms of ~0.25 per search)
 _RECORDS = select(*_RECORD_COLUMNS).where(GalleryImage.id.in_(bindparam('ids', expanding=True)))
 _TAGS = (select(GalleryTag.image_id, GalleryTag.tag).where(GalleryTag.image_id.in_(bindparam('ids', expanding=True)))
@@ -87,14 +88,17 @@ def gallery_records(*, session: Session, image_ids: Sequence[int]) -> Dict[int, 
             tags.setdefault(image_id, []).append(tag)
         for r in session.execute(_RECORDS, {'ids': part}):
             out[r.id] = GalleryRecord(r.id, r.person_id, r.camera_id, r.timestamp, tags.get(r.id, []),
-                                      r.source_name, r.image_path, r.sighting_id)
+                                      r.source_name, r.image_path, r.sighting_id, r.site)
     return out
 
 
 def _filtered(stmt, *, person_id: Optional[int] = None, sighting_id: Optional[int] = None,
               camera_ids: Optional[Sequence[int]] = None,
               exclude_camera: Optional[int] = None, after: Optional[datetime] = None,
-              before: Optional[datetime] = None, tags: Optional[Sequence[str]] = None):
+              before: Optional[datetime] = None, tags: Optional[Sequence[str]] = None,
+              sites: Optional[Sequence[str]] = None):
+    if sites is not None:  # only these sites' (a key scoped to them)
+        stmt = stmt.where(GalleryImage.site.in_(list(sites)))
     if person_id is not None:
         stmt = stmt.where(GalleryImage.person_id == person_id)
     if sighting_id is not None:
@@ -132,15 +136,18 @@ def list_images(*, session: Session, offset: int = 0, limit: int = 50, **filters
     return list(session.scalars(stmt.offset(offset).limit(limit))), total
 
 
-def latest_image_ids(*, session: Session, person_id: int, limit: int) -> List[int]:
-    """The ids of a person's ``limit`` most recent gallery images."""
-    stmt = select(GalleryImage.id).where(GalleryImage.person_id == person_id).order_by(GalleryImage.id.desc())
+def latest_image_ids(*, session: Session, person_id: int, limit: int,
+                     sites: Optional[Sequence[str]] = None) -> List[int]:
+    """The ids of a person's ``limit`` most recent gallery images (of these sites only, unless None)."""
+    stmt = _filtered(select(GalleryImage.id), person_id=person_id, sites=sites).order_by(GalleryImage.id.desc())
     return list(session.scalars(stmt.limit(limit)))
 
 
-def person_image_ids(*, session: Session, person_id: int, limit: int) -> List[int]:
-    """Up to ``limit`` ids of a person's gallery images (an erasure takes them a batch at a time)."""
-    return list(session.scalars(select(GalleryImage.id).where(GalleryImage.person_id == person_id)
+def person_image_ids(*, session: Session, person_id: int, limit: int,
+                     sites: Optional[Sequence[str]] = None) -> List[int]:
+    """Up to ``limit`` ids of a person's gallery images (of these sites only, unless None; an erasure takes them a
+    batch at a time)."""
+    return list(session.scalars(_filtered(select(GalleryImage.id), person_id=person_id, sites=sites)
                                 .order_by(GalleryImage.id).limit(limit)))
 
 
@@ -152,6 +159,7 @@ def identity_image_ids(*, session: Session, identity_id: int, limit: int) -> Lis
 
 def expired_image_ids(*, session: Session, stored_before: datetime, limit: int,
                       camera_ids: Optional[Sequence[int]] = None, other_cameras_than: Sequence[int] = (),
+                      sites: Optional[Sequence[str]] = None, other_sites_than: Sequence[str] = (),
                       keep_named: bool = False) -> List[int]:
     """Up to ``limit`` ids of gallery images stored before ``stored_before`` (oldest first), of ``camera_ids`` only
     or of cameras other than ``other_cameras_than``; ``keep_named``: not those of an enrolled (named) identity's
@@ -161,6 +169,10 @@ def expired_image_ids(*, session: Session, stored_before: datetime, limit: int,
         stmt = stmt.where(GalleryImage.camera_id.in_(list(camera_ids)))
     if other_cameras_than:
         stmt = stmt.where(GalleryImage.camera_id.not_in(list(other_cameras_than)))
+    if sites is not None:
+        stmt = stmt.where(GalleryImage.site.in_(list(sites)))
+    if other_sites_than:
+        stmt = stmt.where(GalleryImage.site.not_in(list(other_sites_than)))
     if keep_named:
         named = (select(Sighting.id).join(Identity, Sighting.identity_id == Identity.id)
                  .where(Sighting.id == GalleryImage.sighting_id, Identity.name.is_not(None)))
@@ -171,11 +183,11 @@ def expired_image_ids(*, session: Session, stored_before: datetime, limit: int,
 # ---- sightings --------------------------------------------------------------------------------------------------
 def add_sighting(*, session: Session, camera_id: int, first_time: Optional[datetime], last_time: Optional[datetime],
                  video: str = '', track_id: Optional[int] = None, frame_count: Optional[int] = None,
-                 quality: Optional[float] = None) -> Sighting:
+                 quality: Optional[float] = None, site: str = '') -> Sighting:
     """A new sighting without images yet (:func:`add_images` with its ``sighting_id`` adds them; then
     :func:`count_sighting` sets its count and best image)."""
     sighting = Sighting(camera_id=camera_id, first_time=first_time, last_time=last_time, video=video,
-                        track_id=track_id, frame_count=frame_count, quality=quality, crop_count=0)
+                        track_id=track_id, frame_count=frame_count, quality=quality, crop_count=0, site=site)
     session.add(sighting)
     session.flush()
     return sighting
@@ -215,7 +227,7 @@ def sighting_images(*, session: Session, sighting_id: int) -> List[GalleryImage]
 
 def list_sightings(*, session: Session, offset: int = 0, limit: int = 50, camera_ids: Optional[Sequence[int]] = None,
                    after: Optional[datetime] = None, before: Optional[datetime] = None,
-                   video: Optional[str] = None) -> Tuple[List[Sighting], int]:
+                   video: Optional[str] = None, sites: Optional[Sequence[str]] = None) -> Tuple[List[Sighting], int]:
     """A page of sightings (by id) and how many match. ``after``/``before``: the sighting's time range overlaps
     [after, before] (a sighting without times matches neither, as images without a timestamp do not)."""
     cond = []
@@ -227,6 +239,8 @@ def list_sightings(*, session: Session, offset: int = 0, limit: int = 50, camera
         cond.append(Sighting.first_time <= before)
     if video is not None:
         cond.append(Sighting.video == video)
+    if sites is not None:
+        cond.append(Sighting.site.in_(list(sites)))
     total = session.scalar(select(func.count(Sighting.id)).where(*cond)) or 0
     rows = session.scalars(select(Sighting).where(*cond).order_by(Sighting.id).offset(offset).limit(limit))
     return list(rows), total

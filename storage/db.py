@@ -9,10 +9,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 __all__ = ['Base', 'ApiKey', 'AuditEvent', 'Identity', 'Sighting', 'GalleryImage', 'GalleryTag', 'GalleryVector', 'GalleryChange', 'EnginePosition',
-           'ModelVersion', 'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'make_engine',
+           'ModelVersion', 'Job', 'JobKind', 'JobState', 'ACTIVE_JOB_STATES', 'TAG_CHARS', 'SITE_CHARS', 'make_engine',
            'make_sessionmaker', 'utcnow']
 
 TAG_CHARS = 64  # longest tag
+SITE_CHARS = 64  # longest site name
 
 
 class JobKind(StrEnum):
@@ -74,6 +75,7 @@ class Identity(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    site: Mapped[str] = mapped_column(String(SITE_CHARS), default='', server_default='', index=True)
 
 
 # video sightings not linked to an identity yet, in time order (app.identities): a partial index, so that finding
@@ -103,6 +105,7 @@ class Sighting(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     # the person the service takes it for (None: a video track not linked yet, or an uploaded crop)
     identity_id: Mapped[Optional[int]] = mapped_column(ForeignKey('identities.id'), nullable=True, index=True)
+    site: Mapped[str] = mapped_column(String(SITE_CHARS), default='', server_default='', index=True)
 
 
 class GalleryImage(Base):
@@ -125,6 +128,8 @@ class GalleryImage(Base):
     image_path: Mapped[str] = mapped_column(String(1024))
     model_version: Mapped[Optional[int]] = mapped_column(ForeignKey('model_versions.id'), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # the site (shop, building) whose camera took it; '' without sites (AMG_SITES). Keys scoped to sites see theirs
+    site: Mapped[str] = mapped_column(String(SITE_CHARS), default='', server_default='', index=True)
 
     @property
     def tags(self) -> List[str]:
@@ -203,8 +208,8 @@ class AuditEvent(Base):
 
 
 class ApiKey(Base):
-    """A named API key made through the admin API, with its role (read, write, admin); ``sites`` is where the sites
-    it may see will go (issue 30's sites; empty: every site, as now). Only the secret's SHA-256 is stored (the secret is random: a fast hash is as safe as a slow one);
+    """A named API key made through the admin API: its role (read, write, admin) and the sites it may see (empty:
+    every site). Only the secret's SHA-256 is stored (the secret is random: a fast hash is as safe as a slow one);
     revoked keys stay, so the audit trail's names keep meaning something."""
     __tablename__ = 'api_keys'
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

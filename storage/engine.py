@@ -9,6 +9,7 @@ list of allowed ids crosses from SQL on a search. Two engines share this interfa
 - ``milvus`` (:mod:`storage.milvus_engine`): a Milvus server (standalone or distributed) or Milvus Lite, shared by
   all replicas; the filter becomes a Milvus boolean expression.
 """
+import hashlib
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, List
 import numpy as np
 
 __all__ = ['GalleryFilter', 'Attributes', 'VectorEngine', 'EngineUnavailable', 'FilterNotSupported', 'NO_TIME',
-           'time_key', 'Hits', 'PositionStore', 'MAX_TAGS', 'UNKNOWN_PERSON', 'MAX_EXCLUDED_IDS']
+           'time_key', 'site_code', 'Hits', 'PositionStore', 'MAX_TAGS', 'UNKNOWN_PERSON', 'MAX_EXCLUDED_IDS']
 
 MAX_TAGS = 32  # tags per image: uploads are refused beyond it (app.forms), Milvus's array field holds this many
 # an image whose person is unknown (NULL in SQL): no person filter (ids >= 0) matches it, every exclusion admits it
@@ -35,6 +36,12 @@ NO_TIME = -(2 ** 62)
 _EPOCH = datetime(1970, 1, 1)
 
 Hits = Tuple[np.ndarray, np.ndarray]  # (scores, ids) of one query, best first; only real hits (no -1 padding)
+
+
+def site_code(site: str) -> int:
+    """A site's name as a stable int64 (0 for no site): the FAISS attribute column holds codes, not strings, and
+    every replica computes the same one."""
+    return 0 if not site else int(hashlib.sha256(site.encode()).hexdigest()[:15], 16)
 
 
 def time_key(when: Optional[datetime]) -> int:
@@ -67,6 +74,8 @@ class GalleryFilter:
     # these images left out (a sighting's own crops: "where else was this person"), sorted; at most
     # MAX_EXCLUDED_IDS. By id, not by a sighting attribute: a Milvus collection's fields cannot be added later
     exclude_ids: Tuple[int, ...] = ()
+    # only images of these sites (a key scoped to sites searches them alone); empty: every site
+    sites: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.exclude_ids) > MAX_EXCLUDED_IDS:
@@ -74,11 +83,16 @@ class GalleryFilter:
 
     @classmethod
     def of(cls, *, camera_ids: Optional[Iterable[int]] = None, tags: Optional[Iterable[str]] = None,
-           exclude_ids: Optional[Iterable[int]] = None, **conditions: Any) -> 'GalleryFilter':
+           exclude_ids: Optional[Iterable[int]] = None, sites: Optional[Iterable[str]] = None,
+           **conditions: Any) -> 'GalleryFilter':
         """From the API's optional lists (None or empty: no condition)."""
         return cls(camera_ids=tuple(sorted(set(camera_ids or ()))), tags=tuple(sorted(set(tags or ()))),
                    exclude_ids=tuple(sorted({int(i) for i in (() if exclude_ids is None else exclude_ids)})),
-                   **conditions)
+                   sites=tuple(sorted(set(sites or ()))), **conditions)
+
+    def within(self, sites: Optional[Sequence[str]]) -> 'GalleryFilter':
+        """Also only these sites (None: no such condition)."""
+        return self if sites is None else replace(self, sites=tuple(sorted(set(sites))))
 
     @property
     def empty(self) -> bool:
@@ -95,6 +109,11 @@ class Attributes:
     camera: np.ndarray  # int64
     time: np.ndarray  # int64 microseconds (time_key), NO_TIME where the row has no timestamp
     tags: List[Tuple[str, ...]] = field(default_factory=list)
+    sites: List[str] = field(default_factory=list)  # each image's site ('': none); empty list: none of them
+
+    def __post_init__(self) -> None:
+        if not self.sites:
+            self.sites = [''] * len(self.person)
 
     @classmethod
     def of_rows(cls, rows: Sequence[Any]) -> 'Attributes':
@@ -103,7 +122,7 @@ class Attributes:
                                       np.int64, len(rows)),
                    camera=np.fromiter((r.camera_id for r in rows), np.int64, len(rows)),
                    time=np.fromiter((time_key(r.timestamp) for r in rows), np.int64, len(rows)),
-                   tags=[tuple(r.tags or ()) for r in rows])
+                   tags=[tuple(r.tags or ()) for r in rows], sites=[getattr(r, 'site', '') or '' for r in rows])
 
     def __len__(self) -> int:
         return len(self.person)
@@ -111,7 +130,7 @@ class Attributes:
     def take(self, positions: Sequence[int]) -> 'Attributes':
         positions = np.asarray(positions, dtype=np.int64)
         return Attributes(self.person[positions], self.camera[positions], self.time[positions],
-                          [self.tags[int(p)] for p in positions])
+                          [self.tags[int(p)] for p in positions], [self.sites[int(p)] for p in positions])
 
 
 class PositionStore(Protocol):

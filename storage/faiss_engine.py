@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .engine import NO_TIME, Attributes, GalleryFilter, Hits, VectorEngine, group_by_filter, time_key
+from .engine import NO_TIME, Attributes, GalleryFilter, Hits, VectorEngine, group_by_filter, site_code, time_key
 from .index import MIN_TRAIN, IndexKind, VectorIndex
 from .locks import ReadWriteLock
 
@@ -37,13 +37,15 @@ def _bit_positions(ids: np.ndarray):
 
 
 class AttributeColumns:
-    """person, camera, time and tags of the gallery images an index holds, by image id."""
+    """person, camera, time, site (storage.engine.site_code) and tags of the gallery images an index holds, by
+    image id."""
 
     def __init__(self) -> None:
         self.present = np.zeros(0, bool)
         self.person = np.zeros(0, np.int64)
         self.camera = np.zeros(0, np.int64)
         self.time = np.zeros(0, np.int64)
+        self.site = np.zeros(0, np.int64)
         self.tag_bits: Dict[str, np.ndarray] = {}  # tag -> little-endian bitmap over ids (uint8, capacity / 8)
 
     @property
@@ -61,6 +63,7 @@ class AttributeColumns:
         self.person = np.concatenate([self.person, np.zeros(extra, np.int64)])
         self.camera = np.concatenate([self.camera, np.zeros(extra, np.int64)])
         self.time = np.concatenate([self.time, np.full(extra, NO_TIME, np.int64)])
+        self.site = np.concatenate([self.site, np.zeros(extra, np.int64)])
         for tag, bits in self.tag_bits.items():
             self.tag_bits[tag] = np.concatenate([bits, np.zeros(extra // 8, np.uint8)])
 
@@ -74,6 +77,7 @@ class AttributeColumns:
         self.clear(ids[self.present[ids]])  # replaced: drop the old tags
         self.present[ids] = True
         self.person[ids], self.camera[ids], self.time[ids] = attributes.person, attributes.camera, attributes.time
+        self.site[ids] = np.fromiter((site_code(s) for s in attributes.sites), np.int64, len(ids))
         by_tag: Dict[str, List[int]] = {}
         for image_id, tags in zip(ids.tolist(), attributes.tags):
             for tag in tags:
@@ -118,6 +122,8 @@ class AttributeColumns:
             also(self.time <= time_key(flt.before))
             if flt.after is None:
                 also(self.time != NO_TIME)
+        if flt.sites:
+            also(np.isin(self.site, np.asarray([site_code(s) for s in flt.sites], dtype=np.int64)))
         if flt.exclude_ids:
             kept = np.ones(self.capacity, bool)
             excluded = np.asarray(flt.exclude_ids, dtype=np.int64)
@@ -137,7 +143,7 @@ class AttributeColumns:
     def save(self, path: Path) -> None:
         tags = sorted(self.tag_bits)
         with open(path, 'wb') as f:
-            np.savez(f, present=self.present, person=self.person, camera=self.camera, time=self.time,
+            np.savez(f, present=self.present, person=self.person, camera=self.camera, time=self.time, site=self.site,
                      tag_names=np.array(tags, dtype=str),
                      tag_bits=np.stack([self.tag_bits[t] for t in tags]) if tags
                      else np.zeros((0, self.capacity // 8), np.uint8))
@@ -148,9 +154,11 @@ class AttributeColumns:
     def load(cls, path: Path) -> 'AttributeColumns':
         with np.load(path, allow_pickle=False) as data:
             out = cls()
-            out.present, out.person, out.camera, out.time = (data[k] for k in ('present', 'person', 'camera', 'time'))
+            # a file from before sites has no site column: KeyError, and the index is refilled from the database
+            out.present, out.person, out.camera, out.time, out.site = (
+                data[k] for k in ('present', 'person', 'camera', 'time', 'site'))
             out.tag_bits = {str(t): bits for t, bits in zip(data['tag_names'], data['tag_bits'])}
-        columns = (out.present, out.person, out.camera, out.time)
+        columns = (out.present, out.person, out.camera, out.time, out.site)
         if len({len(c) for c in columns}) != 1 or len(out.present) % 8:
             raise ValueError('inconsistent attribute columns')
         return out

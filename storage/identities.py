@@ -22,10 +22,11 @@ class IdentitySummary(NamedTuple):
     last_time: Optional[datetime]
     camera_ids: List[int]
     created_at: datetime
+    site: str = ''
 
 
-def create_identity(*, session: Session, name: Optional[str] = None) -> Identity:
-    identity = Identity(name=name)
+def create_identity(*, session: Session, name: Optional[str] = None, site: str = '') -> Identity:
+    identity = Identity(name=name, site=site)
     session.add(identity)
     session.flush()
     return identity
@@ -56,10 +57,13 @@ def conflicting(*, session: Session, identity_id: int, sightings: Sequence[Sight
     return False
 
 
-def window_sightings(*, session: Session, after: datetime, before: datetime, limit: int) -> List[Sighting]:
-    """Video sightings whose time range overlaps [after, before], in time order (at most ``limit``)."""
+def window_sightings(*, session: Session, after: datetime, before: datetime, limit: int,
+                     sites: Optional[Sequence[str]] = None) -> List[Sighting]:
+    """Video sightings whose time range overlaps [after, before], in time order (at most ``limit``; of these
+    sites only, unless None)."""
+    cond = [] if sites is None else [Sighting.site.in_(list(sites))]
     return list(session.scalars(select(Sighting).where(Sighting.video != '', Sighting.last_time >= after,
-                                                       Sighting.first_time <= before)
+                                                       Sighting.first_time <= before, *cond)
                                 .order_by(Sighting.first_time, Sighting.id).limit(limit)))
 
 
@@ -82,15 +86,17 @@ def summaries(*, session: Session, identities: Sequence[Identity]) -> List[Ident
                                                    .where(Sighting.identity_id.in_(ids))
                                                    .order_by(Sighting.camera_id)):
             cameras[identity_id].append(camera)
-    return [IdentitySummary(i.id, i.name, *stats.get(i.id, (0, None, None)), cameras[i.id], i.created_at)
+    return [IdentitySummary(i.id, i.name, *stats.get(i.id, (0, None, None)), cameras[i.id], i.created_at, i.site)
             for i in identities]
 
 
-def list_identities(*, session: Session, offset: int = 0, limit: int = 50,
-                    named: Optional[bool] = None) -> Tuple[List[IdentitySummary], int]:
+def list_identities(*, session: Session, offset: int = 0, limit: int = 50, named: Optional[bool] = None,
+                    sites: Optional[Sequence[str]] = None) -> Tuple[List[IdentitySummary], int]:
     """A page of identities (by id) with their sightings' counts, time range and cameras, and how many there are.
     ``named``: only enrolled ones (True) or only those the service found alone (False)."""
     cond = [] if named is None else [Identity.name.is_not(None) if named else Identity.name.is_(None)]
+    if sites is not None:  # only these sites' (a key scoped to them)
+        cond.append(Identity.site.in_(list(sites)))
     total = session.scalar(select(func.count(Identity.id)).where(*cond)) or 0
     rows = list(session.scalars(select(Identity).where(*cond).order_by(Identity.id).offset(offset).limit(limit)))
     return summaries(session=session, identities=rows), total

@@ -4,7 +4,8 @@ replica's memory), through pymilvus ``MilvusClient``.
 ``uri``: ``http://host:19530`` for a Milvus standalone or distributed cluster, or a local ``.db`` path for Milvus Lite
 (in this process; several processes share Lite only through ``milvus-lite server``). Each row: ``id`` (the gallery
 image id, primary key), ``vector`` (inner product), ``person``, ``camera``, ``time`` (INT64 microseconds, see
-storage.engine.time_key) and ``tags`` (ARRAY of VARCHAR); a :class:`~storage.engine.GalleryFilter` becomes a Milvus
+storage.engine.time_key), ``tags`` (ARRAY of VARCHAR) and ``site`` (VARCHAR, the partition key: a site's search
+reads its partitions only; Milvus 2.2.9 and later); a :class:`~storage.engine.GalleryFilter` becomes a Milvus
 boolean expression.
 
 Searches read at ``consistency`` (default Session: this process's own writes are visible at once, other writers'
@@ -22,6 +23,8 @@ import numpy as np
 from .db import TAG_CHARS
 from .engine import (MAX_TAGS, NO_TIME, Attributes, EngineUnavailable, FilterNotSupported, GalleryFilter, Hits,
                      VectorEngine, group_by_filter, time_key)
+
+SITE_CHARS = 64  # a site's name (app.settings: AMG_SITES)
 
 __all__ = ['MilvusEngine', 'filter_expression', 'collection_name']
 
@@ -59,6 +62,8 @@ def filter_expression(flt: GalleryFilter) -> str:
             terms.append(f'time != {NO_TIME}')
     if flt.exclude_ids:
         terms.append(f'id not in [{", ".join(str(int(i)) for i in flt.exclude_ids)}]')
+    if flt.sites:
+        terms.append(f'site in [{", ".join(_string_literal(s) for s in flt.sites)}]')
     if flt.tags:
         terms.append(f'array_contains_all(tags, [{", ".join(_string_literal(t) for t in flt.tags)}])')
     return ' and '.join(terms)
@@ -165,6 +170,11 @@ class MilvusEngine(VectorEngine):
         """Create the collection with its scalar fields and vector index (a no-op when it exists) and load it."""
         from pymilvus import DataType, MilvusClient
         client = self.client
+        if self._call('has_collection', client.has_collection, self.collection) and not self._has_sites():
+            # made before sites: Milvus cannot add a field, so it is made again (the reconcile refills it from the
+            # database's vectors, nothing is embedded again)
+            _logger.warning('Milvus collection %s has no site field: made again', self.collection)
+            self._call('drop_collection', client.drop_collection, self.collection)
         if not self._call('has_collection', client.has_collection, self.collection):
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field('id', DataType.INT64, is_primary=True)
@@ -174,12 +184,17 @@ class MilvusEngine(VectorEngine):
             schema.add_field('time', DataType.INT64)
             schema.add_field('tags', DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS,
                              max_length=TAG_CHARS * 4)  # bytes: up to 4 per UTF-8 character
+            schema.add_field('site', DataType.VARCHAR, max_length=SITE_CHARS, is_partition_key=True)
             index = client.prepare_index_params()
             index.add_index(field_name='vector', index_type=self.index_type, metric_type='IP',
                             params=self.index_params)
             self._call('create_collection', client.create_collection, self.collection, schema=schema,
                        index_params=index, consistency_level='Strong')
         self._call('load_collection', client.load_collection, self.collection)
+
+    def _has_sites(self) -> bool:
+        info = self._call('describe_collection', self.client.describe_collection, self.collection)
+        return any(f.get('name') == 'site' for f in info.get('fields', []))
 
     def wait_indexed(self, timeout: float = 3600.0) -> float:
         """Flush, then wait until Milvus has indexed every row (searches are right before that too, scanning
@@ -246,10 +261,11 @@ class MilvusEngine(VectorEngine):
         self._check_vectors(ids, vectors, attributes, self.dim)
         for start in range(0, len(ids), WRITE_BATCH):
             stop = start + WRITE_BATCH
-            rows = [dict(id=int(i), vector=v, person=int(p), camera=int(c), time=int(t), tags=list(tags))
-                    for i, v, p, c, t, tags in zip(ids[start:stop], vectors[start:stop],
-                                                   attributes.person[start:stop], attributes.camera[start:stop],
-                                                   attributes.time[start:stop], attributes.tags[start:stop])]
+            rows = [dict(id=int(i), vector=v, person=int(p), camera=int(c), time=int(t), tags=list(tags), site=site)
+                    for i, v, p, c, t, tags, site in zip(ids[start:stop], vectors[start:stop],
+                                                         attributes.person[start:stop], attributes.camera[start:stop],
+                                                         attributes.time[start:stop], attributes.tags[start:stop],
+                                                         attributes.sites[start:stop])]
             self._call('upsert', self.client.upsert, self.collection, rows)
 
     def remove(self, ids: Iterable[int]) -> int:

@@ -9,13 +9,15 @@ from storage import crud
 from storage.db import JobKind, JobState
 from storage.index import IndexKind
 
-from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_api_key
+from ..deps import MAX_ID, IdPath, SessionDep, StateDep, require_api_key, require_deployment_admin
 from ..snapshot import NoModel
 from ..jobs import job_config
 from ..schemas import (ERRORS, JobCreate, JobPublic, JobsPublic, Message, ModelPublic, ModelsPublic,
                        TaskPublic)
 
-router = APIRouter(prefix='/v1/admin', tags=['admin'], dependencies=[Depends(require_api_key)], responses=ERRORS)
+router = APIRouter(prefix='/v1/admin', tags=['admin'], dependencies=[Depends(require_api_key),
+                                                                     Depends(require_deployment_admin)],
+                   responses=ERRORS)
 
 
 def confined(state, field: str, value: str, file: bool = False) -> str:

@@ -8,11 +8,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from storage import audit as store
+from storage import keys as key_store
 
 from .. import audit
-from ..deps import MAX_ID, StateDep, require_api_key
+from ..deps import MAX_ID, PrincipalDep, StateDep, require_api_key
 from ..forms import when
 from ..schemas import ERRORS, AuditEventPublic, AuditEventsPublic
+from .keys import within
 
 router = APIRouter(prefix='/v1/admin/audit', tags=['admin'], dependencies=[Depends(require_api_key)],
                    responses=ERRORS)
@@ -54,13 +56,17 @@ def _lines(state, filters: dict, fmt: str) -> Iterator[str]:
 @router.get('', response_model=AuditEventsPublic,
             responses={200: {'content': {'text/csv': {}, 'application/x-ndjson': {}},
                              'description': 'a page (json), or every matching event (csv, jsonl)'}})
-def read_audit(request: Request, state: StateDep, filters: AuditFilters = Depends(),
+def read_audit(request: Request, state: StateDep, principal: PrincipalDep, filters: AuditFilters = Depends(),
                offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(100, ge=1, le=1000),
                format: Literal['json', 'csv', 'jsonl'] = Query('json', description='json: a page, newest first; '
                                                                                    'csv or jsonl: every matching '
                                                                                    'event, oldest first')):
-    """The audit trail: who searched, listed, fetched, wrote, deleted or erased what, and when."""
+    """The audit trail: who searched, listed, fetched, wrote, deleted or erased what, and when. An admin key scoped
+    to sites reads the events of its sites' keys only."""
     state.audit.flush()  # what came before this request is in the answer
+    if principal.sites:
+        with state.Session() as s:
+            filters.values['key_names'] = [k.name for k in key_store.list_keys(session=s) if within(principal, k)]
     if format != 'json':
         media = 'text/csv' if format == 'csv' else 'application/x-ndjson'
         return StreamingResponse(_lines(state, filters.values, format), media_type=media, headers={

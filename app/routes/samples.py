@@ -1,5 +1,6 @@
 """Sample query images for the web page: a strip of known persons (e.g. the demo's query split) to try with one
-click. Off unless AMG_SAMPLE_QUERIES_DIR names a folder; only the listed files are ever served."""
+click. Off unless AMG_SAMPLE_QUERIES_DIR names a folder; only the listed files are ever served. The folder belongs
+to no site: a key scoped to sites is shown none."""
 from pathlib import Path
 from typing import Dict, List
 
@@ -9,7 +10,7 @@ from pydantic import BaseModel
 
 from reid.datasets import DatasetError, parse_market_name
 
-from ..deps import StateDep, require_read
+from ..deps import ScopeDep, StateDep, require_read
 
 router = APIRouter(prefix='/v1/samples', tags=['samples'], dependencies=[Depends(require_read)])
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png'}
@@ -39,10 +40,10 @@ def _listing(folder: Path, limit: int) -> Dict[str, Path]:
 
 
 @router.get('', response_model=List[Sample])
-def list_samples(state: StateDep):
+def list_samples(state: StateDep, scope: ScopeDep):
     """Sample queries with their known person and camera ids (empty when none are configured)."""
     folder = state.settings.sample_queries_dir
-    if folder is None:
+    if folder is None or scope is not None:
         return []
     out = []
     for name in _listing(folder, state.settings.sample_queries):
@@ -52,9 +53,10 @@ def list_samples(state: StateDep):
 
 
 @router.get('/{name}', response_class=FileResponse, responses={404: {'description': 'not a listed sample'}})
-def sample_image(name: str, state: StateDep):
+def sample_image(name: str, state: StateDep, scope: ScopeDep):
     folder = state.settings.sample_queries_dir
-    path = _listing(folder, state.settings.sample_queries).get(name) if folder is not None else None
+    path = _listing(folder, state.settings.sample_queries).get(name) if folder is not None and scope is None \
+        else None
     if path is None:
         raise HTTPException(status_code=404, detail=f'no sample named {name!r}')
     return FileResponse(path)

@@ -8,7 +8,7 @@ from storage.engine import EngineUnavailable, FilterNotSupported, GalleryFilter
 
 from .. import audit
 from ..audit import MAX_FILTER_CHARS
-from ..deps import IdPath, SnapshotDep, StateDep, require_read
+from ..deps import IdPath, ScopeDep, SnapshotDep, StateDep, require_read
 from ..forms import OffLoopFormRoute, SearchForm, int_list, read_images, str_list, when
 from ..schemas import ERRORS, SearchResponse
 from ..search_service import PersonNotFound, search_gallery, search_person
@@ -46,7 +46,8 @@ router = APIRouter(prefix='/v1', route_class=OffLoopFormRoute, tags=['search'], 
 
 
 @router.post('/search', response_model=SearchResponse)
-async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Annotated[SearchForm, Form()]):
+async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Annotated[SearchForm, Form()],
+                 scope: ScopeDep):
     """Who is this? Top-k gallery matches per query image, or an explicit no-match below ``min_score``; with
     ``group``, all images are one person's crops and get one answer. ``group_by=sighting``: one match per sighting
     (its best-matching crop, with camera and time range): found by asking the engine for 8k crops, on FAISS and on
@@ -67,7 +68,7 @@ async def search(request: Request, state: StateDep, snap: SnapshotDep, form: Ann
         raise HTTPException(status_code=400, detail='exclude_same_camera with group needs one query_camera_id')
     flt = GalleryFilter.of(person_id=form.person_id, camera_ids=int_list('camera_id', form.camera_id),
                            after=when('after', form.after), before=when('before', form.before),
-                           tags=str_list(form.tags))
+                           tags=str_list(form.tags)).within(scope)
     cams = [(query_cams[0] if len(query_cams) == 1 else query_cams[qi]) if form.exclude_same_camera else None
             for qi in range(1 if form.group else len(images))]
     thumbnail = _thumbnail_template(request.app)
@@ -104,14 +105,16 @@ class PooledSearch:
                                        before=when('before', before), tags=str_list(tags))
 
     async def answer(self, request: Request, state, snap, search, of: int, not_found: type) -> SearchResponse:
-        """``search(state, snap, of, k, threshold, filter, thumbnail_url, visible_parts=...)`` answered; its
-        ``not_found`` (no such person or sighting) is a 404."""
+        """``search(state, snap, of, k, threshold, filter, thumbnail_url, visible_parts=...)`` answered, within the
+        key's sites (the filter's ``sites``: what is searched, and whose images make the query); its ``not_found``
+        (no such person or sighting) is a 404."""
+        flt = self.filter.within(request.state.principal.scope)
         k = self.k or state.settings.default_k
         scoring = snap.scoring(self.visibility)
         threshold = scoring.min_score if self.min_score is None else self.min_score
         try:
             with _engine_errors():
-                result = await search(state, snap, of, k, threshold, self.filter, _thumbnail_template(request.app),
+                result = await search(state, snap, of, k, threshold, flt, _thumbnail_template(request.app),
                                       visible_parts=self.visibility)
         except not_found as e:
             raise HTTPException(status_code=404, detail=str(e)) from None

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from storage import crud
 
 from .. import audit
-from ..deps import MAX_ID, IdPath, SessionDep, SnapshotDep, StateDep, require_read
+from ..deps import MAX_ID, IdPath, PrincipalDep, ScopeDep, SessionDep, SnapshotDep, StateDep, require_read
 from ..forms import bad, int_list, when
 from ..imaging import has_control_characters
 from ..schemas import ERRORS, SearchResponse, SightingPublic, SightingsPublic, SightingSummary
@@ -18,7 +18,7 @@ router = APIRouter(prefix='/v1/sightings', tags=['sightings'], dependencies=[Dep
 
 
 @router.get('', response_model=SightingsPublic)
-def list_sightings(request: Request, session: SessionDep, offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(50, ge=1, le=500),
+def list_sightings(request: Request, session: SessionDep, scope: ScopeDep, offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(50, ge=1, le=500),
                    camera_id: Optional[str] = Query(None, description='only these cameras (comma list)'),
                    after: Optional[str] = Query(None, description='only sightings that end at or after (ISO 8601)'),
                    before: Optional[str] = Query(None, description='only sightings that start at or before '
@@ -29,16 +29,16 @@ def list_sightings(request: Request, session: SessionDep, offset: int = Query(0,
         raise bad('video', 'control characters (tab, newline, NUL, ...) are not allowed')
     rows, total = crud.list_sightings(session=session, offset=offset, limit=limit,
                                       camera_ids=int_list('camera_id', camera_id), after=when('after', after),
-                                      before=when('before', before), video=video)
+                                      before=when('before', before), video=video, sites=scope)
     audit.note(request, results=len(rows))
     return SightingsPublic(data=[SightingSummary.model_validate(r) for r in rows], count=total)
 
 
 @router.get('/{sighting_id}', response_model=SightingPublic)
-def get_sighting(sighting_id: IdPath, request: Request, session: SessionDep):
+def get_sighting(sighting_id: IdPath, request: Request, session: SessionDep, principal: PrincipalDep):
     """One sighting: camera, time range, and its crops (best first) with frame, time and box."""
     row = crud.get_sighting(session=session, sighting_id=sighting_id)
-    if row is None:
+    if row is None or not principal.sees(row.site):
         raise HTTPException(status_code=404, detail=f'sighting {sighting_id} not found')
     crops = [public(image, request) for image in crud.sighting_images(session=session, sighting_id=sighting_id)]
     return SightingPublic(**SightingSummary.model_validate(row).model_dump(), crops=crops)

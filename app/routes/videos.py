@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from storage import crud
 from storage.db import JobKind
 
-from ..deps import MAX_ID, IdPath, StateDep, require_api_key, require_write
+from ..deps import (MAX_ID, IdPath, PrincipalDep, StateDep, require_api_key, require_deployment_admin, require_write,
+                    site_for_write)
 from ..forms import bad, when
 from ..ingest import IngestParams, ingest_of, uses_file
 from ..schemas import ERRORS, JobPublic
@@ -52,7 +53,7 @@ def ingest_public(job) -> JobPublic:
     """An uploaded video's ingest job as its uploader may see it: its options without the server's paths, no log."""
     out = job_public(job)
     given = job.params or {}
-    out.params = {k: given.get(k) for k in ('camera_id', 'start_time', 'max_crops', 'video_name')}
+    out.params = {k: given.get(k) for k in ('camera_id', 'start_time', 'max_crops', 'video_name', 'site')}
     out.log_tail = ''
     if out.error:
         for field in ('video_path', 'boxes_path'):
@@ -105,7 +106,7 @@ def _save(source, folder: Path, name_of) -> Tuple[Path, str]:
 @router.post('/v1/videos', response_model=JobPublic, status_code=202, dependencies=[Depends(require_write)],
              responses={200: {'model': JobPublic, 'description': 'this upload was ingested so already (or is '
                                                                  'being): that job'}})
-async def upload_video(request: Request, state: StateDep,
+async def upload_video(request: Request, state: StateDep, principal: PrincipalDep,
                        video: UploadFile = File(..., description='the recording (any container and codec FFmpeg '
                                                                  'decodes)'),
                        camera_id: int = Form(..., ge=0, le=MAX_ID, description='the camera that recorded it'),
@@ -113,13 +114,16 @@ async def upload_video(request: Request, state: StateDep,
                        boxes: Optional[UploadFile] = File(None, description="your detector's boxes, a MOT "
                                                                             "Challenge file; none: the built-in "
                                                                             "detector (static cameras)"),
-                       max_crops: int = Form(8, ge=1, description='crops kept per track')):
+                       max_crops: int = Form(8, ge=1, description='crops kept per track'),
+                       site: Optional[str] = Form(None, description="the camera's site (AMG_SITES); default: the "
+                                                                    "key's only site")):
     """Ingest an uploaded recording as a background job: its tracks become sightings of unknown persons. Answers
     the job (``GET /v1/videos/{id}`` follows it); the same upload again (file, camera, boxes, start time, crops)
     answers the first one. An unreadable file or bad MOT data is refused here, and nothing is kept."""
     start = when('start_time', start_time)
     if start is None:
         raise bad('start_time', 'required')
+    site = site_for_write(state, principal, site)
     name = Path(video.filename or 'upload').name[:200]
     _params(video_path='-', camera_id=camera_id, start_time=start, max_crops=max_crops)  # a 400 before any write
     folder = state.data_dir / 'videos'
@@ -148,32 +152,35 @@ async def upload_video(request: Request, state: StateDep,
         await run_in_threadpool(forget)
         raise
     params = _params(video_path=path, camera_id=camera_id, start_time=start, boxes_path=mot, max_crops=max_crops,
-                     video_sha256=sha, boxes_sha256=mot_sha, video_name=name, uploaded=True)
+                     video_sha256=sha, boxes_sha256=mot_sha, video_name=name, uploaded=True, site=site)
     return _submit(request, state, params)
 
 
 @router.get('/v1/videos/{job_id}', response_model=JobPublic, dependencies=[Depends(require_write)])
-def get_video_job(job_id: IdPath, state: StateDep):
+def get_video_job(job_id: IdPath, state: StateDep, principal: PrincipalDep):
     """An uploaded video's ingest job: its progress, and when done how many sightings and crops it stored."""
     with state.Session() as s:
         job = crud.get_job(session=s, job_id=job_id)
-        if job is None or job.kind != JobKind.INGEST or not (job.params or {}).get('uploaded'):
+        if (job is None or job.kind != JobKind.INGEST or not (job.params or {}).get('uploaded') or
+                not principal.sees((job.params or {}).get('site') or '')):
             raise HTTPException(status_code=404, detail=f'video ingest {job_id} not found')
         return ingest_public(job)
 
 
 @router.post('/v1/admin/videos', response_model=JobPublic, status_code=202, tags=['admin'],
-             dependencies=[Depends(require_api_key)],
+             dependencies=[Depends(require_api_key), Depends(require_deployment_admin)],
              responses={200: {'model': JobPublic, 'description': 'this ingest was asked for already (or is being): '
                                                                  'that job'}})
-async def ingest_video(request: Request, state: StateDep, body: IngestParams):
+async def ingest_video(request: Request, state: StateDep, body: IngestParams, principal: PrincipalDep):
     """Ingest a recording on the server (a path under AMG_DATA_ROOTS: long recordings) as a background job; as
     ``POST /v1/videos`` otherwise."""
+    site = site_for_write(state, principal, body.site)
     path = confined(state, 'video_path', body.video_path, file=True)
     boxes = None if body.boxes_path is None else confined(state, 'boxes_path', body.boxes_path, file=True)
     await run_in_threadpool(_check_video, path, boxes)
     sha = await run_in_threadpool(_file_sha256, path)
     boxes_sha = '' if boxes is None else await run_in_threadpool(_file_sha256, boxes)
     params = body.model_copy(update=dict(video_path=path, boxes_path=boxes, video_sha256=sha, boxes_sha256=boxes_sha,
-                                         video_name=body.video_name or Path(path).name, uploaded=False))
+                                         video_name=body.video_name or Path(path).name, uploaded=False,
+                                         site=site))
     return _submit(request, state, params)

@@ -12,6 +12,7 @@ from storage.faiss_engine import FaissEngine
 DIM = 16
 TAGS = ('red', 'blue', 'bag', 'say "hi"', 'back\\slash', 'ünï')
 START = datetime(2026, 3, 1)
+SITES = ('', 'shop-a', 'shop-b', 'hq')  # '': a row of no site
 
 
 def gallery(n=600, seed=0):
@@ -22,7 +23,8 @@ def gallery(n=600, seed=0):
     times = [None if i % 7 == 0 else START + timedelta(hours=int(h)) for i, h in enumerate(rng.integers(0, 240, n))]
     attrs = Attributes(person=rng.integers(0, 20, n), camera=rng.integers(0, 6, n),
                        time=np.array([time_key(t) for t in times], np.int64),
-                       tags=[tuple(t for t in TAGS if rng.random() < 0.3) for _ in range(n)])
+                       tags=[tuple(t for t in TAGS if rng.random() < 0.3) for _ in range(n)],
+                       sites=[SITES[int(i)] for i in rng.integers(0, len(SITES), n)])
     return ids, xb, attrs, times
 
 
@@ -37,6 +39,7 @@ def admitted(flt: GalleryFilter, attrs: Attributes, times) -> np.ndarray:
         ok &= flt.after is None or (times[i] is not None and times[i] >= flt.after)
         ok &= flt.before is None or (times[i] is not None and times[i] <= flt.before)
         ok &= set(flt.tags) <= set(attrs.tags[i])
+        ok &= not flt.sites or attrs.sites[i] in flt.sites
         keep.append(ok)
     return np.asarray(keep)
 
@@ -56,6 +59,10 @@ FILTERS = [
     GalleryFilter(person_id=3, exclude_camera=1, after=START),
     GalleryFilter(exclude_person=7),
     GalleryFilter.of(exclude_person=2, camera_ids=[1, 2], tags=['blue']),
+    GalleryFilter.of(sites=['shop-a']),
+    GalleryFilter.of(sites=['shop-b', 'hq'], camera_ids=[1, 2, 3]),
+    GalleryFilter.of(sites=['shop-a'], person_id=4, tags=['red']),
+    GalleryFilter.of(sites=['nowhere']),
 ]
 
 
