@@ -272,7 +272,10 @@ def adapt(cfg: AdaptConfig, crops: Optional[Sequence[UnlabelledCrop]] = None, pr
         _logger.info('adapt epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                         for k, v in metrics.items()})
         if on_progress is not None:
-            report = Progress('adapt', (epoch + 1) / cfg.epochs, {k: v for k, v in metrics.items() if k != 'epoch'},
+            shown = {k: v for k, v in metrics.items() if k != 'epoch'}
+            if before is not None:  # the page shows the check set before and now from the first epoch on
+                shown.update({f'check_before_{k}': v for k, v in before.items()})
+            report = Progress('adapt', (epoch + 1) / cfg.epochs, shown,
                               dict(epoch=epoch + 1, epochs=cfg.epochs))
             if on_progress(report):
                 raise Cancelled(f'adaptation cancelled after epoch {epoch + 1}')

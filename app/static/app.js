@@ -176,6 +176,30 @@ async function activate(id) {
   try { await api(`/v1/admin/models/${id}/activate`, { method: 'POST', headers: adminHeaders() }); loadJobs(); }
   catch (e) { alert(e.message); }
 }
+// an adapt job: the labelled check set before and after (where one was given), and the label-free indicators
+function adaptReport(m) {
+  const pct = (v) => `${(100 * v).toFixed(1)}%`;
+  const lines = [];
+  if (m.check_mAP !== undefined) {
+    const delta = m.check_before_mAP !== undefined ? m.check_mAP - m.check_before_mAP : undefined;
+    const row = document.createElement('table'); row.className = 'adapt-check';
+    row.innerHTML = '<tr><th>check set</th><th>before</th><th>after</th></tr>';
+    [['mAP', 'mAP'], ['rank-1', 'rank1']].forEach(([label, key]) => {
+      const tr = document.createElement('tr');
+      [label, m[`check_before_${key}`], m[`check_${key}`]].forEach((v, i) => {
+        const td = document.createElement('td'); td.textContent = i && v !== undefined ? (+v).toFixed(2) : (v ?? '–'); tr.appendChild(td);
+      });
+      row.appendChild(tr);
+    });
+    lines.push(row);
+    if (delta !== undefined) lines.push(text('div', delta >= 0 ? `check mAP +${delta.toFixed(2)}` : `check mAP ${delta.toFixed(2)}: worse than the start`, delta >= 0 ? 'muted' : 'error'));
+  }
+  if (m.clusters !== undefined) {
+    lines.push(text('div', `${m.clusters} clusters · ${pct(m.unclustered)} unclustered · largest ${pct(m.largest_cluster)}` +
+                           (m.track_agreement !== undefined ? ` · track agreement ${pct(m.track_agreement)}` : ''), 'muted'));
+  }
+  return lines;
+}
 async function loadJobs() {
   if (!$('api-key').value) { $('a-jobs').replaceChildren(text('div', 'Enter the admin API key (top right) to see jobs.', 'muted')); return; }
   try {
@@ -185,6 +209,7 @@ async function loadJobs() {
       const box = document.createElement('div'); box.className = 'panel';
       box.appendChild(text('div', `job ${j.id} · ${j.kind} · ${j.state} · ${Math.round(j.progress * 100)}%` +
                                   (j.metrics.mAP !== undefined ? ` · mAP ${(+j.metrics.mAP).toFixed(2)}` : '') + (j.error ? ` · ${j.error}` : '')));
+      if (j.kind === 'adapt') adaptReport(j.metrics).forEach((line) => box.appendChild(line));
       const bar = document.createElement('progress'); bar.max = 1; bar.value = j.progress; box.appendChild(bar);
       if (j.result_model_id) { const b = text('button', `activate model ${j.result_model_id}`); b.onclick = () => activate(j.result_model_id); box.appendChild(b); }
       box.appendChild(text('pre', j.log_tail));

@@ -18,9 +18,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 
 @pytest.fixture(scope='module')
-def server(tmp_path_factory, service_model, dataset, learnable_root):
+def web_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('web')
+
+
+@pytest.fixture(scope='module')
+def server(web_dir, service_model, dataset, learnable_root):
     port = free_port()
-    data_dir = tmp_path_factory.mktemp('web')
+    data_dir = web_dir
     # as make demo serves: the dataset is the first data root, the folder the admin tab suggests
     proc = start_server(data_dir, service_model, port, AMG_SAMPLE_QUERIES_DIR=str(learnable_root / 'query'),
                         AMG_SAMPLE_QUERIES='6', AMG_DATA_ROOTS=f'{learnable_root},{data_dir}')
@@ -184,6 +189,31 @@ def test_the_newcomers_path_a_sample_query_then_a_prune_job_from_the_admin_tab(s
                    timeout=600)
     assert 'job 1 · prune · succeeded · 100%' in status, status
     assert browser.find_elements(By.XPATH, "//div[@id='a-jobs']//button[starts-with(text(), 'activate model')]")
+
+
+def test_an_adapt_job_shows_its_check_set_before_and_after_and_its_clustering(server, web_dir, browser):
+    """The admin tab's view of an adapt job: the labelled check set's mAP and rank-1 before and after, the change,
+    and the label-free indicators (a finished job's metrics, as reid.adapt reports them, put in the database)."""
+    from selenium.webdriver.common.by import By
+    from storage import crud
+    from storage.db import JobKind, JobState, make_engine, make_sessionmaker
+    Session = make_sessionmaker(make_engine(f'sqlite:///{web_dir / "amg.db"}'))
+    with Session.begin() as s:
+        job = crud.create_job(session=s, kind=JobKind.ADAPT, params={'data_dir': '/footage'})
+        job.state, job.progress = JobState.SUCCEEDED, 1.0
+        job.metrics = dict(check_before_mAP=7.93, check_mAP=32.53, check_before_rank1=20.0, check_rank1=55.5,
+                           clusters=41, unclustered=0.125, largest_cluster=0.06, track_agreement=0.9)
+        job_id = job.id
+    browser.get(server + '/')
+    browser.find_element(By.ID, 'api-key').send_keys('k')
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab=admin]').click()
+    panel = _wait(lambda: next((p for p in browser.find_elements(By.CSS_SELECTOR, '#a-jobs .panel')
+                                if p.text.startswith(f'job {job_id} · adapt')), None))
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, 'td')]
+            for tr in panel.find_elements(By.CSS_SELECTOR, 'table.adapt-check tr')[1:]]
+    assert rows == [['mAP', '7.93', '32.53'], ['rank-1', '20.00', '55.50']]
+    assert 'check mAP +24.60' in panel.text
+    assert '41 clusters · 12.5% unclustered · largest 6.0% · track agreement 90.0%' in panel.text
 
 
 # ---- videos, sightings and identities: one recording uploaded from the page, then searched and drawn ----------------
