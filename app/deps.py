@@ -84,28 +84,32 @@ def _environment_key(state: ServiceState, given: str) -> Optional[Principal]:
     return found
 
 
-def _named_key(state: ServiceState, given: str) -> Optional[Principal]:
+def _named_key(state: ServiceState, given: str) -> Tuple[Optional[Principal], str]:
     """The named key ``given`` is (storage.keys), read from the database on every request: a key revoked on one
-    replica is refused by all at once. 401 for a revoked or expired one."""
+    replica is refused by all at once; and why it is refused ('' when it is not: revoked, expired)."""
     with state.Session() as s:
         key = keys.find_key(session=s, secret=given)
     if key is None:
-        return None
+        return None, ''
     if key.revoked_at is not None:
-        raise HTTPException(status_code=401, detail=f'key {key.name!r} was revoked')
+        return Principal(key.name, 'revoked'), f'key {key.name!r} was revoked'
     if key.expires_at is not None and key.expires_at <= utcnow():
-        raise HTTPException(status_code=401, detail=f'key {key.name!r} expired at {key.expires_at.isoformat()}Z')
-    return Principal(key.name, key.role, tuple(key.sites))
+        return Principal(key.name, 'expired'), f'key {key.name!r} expired at {key.expires_at.isoformat()}Z'
+    return Principal(key.name, key.role, tuple(key.sites)), ''
 
 
 async def _principal(request: Request, state: ServiceState, given: Optional[str]) -> Optional[Principal]:
     """The key ``given`` as a principal (None: no key, or none the server knows), noted for the audit trail."""
-    found = None
+    found, refused = None, ''
     if given:
         found = _environment_key(state, given)
         if found is None and given.startswith(keys.KEY_PREFIX):
-            found = await run_in_threadpool(_named_key, state, given)
-    request.state.principal = found or OPEN
+            found, refused = await run_in_threadpool(_named_key, state, given)
+    request.state.principal = found or OPEN  # the audit trail names a refused key too
+    if refused:
+        raise HTTPException(status_code=401, detail=refused)
+    if given and found is None:  # a key the server does not know is refused even where no key is needed
+        raise HTTPException(status_code=401, detail='unknown X-API-Key: not one of this server\'s keys')
     return found
 
 

@@ -76,7 +76,8 @@ def _stored(session, columns: Dict) -> bool:
     same file and boxes finds the same tracks)."""
     return session.scalar(select(func.count(Sighting.id)).where(
         Sighting.video == columns['video'], Sighting.camera_id == columns['camera_id'],
-        Sighting.track_id == columns['track_id'], Sighting.first_time == columns['first_time'])) > 0
+        Sighting.track_id == columns['track_id'], Sighting.first_time == columns['first_time'],
+        Sighting.site == columns.get('site', ''))) > 0
 
 
 def run_ingest(params: IngestParams, Session: Callable, database, images: ImageStore,

@@ -170,10 +170,17 @@ class AuditEventsPublic(BaseModel):
     count: int
 
 
+def _not_an_environment_name(name: str) -> str:
+    if name[:4].upper() == 'AMG_':  # the audit trail names the environment keys so: no key may pose as one
+        raise ValueError("a key's name may not start with AMG_ (the environment keys' names)")
+    return name
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra='forbid')
-    name: str = Field(min_length=1, max_length=100, pattern=r'^[^\x00-\x1f\x7f]+$',
-                      description='unique; the audit trail names the key by it')
+    name: Annotated[str, AfterValidator(_not_an_environment_name)] = Field(
+        min_length=1, max_length=100, pattern=r'^[^\x00-\x1f\x7f]+$',
+        description="unique; the audit trail names the key by it (not AMG_...: the environment keys' names)")
     role: Literal['read', 'write', 'admin'] = Field(description='read: searches and reads; write: also uploads and '
                                                                'deletes; admin: also the admin API')
     sites: List[Annotated[str, Field(max_length=64)]] = Field(

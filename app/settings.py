@@ -131,8 +131,9 @@ class Settings(BaseSettings):
                                                   'removed this many days after they were recorded; none: kept')
     retention_seconds: float = Field(60.0, gt=0, description='how often the retention sweeper looks for expired '
                                                              'images')
-    retention_batch: int = Field(500, ge=1, le=10_000, description='images the sweeper removes a transaction (the '
-                                                                   'write lock is held for one batch)')
+    retention_batch: int = Field(500, ge=1, le=1_000, description='images the sweeper removes a transaction (the '
+                                                                   'write lock is held for one batch; at most '
+                                                                   "1,000: each takes one of PostgreSQL's locks)")
     job_workers: int = Field(1, ge=1, description='background job processes at once')
     job_nice: int = Field(10, ge=0, le=19, description='nice of job processes where SCHED_IDLE is unavailable '
                                                        '(Linux runs them under SCHED_IDLE): queries come first')
@@ -162,6 +163,8 @@ class Settings(BaseSettings):
         bad = [s for s in self.site_list + list(self.retention_site_days) if not re.fullmatch(SITE_PATTERN, s)]
         if bad:
             raise ValueError(f'sites: {bad[0]!r} is not a site name (letters, digits, _ . -; at most 64)')
+        if self.site_list and not self.read_api_key:
+            raise ValueError('sites: AMG_SITES needs AMG_READ_API_KEY (open reads would see every site)')
         unknown = sorted(set(self.retention_site_days) - set(self.site_list))
         if unknown:
             raise ValueError(f'retention_site_days: {unknown[0]!r} is not one of AMG_SITES')

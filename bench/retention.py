@@ -4,7 +4,9 @@ removes a tenth of the gallery (rows aged in the database, so the next sweep fin
 Then: the rows the sweeper passed are gone from the database and the index, and the index holds the rest. Target:
 the client's p99 while the sweeper runs <= 1.5x alone.
 
-    python -m bench.retention [--vectors 100000] [--rounds 3] [--seconds 10] [--batch 500]
+    python -m bench.retention [--vectors 100000] [--rounds 3] [--seconds 10] [--batch 500] [--img-size 224 224]
+
+(1,000,000 rows: ``--img-size 128 64``, 1,536-dim vectors, 6 GB in the index, as bench.scale measures.)
 """
 import argparse
 import tempfile
@@ -22,6 +24,8 @@ def main() -> None:
     p.add_argument('--rounds', type=int, default=3)
     p.add_argument('--seconds', type=float, default=10)
     p.add_argument('--batch', type=int, default=500, help='AMG_RETENTION_BATCH')
+    p.add_argument('--img-size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'),
+                   help="the model's input: 224 224 gives 2,688-dim vectors, 128 64 gives 1,536")
     a = p.parse_args()
     import httpx
     from sqlalchemy import func, select, update
@@ -36,7 +40,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix='amg-retention-'))
     generate_dataset(work / 'data', SynthConfig(num_ids=20, num_cams=3, imgs_per_id=6, seed=0), progress=False)
     ds = load_dataset(work / 'data')
-    model = pruned_models((224, 224), len({r.pid for r in ds.train}))['head67+token40'].eval()
+    model = pruned_models(tuple(a.img_size), len({r.pid for r in ds.train}))['head67+token40'].eval()
     ckpt = save_checkpoint(model, work / 'model.safetensors')
     service = work / 'service'
     env = dict(AMG_API_KEY=KEY, AMG_RETENTION_DAYS='30', AMG_RETENTION_SECONDS='1', AMG_RETENTION_BATCH=str(a.batch))

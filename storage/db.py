@@ -196,7 +196,7 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     key_name: Mapped[str] = mapped_column(String(100), default='', index=True)  # '' for an open route without a key
-    role: Mapped[str] = mapped_column(String(16), default='')  # read | write | admin | open
+    role: Mapped[str] = mapped_column(String(16), default='')  # read|write|admin|open; revoked|expired: refused
     client: Mapped[str] = mapped_column(String(64), default='')
     method: Mapped[str] = mapped_column(String(8))
     route: Mapped[str] = mapped_column(String(200), index=True)  # the route's template: /v1/gallery/{image_id}

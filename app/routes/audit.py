@@ -26,7 +26,7 @@ class AuditFilters:
     def __init__(self, after: Optional[str] = Query(None, description='recorded at or after (ISO 8601)'),
                  before: Optional[str] = Query(None, description='recorded at or before (ISO 8601)'),
                  key_name: Optional[str] = Query(None, max_length=100, description="the key's name"),
-                 role: Optional[Literal['read', 'write', 'admin', 'open']] = None,
+                 role: Optional[Literal['read', 'write', 'admin', 'open', 'revoked', 'expired']] = None,
                  route: Optional[str] = Query(None, max_length=200, description='a route template, e.g. '
                                                                                '/v1/search'),
                  method: Optional[Literal['GET', 'POST', 'PATCH', 'PUT', 'DELETE']] = None,

@@ -129,7 +129,9 @@ def gallery_thumbnail(image_id: IdPath, state: StateDep, session: SessionDep, pr
     im.thumbnail((64, 128), Image.BICUBIC)
     buf = io.BytesIO()
     im.save(buf, format='JPEG', quality=85)
-    return Response(buf.getvalue(), media_type='image/jpeg', headers={'Cache-Control': 'max-age=3600'})
+    # private: a shared cache must not hand one key's (one site's) thumbnails to another, nor after an erasure
+    return Response(buf.getvalue(), media_type='image/jpeg',
+                    headers={'Cache-Control': 'private, max-age=3600', 'Vary': 'X-API-Key'})
 
 
 @router.get('/persons/{person_id}', response_model=GalleryItemsPublic, tags=['persons'])

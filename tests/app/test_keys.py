@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from storage.db import ApiKey, utcnow
-from tests.app.conftest import API_KEY, make_client
+from tests.app.conftest import API_KEY, make_client, wait_for
 from tests.conftest import database_url_for
 
 ADMIN = {'X-API-Key': API_KEY}
@@ -71,15 +71,35 @@ def test_named_keys_have_roles_and_a_revoked_key_is_refused_by_every_replica(req
         r = b.delete('/v1/gallery/987654', headers=writer)
         assert r.status_code == 401 and 'expired' in r.json()['detail']
 
-        # the audit trail names the key
-        events = a.get('/v1/admin/audit', params={'key_name': 'uploader'}, headers=ADMIN).json()['data']
-        assert {e['role'] for e in events} == {'write'} and events
+        # the audit trail names the key, its refused attempts too
+        def roles(name):  # replica b's refusals reach the shared trail from b's writer thread
+            return {(e['role'], e['status']) for e in a.get('/v1/admin/audit', params={'key_name': name},
+                                                            headers=ADMIN).json()['data']}
+        wait_for(lambda: ('expired', 401) in roles('uploader'), what="b's refusal of the expired key audited")
+        assert {role for role, _ in roles('uploader')} == {'write', 'expired'}
+        assert {status for role, status in roles('front desk') if role == 'revoked'} == {401}
 
         # bad requests
         for body, status in (({'name': 'ops', 'role': 'read'}, 409), ({'name': 'x', 'role': 'root'}, 422),
                              ({'name': 'a\nb', 'role': 'read'}, 422), ({'name': '', 'role': 'read'}, 422),
+                             ({'name': 'AMG_API_KEY', 'role': 'read'}, 422), ({'name': 'amg_x', 'role': 'read'}, 422),
                              ({'name': 'x', 'role': 'read', 'expires_at': '2020-01-01T00:00:00Z'}, 400),
                              ({'name': 'x', 'role': 'read', 'secret': 'mine'}, 422)):
             assert a.post('/v1/admin/keys', json=body, headers=ADMIN).status_code == status, body
         assert a.delete('/v1/admin/keys/987654', headers=ADMIN).status_code == 404
         assert a.post('/v1/admin/keys', json={'name': 'y', 'role': 'read'}, headers=reader).status_code == 401
+
+
+def test_an_unknown_key_is_refused_where_no_key_is_needed_and_sites_need_a_read_key(tmp_path):
+    """Reads open (no AMG_READ_API_KEY): no key reads, a key the server does not know is 401 (not read as none);
+    AMG_SITES without a read key is refused at start, as open reads would see every site."""
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+    with make_client(tmp_path / 'open') as client:
+        assert client.get('/v1/gallery').status_code == 200
+        r = client.get('/v1/gallery', headers=key('garbage'))
+        assert r.status_code == 401 and 'unknown' in r.json()['detail']
+    with pytest.raises(ValidationError, match='AMG_READ_API_KEY'):
+        Settings(data_dir=tmp_path, sites='shop-a', _env_file=None)
+    assert Settings(data_dir=tmp_path, sites='shop-a', read_api_key='r', _env_file=None).site_list == ['shop-a']

@@ -63,6 +63,8 @@ FILTERS = [
     GalleryFilter.of(sites=['shop-b', 'hq'], camera_ids=[1, 2, 3]),
     GalleryFilter.of(sites=['shop-a'], person_id=4, tags=['red']),
     GalleryFilter.of(sites=['nowhere']),
+    GalleryFilter.of(sites=['']),
+    GalleryFilter.of(sites=['', 'hq']),
 ]
 
 
@@ -89,10 +91,32 @@ def milvus_engine(tmp_path):
     return make
 
 
-@pytest.fixture(params=['faiss-exact', 'faiss-approx', 'faiss-compressed', 'milvus'])
+@pytest.fixture
+def milvus_server_engine(request):
+    """The real Milvus standalone (2.3.5: no partition key, see MilvusEngine._partition_key_works), FLAT index."""
+    import uuid
+    from storage.milvus_engine import MilvusEngine
+    uri = request.getfixturevalue('milvus_server')
+    made = []
+
+    def make(ids, xb, attrs):
+        engine = MilvusEngine(uri, f'amg_test_{uuid.uuid4().hex[:8]}', DIM, index_type='FLAT', index_params={})
+        engine.create()
+        engine.upsert(ids, xb, attrs)
+        made.append(engine)
+        return engine
+    yield make
+    for engine in made:
+        engine.drop()
+
+
+@pytest.fixture(params=['faiss-exact', 'faiss-approx', 'faiss-compressed', 'milvus',
+                        pytest.param('milvusserver', marks=pytest.mark.slow)])
 def make_engine(request):
     if request.param == 'milvus':
         return request.getfixturevalue('milvus_engine'), True
+    if request.param == 'milvusserver':
+        return request.getfixturevalue('milvus_server_engine'), True
     return faiss_engine(request.param.split('-')[1]), request.param == 'faiss-exact'
 
 
@@ -118,7 +142,13 @@ def test_filters_inside_the_engine_equal_brute_force(make_engine):
                 assert len(set(I.tolist()) & set(best.tolist())) >= 0.5 * len(best), flt
 
 
-def test_upserts_replace_and_removes_forget_attributes(make_engine):
+def test_upserts_replace_and_removes_forget_attributes(request, make_engine):
+    if request.node.callspec.params['make_engine'] == 'milvusserver':
+        # measured on 2.3.5 (pymilvus 3.0.2): upsert, search, delete, then a Session-consistency search still finds
+        # the deleted row (a Strong one does not); without the search in between it is gone. The service is not
+        # misled (a hit without its database row is dropped: tests/app/test_erasure.py runs on this server)
+        request.applymarker(pytest.mark.xfail(strict=True, reason='Milvus 2.3.5: a delete after a search is not '
+                                                                   'seen at Session consistency'))
     make, _ = make_engine
     ids, xb, attrs, _ = gallery(n=300)
     engine = make(ids, xb, attrs)

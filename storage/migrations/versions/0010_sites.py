@@ -24,5 +24,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in TABLES:
         op.drop_index(op.f(f'ix_{table}_site'), table_name=table)
-        with op.batch_alter_table(table) as batch:
+        with op.batch_alter_table(table, table_kwargs={'sqlite_autoincrement': True}) as batch:
             batch.drop_column('site')
