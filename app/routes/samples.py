@@ -11,8 +11,10 @@ from pydantic import BaseModel
 from reid.datasets import DatasetError, parse_market_name
 
 from ..deps import ScopeDep, StateDep, require_read
+from ..schemas import ERRORS
 
-router = APIRouter(prefix='/v1/samples', tags=['samples'], dependencies=[Depends(require_read)])
+router = APIRouter(prefix='/v1/samples', tags=['samples'], dependencies=[Depends(require_read)],
+                   responses={401: ERRORS[401]})  # a key given that the server does not know
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png'}
 
 
