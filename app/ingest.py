@@ -23,7 +23,7 @@ from .deps import MAX_ID
 from .gallery_writes import write_images
 from .sightings import MAX_SIGHTING_CROPS, sighting_rows
 
-__all__ = ['IngestParams', 'run_ingest', 'ingest_of', 'uses_file', 'SAME_INGEST']
+__all__ = ['IngestParams', 'run_ingest', 'ingest_of', 'uses_file', 'tracks_file', 'SAME_INGEST']
 
 _logger = logging.getLogger(__name__)
 
@@ -65,6 +65,12 @@ def ingest_of(session, params: 'IngestParams'):
     return None
 
 
+def tracks_file(data_dir: Path, job_id: int) -> Path:
+    """Where an ingest job writes every box it tracked (MOT Challenge format, 1-based frames, the tracker's ids):
+    what the frame viewer draws over a frame of its recording."""
+    return Path(data_dir) / 'videos' / 'tracks' / f'{int(job_id)}.mot.txt'
+
+
 def uses_file(session, path: str) -> bool:
     """Whether an ingest job (any state) names ``path`` as its video or boxes: the file stays."""
     return any(path in ((job.params or {}).get('video_path'), (job.params or {}).get('boxes_path'))
@@ -81,10 +87,14 @@ def _stored(session, columns: Dict) -> bool:
 
 
 def run_ingest(params: IngestParams, Session: Callable, database, images: ImageStore,
-               on_progress: Callable[[Progress], bool]) -> Dict[str, float]:
-    """Decode, detect, track and store every track of ``params.video_path`` as a sighting; what it did. Raises
-    video.VideoError (an unreadable file, bad MOT data) and reid.progress.Cancelled when ``on_progress`` asks."""
+               on_progress: Callable[[Progress], bool], job_id: Optional[int] = None,
+               tracks_path: Optional[Path] = None) -> Dict[str, float]:
+    """Decode, detect, track and store every track of ``params.video_path`` as a sighting (naming ``job_id``);
+    what it did. Every tracked box goes to ``tracks_path`` as it comes (MOT format; a run again writes it anew).
+    Raises video.VideoError (an unreadable file, bad MOT data) and reid.progress.Cancelled when ``on_progress``
+    asks."""
     from video import read_mot, sightings_from_video
+    from video.mot import mot_lines
     boxes = read_mot(params.boxes_path) if params.boxes_path else None  # bad lines fail before any frame
     start = params.start_time
     if start.tzinfo is not None:
@@ -99,16 +109,29 @@ def run_ingest(params: IngestParams, Session: Callable, database, images: ImageS
         stop = bool(on_progress(Progress('ingest', share, info=dict(frames=frames, sightings=done['sightings']))))
 
     video = params.video_name or Path(params.video_path).name
-    for sighting in sightings_from_video(params.video_path, str(params.camera_id), start, boxes,
-                                         max_crops=params.max_crops, progress=progress, cancelled=lambda: stop):
-        items, metas, columns = sighting_rows(sighting, params.site or '')
-        columns['video'] = video
-        with Session() as s:  # stored by an earlier run that was interrupted: the same tracks come again
-            if _stored(s, columns):
-                continue
-        write_images(Session, database, images, items, metas, sighting=columns)
-        done['sightings'] += 1
-        done['crops'] += len(items)
+    tracked = None
+    if tracks_path is not None:
+        tracks_path.parent.mkdir(parents=True, exist_ok=True)
+        tracked = open(tracks_path, 'w')
+    try:
+        on_tracks = None if tracked is None else (
+            lambda frame, rows: tracked.writelines(mot_lines(frame + 1, rows)))
+        for sighting in sightings_from_video(params.video_path, str(params.camera_id), start, boxes,
+                                             max_crops=params.max_crops, progress=progress, cancelled=lambda: stop,
+                                             on_tracks=on_tracks):
+            items, metas, columns = sighting_rows(sighting, params.site or '')
+            columns.update(video=video, ingest_job_id=job_id)
+            if tracked is not None:  # a sighting is shown over frames only after they are on disk
+                tracked.flush()
+            with Session() as s:  # stored by an earlier run that was interrupted: the same tracks come again
+                if _stored(s, columns):
+                    continue
+            write_images(Session, database, images, items, metas, sighting=columns)
+            done['sightings'] += 1
+            done['crops'] += len(items)
+    finally:
+        if tracked is not None:
+            tracked.close()
     if stop:
         raise Cancelled()
     _logger.info('ingested %s: %d sightings, %d crops from %d frames', params.video_path, done['sightings'],

@@ -83,6 +83,28 @@ class SightingPublic(SightingSummary):
     crops: List[GalleryItemPublic] = Field(description='its gallery images, best first, with frame, time and box')
 
 
+class TrackedBox(BaseModel):
+    track_id: int = Field(description="the tracker's id within the recording")
+    x: float
+    y: float
+    w: float
+    h: float
+    sighting_id: Optional[int] = Field(None, description='the sighting this track became (null: a track too short '
+                                                         'to keep, one erased, or of a site the key does not see)')
+
+
+class FrameView(BaseModel):
+    """One frame of a sighting's recording and every box tracked in it (pixels, top-left corner and size)."""
+    sighting_id: int
+    frame: int = Field(description='0-based, as the crops number them')
+    first_frame: int = Field(description="the sighting's first frame: frames it spans are served, no others")
+    last_frame: int
+    width: int
+    height: int
+    image_url: str = Field(description='the frame as a JPEG')
+    boxes: List[TrackedBox]
+
+
 class SightingsPublic(BaseModel):
     data: List[SightingSummary]
     count: int

@@ -3,7 +3,9 @@
 Prints markdown tables:
   * per camera: the built-in detector's precision / recall; tracking MOTA / IDF1 / HOTA on its boxes and on the
     ground-truth boxes (of the people at least 30% in view); sightings found vs walks;
-  * ingest speed per stage (decode, detect, track, crop) in frames/s, with the built-in detector, against real time;
+  * ingest speed per stage (decode, detect, track, crop; with --checkpoint also embed and store: the service's
+    share of the work, each sighting's crops embedded in one batch and written as the ingest job writes them, to a
+    SQLite database and image store of the workdir) in frames/s, with the built-in detector, against real time;
   * peak RSS of one camera's ingest (a process of its own) for a short and a long video;
   * cross-camera identity IDF1 (global ids) after linking the sightings (video.identities) by their pooled vectors:
     colour histograms (no learning) and, with --checkpoint, a trained model's embeddings, over a sweep of
@@ -19,7 +21,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict
 
@@ -91,6 +93,38 @@ def accuracy(root: Path):
     return rows, totals, frames, runs
 
 
+def embed_and_store(sightings, checkpoint: Path, workdir: Path) -> Dict[str, float]:
+    """Seconds the service's stages take for ``sightings``: ``embed`` (each sighting's crops in one batch on the
+    torch embedder, as the service's model thread embeds a followed sighting) and ``store`` (image files, rows and
+    change log in one transaction per sighting: app.gallery_writes.write_images, as the ingest job writes)."""
+    import shutil
+
+    from app.gallery_writes import write_images
+    from app.sightings import sighting_rows
+    from storage.db import make_engine, make_sessionmaker
+    from storage.images import ImageStore
+    from storage.migrate import upgrade
+    embed = ModelVectors(checkpoint)
+    embed([sightings[0].crops[0].image])  # warm-up: the first forward's one-off costs are no stage's
+    began = time.perf_counter()
+    for s in sightings:
+        embed([c.image for c in s.crops])
+    embedded = time.perf_counter() - began
+    target = workdir / 'store-stage'
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    database = make_engine(f'sqlite:///{target / "amg.db"}')
+    upgrade(database)
+    Session, images = make_sessionmaker(database), ImageStore(target / 'images')
+    began = time.perf_counter()
+    for s in sightings:
+        items, metas, columns = sighting_rows(s)
+        write_images(Session, database, images, items, metas, sighting=columns)
+    stored = time.perf_counter() - began
+    database.dispose()
+    return dict(embed=embedded, store=stored)
+
+
 def sighting_vectors(sightings, embed) -> np.ndarray:
     """One vector per sighting: its crops' vectors pooled (reid.matching.pool_parts, as group queries are)."""
     from reid.matching import pool_parts
@@ -112,16 +146,22 @@ class HistogramVectors:
 
 class ModelVectors:
     def __init__(self, checkpoint: Path):
+        from models.checkpoints import read_metadata
         from models.embedder import Embedder
         self.embedder = Embedder(str(checkpoint))
         self.parts = self.embedder.num_parts
+        # the cosine the service takes for a match (its searches and re-clustering's default), as a distance
+        min_score = (read_metadata(str(checkpoint))[1] if str(checkpoint).endswith('.safetensors') else {}).get(
+            'min_score')
+        self.own_threshold = None if min_score is None else round(1 - float(min_score), 6)
 
     def __call__(self, images):
         return np.asarray(self.embedder(images), dtype=np.float32)
 
 
 def identities(root: Path, runs, checkpoint, thresholds):
-    """Table rows: identity IDF1 per vectors x boxes x threshold."""
+    """Table rows: identity IDF1 per vectors x boxes x comparison x threshold (a model's own threshold too: the
+    one the service's re-clustering uses by default; the centred vectors have no calibrated one)."""
     from video.evaluate import identity_scores
     from video.identities import link_sightings
     _, walks, truth = load_walks(root)
@@ -136,13 +176,19 @@ def identities(root: Path, runs, checkpoint, thresholds):
             sightings = [(cam, s) for cam, (ss, _) in sorted(by_cam.items()) for s in ss]
             vectors = sighting_vectors([s for _, s in sightings], embed)
             tracks = {cam: t for cam, (_, t) in by_cam.items()}
-            for threshold in thresholds:
-                labels = link_sightings(vectors, [str(c) for c, _ in sightings], [s.first_time for _, s in sightings],
-                                        [s.last_time for _, s in sightings], threshold=threshold)
-                of_track = {(cam, s.track_id): int(label) for (cam, s), label in zip(sightings, labels)}
-                score = identity_scores(truth, tracks, person_of_walk, of_track)
-                rows.append(f"| {kind} | {boxes} | {threshold:g} | {len(set(labels))} / {people} | "
-                            f"{score['idf1']:.3f} | {score['idp']:.3f} | {score['idr']:.3f} |")
+            own = getattr(embed, 'own_threshold', None)
+            for centring in (False, True):
+                sweep = sorted(set(thresholds) | ({own} if own is not None and not centring else set()))
+                for threshold in sweep:
+                    labels = link_sightings(vectors, [str(c) for c, _ in sightings],
+                                            [s.first_time for _, s in sightings], [s.last_time for _, s in sightings],
+                                            threshold=threshold, camera_centring=centring)
+                    of_track = {(cam, s.track_id): int(label) for (cam, s), label in zip(sightings, labels)}
+                    score = identity_scores(truth, tracks, person_of_walk, of_track)
+                    shown = f'**{threshold:g} (the model\'s)**' if threshold == own and not centring else f'{threshold:g}'
+                    rows.append(f"| {kind} | {boxes} | {'camera-centred' if centring else 'cosine'} | {shown} | "
+                                f"{len(set(labels))} / {people} | {score['idf1']:.3f} | {score['idp']:.3f} | "
+                                f"{score['idr']:.3f} |")
     return rows
 
 
@@ -176,7 +222,8 @@ def main() -> None:
     p.add_argument('--rss-minutes', type=float, nargs='*', default=[1, 20],
                    help='one-camera videos to measure the peak RSS of (none: skip)')
     p.add_argument('--checkpoint', help='a trained model: cross-camera identities from its embeddings too')
-    p.add_argument('--thresholds', type=float, nargs='*', default=[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5],
+    p.add_argument('--thresholds', type=float, nargs='*',
+                   default=[0.002, 0.003, 0.005, 0.007, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5],
                    help='linking thresholds (cosine distance, average linkage) to sweep')
     p.add_argument('--generate-only', action='store_true',
                    help='only write the videos (untimed: run it first, then time the rest alone on the machine)')
@@ -203,18 +250,24 @@ def main() -> None:
     print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     print('\n'.join(rows))
 
-    total = sum(totals.values())
+    stages = list(STAGES)
+    if a.checkpoint:
+        detected = [replace(s, camera_id=str(cam)) for cam in sorted(runs['detector'])
+                    for s in runs['detector'][cam][0]]
+        totals.update(embed_and_store(detected, Path(a.checkpoint), a.workdir))
+        stages += ['embed', 'store']
+    total = sum(totals[stage] for stage in stages)
     print(f'\ningest with the built-in detector, {frames} frames of {cfg.size[0]}x{cfg.size[1]}:\n')
     print('| stage | frames/s | share of the time |')
     print('|---|---|---|')
-    for stage in STAGES:
+    for stage in stages:
         print(f'| {stage} | {frames / totals[stage]:.0f} | {totals[stage] / total:.0%} |')
     print(f'| all | {frames / total:.0f} | {frames / total / cfg.fps:.1f}x real time at {cfg.fps:.0f} fps |')
 
     print('\ncross-camera identities: sightings linked by average-linkage clustering of their pooled vectors, '
           'same-camera overlaps never linked; IDF1 over all cameras by global person id:\n')
-    print('| vectors | boxes | threshold | identities / people | identity IDF1 | IDP | IDR |')
-    print('|---|---|---|---|---|---|---|')
+    print('| vectors | boxes | compared | threshold | identities / people | identity IDF1 | IDP | IDR |')
+    print('|---|---|---|---|---|---|---|---|')
     print('\n'.join(identities(root, runs, a.checkpoint, a.thresholds)))
 
     if a.rss_minutes:

@@ -30,6 +30,7 @@ from .data import make_loader
 from .datasets import ImageRecord, ReIDDataset, UnlabelledCrop, load_dataset, load_unlabelled
 from .engine import calibrate_model, evaluate_model, extract_features, set_seed
 from .progress import Cancelled, Progress, ProgressCallback, RunSummary
+from .matching import centre_by_camera
 from .rerank import jaccard_distance
 
 __all__ = ['AdaptConfig', 'AdaptFailed', 'PseudoLabels', 'adapt', 'pseudo_labels', 'co_occurring_tracks',
@@ -109,12 +110,8 @@ def pseudo_labels(features: np.ndarray, tracks: Optional[Sequence[Optional[int]]
 
     features = np.asarray(features, dtype=np.float32)
     n = len(features)
-    if cameras is not None and len(set(cameras)) > 1:
-        raw, features = features, features.copy()
-        cams = np.asarray(cameras)
-        for cam in np.unique(cams):
-            features[cams == cam] -= raw[cams == cam].mean(0)
-        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    if cameras is not None:
+        features = centre_by_camera(features, cameras)
     tracks = [None] * n if tracks is None else list(tracks)
     if len(tracks) != n:
         raise ValueError(f'{len(tracks)} track ids for {n} crops')

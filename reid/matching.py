@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 __all__ = ['pool_parts', 'pool_visible', 'multi_shot_queries', 'mutual_visibility_scores', 'scale_parts',
-           'plain_parts', 'part_visibility', 'rescore_mutual', 'part_cosines', 'ScoreCalibration']
+           'plain_parts', 'part_visibility', 'rescore_mutual', 'part_cosines', 'centre_by_camera', 'ScoreCalibration']
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,22 @@ class ScoreCalibration:
         if not record or record.get('kind') != 'logistic':
             return None
         return cls(float(record['a']), float(record['b']))
+
+
+def centre_by_camera(features: np.ndarray, cameras) -> np.ndarray:
+    """``features`` (N, D) with each camera's mean feature taken out (``cameras[i]``: row i's camera), rows made
+    unit length again, so that what stays is the person, not the look of the camera that saw them (its light, its
+    background). A copy; unchanged (but for the copy) with fewer than two cameras."""
+    raw = np.asarray(features, dtype=np.float32)
+    cams = np.asarray(cameras)
+    if len(cams) != len(raw):
+        raise ValueError(f'{len(cams)} cameras for {len(raw)} features')
+    out = raw.copy()
+    if len(np.unique(cams)) < 2:
+        return out
+    for cam in np.unique(cams):
+        out[cams == cam] -= raw[cams == cam].mean(0)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def pool_parts(embeddings: np.ndarray, parts: int, weights: Optional[np.ndarray] = None) -> np.ndarray:

@@ -183,11 +183,12 @@ def expired_image_ids(*, session: Session, stored_before: datetime, limit: int,
 # ---- sightings --------------------------------------------------------------------------------------------------
 def add_sighting(*, session: Session, camera_id: int, first_time: Optional[datetime], last_time: Optional[datetime],
                  video: str = '', track_id: Optional[int] = None, frame_count: Optional[int] = None,
-                 quality: Optional[float] = None, site: str = '') -> Sighting:
+                 quality: Optional[float] = None, site: str = '', ingest_job_id: Optional[int] = None) -> Sighting:
     """A new sighting without images yet (:func:`add_images` with its ``sighting_id`` adds them; then
     :func:`count_sighting` sets its count and best image)."""
     sighting = Sighting(camera_id=camera_id, first_time=first_time, last_time=last_time, video=video,
-                        track_id=track_id, frame_count=frame_count, quality=quality, crop_count=0, site=site)
+                        track_id=track_id, frame_count=frame_count, quality=quality, crop_count=0, site=site,
+                        ingest_job_id=ingest_job_id)
     session.add(sighting)
     session.flush()
     return sighting

@@ -106,6 +106,9 @@ class Sighting(Base):
     # the person the service takes it for (None: a video track not linked yet, or an uploaded crop)
     identity_id: Mapped[Optional[int]] = mapped_column(ForeignKey('identities.id'), nullable=True, index=True)
     site: Mapped[str] = mapped_column(String(SITE_CHARS), default='', server_default='', index=True)
+    # the video ingest job that stored it (its recording and every tracked box: the frame viewer); not a foreign
+    # key: a sighting outlives the job's row (None: an upload, or stored before migration 0011)
+    ingest_job_id: Mapped[Optional[int]] = mapped_column(Integer, nullable=True, index=True)
 
 
 class GalleryImage(Base):

@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import VideoError
 
-__all__ = ['Frame', 'VideoInfo', 'probe', 'frames', 'frame_time']
+__all__ = ['Frame', 'VideoInfo', 'probe', 'frames', 'frame_time', 'read_frame']
 
 _logger = logging.getLogger(__name__)
 
@@ -93,5 +93,30 @@ def frames(path: Union[str, Path], start_time: dt.datetime, threads: bool = True
             _logger.warning('%s: decoding stopped after %d frames: %s', path, index, e)
         if index == 0:
             raise VideoError(f'{path}: no frame could be decoded')
+    finally:
+        container.close()
+
+
+def read_frame(path: Union[str, Path], index: int) -> np.ndarray:
+    """Frame ``index`` (0-based, as :func:`frames` numbers them) as (H, W, 3) uint8 RGB: a seek to the key frame
+    at or before it, then decoding up to it (never the frames before that key frame). Frames are found by their
+    timestamps at the stream's frame rate, so a variable-frame-rate recording may give a neighbouring frame.
+    Raises VideoError for a file that cannot be read and an index past the last frame."""
+    if index < 0:
+        raise VideoError(f'frame {index}: frames are numbered from 0')
+    container = _open(path)
+    try:
+        info = _info(path, container)
+        stream = container.streams.video[0]
+        base = stream.time_base
+        first = stream.start_time or 0
+        try:
+            container.seek(first + int(round(index / info.fps / base)), stream=stream, backward=True, any_frame=False)
+            for decoded in container.decode(stream):
+                if decoded.pts is None or int(round((decoded.pts - first) * base * info.fps)) >= index:
+                    return decoded.to_ndarray(format='rgb24')
+        except av.FFmpegError as e:
+            raise VideoError(f'cannot decode frame {index} of {path}: {e}') from e
+        raise VideoError(f'{path} has no frame {index}')
     finally:
         container.close()

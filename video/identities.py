@@ -15,6 +15,8 @@ from typing import Literal, Optional, Sequence
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
+from reid.matching import centre_by_camera
+
 __all__ = ['cannot_link', 'link_sightings', 'CANNOT_LINK']
 
 # the distance given to a cannot-link pair: with average linkage two clusters holding such a pair merge only if
@@ -40,7 +42,7 @@ def cannot_link(cameras: Sequence[str], first_times: Sequence[dt.datetime], last
 def link_sightings(vectors: np.ndarray, cameras: Sequence[str], first_times: Sequence[dt.datetime],
                    last_times: Sequence[dt.datetime], *, threshold: float,
                    linkage: Literal['average', 'complete', 'single'] = 'average',
-                   min_travel_seconds: Optional[float] = None) -> np.ndarray:
+                   min_travel_seconds: Optional[float] = None, camera_centring: bool = False) -> np.ndarray:
     """Identity labels (n,) 0..k-1 for n sightings.
 
     Args:
@@ -50,6 +52,9 @@ def link_sightings(vectors: np.ndarray, cameras: Sequence[str], first_times: Seq
         threshold: clusters closer than this (by ``linkage``) merge; higher: fewer, larger identities.
         linkage: scikit-learn's; 'average' tolerates a few unlike views of one person, 'complete' none.
         min_travel_seconds: see the module docstring (None: no constraint between cameras).
+        camera_centring: compare the vectors with each camera's mean taken out (reid.matching.centre_by_camera):
+            clusters follow people, not the look of each camera (docs/benchmarks.md 9 measures it). The
+            threshold is then on the centred vectors' distances, which no score calibration describes.
 
     The constraints hold for every result: a merge that would put a cannot-link pair in one identity never
     happens (checked, not only hoped for by the large distance).
@@ -60,6 +65,8 @@ def link_sightings(vectors: np.ndarray, cameras: Sequence[str], first_times: Seq
         return np.empty(0, dtype=int)
     if n == 1:
         return np.zeros(1, dtype=int)
+    if camera_centring:
+        x = centre_by_camera(x, cameras).astype(np.float64)
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     distance = np.clip(1 - unit @ unit.T, 0, 2)
     forbidden = cannot_link(cameras, first_times, last_times, min_travel_seconds)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Union
+from typing import Dict, Iterable, Iterator, Mapping, Union
 
 import numpy as np
 
 from .errors import VideoError
 
-__all__ = ['read_mot', 'write_mot', 'MOT_COLUMNS']
+__all__ = ['read_mot', 'write_mot', 'mot_lines', 'MOT_COLUMNS']
 
 MOT_COLUMNS = ('id', 'x', 'y', 'w', 'h', 'conf')  # the columns of read_mot's arrays, in order
 
@@ -78,11 +78,17 @@ def _number(value: float, decimals: int) -> str:
     return text.rstrip('0').rstrip('.') if '.' in text else text
 
 
+def mot_lines(frame: int, rows: np.ndarray, decimals: int = 2) -> Iterator[str]:
+    """The MOT Challenge lines (each ending in a newline) of one frame's (N, >= 5) ``rows`` of (id, x, y, w, h,
+    [conf, ...]); ``frame`` 1-based; ids are written as integers. For writing as boxes come (a video's tracks)."""
+    for row in np.asarray(rows):
+        rest = ','.join(_number(v, decimals) for v in row[1:])
+        yield f'{int(frame)},{int(row[0])},{rest}\n'
+
+
 def write_mot(path: Union[str, Path], boxes: Mapping[int, np.ndarray], decimals: int = 2) -> None:
     """Write ``{frame (1-based): array (N, >= 5) of (id, x, y, w, h, [conf, ...])}`` as a MOT Challenge file,
-    frames in increasing order; ids are written as integers."""
+    frames in increasing order."""
     with open(path, 'w') as f:
         for frame in sorted(boxes):
-            for row in np.asarray(boxes[frame]):
-                rest = ','.join(_number(v, decimals) for v in row[1:])
-                f.write(f'{int(frame)},{int(row[0])},{rest}\n')
+            f.writelines(mot_lines(frame, boxes[frame], decimals))

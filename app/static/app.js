@@ -249,16 +249,59 @@ async function whereElse(sightingId, out) {
   } catch (e) { out.replaceChildren(text('span', e.message, 'error')); }
 }
 
-// a sighting's crops in frame order: the frames themselves are not stored, only each crop with its frame, time and box
+// a frame of a sighting's recording with every tracked box and its track id; a box whose track is a sighting
+// searches for that person (where else), the others are drawn faded
+const SVG = 'http://www.w3.org/2000/svg';
+async function showFrame(sightingId, frame, out, answers) {
+  out.hidden = false; out.replaceChildren(text('span', `Loading frame ${frame}…`, 'muted'));
+  try {
+    const f = await api(`/v1/sightings/${sightingId}/frames/${frame}`);
+    const view = document.createElement('div'); view.className = 'frame-view'; view.id = `${out.id}-view`;
+    const img = document.createElement('img'); img.alt = `frame ${f.frame}`;
+    const blob = await (await fetch(f.image_url, { headers: keyHeaders() })).blob();
+    img.src = URL.createObjectURL(blob);
+    const svg = document.createElementNS(SVG, 'svg'); svg.setAttribute('viewBox', `0 0 ${f.width} ${f.height}`);
+    f.boxes.forEach((b) => {
+      const g = document.createElementNS(SVG, 'g');
+      g.setAttribute('class', `track${b.sighting_id === sightingId ? ' this' : ''}${b.sighting_id ? ' linked' : ''}`);
+      g.dataset.trackId = String(b.track_id);
+      const r = document.createElementNS(SVG, 'rect');
+      [['x', b.x], ['y', b.y], ['width', b.w], ['height', b.h]].forEach(([k, v]) => r.setAttribute(k, v));
+      const label = document.createElementNS(SVG, 'text');
+      label.setAttribute('x', b.x + 2); label.setAttribute('y', Math.max(12, b.y - 4));
+      label.textContent = b.sighting_id ? `track ${b.track_id} · sighting ${b.sighting_id}` : `track ${b.track_id}`;
+      const tip = document.createElementNS(SVG, 'title');
+      tip.textContent = b.sighting_id ? `search for this person (sighting ${b.sighting_id})` : 'not a sighting you can search';
+      g.append(r, label, tip);
+      if (b.sighting_id) { g.dataset.sightingId = String(b.sighting_id); g.onclick = () => whereElse(b.sighting_id, answers); }
+      svg.appendChild(g);
+    });
+    view.append(img, svg);
+    const step = (to, label) => { const btn = text('button', label); btn.disabled = to < f.first_frame || to > f.last_frame;
+                                  btn.onclick = () => showFrame(sightingId, to, out, answers); return btn; };
+    out.replaceChildren(text('div', `Frame ${f.frame} (track frames ${f.first_frame}–${f.last_frame}): ` +
+                                    'click a person to search for them', 'muted'),
+                        step(f.frame - 10, '◀ 10'), step(f.frame - 1, '◀ 1'), step(f.frame + 1, '1 ▶'),
+                        step(f.frame + 10, '10 ▶'), view);
+  } catch (e) { out.replaceChildren(text('span', e.message, 'error')); }
+}
+
+// a sighting's crops in frame order, each with its frame, time and box; a crop opens its frame (a video sighting
+// whose recording the server keeps)
 async function showSighting(sightingId, out) {
   out.hidden = false; out.replaceChildren(text('span', `Loading sighting ${sightingId}…`, 'muted'));
   try {
     const s = await api(`/v1/sightings/${sightingId}`);
     const crops = [...s.crops].sort((a, b) => (a.frame ?? 0) - (b.frame ?? 0));
     const strip = ranked(`${out.id}-crops`);
-    crops.forEach((c) => strip.appendChild(card(c.thumbnail_url, [c.frame === null ? 'no frame' : `frame ${c.frame}`,
-                                                                  clock(c.timestamp), boxText(c.box)], 'crop wide')));
     const answers = document.createElement('div'); answers.id = `${out.id}-where`;
+    const frameOut = document.createElement('div'); frameOut.id = `${out.id}-frame`; frameOut.hidden = true;
+    crops.forEach((c) => {
+      const item = card(c.thumbnail_url, [c.frame === null ? 'no frame' : `frame ${c.frame}`, clock(c.timestamp),
+                                          boxText(c.box)], 'crop wide');
+      if (c.frame !== null && s.video) { item.title = 'show its frame'; item.onclick = () => showFrame(s.id, c.frame, frameOut, answers); }
+      strip.appendChild(item);
+    });
     const ask = text('button', 'Where else was this person?'); ask.onclick = () => whereElse(s.id, answers);
     const about = [`Sighting ${s.id}`, `cam ${s.camera_id}`, s.first_time ? `${s.first_time.slice(0, 10)} ${timeRange(s)} UTC` : 'no time',
                    s.video ? `${s.video} track ${s.track_id}` : 'an uploaded crop',
@@ -266,8 +309,9 @@ async function showSighting(sightingId, out) {
                    s.identity_id ? `identity ${s.identity_id}` : 'no identity yet'];
     const title = text('div', about.join(' · '), 'verdict'); title.title = s.video;
     out.replaceChildren(title,
-                        text('div', 'its crops in frame order: frame number, time, box in the frame (x,y w×h, pixels)', 'muted'),
-                        strip, ask, answers);
+                        text('div', 'its crops in frame order: frame number, time, box in the frame (x,y w×h, pixels)' +
+                                    (s.video ? '; click one for its frame' : ''), 'muted'),
+                        strip, frameOut, ask, answers);
   } catch (e) { out.replaceChildren(text('span', e.message, 'error')); }
 }
 

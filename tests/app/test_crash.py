@@ -5,6 +5,8 @@ import io
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -48,14 +50,18 @@ def stored_ids(data_dir: Path, env: Dict[str, str]) -> Tuple[Set[int], Set[int],
         db_ids = set(s.scalars(select(GalleryImage.id)))
         active = s.scalars(select(ModelVersion.id).where(ModelVersion.active.is_(True))).one()
     if env.get('AMG_VECTOR_ENGINE') == 'milvus':
-        from storage.milvus_engine import MilvusEngine, collection_name
+        # read in a process of its own, as another replica would: pymilvus keeps its connections per process, and
+        # after many clients over minutes this one process's connection to the Lite server was refused (its gRPC
+        # GOAWAY "too_many_pings"; the restarted service reached the server meanwhile)
         # a generous connect timeout: on a loaded machine the Lite server took over the default 10 s to answer
-        engine = MilvusEngine(env['AMG_MILVUS_URI'], collection_name(env['AMG_MILVUS_COLLECTION_PREFIX'], active), 1,
-                              timeout=60)
-        try:
-            return db_ids, set(engine.ids().tolist()), active
-        finally:
-            engine.close()
+        script = ('import sys; from storage.milvus_engine import MilvusEngine, collection_name; '
+                  'e = MilvusEngine(sys.argv[1], collection_name(sys.argv[2], int(sys.argv[3])), 1, timeout=60); '
+                  'print(" ".join(map(str, e.ids().tolist()))); e.close()')
+        out = subprocess.run([sys.executable, '-c', script, env['AMG_MILVUS_URI'],
+                              env['AMG_MILVUS_COLLECTION_PREFIX'], str(active)], capture_output=True, text=True,
+                             timeout=300, cwd=Path(__file__).resolve().parents[2])
+        assert out.returncode == 0, out.stderr[-2000:]
+        return db_ids, {int(i) for i in out.stdout.split()}, active
     path = data_dir / f'index-model{active}.faiss'
     if not path.exists():  # nothing was ever indexed (a kill before the first upload committed): no file is written
         return db_ids, set(), active

@@ -73,6 +73,45 @@ def test_a_video_becomes_searchable_sightings_once(tmp_path, service_model, reco
         again = upload(client, video, truth.read_bytes())  # the same bytes on the same camera: that job
         assert again.status_code == 200 and again.json()['id'] == job['id']
         assert client.get('/v1/sightings', params={'limit': 100}).json()['count'] == made['sightings']
+        frame_viewer(client, one, crops[0])
+
+
+def frame_viewer(client, sighting, crop):
+    """A crop's frame: every box tracked in it, the crop's own among them as its sighting's; the frame's pixels
+    where the crop was cut are the crop's; frames outside the track and uploaded crops have none."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from video.quality import clip_box
+    r = client.get(f"/v1/sightings/{sighting['id']}/frames/{crop['frame']}")
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert (view['width'], view['height']) == ONE_CAMERA.size
+    assert view['first_frame'] <= crop['frame'] <= view['last_frame']
+    mine = [b for b in view['boxes'] if b['sighting_id'] == sighting['id']]
+    assert len(mine) == 1 and mine[0]['track_id'] == sighting['track_id']
+    np.testing.assert_allclose([mine[0][k] for k in 'xywh'], crop['box'], atol=0.01)
+    image = client.get(view['image_url'])
+    assert image.status_code == 200 and image.headers['content-type'] == 'image/jpeg'
+    assert 'private' in image.headers['cache-control']
+    pixels = np.asarray(Image.open(io.BytesIO(image.content)).convert('RGB'), dtype=np.float32)
+    assert pixels.shape == (ONE_CAMERA.size[1], ONE_CAMERA.size[0], 3)
+    x0, y0, x1, y1 = clip_box(tuple(crop['box']), *ONE_CAMERA.size)
+    stored = client.get(f"/v1/gallery/{crop['id']}/image")
+    assert stored.status_code == 200
+    cut = np.asarray(Image.open(io.BytesIO(stored.content)).convert('RGB'), dtype=np.float32)
+    assert np.abs(pixels[y0:y1, x0:x1] - cut).mean() < 6  # the same pixels, but for the frame's JPEG
+    outside = view['last_frame'] + 1
+    assert client.get(f"/v1/sightings/{sighting['id']}/frames/{outside}").status_code == 404
+    assert client.get(f"/v1/sightings/{sighting['id']}/frames/{outside}/image").status_code == 404
+    upload = client.post('/v1/gallery', data={'person_id': '1'}, headers=ADMIN,
+                         files=[('images', ('a.png', stored.content, 'image/png'))])
+    assert upload.status_code == 201, upload.text
+    alone = upload.json()['data'][0]['sighting_id']
+    missing = client.get(f'/v1/sightings/{alone}/frames/0')
+    assert missing.status_code == 404 and 'no recording' in missing.json()['detail']
 
 
 def test_bad_input_is_refused_and_nothing_is_kept(tmp_path, service_model, recording):

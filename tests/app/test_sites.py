@@ -6,18 +6,29 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
+from app.ingest import tracks_file
 from app.sightings import store_sighting
 from storage import crud
 from storage.db import JobKind, JobState
 from tests.app.conftest import API_KEY, files_for, make_client, wait_for
 from tests.app.test_erasure import people
 from tests.app.test_sightings import START, track
+from video.mot import write_mot
 from tests.conftest import database_url_for, engine_settings
 
 ADMIN = {'X-API-Key': API_KEY}
 ONLY_B, BOTH, ONLY_A = 502, 501, 601  # persons
+
+
+def write_video(path: Path, frames: int) -> None:
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 64))
+    for n in range(frames):
+        out.write(np.full((64, 64, 3), 40 * n, np.uint8))
+    out.release()
 
 
 def named_files(records, prefix):
@@ -69,6 +80,20 @@ def shops(request, tmp_path_factory, service_model, dataset):
             job = crud.create_job(session=s, kind=JobKind.INGEST, params={
                 'uploaded': True, 'site': 'shop-b', 'video_name': 'shopb-lobby.mp4', 'camera_id': 2})
             job.state = JobState.SUCCEEDED
+        # ... and B's first sighting came from it: a recording on the server, its tracked boxes beside it, so the
+        # frame viewer's routes have something of B's to show (asserted below with B's admin view)
+        recording = tmp_path_factory.mktemp('recording') / 'shopb-lobby.avi'
+        write_video(recording, frames=4)
+        with service.Session.begin() as s:
+            row = crud.get_job(session=s, job_id=job.id)
+            row.params = {**row.params, 'video_path': str(recording)}
+            crud.get_sighting(session=s, sighting_id=b_sightings[0]).ingest_job_id = job.id
+        tracks = tracks_file(service.data_dir, job.id)
+        tracks.parent.mkdir(parents=True, exist_ok=True)
+        write_mot(tracks, {n: np.array([[7, 4, 4, 16, 32, 1.0]]) for n in (1, 2, 3)})
+        assert client.get(f'/v1/sightings/{b_sightings[0]}/frames/1/image', headers=ADMIN).status_code == 200
+        frame = client.get(f'/v1/sightings/{b_sightings[0]}/frames/1', headers=ADMIN).json()
+        assert [box['sighting_id'] for box in frame['boxes']] == [b_sightings[0]], frame
         b = dict(images=b_images, sightings=b_sightings, identity=identity_of(b_sightings[0]), job=job.id,
                  key=keys['b writer']['id'])
         a = dict(images=a_images, sighting=a_sighting, identity=identity_of(a_sighting))
@@ -105,6 +130,9 @@ def requests_for(a, b, records):
         ('get', '/v1/sightings'): [('/v1/sightings', dict(params={'limit': 500}))],
         ('get', '/v1/sightings/{sighting_id}'): [(f'/v1/sightings/{sighting}', {})],
         ('post', '/v1/sightings/{sighting_id}/search'): [(f'/v1/sightings/{sighting}/search', {})],
+        ('get', '/v1/sightings/{sighting_id}/frames/{frame}'): [(f'/v1/sightings/{sighting}/frames/1', {})],
+        ('get', '/v1/sightings/{sighting_id}/frames/{frame}/image'): [
+            (f'/v1/sightings/{sighting}/frames/1/image', {})],
         ('get', '/v1/identities'): [('/v1/identities', dict(params={'limit': 500}))],
         ('get', '/v1/identities/{identity_id}'): [(f'/v1/identities/{identity}', {})],
         ('patch', '/v1/identities/{identity_id}'): [(f'/v1/identities/{identity}', dict(json={'name': 'taken'}))],

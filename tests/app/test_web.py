@@ -313,6 +313,23 @@ def test_a_recording_uploaded_on_the_videos_tab_becomes_sightings(video_server, 
     assert [c.text.split('\n')[:2] for c in shown] == [[f"frame {c['frame']}", _clock(c['timestamp'])]
                                                        for c in by_frame]
 
+    # a crop opens its frame: every tracked box drawn with its track, this sighting's marked; a person's box asks
+    # where else that sighting's person was
+    shown[0].click()
+    drawn = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#v-sighting-frame-view svg g.track'))
+    frame = httpx.get(f"{video_server}/v1/sightings/{first['id']}/frames/{by_frame[0]['frame']}").json()
+    assert sorted(int(g.get_attribute('data-track-id')) for g in drawn) == sorted(b['track_id'] for b in frame['boxes'])
+    own = browser.find_elements(By.CSS_SELECTOR, '#v-sighting-frame-view svg g.this')
+    assert [int(g.get_attribute('data-sighting-id')) for g in own] == [first['id']]
+    assert _wait(lambda: browser.execute_script(
+        "const i = document.querySelector('#v-sighting-frame-view img'); return i.complete && i.naturalWidth"))
+    assert browser.execute_script("return document.querySelector('#v-sighting-frame-view img').naturalWidth") == \
+        frame['width']
+    own[0].find_element(By.TAG_NAME, 'rect').click()
+    verdict = _wait(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, '#v-sighting-where .verdict')
+                             if e.text.startswith('Where else')])
+    assert verdict[0].text.startswith(f"Where else: sighting {first['id']} ")
+
 
 def test_a_search_by_sighting_shows_camera_and_time_and_a_click_asks_where_else(video_server, browser, tmp_path):
     from selenium.webdriver.common.by import By

@@ -33,3 +33,17 @@ def test_frames_stream_with_index_and_time(short_videos):
         assert frame.image.shape == (288, 384, 3) and frame.image.dtype == np.uint8
         seen += 1
     assert seen == 120
+
+
+def test_read_frame_is_the_frame_decoding_gives(short_videos):
+    from video.decode import read_frame
+    _, videos, start, _, _ = short_videos
+    path = videos[1]
+    decoded = [f.image for f in frames(path, start)]
+    # the first, ones between key frames, the last: a seek lands on the key frame before and decodes up to it
+    for index in (0, 1, len(decoded) // 3, len(decoded) // 2 + 1, len(decoded) - 1):
+        np.testing.assert_array_equal(read_frame(path, index), decoded[index], err_msg=f'frame {index}')
+    with pytest.raises(VideoError, match='no frame'):
+        read_frame(path, len(decoded))
+    with pytest.raises(VideoError, match='numbered from 0'):
+        read_frame(path, -1)

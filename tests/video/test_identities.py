@@ -55,3 +55,28 @@ def test_identity_idf1_counts_wrong_links(short_videos):
     assert identity_scores(truth, tracks, person_of_walk, right)['idf1'] == 1.0
     apart = {(cam, w): w for cam, w in walk_ids}  # every walk its own identity: cross-camera links all missed
     assert identity_scores(truth, tracks, person_of_walk, apart)['idf1'] < 0.9
+
+
+def test_camera_centring_links_people_not_cameras():
+    # each camera adds its own large offset (its light, its background): by plain cosine a camera's sightings are
+    # nearer each other than one person's on two cameras; with each camera's mean taken out the people show
+    rng = np.random.default_rng(1)
+    people = rng.normal(size=(3, 16))
+    offsets = 4 * rng.normal(size=(2, 16))
+    vectors = np.array([people[p] + offsets[c] for c in range(2) for p in range(3)])
+    cameras = ['c1'] * 3 + ['c2'] * 3
+    times = [at(100 * i) for i in range(6)]
+    ends = [t + dt.timedelta(seconds=10) for t in times]
+    plain = link_sightings(vectors, cameras, times, ends, threshold=0.3)
+    assert len(set(plain[:3])) == 1 and len(set(plain[3:])) == 1 and plain[0] != plain[3]  # by camera
+    centred = link_sightings(vectors, cameras, times, ends, threshold=0.3, camera_centring=True)
+    assert len(set(centred)) == 3 and all(centred[p] == centred[3 + p] for p in range(3))  # by person
+
+
+def test_centre_by_camera():
+    from reid.matching import centre_by_camera
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [5.0, 7.0]])
+    out = centre_by_camera(x, [0, 0, 1, 1])
+    expected = np.array([[1, -1], [-1, 1], [0, -1], [0, 1]]) / np.array([[2 ** .5], [2 ** .5], [1], [1]])
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_array_equal(centre_by_camera(x, [3, 3, 3, 3]), x.astype(np.float32))  # one camera: as given
