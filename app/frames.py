@@ -65,8 +65,9 @@ class Recording:
                               f'frame {frame} is outside it')
 
     def boxes(self, session, frame: int, sites: Optional[Tuple[str, ...]]) -> List[dict]:
-        """Every box tracked in ``frame``: track id, x, y, w, h and the sighting its track became (None: a track
-        too short to keep, one erased, or of a site ``sites`` leaves out; ``sites`` None: every site)."""
+        """Every box tracked in ``frame`` whose track became a sighting ``sites`` sees (None: every site): track
+        id, x, y, w, h and that sighting. Tracks too short to keep and erased sightings are left out: an erased
+        person's box is not drawn (the recording's pixels are the operator's to delete, docs/privacy.md)."""
         rows = self._tracks()[0].get(frame, np.zeros((0, 6)))
         tracks = sorted({int(t) for t in rows[:, 0]})
         query = select(Sighting.track_id, Sighting.id).where(
@@ -75,7 +76,7 @@ class Recording:
             query = query.where(Sighting.site.in_(sites))
         sighting_of = dict(session.execute(query).all()) if tracks else {}
         return [dict(track_id=int(r[0]), x=float(r[1]), y=float(r[2]), w=float(r[3]), h=float(r[4]),
-                     sighting_id=sighting_of.get(int(r[0]))) for r in rows]
+                     sighting_id=sighting_of[int(r[0])]) for r in rows if int(r[0]) in sighting_of]
 
     def image(self, frame: int) -> np.ndarray:
         from video import VideoError

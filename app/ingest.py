@@ -79,11 +79,16 @@ def uses_file(session, path: str) -> bool:
 
 def _stored(session, columns: Dict) -> bool:
     """Whether this track of this recording is a sighting already (tracking is deterministic: a run again over the
-    same file and boxes finds the same tracks)."""
-    return session.scalar(select(func.count(Sighting.id)).where(
+    same file and boxes finds the same tracks). Such a sighting now names this run's job: its tracks file is the
+    one that goes on to the recording's end (the frame viewer reads it)."""
+    found = session.scalars(select(Sighting).where(
         Sighting.video == columns['video'], Sighting.camera_id == columns['camera_id'],
         Sighting.track_id == columns['track_id'], Sighting.first_time == columns['first_time'],
-        Sighting.site == columns.get('site', ''))) > 0
+        Sighting.site == columns.get('site', ''))).all()
+    for row in found:
+        if columns.get('ingest_job_id') is not None:
+            row.ingest_job_id = columns['ingest_job_id']
+    return bool(found)
 
 
 def run_ingest(params: IngestParams, Session: Callable, database, images: ImageStore,
@@ -123,7 +128,7 @@ def run_ingest(params: IngestParams, Session: Callable, database, images: ImageS
             columns.update(video=video, ingest_job_id=job_id)
             if tracked is not None:  # a sighting is shown over frames only after they are on disk
                 tracked.flush()
-            with Session() as s:  # stored by an earlier run that was interrupted: the same tracks come again
+            with Session.begin() as s:  # stored by an earlier run that was interrupted: the same tracks again
                 if _stored(s, columns):
                     continue
             write_images(Session, database, images, items, metas, sighting=columns)

@@ -89,8 +89,8 @@ class TrackedBox(BaseModel):
     y: float
     w: float
     h: float
-    sighting_id: Optional[int] = Field(None, description='the sighting this track became (null: a track too short '
-                                                         'to keep, one erased, or of a site the key does not see)')
+    sighting_id: int = Field(description='the sighting this track became (tracks too short to keep and erased '
+                                          'sightings have no box)')
 
 
 class FrameView(BaseModel):

@@ -105,6 +105,8 @@ def embed_and_store(sightings, checkpoint: Path, workdir: Path) -> Dict[str, flo
     from storage.images import ImageStore
     from storage.migrate import upgrade
     embed = ModelVectors(checkpoint)
+    if not sightings:
+        raise SystemExit('no sightings to embed: the detector found no track in the video')
     embed([sightings[0].crops[0].image])  # warm-up: the first forward's one-off costs are no stage's
     began = time.perf_counter()
     for s in sightings:

@@ -113,7 +113,16 @@ def read_frame(path: Union[str, Path], index: int) -> np.ndarray:
         try:
             container.seek(first + int(round(index / info.fps / base)), stream=stream, backward=True, any_frame=False)
             for decoded in container.decode(stream):
-                if decoded.pts is None or int(round((decoded.pts - first) * base * info.fps)) >= index:
+                number = None if decoded.pts is None else int(round((decoded.pts - first) * base * info.fps))
+                if number is None or number > index:
+                    break  # no timestamps, or a seek past the frame (inexact demuxers): count from the start
+                if number == index:
+                    return decoded.to_ndarray(format='rgb24')
+            else:
+                raise VideoError(f'{path} has no frame {index}')
+            container.seek(first, stream=stream, backward=True, any_frame=False)
+            for number, decoded in enumerate(container.decode(stream)):
+                if number == index:
                     return decoded.to_ndarray(format='rgb24')
         except av.FFmpegError as e:
             raise VideoError(f'cannot decode frame {index} of {path}: {e}') from e

@@ -69,8 +69,12 @@ def sighting_frame(sighting_id: IdPath, frame: FramePath, request: Request, sess
     crop) and a frame outside its track."""
     from video.decode import probe
     recording = _recording(session, state, principal, sighting_id, frame)
+    from video import VideoError
     first, last = recording.span()
-    info = probe(recording.video_path)
+    try:
+        info = probe(recording.video_path)
+    except VideoError:  # replaced or damaged since it was ingested
+        raise HTTPException(status_code=404, detail=f'sighting {sighting_id}: its recording cannot be read') from None
     boxes = recording.boxes(session, frame, scope)
     audit.note(request, results=len(boxes))
     return FrameView(sighting_id=sighting_id, frame=frame, first_frame=first, last_frame=last, width=info.width,

@@ -189,3 +189,33 @@ def test_reserving_room_keeps_the_vectors_and_adds_after_it():
     index.add(ids[100:], xb[100:])
     D, I = index.search(xq, 5)
     assert np.array_equal(I, knn_reference(xq, xb, ids, 5)[1])
+
+
+def test_exact_removal_keeps_every_other_vector_its_id_and_search(tmp_path):
+    # the exact index removes by moving its last vectors into the holes: any ids, present or not, in any order, then
+    # adds after it and a save/load, against a dict of what should be left
+    rng = np.random.default_rng(1)
+    for trial in range(100):
+        n, d = int(rng.integers(1, 60)), 8
+        ids = rng.choice(1000, n, replace=False).astype(np.int64)
+        x = rng.standard_normal((n, d)).astype(np.float32)
+        index = VectorIndex(d)
+        index.add(ids, x)
+        left = dict(zip(ids.tolist(), x))
+        removed = rng.choice(1000, int(rng.integers(0, 40)), replace=False)
+        assert index.remove(removed) == len(set(removed.tolist()) & set(left))
+        for i in removed.tolist():
+            left.pop(i, None)
+        index.add(np.array([2000 + trial]), rng.standard_normal((1, d)).astype(np.float32))
+        left[2000 + trial] = index.vectors()[-1]
+        if trial % 10 == 0:
+            index.save(tmp_path / 'i.faiss')
+            index = VectorIndex.load(tmp_path / 'i.faiss', d)
+        keys = np.array(sorted(left))
+        assert index.ids().tolist() == keys.tolist(), trial
+        xb = np.stack([left[i] for i in keys])
+        np.testing.assert_array_equal(index.vectors(), xb)
+        q = rng.standard_normal((3, d)).astype(np.float32)
+        D, I = index.search(q, 5)
+        truth = keys[np.argsort(-(q @ xb.T), axis=1)[:, :5]]
+        assert [set(r) - {-1} for r in I.tolist()] == [set(r) for r in truth.tolist()], trial

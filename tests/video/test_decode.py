@@ -47,3 +47,29 @@ def test_read_frame_is_the_frame_decoding_gives(short_videos):
         read_frame(path, len(decoded))
     with pytest.raises(VideoError, match='numbered from 0'):
         read_frame(path, -1)
+
+
+def test_read_frame_seeks_to_the_key_frame_before(tmp_path):
+    # a key frame every 10 frames: frames either side of each key frame come from a seek, not from decoding the start
+    import av
+
+    from video.decode import read_frame
+    path = tmp_path / 'gop.mp4'
+    codec = 'libx264' if 'libx264' in av.codecs_available else 'mpeg4'
+    with av.open(str(path), 'w') as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
+        stream.codec_context.gop_size = 10
+        rng = np.random.default_rng(0)
+        for n in range(35):
+            image = np.full((48, 64, 3), 7 * n, np.uint8)
+            image[rng.integers(0, 48, 40), rng.integers(0, 64, 40)] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format='rgb24')))
+        container.mux(stream.encode(None))
+    with av.open(str(path)) as container:
+        keys = [n for n, packet in enumerate(p for p in container.demux(video=0) if p.size) if packet.is_keyframe]
+    assert len(keys) >= 3, keys
+    decoded = [f.image for f in frames(path, START_TIME)]
+    assert len(decoded) == 35
+    for index in sorted({k + d for k in keys for d in (-1, 0, 1, 4)} & set(range(35))):
+        np.testing.assert_array_equal(read_frame(path, index), decoded[index], err_msg=f'frame {index}')
