@@ -91,6 +91,16 @@ def _stored(session, columns: Dict) -> bool:
     return bool(found)
 
 
+def _drawable(rows) -> 'np.ndarray':
+    """Boxes as the tracks file keeps them (2 decimals): a width or height that would round to 0 is kept at 0.01,
+    since a MOT file with an empty box is refused when the frame viewer reads it."""
+    import numpy as np
+    rows = np.array(rows, dtype=np.float64, copy=True)
+    if len(rows):
+        rows[:, 3:5] = np.maximum(rows[:, 3:5], 0.01)
+    return rows
+
+
 def run_ingest(params: IngestParams, Session: Callable, database, images: ImageStore,
                on_progress: Callable[[Progress], bool], job_id: Optional[int] = None,
                tracks_path: Optional[Path] = None) -> Dict[str, float]:
@@ -120,7 +130,7 @@ def run_ingest(params: IngestParams, Session: Callable, database, images: ImageS
         tracked = open(tracks_path, 'w')
     try:
         on_tracks = None if tracked is None else (
-            lambda frame, rows: tracked.writelines(mot_lines(frame + 1, rows)))
+            lambda frame, rows: tracked.writelines(mot_lines(frame + 1, _drawable(rows))))
         for sighting in sightings_from_video(params.video_path, str(params.camera_id), start, boxes,
                                              max_crops=params.max_crops, progress=progress, cancelled=lambda: stop,
                                              on_tracks=on_tracks):

@@ -254,12 +254,17 @@ async function whereElse(sightingId, out) {
 const SVG = 'http://www.w3.org/2000/svg';
 async function showFrame(sightingId, frame, out, answers) {
   out.hidden = false; out.replaceChildren(text('span', `Loading frame ${frame}…`, 'muted'));
+  const asked = `${sightingId}:${frame}`; out.dataset.asked = asked;  // a later click wins over a slower answer
   try {
     const f = await api(`/v1/sightings/${sightingId}/frames/${frame}`);
     const view = document.createElement('div'); view.className = 'frame-view'; view.id = `${out.id}-view`;
     const img = document.createElement('img'); img.alt = `frame ${f.frame}`;
-    const blob = await (await fetch(f.image_url, { headers: keyHeaders() })).blob();
-    img.src = URL.createObjectURL(blob);
+    const r = await fetch(f.image_url, { headers: keyHeaders() });
+    if (!r.ok) throw new Error(`the frame's image: ${r.status} ${(await r.json().catch(() => ({}))).detail || ''}`);
+    const blob = await r.blob();
+    if (out.dataset.asked !== asked) return;
+    if (out.dataset.blob) URL.revokeObjectURL(out.dataset.blob);  // the frame it replaces
+    img.src = out.dataset.blob = URL.createObjectURL(blob);
     const svg = document.createElementNS(SVG, 'svg'); svg.setAttribute('viewBox', `0 0 ${f.width} ${f.height}`);
     f.boxes.forEach((b) => {
       const g = document.createElementNS(SVG, 'g');
