@@ -20,7 +20,7 @@ from .decode import frame_time, frames, probe
 from .detect import BackgroundDetector
 from .errors import VideoError
 from .mot import read_mot
-from .quality import clip_box, crop_quality
+from .quality import clip_box, covered_shares, crop_quality
 from .track import Tracker
 
 __all__ = ['Crop', 'Sighting', 'sightings_from_video', 'VideoError', 'STAGES']
@@ -35,7 +35,7 @@ class Crop:
     frame: int  # frame number in the video (0-based)
     time: dt.datetime  # recording start + frame / fps (timezone-aware UTC)
     box: Box  # x, y, w, h in pixels of the frame
-    quality: float  # 0..1, higher is better (size, sharpness, not cut by the frame border)
+    quality: float  # 0..1, higher is better (size, sharpness, not cut by the frame border nor covered by others)
 
 
 @dataclass
@@ -151,19 +151,20 @@ def sightings_from_video(path: Union[str, Path], camera_id: str, start_time: dt.
                 found = empty if found is None else found[:, 1:6]
             t2 = time.perf_counter()
             clock['detect'] += t2 - t1
-            tracked = tracker.update(found)
+            tracked = tracker.update(found, image)
             t3 = time.perf_counter()
             clock['track'] += t3 - t2
             if on_tracks is not None:
                 on_tracks(index, tracked)
             height, width = image.shape[:2]
-            for track_id, x, y, w, h, _ in tracked:
+            covered = covered_shares(tracked[:, 1:5])
+            for (track_id, x, y, w, h, _), share in zip(tracked, covered):
                 box = (float(x), float(y), float(w), float(h))
                 x0, y0, x1, y1 = clip_box(box, width, height)
                 if x1 <= x0 or y1 <= y0:
                     continue
                 pixels = image[y0:y1, x0:x1]
-                quality = crop_quality(pixels, box, width, height)
+                quality = crop_quality(pixels, box, width, height, covered=float(share))
                 track = tracks.setdefault(int(track_id), _Track(first=index, last=index))
                 track.last = index
                 if len(track.best) < max_crops or quality > track.best[0][0]:

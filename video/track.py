@@ -1,10 +1,15 @@
 """Boxes to tracks: ByteTrack from the ``trackers`` package (Roboflow's maintained re-implementation), wrapped to
-take and give MOT-style (x, y, w, h) arrays and to say when a track has ended."""
+take and give MOT-style (x, y, w, h) arrays and to say when a track has ended; given the frames, its ids are given
+back by look after people cross (video.appearance)."""
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import supervision as sv
 from trackers import GIoU, ByteTrackTracker
+
+from .appearance import CrossingResolver
 
 __all__ = ['Tracker', 'track_all']
 
@@ -24,22 +29,27 @@ class Tracker:
             video: tracking IDF1 on the built-in detector's boxes 0.62-0.87 per camera with IoU >= 0.1, 0.77-0.88
             with GIoU >= -0.5; unchanged 0.99 on ground-truth boxes).
         min_frames: frames in a row a track needs before it gets an id (filters one-frame noise).
+        by_look: give ids back by look after people cross (video.appearance.CrossingResolver), for the frames
+            :meth:`update` is given.
     """
 
     def __init__(self, fps: float, lost_seconds: float = 2.0, activation: float = 0.5, high_confidence: float = 0.5,
-                 min_giou: float = -0.5, min_frames: int = 2):
+                 min_giou: float = -0.5, min_frames: int = 2, by_look: bool = True):
         # ByteTrack counts its lost-track buffer in frames at 30 fps and scales it by frame_rate / 30
         self._tracker = ByteTrackTracker(lost_track_buffer=max(1, round(lost_seconds * 30)), frame_rate=fps,
                                          track_activation_threshold=activation, high_conf_det_threshold=high_confidence,
                                          minimum_iou_threshold=min_giou, minimum_consecutive_frames=min_frames,
                                          iou=GIoU())
         self.max_lost_frames: int = int(self._tracker.maximum_frames_without_update)
+        self.resolver = CrossingResolver(self.max_lost_frames) if by_look else None
 
-    def update(self, boxes: np.ndarray) -> np.ndarray:
+    def update(self, boxes: np.ndarray, image: Optional[np.ndarray] = None) -> np.ndarray:
         """Track one frame.
 
         Args:
             boxes: (N, 5) of (x, y, w, h, conf) in pixels.
+            image: the frame (H, W, 3) uint8 RGB, for the looks that give ids back after a crossing (without it,
+                the tracker's ids as they are).
 
         Returns:
             (M, 6) float64 of (track_id, x, y, w, h, conf) for the boxes that belong to a track with an id
@@ -51,11 +61,13 @@ class Tracker:
         tracked = self._tracker.update(sv.Detections(xyxy=xyxy, confidence=boxes[:, 4]))
         keep = tracked.tracker_id >= 0
         if not keep.any():
-            return np.empty((0, 6))
-        xyxy = tracked.xyxy[keep]
-        ids = tracked.tracker_id[keep].astype(np.float64) + 1  # MOT ids are positive; trackers' start at 0
-        return np.concatenate([ids[:, None], xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2],
-                               tracked.confidence[keep][:, None]], 1)
+            rows = np.empty((0, 6))
+        else:
+            xyxy = tracked.xyxy[keep]
+            ids = tracked.tracker_id[keep].astype(np.float64) + 1  # MOT ids are positive; trackers' start at 0
+            rows = np.concatenate([ids[:, None], xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2],
+                                   tracked.confidence[keep][:, None]], 1)
+        return rows if self.resolver is None else self.resolver(rows, image)
 
 
 def track_all(boxes_by_frame: dict, fps: float, frames: int, **kwargs) -> dict:
