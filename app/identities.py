@@ -1,7 +1,8 @@
 """Identities the service finds itself: each new video sighting, once its crops are embedded, is linked to the
 identity whose sightings it matches best, or opens a new one. A link needs the calibrated score of the sighting's
 pooled crops against that identity's crops (the model's threshold, as searches judge a match) and must keep the
-hard rule: two sightings overlapping in time on one camera are never one person (storage.identities.conflicting).
+hard rule: two sightings overlapping in time on one camera are never one person, nor, with AMG_MIN_TRAVEL_SECONDS,
+two on two cameras closer in time than that (storage.identities.conflicting).
 Operators name (enrol), merge and split identities; the same rule holds there.
 
 Linking runs in the maintenance loop (app.state), a few sightings a round, in time order, so that earlier
@@ -44,6 +45,11 @@ class IdentityLinker:
     def __init__(self, service: 'ServiceState') -> None:
         self.service = service
 
+    @property
+    def travel(self) -> Optional[float]:
+        """AMG_MIN_TRAVEL_SECONDS: sightings on two cameras closer in time are never one identity."""
+        return self.service.settings.min_travel_seconds
+
     # ---- linking new sightings -------------------------------------------------------------------------------
     def link_pending(self, snap: Snapshot, limit: int = LINK_BATCH) -> int:
         """Link up to ``limit`` unlinked video sightings whose crops the snapshot's model has embedded; how many."""
@@ -83,7 +89,8 @@ class IdentityLinker:
             for identity in self._identities_by_score(s, I, scores, snap.min_score):
                 if s.get(Identity, identity, with_for_update=True) is None:  # merged away meanwhile
                     continue
-                if not store.conflicting(session=s, identity_id=identity, sightings=[sighting]):
+                if not store.conflicting(session=s, identity_id=identity, sightings=[sighting],
+                                         min_travel_seconds=self.travel):
                     chosen = identity
                     break
             if chosen is None:
@@ -162,7 +169,7 @@ class IdentityLinker:
             return dict(sightings=0, identities=0, moved=0)
         pooled = np.concatenate([pooled_query(snap, [vectors[i] for i in crops[x.id]]) for x in ready])
         labels = link_sightings(pooled, cameras, [t[0] for t in times], [t[1] for t in times],
-                                threshold=float(np.clip(1 - cosine, 1e-6, 2)))
+                                threshold=float(np.clip(1 - cosine, 1e-6, 2)), min_travel_seconds=self.travel)
         moved = 0
         with Session.begin() as s:
             taken: set = set()
@@ -174,7 +181,8 @@ class IdentityLinker:
                 identity = votes.most_common(1)[0][0] if votes else None
                 rows = [x for x in ready if x.id in set(members)]
                 if identity is not None and (s.get(Identity, identity, with_for_update=True) is None or
-                                             store.conflicting(session=s, identity_id=identity, sightings=rows)):
+                                             store.conflicting(session=s, identity_id=identity, sightings=rows,
+                                                               min_travel_seconds=self.travel)):
                     identity = None  # merged away meanwhile, or it holds a clash outside the window
                 if identity is None:
                     identity = store.create_identity(session=s, site=site).id
@@ -191,7 +199,8 @@ class IdentityLinker:
     # ---- operators' changes ----------------------------------------------------------------------------------
     def merge(self, identity_id: int, other_id: int) -> Identity:
         """Move every sighting of ``other_id`` into ``identity_id`` and remove ``other_id``. Raises KeyError (either
-        is missing) and :class:`IdentityConflict` (the same identity; or overlapping sightings on one camera)."""
+        is missing) and :class:`IdentityConflict` (the same identity; or overlapping sightings on one camera, or
+        on two cameras closer in time than AMG_MIN_TRAVEL_SECONDS)."""
         if identity_id == other_id:
             raise IdentityConflict('an identity cannot be merged with itself')
         with self.service.Session.begin() as s:
@@ -202,9 +211,12 @@ class IdentityLinker:
             if identity.site != other.site:
                 raise IdentityConflict(f'identities {identity_id} and {other_id} are of two sites')
             theirs = store.identity_sightings(session=s, identity_id=other_id)
-            if store.conflicting(session=s, identity_id=identity_id, sightings=theirs):
+            if store.conflicting(session=s, identity_id=identity_id, sightings=theirs,
+                                 min_travel_seconds=self.travel):
                 raise IdentityConflict(f'identities {identity_id} and {other_id} were seen by one camera at the same '
-                                       'time: they are two people')
+                                       'time' + (f', or by two cameras less than AMG_MIN_TRAVEL_SECONDS '
+                                                 f'({self.travel:g} s) apart' if self.travel else '') +
+                                       ': they are two people')
             if identity.name is None and other.name is not None:
                 identity.name = other.name
             store.move_sightings(session=s, sighting_ids=[x.id for x in theirs], identity_id=identity_id)

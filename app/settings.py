@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     retention_batch: int = Field(500, ge=1, le=1_000, description='images the sweeper removes a transaction (the '
                                                                    'write lock is held for one batch; at most '
                                                                    "1,000: each takes one of PostgreSQL's locks)")
+    min_travel_seconds: Optional[float] = Field(None, gt=0, description='the least time a person takes between two '
+                                                'of your cameras: video sightings on two cameras closer in time '
+                                                'than this are never one identity (linking, re-clustering, '
+                                                'merges); none: only one camera\'s overlaps are ruled out')
     job_workers: int = Field(1, ge=1, description='background job processes at once')
     job_nice: int = Field(10, ge=0, le=19, description='nice of job processes where SCHED_IDLE is unavailable '
                                                        '(Linux runs them under SCHED_IDLE): queries come first')

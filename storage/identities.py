@@ -1,10 +1,11 @@
 """Identities in SQL: the people the service found, each a set of sightings (app.identities links them), and the
 one hard rule of linking: a person cannot be in two places at once, so two sightings on one camera whose times
-overlap (two tracks of one recording at the same moment) are never one identity."""
-from datetime import datetime
+overlap (two tracks of one recording at the same moment) are never one identity, nor, given the least time a person
+takes between two cameras, two sightings on two cameras closer in time than that."""
+from datetime import datetime, timedelta
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import Identity, Sighting
@@ -42,16 +43,24 @@ def pending_sightings(*, session: Session, limit: int) -> List[Sighting]:
                                 .order_by(Sighting.first_time, Sighting.id).limit(limit)))
 
 
-def conflicting(*, session: Session, identity_id: int, sightings: Sequence[Sighting]) -> bool:
+def conflicting(*, session: Session, identity_id: int, sightings: Sequence[Sighting],
+                min_travel_seconds: Optional[float] = None) -> bool:
     """Whether one of ``sightings`` overlaps in time, on its own camera, a sighting of the identity (the sightings
-    themselves aside): linking them to it would put one person in two places at once."""
+    themselves aside), or, with ``min_travel_seconds``, comes within that time of (or overlaps) one on another
+    camera: linking them to it would put one person in two places at once (video.identities.cannot_link's rule)."""
     mine = {s.id for s in sightings}
     for s in sightings:
         if s.first_time is None or s.last_time is None:
             continue
+        clashes = and_(Sighting.camera_id == s.camera_id, Sighting.first_time <= s.last_time,
+                       Sighting.last_time >= s.first_time)
+        if min_travel_seconds:
+            travel = timedelta(seconds=float(min_travel_seconds))
+            # the gap between the two is below the travel time: each starts before the other ends + travel
+            clashes = or_(clashes, and_(Sighting.camera_id != s.camera_id, Sighting.first_time < s.last_time + travel,
+                                        Sighting.last_time > s.first_time - travel))
         clash = session.scalar(select(func.count(Sighting.id)).where(
-            Sighting.identity_id == identity_id, Sighting.camera_id == s.camera_id, Sighting.id.not_in(mine),
-            Sighting.first_time <= s.last_time, Sighting.last_time >= s.first_time))
+            Sighting.identity_id == identity_id, Sighting.id.not_in(mine), clashes))
         if clash:
             return True
     return False

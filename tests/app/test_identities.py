@@ -82,3 +82,27 @@ def test_linking_keeps_one_person_in_one_place_and_operators_fix_the_rest(reques
         assert client.post('/v1/identities/999999/merge', json={'other_id': mine}, headers=WRITE).status_code == 404
         assert client.patch(f'/v1/identities/{mine}', json={'name': 'a\nb'}, headers=WRITE).status_code == 400
         assert client.get(f'/v1/identities/{mine}').json()['sighting_count'] == 2
+
+
+def test_two_cameras_closer_in_time_than_anyone_travels_are_two_people(tmp_path, service_model, dataset):
+    with make_client(tmp_path, service_model, sync_seconds=0.2, min_travel_seconds=120) as client:
+        service = client.app.state.service
+        person = [r for r in dataset.gallery if r.pid > 0][:3]  # the same crops: the same person beyond doubt
+        first = store_sighting(service, track(person, camera='1', start=START))
+        # camera 2 a minute after camera 1's sighting ended: nobody gets there that fast
+        soon = store_sighting(service, track(person, camera='2', start=START + timedelta(minutes=1)))
+        # camera 2 ten minutes later: time enough
+        later = store_sighting(service, track(person, camera='2', start=START + timedelta(minutes=10)))
+        wait_for(lambda: all(identity_of(client, s) for s in (first, soon, later)), what='every sighting linked')
+        a, b, c = (identity_of(client, s) for s in (first, soon, later))
+        assert a != b and c in (a, b)
+
+        window = {'after': (START - timedelta(hours=1)).isoformat(), 'before': (START + timedelta(hours=1)).isoformat()}
+        r = client.post('/v1/admin/identities/recluster', json=window, headers=WRITE)
+        assert r.status_code == 200 and r.json()['identities'] == 2, r.text
+        a, b, c = (identity_of(client, s) for s in (first, soon, later))
+        assert a != b and c in (a, b)
+
+        r = client.post(f'/v1/identities/{a}/merge', json={'other_id': b}, headers=WRITE)
+        assert r.status_code == 409 and 'AMG_MIN_TRAVEL_SECONDS (120 s)' in r.json()['detail'], r.text
+        assert {identity_of(client, s) for s in (first, soon)} == {a, b}  # nothing moved
