@@ -48,7 +48,8 @@ def appearance(image: np.ndarray, box) -> Optional[np.ndarray]:
 
 
 def look_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """0 (the same colours) .. 1 (nothing in common): the mean over body bands of the Hellinger distance."""
+    """0 (the same colours) .. 1 (nothing in common): the root mean square over body bands of their Hellinger
+    distances."""
     return float(np.linalg.norm(a - b) / np.sqrt(2 * len(_BANDS)))
 
 
@@ -66,6 +67,7 @@ class _Id:
     box: Optional[np.ndarray] = None
     frame: int = -1
     group: Optional[int] = None  # the contact group it is in, until that is resolved
+    apart_since: Optional[int] = None  # the first frame of its latest run of frames apart and steady
 
 
 @dataclass
@@ -76,15 +78,22 @@ class CrossingResolver:
         max_lost_frames: an id unseen for longer is forgotten (the tracker's own memory of lost tracks).
         margin: how much better (in summed look distance) giving ids back must be than keeping the tracker's.
         max_distance: a look farther than this from every look before the contact keeps its tracker id (someone
-            new, not one of the group).
-        split_distance: a box farther than this from its own id's look is someone else (one person left where
-            another came in, and the tracker kept the id): it gets a new id.
+            new, not one of the group): with the margin, a new box takes a hidden member's id below
+            ``max_distance - margin`` (0.40).
+        split_distance: a box this far from its own id's look is someone else (one person left where another came
+            in, and the tracker kept the id): it gets a new id. The tracker's own pairing is scaled by
+            ``max_distance / split_distance`` against the others; with the margin, a box alone in its group is
+            split off beyond ``split_distance * (1 + margin / max_distance)`` (0.78).
         touch: boxes grown by this share of their width that overlap touch.
         arrive: a box that grows or shrinks (someone going behind something, or coming out) is in one group with
             the boxes this close (grown by this share of their width).
         settle, steady: a box is steady once its height has varied by at most ``steady`` over ``settle`` frames
-            in a row; ids are given back and looks learnt only from steady boxes.
+            in a row and the frame border does not cut it; ids are given back and looks learnt only from steady
+            boxes (a box that is not is in a group, of one at least).
         update: weight of the newest frame in a look's running mean, from frames where nothing touches the box.
+
+    Members of a group that have been apart for ``max_lost_frames`` while others of it still touch (two people
+    standing together) are settled among themselves and leave it.
     """
     max_lost_frames: int
     margin: float = 0.05
@@ -101,10 +110,11 @@ class CrossingResolver:
     _heights: Dict[int, list] = field(default_factory=dict)  # tracker id -> its box heights, (frame, h), latest
     _next: itertools.count = field(default_factory=lambda: itertools.count(1))
     _frame: int = 0
-    swaps: int = 0  # how many times ids were given back (for the docs' figures)
+    swaps: int = 0  # how many times ids were given back or split off (for the docs' figures)
 
     def __call__(self, tracked: np.ndarray, image: np.ndarray) -> np.ndarray:
-        """One frame: ``tracked`` (M, 6) of (tracker id, x, y, w, h, conf) -> the same rows with output ids."""
+        """One frame (every frame, in order): ``tracked`` (M, 6) of (tracker id, x, y, w, h, conf) -> the same
+        rows with output ids; ``image`` the frame, (H, W, 3) uint8 RGB."""
         self._frame += 1
         frame = self._frame
         for gone in [o for o, s in self._ids.items() if frame - s.frame > self.max_lost_frames]:
@@ -124,11 +134,14 @@ class CrossingResolver:
         for o in ids:
             self._ids.setdefault(o, _Id())
         others = [(ids[m], boxes[m]) for m in range(len(ids))] + [(l, self._ids[l].box) for l in lost]
+        height, width = image.shape[:2]
         for n, o in enumerate(ids):
             heights = self._heights.setdefault(int(rows[n, 0]), [])
             heights.append((frame, float(boxes[n][3])))
             del heights[:-self.settle]
-            settled = (len(heights) == self.settle and heights[0][0] == frame - self.settle + 1
+            x, y, w, h = boxes[n]
+            cut = x < 2 or y < 2 or x + w > width - 2 or y + h > height - 2  # partly out of the frame
+            settled = (not cut and len(heights) == self.settle and heights[0][0] == frame - self.settle + 1
                        and max(h for _, h in heights) <= (1 + self.steady) * min(h for _, h in heights))
             touching = [m for m, other in others if m != o and _touch(boxes[n], other, self.touch)]
             if not settled:
@@ -140,18 +153,28 @@ class CrossingResolver:
                 self._join([o] + touching)  # a group of one too: its look waits until its box is steady
             else:
                 isolated.append(n)
-        for n, o in enumerate(ids):
-            self._ids[o].box, self._ids[o].frame = boxes[n], frame
-        looks = {n: appearance(image, boxes[n]) for n in isolated} if image is not None else {}
         apart = set(ids[n] for n in isolated)
+        for n, o in enumerate(ids):
+            state = self._ids[o]
+            state.box, state.frame = boxes[n].copy(), frame
+            state.apart_since = (state.apart_since or frame) if o in apart else None
+        for o in lost:
+            self._ids[o].apart_since = None
+        looks = {n: appearance(image, boxes[n]) for n in isolated}
         for group in list(self._groups):
-            members = self._groups[group]
+            members = self._groups.get(group)
+            if not members:
+                continue
             shown = [o for o in members if o in present]
             # all of the group that is in view has come apart, and a hidden member (still inside another's blob, or
             # gone) is waited for unless a box without a look of its own (a new track) may be it
             if shown and all(o in apart for o in shown) and (
                     len(shown) == len(members) or any(self._ids[o].look is None for o in shown)):
-                self._resolve(group, ids, looks, rows)
+                self._resolve(group, set(members), ids, looks, rows)
+                continue
+            free = {o for o in shown if o in apart and frame - self._ids[o].apart_since >= self.max_lost_frames}
+            if free:
+                self._resolve(group, free, ids, looks, rows)
         ids = [self._out[int(r)] for r in rows[:, 0]]
         for n in isolated:
             state = self._ids.setdefault(ids[n], _Id(box=boxes[n], frame=frame))  # or an id new from _resolve
@@ -171,8 +194,13 @@ class CrossingResolver:
         for o in merged:
             self._ids[o].group = group
 
-    def _resolve(self, group: int, ids: List[int], looks: Dict[int, Optional[np.ndarray]], rows: np.ndarray) -> None:
-        members = self._groups.pop(group)
+    def _resolve(self, group: int, members: Set[int], ids: List[int], looks: Dict[int, Optional[np.ndarray]],
+                 rows: np.ndarray) -> None:
+        """Settle ``members`` of ``group`` (all of it, or those long apart: then no split), who then leave it."""
+        rest = self._groups.pop(group) - members
+        partial = bool(rest)
+        if rest:
+            self._groups[group] = rest
         for o in members:
             self._ids[o].group = None
         before = [o for o in members if self._ids[o].look is not None]
@@ -209,6 +237,11 @@ class CrossingResolver:
                     given[after[c]] = before[r]
         else:
             given = {n: ids[n] for n in after if ids[n] in before}
+        if partial:  # the look a box's id should have may be with the rest of the group: no split on half the facts
+            taken = set(given.values())
+            for n in after:
+                if n not in given and ids[n] in before and ids[n] not in taken:
+                    given[n] = ids[n]
         if all(ids[n] == o for n, o in given.items()) and all(n in given or ids[n] not in before for n in after):
             return
         self.swaps += 1
@@ -219,11 +252,17 @@ class CrossingResolver:
                     self._out[other] = next(self._next)  # whoever had the id before gets a new one
             self._out[raw] = o
             state = self._ids[o]
-            state.box, state.frame = rows[n, 1:5], self._frame
+            state.box, state.frame = rows[n, 1:5].copy(), self._frame
         for n in after:  # a box whose id went elsewhere, or whose look is not its id's, is someone new
             raw = int(rows[n, 0])
             if n not in given and (self._out[raw] in before or list(self._out.values()).count(self._out[raw]) > 1):
                 self._out[raw] = next(self._next)
+        mapped = set(self._out.values())
+        for o in members - mapped:  # ids whose box went to another id
+            if self._ids[o].look is None:
+                self._forget(o)
+            else:  # kept for a while as a look, not as a box standing where its box's new owner is
+                self._ids[o].box = None
 
     def _forget(self, out: int) -> None:
         state = self._ids.pop(out)

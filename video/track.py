@@ -48,8 +48,8 @@ class Tracker:
 
         Args:
             boxes: (N, 5) of (x, y, w, h, conf) in pixels.
-            image: the frame (H, W, 3) uint8 RGB, for the looks that give ids back after a crossing (without it,
-                the tracker's ids as they are).
+            image: the frame (H, W, 3) uint8 RGB, for the looks that give ids back after a crossing; give it with
+                every frame or with none (then the tracker's ids as they are).
 
         Returns:
             (M, 6) float64 of (track_id, x, y, w, h, conf) for the boxes that belong to a track with an id
@@ -67,7 +67,7 @@ class Tracker:
             ids = tracked.tracker_id[keep].astype(np.float64) + 1  # MOT ids are positive; trackers' start at 0
             rows = np.concatenate([ids[:, None], xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2],
                                    tracked.confidence[keep][:, None]], 1)
-        return rows if self.resolver is None else self.resolver(rows, image)
+        return rows if self.resolver is None or image is None else self.resolver(rows, image)
 
 
 def track_all(boxes_by_frame: dict, fps: float, frames: int, **kwargs) -> dict:

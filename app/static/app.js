@@ -288,7 +288,7 @@ async function showFrame(sightingId, frame, out, answers) {
                                     'click a person to search for them', 'muted'),
                         step(f.frame - 10, '◀ 10'), step(f.frame - 1, '◀ 1'), step(f.frame + 1, '1 ▶'),
                         step(f.frame + 10, '10 ▶'), view);
-  } catch (e) { out.replaceChildren(text('span', e.message, 'error')); }
+  } catch (e) { if (out.dataset.asked === asked) out.replaceChildren(text('span', e.message, 'error')); }
 }
 
 // a sighting's crops in frame order, each with its frame, time and box; a crop opens its frame (a video sighting

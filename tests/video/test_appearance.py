@@ -8,7 +8,8 @@ from video.quality import covered_shares, crop_quality
 
 W, H = 320, 200
 RED, BLUE, GREEN, YELLOW = (200, 30, 30), (30, 40, 200), (30, 160, 60), (220, 200, 40)
-PEOPLE = {'a': (RED, BLUE), 'b': (GREEN, YELLOW)}  # upper body, lower body
+WHITE, BLACK, ORANGE = (240, 240, 240), (20, 20, 20), (240, 140, 20)
+PEOPLE = {'a': (RED, BLUE), 'b': (GREEN, YELLOW), 'c': (WHITE, BLACK), 'd': (ORANGE, BLACK)}  # upper, lower body
 
 
 def frame(at):
@@ -22,7 +23,7 @@ def frame(at):
 
 
 def box(x):
-    return [x, 60, 20, 80]
+    return [x, 60, min(20, W - x), 80]  # cut by the frame's right border as a detector's box would be
 
 
 def walk(resolver, script):
@@ -32,6 +33,7 @@ def walk(resolver, script):
         image = frame({person: x for person, x in step.values()})
         rows = np.array([[raw, *box(x), 1.0] for raw, (_, x) in step.items()], np.float64).reshape(-1, 6)
         out = resolver(rows, image)
+        assert len(set(out[:, 0].tolist())) == len(out), f'two boxes of one frame with one id: {out[:, 0]}'
         seen.append({step[int(raw)][0]: int(o) for raw, o in zip(rows[:, 0], out[:, 0])})
     return seen
 
@@ -103,3 +105,36 @@ def test_a_crop_other_boxes_cover_is_worth_less():
     pixels = frame({'a': 40})[60:140, 40:60]
     alone = crop_quality(pixels, box(40), W, H)
     assert crop_quality(pixels, box(40), W, H, covered=0.5) == pytest.approx(alone / 2)
+
+
+def test_a_pair_standing_together_does_not_keep_others_who_passed_them_from_being_given_back():
+    """c and d stand touching (their group never comes apart); a and b cross right in front of them, and the
+    tracker swaps a and b: a and b, long apart again, are settled among themselves."""
+    resolver = CrossingResolver(max_lost_frames=15)
+    script = []
+    for t in range(52):  # a and b in view to the end
+        xa, xb = 30 + 5 * t, 270 - 5 * t
+        swapped = xa > xb
+        step = {3: ('c', 140), 4: ('d', 160)}
+        if 0 <= xa < W:
+            step[2 if swapped else 1] = ('a', xa)
+        if 0 <= xb < W:
+            step[1 if swapped else 2] = ('b', xb)
+        script.append(step)
+    seen = walk(resolver, script)
+    assert len(set(seen[5].values())) == 4
+    assert seen[-1] == seen[5], (seen[5], seen[-1])
+
+
+def test_a_track_another_person_carries_on_is_split_and_everything_is_forgotten_once_they_are_gone():
+    """The tracker keeps id 1 from a leaving at the right border to c coming in there: c gets an id of its own.
+    After both are gone for longer than the tracker remembers, nothing of them is kept."""
+    resolver = CrossingResolver(max_lost_frames=20)
+    script = [{1: ('a', 200 + 5 * t)} for t in range(25)]  # leaves at t 24
+    script += [{1: ('c', W - 5 * t)} for t in range(1, 25)]  # comes in where a left
+    seen = walk(resolver, script)
+    assert seen[0] == {'a': 1} and seen[-1]['c'] not in (1, None)
+    assert resolver.swaps == 1
+    for _ in range(25):
+        resolver(np.empty((0, 6)), frame({}))
+    assert not (resolver._ids or resolver._groups or resolver._heights or resolver._out)
