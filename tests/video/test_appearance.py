@@ -13,17 +13,21 @@ PEOPLE = {'a': (RED, BLUE), 'b': (GREEN, YELLOW), 'c': (WHITE, BLACK), 'd': (ORA
 
 
 def frame(at):
-    """A grey frame with people drawn at ``{name: x}`` (20 x 80 px boxes from y 60), later ones in front."""
+    """A grey frame with people drawn at ``{name: x or (x, h)}`` (20 x 80 px boxes from y 60, of which the top
+    ``h`` rows are in view: the rest behind an occluder), later ones in front."""
     image = np.full((H, W, 3), 128, np.uint8)
-    for name, x in at.items():
+    for name, where in at.items():
+        x, h = where if isinstance(where, tuple) else (where, 80)
         upper, lower = PEOPLE[name]
         image[60:100, x:x + 20] = upper
         image[100:140, x:x + 20] = lower
+        image[60 + h:140, x:x + 20] = 90  # the occluder
     return image
 
 
-def box(x):
-    return [x, 60, min(20, W - x), 80]  # cut by the frame's right border as a detector's box would be
+def box(where):
+    x, h = where if isinstance(where, tuple) else (where, 80)
+    return [x, 60, min(20, W - x), h]  # cut by the frame's right border as a detector's box would be
 
 
 def walk(resolver, script):
@@ -127,11 +131,14 @@ def test_a_pair_standing_together_does_not_keep_others_who_passed_them_from_bein
 
 
 def test_a_track_another_person_carries_on_is_split_and_everything_is_forgotten_once_they_are_gone():
-    """The tracker keeps id 1 from a leaving at the right border to c coming in there: c gets an id of its own.
-    After both are gone for longer than the tracker remembers, nothing of them is kept."""
+    """a goes behind an occluder (less and less of a in view) and c comes out of it, and the tracker keeps id 1
+    from one to the other: c gets an id of its own. After both are gone for longer than the tracker remembers,
+    nothing of them is kept."""
     resolver = CrossingResolver(max_lost_frames=20)
-    script = [{1: ('a', 200 + 5 * t)} for t in range(25)]  # leaves at t 24
-    script += [{1: ('c', W - 5 * t)} for t in range(1, 25)]  # comes in where a left
+    script = [{1: ('a', 100)} for _ in range(10)]
+    script += [{1: ('a', (100, 80 - 8 * t))} for t in range(1, 8)]  # down to 24 rows in view
+    script += [{1: ('c', (100, 24 + 8 * t))} for t in range(8)]  # c comes out, the same box for the tracker
+    script += [{1: ('c', 100)} for _ in range(10)]
     seen = walk(resolver, script)
     assert seen[0] == {'a': 1} and seen[-1]['c'] not in (1, None)
     assert resolver.swaps == 1
