@@ -83,7 +83,7 @@ class CrossingResolver:
         split_distance: a box this far from its own id's look is someone else (one person left where another came
             in, and the tracker kept the id): it gets a new id. The tracker's own pairing is scaled by
             ``max_distance / split_distance`` against the others; with the margin, a box alone in its group is
-            split off beyond ``split_distance * (1 + margin / max_distance)`` (0.78).
+            split off beyond ``split_distance * (1 + margin / max_distance)`` (0.89).
         touch: boxes grown by this share of their width that overlap touch.
         arrive: a box that grows or shrinks (someone going behind something, or coming out) is in one group with
             the boxes this close (grown by this share of their width).
@@ -99,7 +99,7 @@ class CrossingResolver:
     max_lost_frames: int
     margin: float = 0.05
     max_distance: float = 0.45
-    split_distance: float = 0.7
+    split_distance: float = 0.8
     touch: float = 0.1
     arrive: float = 1.0
     settle: int = 3
