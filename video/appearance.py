@@ -110,6 +110,7 @@ class CrossingResolver:
     _groups: Dict[int, Set[int]] = field(default_factory=dict)  # contact group -> output ids
     _heights: Dict[int, list] = field(default_factory=dict)  # tracker id -> its box heights, (frame, h), latest
     _next: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _group_keys: itertools.count = field(default_factory=itertools.count)
     _frame: int = 0
     swaps: int = 0  # how many times ids were given back or split off (for the docs' figures)
 
@@ -175,7 +176,7 @@ class CrossingResolver:
                 self._resolve(group, free, ids, looks, rows)
         ids = [self._out[int(r)] for r in rows[:, 0]]
         for n in isolated:
-            state = self._ids.setdefault(ids[n], _Id(box=boxes[n], frame=frame))  # or an id new from _resolve
+            state = self._ids.setdefault(ids[n], _Id(box=boxes[n].copy(), frame=frame))  # or new from _resolve
             look = looks.get(n)
             if state.group is None and look is not None:
                 state.look = look if state.look is None else (1 - self.update) * state.look + self.update * look
@@ -184,7 +185,7 @@ class CrossingResolver:
 
     def _join(self, members: List[int]) -> None:
         groups = {self._ids[o].group for o in members} - {None}
-        group = min(groups) if groups else min(members)
+        group = min(groups) if groups else next(self._group_keys)  # never a key a group still has
         merged = set(members)
         for g in groups:
             merged |= self._groups.pop(g)
