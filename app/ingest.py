@@ -5,11 +5,13 @@ An ingest runs in a job's worker process at idle priority (app.jobs), so a camer
 from searches. Each sighting is written in one transaction, its crops as gallery images without vectors: the
 service embeds them on its model thread when it follows the change log, as it does another replica's uploads. A
 cancelled or failed ingest keeps the sightings it finished and no half of one, and a run again over the same file
-stores only the tracks it had not. The same file (by its sha256) on the same camera is ingested once."""
+stores only the tracks it had not. The same file (by its sha256) on the same camera is ingested once. With an
+active model that has the visibility head, the job lends it to the choice of each track's crops (the share of the
+person each shows: :func:`active_visible_share`)."""
 import datetime as dt
 import logging
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
@@ -23,7 +25,8 @@ from .deps import MAX_ID
 from .gallery_writes import write_images
 from .sightings import MAX_SIGHTING_CROPS, sighting_rows
 
-__all__ = ['IngestParams', 'run_ingest', 'ingest_of', 'uses_file', 'tracks_file', 'SAME_INGEST']
+__all__ = ['IngestParams', 'run_ingest', 'ingest_of', 'uses_file', 'tracks_file', 'SAME_INGEST',
+           'active_visible_share']
 
 _logger = logging.getLogger(__name__)
 
@@ -101,13 +104,38 @@ def _drawable(rows) -> 'np.ndarray':
     return rows
 
 
+def active_visible_share(Session: Callable) -> Optional[Callable[[List], 'np.ndarray']]:
+    """The active model's visibility head as the visible share of each crop (its per-part visibilities averaged),
+    for the choice of a track's crops (video.sightings_from_video). None without an active model, for one without
+    the head, or when its file cannot be opened (logged): crops are then chosen by the frame's measures alone. It
+    runs in the ingest job's worker (idle priority), as AMG_BACKEND serves the model; only the choice depends on it,
+    the vectors are the service's."""
+    from .settings import Settings
+    from .snapshot import open_embedder
+    with Session() as s:
+        model = crud.active_model(session=s)
+        if model is None:
+            return None
+        path, sha256 = model.path, model.sha256
+    try:
+        embedder = open_embedder(path, Settings(), sha256 or None)
+    except (OSError, ValueError, RuntimeError) as e:
+        _logger.warning('crops chosen without the visibility head: the active model %s cannot be opened (%s)', path, e)
+        return None
+    if not embedder.has_visibility:
+        return None
+    return lambda crops: embedder.embed_with_visibility(crops)[1].mean(1)
+
+
 def run_ingest(params: IngestParams, Session: Callable, database, images: ImageStore,
                on_progress: Callable[[Progress], bool], job_id: Optional[int] = None,
-               tracks_path: Optional[Path] = None) -> Dict[str, float]:
+               tracks_path: Optional[Path] = None,
+               visible_share: Optional[Callable[[List], 'np.ndarray']] = None) -> Dict[str, float]:
     """Decode, detect, track and store every track of ``params.video_path`` as a sighting (naming ``job_id``);
     what it did. Every tracked box goes to ``tracks_path`` as it comes (MOT format; a run again writes it anew).
-    Raises video.VideoError (an unreadable file, bad MOT data) and reid.progress.Cancelled when ``on_progress``
-    asks."""
+    ``visible_share``: crops -> the share of the person each shows (:func:`active_visible_share`), for the choice
+    of each track's crops. Raises video.VideoError (an unreadable file, bad MOT data) and reid.progress.Cancelled
+    when ``on_progress`` asks."""
     from video import read_mot, sightings_from_video
     from video.mot import mot_lines
     boxes = read_mot(params.boxes_path) if params.boxes_path else None  # bad lines fail before any frame
@@ -133,7 +161,7 @@ def run_ingest(params: IngestParams, Session: Callable, database, images: ImageS
             lambda frame, rows: tracked.writelines(mot_lines(frame + 1, _drawable(rows))))
         for sighting in sightings_from_video(params.video_path, str(params.camera_id), start, boxes,
                                              max_crops=params.max_crops, progress=progress, cancelled=lambda: stop,
-                                             on_tracks=on_tracks):
+                                             on_tracks=on_tracks, visible_share=visible_share):
             items, metas, columns = sighting_rows(sighting, params.site or '')
             columns.update(video=video, ingest_job_id=job_id)
             if tracked is not None:  # a sighting is shown over frames only after they are on disk
@@ -151,4 +179,5 @@ def run_ingest(params: IngestParams, Session: Callable, database, images: ImageS
         raise Cancelled()
     _logger.info('ingested %s: %d sightings, %d crops from %d frames', params.video_path, done['sightings'],
                  done['crops'], done['frames'])
-    return dict(sightings=done['sightings'], crops=done['crops'], frames=done['frames'])
+    return dict(sightings=done['sightings'], crops=done['crops'], frames=done['frames'],
+                chosen_by_visibility=visible_share is not None)

@@ -114,12 +114,13 @@ def run_job(job_id: int, database_url: str, data_dir: str, nice: int = 10) -> No
 def _ingest(params: Dict[str, Any], Session, database_url: str, data_dir: str, on_progress, job_id: int) -> None:
     from pathlib import Path
 
-    from app.ingest import IngestParams, run_ingest, tracks_file
+    from app.ingest import IngestParams, active_visible_share, run_ingest, tracks_file
     from storage.images import ImageStore
     # the service's image store; its content locks on PostgreSQL need the database
     summary = run_ingest(IngestParams(**params), Session, make_engine(database_url),
                          ImageStore(Path(data_dir) / 'images'), on_progress, job_id=job_id,
-                         tracks_path=tracks_file(Path(data_dir), job_id))
+                         tracks_path=tracks_file(Path(data_dir), job_id),
+                         visible_share=active_visible_share(Session))
     with Session.begin() as s:
         crud.update_job(session=s, job_id=job_id, state=JobState.SUCCEEDED, progress=1.0, metrics=summary,
                         log_line=f'done: {summary["sightings"]} sightings, {summary["crops"]} crops from '

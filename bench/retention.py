@@ -5,10 +5,15 @@ Then: the rows the sweeper passed are gone from the database and the index, and 
 the client's p99 while the sweeper runs <= 1.5x alone.
 
     python -m bench.retention [--vectors 100000] [--rounds 3] [--seconds 10] [--batch 500] [--img-size 224 224]
+                              [--milvus-uri http://127.0.0.1:19530]
+
+``--milvus-uri``: the service's vectors in that Milvus server (``python -m tests.milvus_server DIR 19530``) instead
+of FAISS, a collection of its own (dropped at the end); the rounds start once Milvus has indexed every row.
 
 (1,000,000 rows: ``--img-size 128 64``, 1,536-dim vectors, 6 GB in the index, as bench.scale measures.)
 """
 import argparse
+import os
 import tempfile
 import time
 from datetime import timedelta
@@ -16,6 +21,17 @@ from pathlib import Path
 
 from bench.load import KEY, pad_gallery, percentiles, run_clients
 from bench.server import running_server, upload_gallery
+
+
+def milvus_collection(uri: str, prefix: str, Session):
+    """The service's collection of its active model (storage.milvus_engine.collection_name)."""
+    from storage import crud
+    from storage.milvus_engine import MilvusEngine, collection_name
+    with Session() as s:
+        model = crud.active_model(session=s)
+        dim = len(next(iter(crud.get_vectors(session=s, model_id=model.id,
+                                              image_ids=[int(crud.image_id_array(session=s)[0])]).values())))
+    return MilvusEngine(uri, collection_name(prefix, model.id), dim, timeout=600.0)
 
 
 def main() -> None:
@@ -26,6 +42,8 @@ def main() -> None:
     p.add_argument('--batch', type=int, default=500, help='AMG_RETENTION_BATCH')
     p.add_argument('--img-size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'),
                    help="the model's input: 224 224 gives 2,688-dim vectors, 128 64 gives 1,536")
+    p.add_argument('--milvus-uri', help='a Milvus server for the vectors (default: FAISS exact, in the service)')
+    p.add_argument('--ready-minutes', type=float, default=90, help='how long the index may take to fill')
     a = p.parse_args()
     import httpx
     from sqlalchemy import func, select, update
@@ -44,21 +62,29 @@ def main() -> None:
     ckpt = save_checkpoint(model, work / 'model.safetensors')
     service = work / 'service'
     env = dict(AMG_API_KEY=KEY, AMG_RETENTION_DAYS='30', AMG_RETENTION_SECONDS='1', AMG_RETENTION_BATCH=str(a.batch))
+    prefix = f'bench_retention_{os.getpid()}'
+    if a.milvus_uri:
+        env.update(AMG_VECTOR_ENGINE='milvus', AMG_MILVUS_URI=a.milvus_uri, AMG_MILVUS_COLLECTION_PREFIX=prefix)
     with running_server(ckpt, service, **env) as server:
         upload_gallery(server.url, [g for g in ds.gallery if g.pid > 0])
     pad_gallery(service, a.vectors)
     Session = make_sessionmaker(make_engine(f'sqlite:///{service / "amg.db"}'))
     per_round = a.vectors // 10 // a.rounds
     image = ds.query[0].path
-    print(f'CPU: {cpu_description()}')
+    print(f'CPU: {cpu_description()}; vectors in ' + (f'Milvus at {a.milvus_uri}' if a.milvus_uri else 'FAISS exact'))
+    began = time.monotonic()
     with running_server(ckpt, service, **env) as server:
         def vectors() -> int:
             return httpx.get(server.url + '/readyz', timeout=30).json().get('gallery_vectors', -1)
-        deadline = time.time() + 900
+        deadline = time.time() + a.ready_minutes * 60
         while vectors() != a.vectors:
             if time.time() > deadline:
-                raise RuntimeError('the index was not ready in 15 minutes')
+                raise RuntimeError(f'the index was not ready in {a.ready_minutes:g} minutes')
             time.sleep(1)
+        filled = time.monotonic() - began
+        if a.milvus_uri:  # searches before Milvus has indexed everything scan segments by brute force
+            indexed = milvus_collection(a.milvus_uri, prefix, Session).wait_indexed(timeout=a.ready_minutes * 60)
+            print(f'the service filled Milvus in {filled:.0f} s; indexed {indexed:.0f} s later')
         run_clients(server.url, 1, 2.0, image)  # warm-up
         alone, sweeping, sweeps, expired = [], [], [], []
         for _ in range(a.rounds):
@@ -78,6 +104,8 @@ def main() -> None:
         with Session() as s:
             left = s.scalar(select(func.count(GalleryImage.id)).where(GalleryImage.id.in_(expired[:30_000])))
         final = vectors()
+    if a.milvus_uri:
+        milvus_collection(a.milvus_uri, prefix, Session).drop()
     (a50, a99), (b50, b99) = percentiles(alone), percentiles(sweeping)
     print(f'{a.vectors} vectors, {len(expired)} expired in {a.rounds} rounds of {per_round}; one client, '
           f'{a.seconds:.0f} s a round alone and while the sweeper runs (batches of {a.batch})')

@@ -3,7 +3,7 @@
 Prints markdown tables:
   * per camera: the built-in detector's precision / recall; tracking MOTA / IDF1 / HOTA on its boxes and on the
     ground-truth boxes (of the people at least 30% in view); sightings found vs walks;
-  * ingest speed per stage (decode, detect, track, crop; with --checkpoint also embed and store: the service's
+  * ingest speed per stage (decode, detect, track, crop, choose; with --checkpoint also embed and store: the service's
     share of the work, each sighting's crops embedded in one batch and written as the ingest job writes them, to a
     SQLite database and image store of the workdir) in frames/s, with the built-in detector, against real time;
   * peak RSS of one camera's ingest (a process of its own) for a short and a long video;
@@ -59,30 +59,31 @@ class RecordingDetector(BackgroundDetector):
         return boxes
 
 
-def ingest(path, start, boxes=None, detector=None):
+def ingest(path, start, boxes=None, detector=None, visible_share=None):
     """(sightings, {frame (1-based): tracked boxes}, stage seconds, frames)."""
     tracks, timings, done = {}, {}, [0]
     sightings = list(sightings_from_video(path, 'cam', start, boxes, detector=detector, timings=timings,
                                           on_tracks=lambda f, t: tracks.__setitem__(f + 1, t),
-                                          progress=lambda d, _: done.__setitem__(0, d)))
+                                          progress=lambda d, _: done.__setitem__(0, d), visible_share=visible_share))
     return sightings, tracks, timings, done[0]
 
 
-def accuracy(root: Path):
-    """(table rows, stage seconds, frames, {boxes kind: {camera: (sightings, tracks)}})."""
+def accuracy(root: Path, visible_share=None):
+    """(table rows, stage seconds, frames, {boxes kind: {camera: (sightings, tracks)}}); ``visible_share``: a
+    model's visibility head choosing the crops, as the ingest job lends the active model's."""
     start, walks, truth = load_walks(root)
     rows, totals, frames = [], {s: 0.0 for s in STAGES}, 0
     runs: Dict[str, Dict[int, tuple]] = {'detector': {}, 'ground truth': {}}
     for cam in sorted(truth):
         path = root / f'cam{cam}.mp4'
         detector = RecordingDetector()
-        sightings, on_detector, timings, n = ingest(path, start, detector=detector)
+        sightings, on_detector, timings, n = ingest(path, start, detector=detector, visible_share=visible_share)
         frames += n
         for stage in STAGES:
             totals[stage] += timings[stage]
         det = detection_scores(truth[cam], detector.found)
         given = {f: r[:, :6] for f, r in visible_boxes(truth[cam]).items()}
-        truth_sightings, on_truth, _, _ = ingest(path, start, boxes=given)
+        truth_sightings, on_truth, _, _ = ingest(path, start, boxes=given, visible_share=visible_share)
         runs['detector'][cam] = (sightings, on_detector)
         runs['ground truth'][cam] = (truth_sightings, on_truth)
         d, g = tracking_scores(truth[cam], on_detector), tracking_scores(truth[cam], on_truth)
@@ -159,6 +160,11 @@ class ModelVectors:
 
     def __call__(self, images):
         return np.asarray(self.embedder(images), dtype=np.float32)
+
+    def visible_share(self, images):
+        """The share of the person each image shows, as the ingest job asks the active model's head
+        (app.ingest.active_visible_share)."""
+        return self.embedder.embed_with_visibility(images)[1].mean(1)
 
 
 def identities(root: Path, runs, checkpoint, thresholds):
@@ -244,9 +250,12 @@ def main() -> None:
         for minutes, one in rss_cfgs.items():
             synthetic(a.workdir / f'rss-{minutes:g}min', one)
         return
-    rows, totals, frames, runs = accuracy(root)
+    model = ModelVectors(a.checkpoint) if a.checkpoint else None
+    share = model.visible_share if model is not None and model.embedder.has_visibility else None
+    rows, totals, frames, runs = accuracy(root, share)
     print(f'synthetic video: {a.cams} cameras x {a.seconds:.0f} s, {cfg.size[0]}x{cfg.size[1]} at {cfg.fps:.0f} fps, '
-          f'{a.people} people, seed {a.seed}; ground truth of people >= {MIN_VISIBILITY:.0%} in view\n')
+          f'{a.people} people, seed {a.seed}; ground truth of people >= {MIN_VISIBILITY:.0%} in view; crops chosen '
+          f'{"with" if share else "without"} a visibility head\n')
     print('| camera | detector precision | recall | MOTA (detector boxes) | IDF1 | HOTA | ID switches | '
           'MOTA (ground-truth boxes) | IDF1 | HOTA | ID switches | sightings / walks |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|')

@@ -1,6 +1,6 @@
 """How useful a crop is for re-identification, from the crop and its frame: its size, its sharpness, whether the
-frame border cuts it and how much of it other people's boxes cover. (The visible share of the person, from the
-model's visibility head, is the caller's to add.)"""
+frame border cuts it and how much of it other people's boxes cover. (The visible share of the person, from a
+model's visibility head, is multiplied in by video.sightings_from_video when its caller lends one.)"""
 from __future__ import annotations
 
 from typing import Tuple

@@ -1,7 +1,8 @@
 """Video in, sightings out: decode, detect (or take the user's boxes), track, and keep each track's best crops.
 
 A *sighting* is one person's walk past one camera: one track, its time range, and its best crops. The caller
-embeds the crops (pooled, they are the sighting's vector) and stores them; nothing here needs a model.
+embeds the crops (pooled, they are the sighting's vector) and stores them; nothing here needs a model (the caller
+may lend one's visibility head to the choice of crops: ``visible_share``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from .track import Tracker
 __all__ = ['Crop', 'Sighting', 'sightings_from_video', 'VideoError', 'STAGES']
 
 Box = Tuple[float, float, float, float]
-STAGES = ('decode', 'detect', 'track', 'crop')  # the keys of sightings_from_video's ``timings``
+STAGES = ('decode', 'detect', 'track', 'crop', 'choose')  # the keys of sightings_from_video's ``timings``
 
 
 @dataclass
@@ -35,7 +36,9 @@ class Crop:
     frame: int  # frame number in the video (0-based)
     time: dt.datetime  # recording start + frame / fps (timezone-aware UTC)
     box: Box  # x, y, w, h in pixels of the frame
-    quality: float  # 0..1, higher is better (size, sharpness, not cut by the frame border nor covered by others)
+    quality: float  # 0..1, higher is better (size, sharpness, not cut by the frame border nor covered by others,
+    # times the visible share where one was given)
+    visible: Optional[float] = None  # the share of the person the visibility head sees (None: not asked)
 
 
 @dataclass
@@ -74,6 +77,18 @@ def _given_boxes(boxes) -> Mapping[int, np.ndarray]:
     return checked
 
 
+def _by_visible_share(crops: List[Crop], visible_share: Callable[[List[Image.Image]], np.ndarray],
+                      keep: int) -> List[Crop]:
+    """The best ``keep`` of ``crops`` (best first) once each crop's quality is multiplied by its visible share."""
+    shares = np.asarray(visible_share([c.image for c in crops]), dtype=np.float64).reshape(-1)
+    if len(shares) != len(crops) or not np.isfinite(shares).all():
+        raise ValueError(f'visible_share gave {len(shares)} values (finite?) for {len(crops)} crops')
+    for crop, share in zip(crops, np.clip(shares, 0.0, 1.0)):
+        crop.visible = float(share)
+        crop.quality = float(crop.quality * share)
+    return sorted(crops, key=lambda c: (-c.quality, c.frame))[:keep]
+
+
 def sightings_from_video(path: Union[str, Path], camera_id: str, start_time: dt.datetime,
                          boxes: Union[None, str, Path, Mapping[int, np.ndarray]] = None, *, max_crops: int = 8,
                          progress: Optional[Callable[[int, Optional[int]], None]] = None,
@@ -81,7 +96,9 @@ def sightings_from_video(path: Union[str, Path], camera_id: str, start_time: dt.
                          detector: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                          tracker: Optional[Tracker] = None, min_frames: int = 3, progress_every: int = 10,
                          on_tracks: Optional[Callable[[int, np.ndarray], None]] = None,
-                         timings: Optional[Dict[str, float]] = None) -> Iterator[Sighting]:
+                         timings: Optional[Dict[str, float]] = None,
+                         visible_share: Optional[Callable[[List[Image.Image]], np.ndarray]] = None,
+                         candidates: Optional[int] = None) -> Iterator[Sighting]:
     """Decode ``path`` streaming (never the whole video in memory), detect, track, and yield each track as a
     Sighting once it ends (the tracker has given it up), the rest at the end of the video.
 
@@ -92,7 +109,8 @@ def sightings_from_video(path: Union[str, Path], camera_id: str, start_time: dt.
         boxes: the user's detector's boxes: a MOT Challenge file path, or ``{frame (1-based): (N, 6) array of (id,
             x, y, w, h, conf)}`` as :func:`video.mot.read_mot` gives (ids are ignored: the boxes are tracked
             again); None: the built-in :class:`video.detect.BackgroundDetector`.
-        max_crops: crops kept per sighting, the best by :func:`video.quality.crop_quality`.
+        max_crops: crops kept per sighting, the best by :func:`video.quality.crop_quality` (times the visible
+            share, with ``visible_share``).
         progress: called as ``progress(done_frames, total_frames or None)`` every ``progress_every`` frames and at
             the end.
         cancelled: checked before each frame; when it returns True the generator stops, yielding nothing more
@@ -104,12 +122,24 @@ def sightings_from_video(path: Union[str, Path], camera_id: str, start_time: dt.
         on_tracks: called as ``on_tracks(frame, tracked)`` for each frame (0-based) with its (M, 6) array of
             (track_id, x, y, w, h, conf): every tracked box, for a frame viewer or an evaluation.
         timings: if given, seconds spent per stage (:data:`STAGES`) are added into it.
+        visible_share: a model's visibility head: crops -> (n,) the share of the person each shows, 0..1 (e.g. the
+            mean over parts of its per-part visibility). Given, each track keeps its ``candidates`` best crops by
+            the frame's measures, and when it ends they are passed in one call and their quality multiplied by it;
+            the best ``max_crops`` of those stay (the ``choose`` stage).
+        candidates: crops kept per track for ``visible_share`` to choose among (default ``2 * max_crops``;
+            without ``visible_share``: ``max_crops``).
 
     Raises:
         VideoError: a file that cannot be decoded, or bad MOT data (the message names the line).
     """
     if max_crops < 1:
         raise ValueError('max_crops must be at least 1')
+    if visible_share is None:
+        candidates = max_crops
+    elif candidates is None:
+        candidates = 2 * max_crops
+    elif candidates < max_crops:
+        raise ValueError(f'candidates ({candidates}) must be at least max_crops ({max_crops})')
     given = None if boxes is None else _given_boxes(boxes)
     info = probe(path)
     detector = detector if detector is not None else (BackgroundDetector() if given is None else None)
@@ -126,6 +156,10 @@ def sightings_from_video(path: Union[str, Path], camera_id: str, start_time: dt.
         if track.last - track.first + 1 < min_frames or not track.best:
             return None
         crops = [entry[3] for entry in sorted(track.best, key=lambda e: (-e[0], e[1]))]
+        if visible_share is not None:
+            began = time.perf_counter()
+            crops = _by_visible_share(crops, visible_share, max_crops)
+            clock['choose'] += time.perf_counter() - began
         return Sighting(camera_id=camera_id, track_id=track_id, video=video,
                         first_time=frame_time(start_time, track.first, info.fps),
                         last_time=frame_time(start_time, track.last, info.fps), crops=crops,
@@ -167,11 +201,11 @@ def sightings_from_video(path: Union[str, Path], camera_id: str, start_time: dt.
                 quality = crop_quality(pixels, box, width, height, covered=float(share))
                 track = tracks.setdefault(int(track_id), _Track(first=index, last=index))
                 track.last = index
-                if len(track.best) < max_crops or quality > track.best[0][0]:
+                if len(track.best) < candidates or quality > track.best[0][0]:
                     crop = Crop(image=Image.fromarray(pixels.copy()), frame=index, time=frame.time, box=box,
                                 quality=quality)
                     entry = (quality, index, next(ties), crop)
-                    if len(track.best) < max_crops:
+                    if len(track.best) < candidates:
                         heapq.heappush(track.best, entry)
                     else:
                         heapq.heapreplace(track.best, entry)

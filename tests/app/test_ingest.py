@@ -183,3 +183,57 @@ def test_an_interrupted_ingest_leaves_whole_sightings_and_a_rerun_adds_only_the_
     assert done['sightings'] == len(everything) - len(partial)
     again = run_ingest(params, Session, database, images, lambda event: False)
     assert again['sightings'] == 0 and whole_sightings() == everything
+
+
+def test_the_active_models_visibility_head_chooses_the_crops(tmp_path, visibility_checkpoint):
+    """An ingest lends the active model's visibility head to the choice of each track's crops (their quality times
+    the share of the person each shows); without a model, or one it cannot open, the crops are chosen as before."""
+    import datetime as dt
+
+    import numpy as np
+    from sqlalchemy import select
+
+    from app.ingest import IngestParams, active_visible_share, run_ingest
+    from app.registry import register_checkpoint
+    from models.embedder import Embedder
+    from storage import crud
+    from storage.db import GalleryImage, Sighting, make_engine, make_sessionmaker
+    from storage.images import ImageStore
+    from storage.migrate import upgrade
+    from video import sightings_from_video
+
+    database = make_engine(f'sqlite:///{tmp_path / "gallery.db"}')
+    upgrade(database)
+    Session = make_sessionmaker(database)
+    assert active_visible_share(Session) is None  # no model yet
+    with Session.begin() as s:
+        model = register_checkpoint(s, str(visibility_checkpoint), name='vis')
+        crud.activate_model(session=s, model_id=model.id)
+    share = active_visible_share(Session)
+    video = generate_videos(tmp_path / 'video', ONE_CAMERA)[1]
+    start = dt.datetime(2026, 5, 1, 8)
+    expected = list(sightings_from_video(video, '3', start, tmp_path / 'video' / 'cam1.gt.txt', max_crops=2,
+                                         visible_share=share))
+    crops = [c.image for s in expected for c in s.crops]
+    head = Embedder(str(visibility_checkpoint)).embed_with_visibility(crops)[1].mean(1)
+    np.testing.assert_allclose([c.visible for s in expected for c in s.crops], head, atol=1e-3)
+    assert np.ptp(head) > 0.05  # the head's shares differ: the choice depends on them
+
+    params = IngestParams(video_path=str(video), camera_id=3, start_time=start,
+                          boxes_path=str(tmp_path / 'video' / 'cam1.gt.txt'), max_crops=2)
+    done = run_ingest(params, Session, database, ImageStore(tmp_path / 'images'), lambda event: False,
+                      visible_share=share)
+    assert done['chosen_by_visibility'] and done['sightings'] == len(expected)
+    with Session() as s:
+        stored = s.scalars(select(Sighting).order_by(Sighting.first_time, Sighting.track_id)).all()
+        frames = {x.id: sorted(s.scalars(select(GalleryImage.frame).where(GalleryImage.sighting_id == x.id)))
+                  for x in stored}
+    by_track = {(x.track_id, x.first_time): x for x in stored}
+    for sighting in expected:
+        row = by_track[(sighting.track_id, sighting.first_time.replace(tzinfo=None))]  # stored naive UTC
+        assert row.quality == pytest.approx(sighting.crops[0].quality, abs=1e-6)  # the chosen best crop's
+        assert frames[row.id] == sorted(c.frame for c in sighting.crops)
+
+    with Session.begin() as s:  # a model whose file has gone: crops chosen without it, logged
+        crud.active_model(session=s).path = str(tmp_path / 'gone.safetensors')
+    assert active_visible_share(Session) is None

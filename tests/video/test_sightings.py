@@ -85,3 +85,35 @@ def test_progress_and_cancel_midway_leave_no_half_sighting(short_videos):
     assert 0 < len(partial) < len(full)
     assert all((s.track_id, s.frames, s.first_time) in complete for s in partial)
     assert all(s.last_time < start + dt.timedelta(seconds=6) for s in partial)
+
+
+def test_visible_share_chooses_among_twice_as_many_candidates(short_videos):
+    """A lent visibility head sees each track's 2 * max_crops best crops by the frame's measures, in one call when
+    the track ends; their quality times its share decides which max_crops stay."""
+    _, videos, start, _, truth = short_videos
+    given = gt_boxes(truth[1])
+    candidates = list(sightings_from_video(videos[1], 'c1', start, given, max_crops=6))
+    seen = []
+
+    def favour_the_worst(images):  # the worst candidate shows the whole person, the others little of it
+        seen.append(images)
+        return np.array([0.05] * (len(images) - 1) + [1.0])
+
+    timings = {}
+    chosen = list(sightings_from_video(videos[1], 'c1', start, given, max_crops=3, visible_share=favour_the_worst,
+                                       timings=timings))
+    assert [s.track_id for s in chosen] == [s.track_id for s in candidates] and len(seen) == len(chosen)
+    assert timings['choose'] > 0
+    for before, after, images in zip(candidates, chosen, seen):
+        # the head saw exactly the crops a run keeping 6 keeps, best first
+        assert [im.size for im in images] == [c.image.size for c in before.crops]
+        shares = [0.05] * (len(before.crops) - 1) + [1.0]
+        expected = sorted(((c.quality * v, c.frame) for c, v in zip(before.crops, shares)),
+                          key=lambda e: (-e[0], e[1]))[:3]
+        assert [(round(c.quality, 9), c.frame) for c in after.crops] == [(round(q, 9), f) for q, f in expected]
+        assert [c.visible for c in after.crops] == [shares[[c.frame for c in before.crops].index(c.frame)]
+                                                    for c in after.crops]
+    assert any(s.crops[0].visible == 1.0 and len(s.crops) > 1 for s in chosen)  # the favoured crop leads
+    with pytest.raises(ValueError, match='candidates'):
+        next(sightings_from_video(videos[1], 'c1', start, given, max_crops=3, visible_share=favour_the_worst,
+                                  candidates=2))
