@@ -1,5 +1,6 @@
 """Adaptation to a new site without labels: direct transfer, adapted (crops only; crops + tracks), supervised on the
-new site (the ceiling), for the unpruned model and head67+token40 (prune, then adapt; adapt, then prune).
+new site (the ceiling), for the unpruned model and head67+token40 (prune, then adapt, by itself or taught by the
+adapted unpruned model; adapt, then prune).
 
 Site A (``reid.synthetic`` site 0, labelled) trains the model; site B (site 1: other people, backgrounds, light and
 colour cast, camera height, blur, noise, clothing palette) is the new installation: its unlabelled training split is
@@ -15,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from reid.synthetic import SynthConfig, generate_dataset
 
 _logger = logging.getLogger('bench.adapt')
 PRUNED = dict(prune_mode='head_attn', head_rate=0.67, token_rate=0.4)  # bench.pruning's head67+token40
+# the pruned model adapted with the adapted unpruned one as its teacher (its clusters and distillation targets)
+TAUGHT = 'head67+token40: prune on A, then adapt taught by the adapted unpruned model'
 
 
 def site_data(work: Path, a, site: int) -> Path:
@@ -103,9 +106,10 @@ def main() -> None:
                                               output_dir=runs, epochs=a.supervised_epochs, lr=a.lr, blockwise=False,
                                               warmup_epochs=0, **common), progress=False))
 
-    def adapted(name: str, start: Path, crops, use_tracks: bool = True) -> Path:
+    def adapted(name: str, start: Path, crops, use_tracks: bool = True, teacher: Optional[Path] = None) -> Path:
         cfg = AdaptConfig(weight_path=str(start), name=name, output_dir=runs, epochs=a.adapt_epochs, eps=a.eps,
-                          k1=a.k1, distill=a.distill, lr=a.lr, tracks=use_tracks, seed=a.seed)
+                          k1=a.k1, distill=a.distill, lr=a.lr, tracks=use_tracks, seed=a.seed,
+                          teacher_path=None if teacher is None else str(teacher))
         return timed(minutes, name, cfg.run_dir / 'adapted.safetensors',
                      lambda: adapt(cfg, crops, progress=False))
 
@@ -124,6 +128,8 @@ def main() -> None:
         rows['head67+token40: direct transfer'] = (small, site_b)
         rows['head67+token40: prune on A, then adapt (crops + tracks)'] = (adapted('pruned-adapt', small, tracks),
                                                                            site_b)
+        rows[TAUGHT] = (adapted('pruned-adapt-taught', small, tracks, teacher=rows['adapted, crops + tracks'][0]),
+                        site_b)
         rows['head67+token40: adapt, then prune on A'] = (pruned('adapt-pruned', rows['adapted, crops + tracks'][0]),
                                                          site_b)
     table = {name: score(path, data) for name, (path, data) in rows.items()}
@@ -140,7 +146,8 @@ def main() -> None:
                 'crops only recovers >= 40% of the gap': gap > 0 and table['adapted, crops only']['mAP'] - direct >= 0.4 * gap}
     if a.pruned:
         best = table['adapted, crops + tracks']['mAP']
-        for name in ('head67+token40: prune on A, then adapt (crops + tracks)', 'head67+token40: adapt, then prune on A'):
+        for name in ('head67+token40: prune on A, then adapt (crops + tracks)', TAUGHT,
+                     'head67+token40: adapt, then prune on A'):
             verdicts[f'{name} within 1 mAP of the adapted unpruned'] = table[name]['mAP'] >= best - 1
     for k, ok in verdicts.items():
         print(f'{"PASS" if ok else "FAIL"}: {k}')

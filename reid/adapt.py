@@ -7,7 +7,8 @@ the nodes (reid.rerank); DBSCAN (scikit-learn; a node weighs as many crops as it
 one camera saw at overlapping times is split (cannot-link); a track DBSCAN leaves alone stays its own
 pseudo-identity, a lone crop is left out. A cluster memory (one unit vector per cluster, momentum-updated from the
 batches) gives the contrastive loss; distillation from the starting model (1 - cosine of the two embeddings of each
-crop) keeps the embedding from drifting where the clusters are wrong. Label-free indicators (clusters, their sizes,
+crop) keeps the embedding from drifting where the clusters are wrong. With ``teacher_path`` another model (the
+adapted unpruned one, for its pruned version) gives both the clusters and the distillation's targets. Label-free indicators (clusters, their sizes,
 the share DBSCAN left unclustered, agreement with the tracks) are reported every epoch; a clustering that failed
 (nearly everything unclustered, one giant cluster) ends the run with that reason and no model.
 """
@@ -230,7 +231,12 @@ def adapt(cfg: AdaptConfig, crops: Optional[Sequence[UnlabelledCrop]] = None, pr
         raise ValueError(f'{len(crops)} crops: too few to adapt to (want at least {2 * cfg.instances})')
     model = load_model(cfg.weight_path).to(device)
     _, start_extra = read_metadata(cfg.weight_path) if cfg.weight_path.endswith('.safetensors') else (None, {})
-    teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    teacher = (load_model(cfg.teacher_path).to(device) if cfg.teacher_path else copy.deepcopy(model)).eval()
+    teacher.requires_grad_(False)
+    if cfg.teacher_path and (teacher.embedding_dim, tuple(teacher.img_size)) != (model.embedding_dim,
+                                                                                 tuple(model.img_size)):
+        raise ValueError(f'teacher_path: a {teacher.embedding_dim}-dim embedding of {tuple(teacher.img_size)} '
+                         f'images; the model to adapt has a {model.embedding_dim}-dim one of {tuple(model.img_size)}')
     records = [ImageRecord(c.path, 0, c.camid) for c in crops]
     tracks = [c.track for c in crops]
     cannot_link = co_occurring_tracks(crops) if cfg.tracks else set()
@@ -246,8 +252,9 @@ def adapt(cfg: AdaptConfig, crops: Optional[Sequence[UnlabelledCrop]] = None, pr
     labels = memory = loader = None
     stats: Dict[str, float] = {}
     for epoch in tqdm(range(cfg.epochs), desc='adapt', unit='epoch', disable=not progress):
-        if epoch % cfg.cluster_every == 0:
-            features, _, _ = extract_features(model, records, cfg.batch_size, device=device, progress=False)
+        if epoch % cfg.cluster_every == 0 and (labels is None or not cfg.teacher_path):  # a teacher's: fixed
+            features, _, _ = extract_features(teacher if cfg.teacher_path else model, records, cfg.batch_size,
+                                              device=device, progress=False)
             clustering = pseudo_labels(features, tracks, cannot_link, cfg.eps, cfg.min_samples, cfg.k1, cfg.k2,
                                        [r.camid for r in records] if cfg.camera_centring else None)
             stats, labels = clustering.stats, clustering.labels
@@ -285,7 +292,7 @@ def adapt(cfg: AdaptConfig, crops: Optional[Sequence[UnlabelledCrop]] = None, pr
     if before is not None:
         final.update({f'check_before_{k}': v for k, v in before.items()})
     extra.update(cfg.extra, adapted=dict(from_checkpoint=cfg.weight_path, crops=len(crops), epochs=cfg.epochs,
-                                         tracks=cfg.tracks), metrics=final)
+                                         tracks=cfg.tracks, teacher=cfg.teacher_path), metrics=final)
     if check is not None:  # the answers' scores mean P(same person) again, fitted on the new embedding
         extra.update(calibrate_model(model.eval(), (check.query, check.gallery), cfg.batch_size, device))
     else:

@@ -151,6 +151,9 @@ class AdaptConfig(RunConfig):
     momentum: float = Field(0.2, ge=0, lt=1, description='cluster memory update: m <- momentum·m + (1 - momentum)·f')
     distill: float = Field(1.0, ge=0, le=100, description='weight of distillation from the starting model (1 - '
                            'cosine of the two embeddings of each crop); 0: off')
+    teacher_path: Optional[str] = Field(None, description='distil from, and cluster with, this model instead of the '
+                                        'starting one (its embedding the same size): the adapted unpruned model when '
+                                        'adapting its pruned version. Its clusters do not change: clustered once')
     lr: float = Field(1e-4, gt=0, le=1, description='Adam learning rate')
     weight_decay: float = Field(5e-4, ge=0, le=1)
     batch_size: int = Field(64, ge=4, le=512)

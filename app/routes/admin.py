@@ -95,6 +95,8 @@ def start_job(body: JobCreate, state: StateDep, request: Request):
         values['weight_path'] = active.path
     elif values.get('weight_path') is not None:
         values['weight_path'] = confined(state, 'weight_path', values['weight_path'], file=True)
+    if values.get('teacher_path') is not None:
+        values['teacher_path'] = confined(state, 'teacher_path', values['teacher_path'], file=True)
     try:
         job_config(kind, values, 'runs', 0)  # what the worker will build: its cross-field checks run now
     except ValidationError as e:

@@ -145,3 +145,36 @@ def test_a_failed_clustering_ends_the_run_without_a_model(two_sites, tmp_path):
     with pytest.raises(AdaptFailed, match='nothing to tell apart'):
         adapt(cfg, progress=False)
     assert not (tmp_path / 'runs' / 'adapted' / 'adapted.safetensors').exists()
+
+
+def test_a_teacher_gives_the_clusters_and_the_distillation_targets(two_sites, tmp_path):
+    """Adapting a (pruned) model with another (the adapted unpruned) as its teacher: clusters from the teacher's
+    features, fixed, and the student drawn to the teacher's embeddings; a teacher of another shape is refused."""
+    from reid.datasets import ImageRecord
+    from reid.engine import extract_features
+    torch.manual_seed(1)
+    teacher = save_checkpoint(create_model('amg_vit_tiny_patch16_224', img_size=(64, 32), num_classes=6),
+                              tmp_path / 'teacher.safetensors')
+    start = two_sites / 'start.safetensors'
+    unlabelled = load_unlabelled(two_sites / 'b')
+    assert all(c.track is None for c in unlabelled)
+    crops = [ImageRecord(c.path, 0, c.camid) for c in unlabelled]
+    cfg = AdaptConfig(weight_path=str(start), teacher_path=str(teacher), data_dir=str(two_sites / 'b'),
+                      output_dir=str(tmp_path), epochs=2, eps=0.5, k1=6, min_samples=2, batch_size=16,
+                      max_cluster_share=1.0, distill=20.0, lr=3e-4)
+
+    def agreement(path):  # mean cosine of each crop's embedding with the teacher's
+        f = [extract_features(load_model(p).eval(), crops, 16, progress=False)[0] for p in (path, teacher)]
+        return float(np.mean(np.sum(f[0] * f[1], axis=1)))
+    s = adapt(cfg, unlabelled, progress=False)
+    teacher_clusters = pseudo_labels(extract_features(load_model(teacher).eval(), crops, 16, progress=False)[0],
+                                     [None] * len(crops), set(), 0.5, 2, 6, 6,
+                                     [r.camid for r in crops]).stats
+    for epoch in s.history:  # the teacher's clusters, every epoch the same
+        assert all(epoch[k] == pytest.approx(v) for k, v in teacher_clusters.items() if k in epoch)
+    assert agreement(s.checkpoint) > agreement(start) + 0.01
+    assert read_metadata(s.checkpoint)[1]['adapted']['teacher'] == str(teacher)
+    other = save_checkpoint(create_model('amg_vit_tiny_patch16_224', img_size=(128, 64), num_classes=6),
+                            tmp_path / 'other.safetensors')
+    with pytest.raises(ValueError, match='teacher_path'):
+        adapt(cfg.model_copy(update=dict(teacher_path=str(other), name='other')), unlabelled, progress=False)
