@@ -9,6 +9,8 @@ the client's p99 while the sweeper runs <= 1.5x alone.
 
 ``--milvus-uri``: the service's vectors in that Milvus server (``python -m tests.milvus_server DIR 19530``) instead
 of FAISS, a collection of its own (dropped at the end); the rounds start once Milvus has indexed every row.
+``--workdir``: keep the data, model and padded gallery there; a run again over it (with ``--milvus-prefix`` the
+same collection) skips straight to the service's start.
 
 (1,000,000 rows: ``--img-size 128 64``, 1,536-dim vectors, 6 GB in the index, as bench.scale measures.)
 """
@@ -44,6 +46,9 @@ def main() -> None:
                    help="the model's input: 224 224 gives 2,688-dim vectors, 128 64 gives 1,536")
     p.add_argument('--milvus-uri', help='a Milvus server for the vectors (default: FAISS exact, in the service)')
     p.add_argument('--ready-minutes', type=float, default=90, help='how long the index may take to fill')
+    p.add_argument('--workdir', type=Path, help='where the data, model and service live (default: a new temp dir); '
+                   'a padded gallery there is used as it is')
+    p.add_argument('--milvus-prefix', help='the service\'s AMG_MILVUS_COLLECTION_PREFIX (default: one of its own)')
     a = p.parse_args()
     import httpx
     from sqlalchemy import func, select, update
@@ -55,25 +60,31 @@ def main() -> None:
     from reid.synthetic import SynthConfig, generate_dataset
     from storage.db import GalleryImage, make_engine, make_sessionmaker, utcnow
 
-    work = Path(tempfile.mkdtemp(prefix='amg-retention-'))
-    generate_dataset(work / 'data', SynthConfig(num_ids=20, num_cams=3, imgs_per_id=6, seed=0), progress=False)
-    ds = load_dataset(work / 'data')
-    model = pruned_models(tuple(a.img_size), len({r.pid for r in ds.train}))['head67+token40'].eval()
-    ckpt = save_checkpoint(model, work / 'model.safetensors')
-    service = work / 'service'
+    work = a.workdir or Path(tempfile.mkdtemp(prefix='amg-retention-'))
+    service, ckpt = work / 'service', work / 'model.safetensors'
     env = dict(AMG_API_KEY=KEY, AMG_RETENTION_DAYS='30', AMG_RETENTION_SECONDS='1', AMG_RETENTION_BATCH=str(a.batch))
-    prefix = f'bench_retention_{os.getpid()}'
+    prefix = a.milvus_prefix or f'bench_retention_{os.getpid()}'
     if a.milvus_uri:
         env.update(AMG_VECTOR_ENGINE='milvus', AMG_MILVUS_URI=a.milvus_uri, AMG_MILVUS_COLLECTION_PREFIX=prefix)
-    with running_server(ckpt, service, **env) as server:
-        upload_gallery(server.url, [g for g in ds.gallery if g.pid > 0])
-    pad_gallery(service, a.vectors)
     Session = make_sessionmaker(make_engine(f'sqlite:///{service / "amg.db"}'))
+    if not (service / 'amg.db').exists():
+        generate_dataset(work / 'data', SynthConfig(num_ids=20, num_cams=3, imgs_per_id=6, seed=0), progress=False)
+        ds = load_dataset(work / 'data')
+        model = pruned_models(tuple(a.img_size), len({r.pid for r in ds.train}))['head67+token40'].eval()
+        save_checkpoint(model, ckpt)
+        with running_server(ckpt, service, **env) as server:
+            upload_gallery(server.url, [g for g in ds.gallery if g.pid > 0])
+    with Session() as s:
+        have = s.scalar(select(func.count(GalleryImage.id)))
+    if have > a.vectors:
+        raise SystemExit(f'{work} holds {have} rows, more than --vectors {a.vectors}: give another --workdir')
+    pad_gallery(service, a.vectors)
+    ds = load_dataset(work / 'data')
     per_round = a.vectors // 10 // a.rounds
     image = ds.query[0].path
     print(f'CPU: {cpu_description()}; vectors in ' + (f'Milvus at {a.milvus_uri}' if a.milvus_uri else 'FAISS exact'))
     began = time.monotonic()
-    with running_server(ckpt, service, **env) as server:
+    with running_server(ckpt, service, log=work / 'serve.log', **env) as server:
         def vectors() -> int:
             return httpx.get(server.url + '/readyz', timeout=30).json().get('gallery_vectors', -1)
         deadline = time.time() + a.ready_minutes * 60

@@ -7,16 +7,17 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
-def running_server(checkpoint: Path, data_dir: Path, default_settings: bool = False, **env: str) -> Iterator[
-        subprocess.Popen]:
+def running_server(checkpoint: Path, data_dir: Path, default_settings: bool = False, log: Optional[Path] = None,
+                   **env: str) -> Iterator[subprocess.Popen]:
     """Yields the server process (its URL as ``.url``, its port as ``.port``). ``default_settings``: drop the
-    caller's AMG_* variables, so the defaults (limits) apply; ``env``: AMG_* settings for this server."""
+    caller's AMG_* variables, so the defaults (limits) apply; ``log``: a file for its output (default: none);
+    ``env``: AMG_* settings for this server."""
     import httpx
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -25,7 +26,8 @@ def running_server(checkpoint: Path, data_dir: Path, default_settings: bool = Fa
     server = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
                                str(data_dir), '--weight-path', str(checkpoint)],
                               env=dict(base, PYTHONPATH=str(ROOT), **env),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL if log is None else open(log, 'ab'),
+                              stderr=subprocess.DEVNULL if log is None else subprocess.STDOUT)
     server.port, server.url = port, f'http://127.0.0.1:{port}'
     try:
         for _ in range(240):
