@@ -11,7 +11,7 @@ person each shows: :func:`active_visible_share`)."""
 import datetime as dt
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
@@ -107,9 +107,12 @@ def _drawable(rows) -> 'np.ndarray':
 def active_visible_share(Session: Callable) -> Optional[Callable[[List], 'np.ndarray']]:
     """The active model's visibility head as the visible share of each crop (its per-part visibilities averaged),
     for the choice of a track's crops (video.sightings_from_video). None without an active model, for one without
-    the head, or when its file cannot be opened (logged): crops are then chosen by the frame's measures alone. It
-    runs in the ingest job's worker (idle priority), as AMG_BACKEND serves the model; only the choice depends on it,
+    the head, or when its file cannot be opened (logged): crops are then chosen by the frame's measures alone, as
+    they are for a track whose batch the model fails on (logged; the ingest goes on). It runs in the ingest job's
+    worker (idle priority), as AMG_BACKEND (from the environment) serves the model; only the choice depends on it,
     the vectors are the service's."""
+    from pydantic import ValidationError
+
     from .settings import Settings
     from .snapshot import open_embedder
     with Session() as s:
@@ -118,19 +121,32 @@ def active_visible_share(Session: Callable) -> Optional[Callable[[List], 'np.nda
             return None
         path, sha256 = model.path, model.sha256
     try:
-        embedder = open_embedder(path, Settings(), sha256 or None)
+        settings = Settings()
+    except ValidationError as e:
+        _logger.warning('crops chosen without the visibility head: the AMG_* settings do not validate (%s)', e)
+        return None
+    try:
+        embedder = open_embedder(path, settings, sha256 or None)
     except (OSError, ValueError, RuntimeError) as e:
         _logger.warning('crops chosen without the visibility head: the active model %s cannot be opened (%s)', path, e)
         return None
     if not embedder.has_visibility:
         return None
-    return lambda crops: embedder.embed_with_visibility(crops)[1].mean(1)
+
+    def visible_share(crops: List) -> 'np.ndarray':
+        import numpy as np
+        try:
+            return embedder.embed_with_visibility(crops)[1].mean(1)
+        except (RuntimeError, ValueError, MemoryError) as e:  # one track's batch: its crops chosen without it
+            _logger.warning('%d crops chosen without the visibility head: %s', len(crops), e)
+            return np.ones(len(crops))
+    return visible_share
 
 
 def run_ingest(params: IngestParams, Session: Callable, database, images: ImageStore,
                on_progress: Callable[[Progress], bool], job_id: Optional[int] = None,
                tracks_path: Optional[Path] = None,
-               visible_share: Optional[Callable[[List], 'np.ndarray']] = None) -> Dict[str, float]:
+               visible_share: Optional[Callable[[List], 'np.ndarray']] = None) -> Dict[str, Any]:
     """Decode, detect, track and store every track of ``params.video_path`` as a sighting (naming ``job_id``);
     what it did. Every tracked box goes to ``tracks_path`` as it comes (MOT format; a run again writes it anew).
     ``visible_share``: crops -> the share of the person each shows (:func:`active_visible_share`), for the choice

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
                                                            'the admin key); open by default (then writes need what '
                                                            'reads need)')
     data_roots: str = Field('', description='comma-separated folders that admin jobs may read datasets (data_dir) '
-                                            'and weights (weight_path) from; the page suggests the first '
+                                            'and weights (weight_path, teacher_path) from; the page suggests the first '
                                             '(default: data_dir)')
     cors_origins: str = Field('', description='comma-separated web origins allowed to call the API from a browser '
                                               '(CORS, and writes with their Origin); none by default')

@@ -8,9 +8,10 @@ the client's p99 while the sweeper runs <= 1.5x alone.
                               [--milvus-uri http://127.0.0.1:19530]
 
 ``--milvus-uri``: the service's vectors in that Milvus server (``python -m tests.milvus_server DIR 19530``) instead
-of FAISS, a collection of its own (dropped at the end); the rounds start once Milvus has indexed every row.
-``--workdir``: keep the data, model and padded gallery there; a run again over it (with ``--milvus-prefix`` the
-same collection) skips straight to the service's start.
+of FAISS, a collection of its own (dropped at the end), or with ``--milvus-prefix`` the collection of that prefix
+(kept); the rounds start once Milvus has indexed every row. ``--workdir``: keep the data, model and padded gallery
+there; a run again over it skips straight to the service's start (with ``--milvus-prefix``, over the same
+collection).
 
 (1,000,000 rows: ``--img-size 128 64``, 1,536-dim vectors, 6 GB in the index, as bench.scale measures.)
 """
@@ -83,40 +84,46 @@ def main() -> None:
     per_round = a.vectors // 10 // a.rounds
     image = ds.query[0].path
     print(f'CPU: {cpu_description()}; vectors in ' + (f'Milvus at {a.milvus_uri}' if a.milvus_uri else 'FAISS exact'))
-    began = time.monotonic()
-    with running_server(ckpt, service, log=work / 'serve.log', **env) as server:
-        def vectors() -> int:
-            return httpx.get(server.url + '/readyz', timeout=30).json().get('gallery_vectors', -1)
-        deadline = time.time() + a.ready_minutes * 60
-        while vectors() != a.vectors:
-            if time.time() > deadline:
-                raise RuntimeError(f'the index was not ready in {a.ready_minutes:g} minutes')
-            time.sleep(1)
-        filled = time.monotonic() - began
-        if a.milvus_uri:  # searches before Milvus has indexed everything scan segments by brute force
-            indexed = milvus_collection(a.milvus_uri, prefix, Session).wait_indexed(timeout=a.ready_minutes * 60)
-            print(f'the service filled Milvus in {filled:.0f} s; indexed {indexed:.0f} s later')
-        run_clients(server.url, 1, 2.0, image)  # warm-up
-        alone, sweeping, sweeps, expired = [], [], [], []
-        for _ in range(a.rounds):
-            alone += run_clients(server.url, 1, a.seconds, image)['latencies_ms']
-            with Session.begin() as s:  # the oldest padding rows, as if stored 31 days ago
-                ids = list(s.scalars(select(GalleryImage.id).where(GalleryImage.source_name == 'padding',
-                                                                   GalleryImage.created_at > utcnow() - timedelta(days=1))
-                                     .order_by(GalleryImage.id).limit(per_round)))
-                s.execute(update(GalleryImage).where(GalleryImage.id.in_(ids))
-                          .values(created_at=utcnow() - timedelta(days=31)))
-            expired += ids
-            t0, before = time.monotonic(), vectors()
-            sweeping += run_clients(server.url, 1, a.seconds, image)['latencies_ms']
-            while vectors() > before - len(ids):  # the sweep's end (it may outlast the client's window)
-                time.sleep(0.2)
-            sweeps.append(time.monotonic() - t0)
-        with Session() as s:
-            left = s.scalar(select(func.count(GalleryImage.id)).where(GalleryImage.id.in_(expired[:30_000])))
-        final = vectors()
-    if a.milvus_uri:
-        milvus_collection(a.milvus_uri, prefix, Session).drop()
+    try:
+        began = time.monotonic()
+        with running_server(ckpt, service, log=work / 'serve.log', **env) as server:
+            def vectors() -> int:
+                return httpx.get(server.url + '/readyz', timeout=30).json().get('gallery_vectors', -1)
+            deadline = time.time() + a.ready_minutes * 60
+            while vectors() != a.vectors:
+                if time.time() > deadline:
+                    raise RuntimeError(f'the index was not ready in {a.ready_minutes:g} minutes')
+                time.sleep(1)
+            filled = time.monotonic() - began
+            if a.milvus_uri:  # searches before Milvus has indexed everything scan segments by brute force
+                collection = milvus_collection(a.milvus_uri, prefix, Session)
+                indexed = collection.wait_indexed(timeout=a.ready_minutes * 60)
+                collection.close()
+                print(f'the service filled Milvus in {filled:.0f} s; indexed {indexed:.0f} s later')
+            run_clients(server.url, 1, 2.0, image)  # warm-up
+            alone, sweeping, sweeps, expired = [], [], [], []
+            for _ in range(a.rounds):
+                alone += run_clients(server.url, 1, a.seconds, image)['latencies_ms']
+                with Session.begin() as s:  # the oldest padding rows, as if stored 31 days ago
+                    fresh = GalleryImage.created_at > utcnow() - timedelta(days=1)
+                    ids = list(s.scalars(select(GalleryImage.id).where(GalleryImage.source_name == 'padding', fresh)
+                                         .order_by(GalleryImage.id).limit(per_round)))
+                    s.execute(update(GalleryImage).where(GalleryImage.id.in_(ids))
+                              .values(created_at=utcnow() - timedelta(days=31)))
+                expired += ids
+                t0, before = time.monotonic(), vectors()
+                sweeping += run_clients(server.url, 1, a.seconds, image)['latencies_ms']
+                while vectors() > before - len(ids):  # the sweep's end (it may outlast the client's window)
+                    time.sleep(0.2)
+                sweeps.append(time.monotonic() - t0)
+            with Session() as s:
+                left = s.scalar(select(func.count(GalleryImage.id)).where(GalleryImage.id.in_(expired[:30_000])))
+            final = vectors()
+    finally:  # a collection of this run's own is dropped, one named by --milvus-prefix kept for the next
+        if a.milvus_uri and not a.milvus_prefix:
+            collection = milvus_collection(a.milvus_uri, prefix, Session)
+            collection.drop()
+            collection.close()
     (a50, a99), (b50, b99) = percentiles(alone), percentiles(sweeping)
     print(f'{a.vectors} vectors, {len(expired)} expired in {a.rounds} rounds of {per_round}; one client, '
           f'{a.seconds:.0f} s a round alone and while the sweeper runs (batches of {a.batch})')

@@ -23,11 +23,15 @@ def running_server(checkpoint: Path, data_dir: Path, default_settings: bool = Fa
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     base = {k: v for k, v in os.environ.items() if not (default_settings and k.startswith('AMG_'))}
-    server = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
-                               str(data_dir), '--weight-path', str(checkpoint)],
-                              env=dict(base, PYTHONPATH=str(ROOT), **env),
-                              stdout=subprocess.DEVNULL if log is None else open(log, 'ab'),
-                              stderr=subprocess.DEVNULL if log is None else subprocess.STDOUT)
+    output = subprocess.DEVNULL if log is None else open(log, 'ab')
+    try:
+        server = subprocess.Popen([sys.executable, '-m', 'app.cli', 'serve', '--port', str(port), '--data-dir',
+                                   str(data_dir), '--weight-path', str(checkpoint)],
+                                  env=dict(base, PYTHONPATH=str(ROOT), **env), stdout=output,
+                                  stderr=subprocess.DEVNULL if log is None else subprocess.STDOUT)
+    finally:
+        if log is not None:  # the server has its own copy
+            output.close()
     server.port, server.url = port, f'http://127.0.0.1:{port}'
     try:
         for _ in range(240):

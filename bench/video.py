@@ -261,7 +261,7 @@ def main() -> None:
     print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     print('\n'.join(rows))
 
-    stages = list(STAGES)
+    stages = [stage for stage in STAGES if stage != 'choose' or share is not None]
     if a.checkpoint:
         detected = [replace(s, camera_id=str(cam)) for cam in sorted(runs['detector'])
                     for s in runs['detector'][cam][0]]

@@ -8,9 +8,11 @@ one camera saw at overlapping times is split (cannot-link); a track DBSCAN leave
 pseudo-identity, a lone crop is left out. A cluster memory (one unit vector per cluster, momentum-updated from the
 batches) gives the contrastive loss; distillation from the starting model (1 - cosine of the two embeddings of each
 crop) keeps the embedding from drifting where the clusters are wrong. With ``teacher_path`` another model (the
-adapted unpruned one, for its pruned version) gives both the clusters and the distillation's targets. Label-free indicators (clusters, their sizes,
-the share DBSCAN left unclustered, agreement with the tracks) are reported every epoch; a clustering that failed
-(nearly everything unclustered, one giant cluster) ends the run with that reason and no model.
+adapted unpruned one, for its pruned version) gives the clusters (once: it does not change), the memory's first
+centres and the distillation's targets; its embedding space is the one the student is drawn to, so it should
+share the student's origin (a pruned model and its own unpruned source, adapted). Label-free indicators (clusters,
+their sizes, the share DBSCAN left unclustered, agreement with the tracks) are reported every epoch; a clustering
+that failed (nearly everything unclustered, one giant cluster) ends the run with that reason and no model.
 """
 import copy
 import json

@@ -137,7 +137,8 @@ class AdaptConfig(RunConfig):
     name: str = Field('adapted', description='run name: outputs go to OUTPUT_DIR/NAME/')
     output_dir: str = Field('runs', description='where runs are written')
     epochs: int = Field(8, ge=1, le=1000)
-    cluster_every: int = Field(1, ge=1, le=1000, description='re-cluster every this many epochs')
+    cluster_every: int = Field(1, ge=1, le=1000, description='re-cluster every this many epochs (with '
+                               'teacher_path: clustered once)')
     tracks: bool = Field(True, description='use the tracks: a track\'s crops are one pseudo-identity, never split, '
                          'and two tracks one camera saw at overlapping times are never one')
     eps: float = Field(0.6, gt=0, lt=1, description='DBSCAN radius on the k-reciprocal Jaccard distance')
@@ -149,8 +150,8 @@ class AdaptConfig(RunConfig):
                                   '(where crops come from more than one camera): clusters follow people, not cameras')
     temperature: float = Field(0.05, gt=0, le=10, description='of the cluster-memory contrastive loss')
     momentum: float = Field(0.2, ge=0, lt=1, description='cluster memory update: m <- momentum·m + (1 - momentum)·f')
-    distill: float = Field(1.0, ge=0, le=100, description='weight of distillation from the starting model (1 - '
-                           'cosine of the two embeddings of each crop); 0: off')
+    distill: float = Field(1.0, ge=0, le=100, description='weight of distillation from the starting model (or '
+                           'teacher_path: 1 - cosine of the two embeddings of each crop); 0: off')
     teacher_path: Optional[str] = Field(None, description='distil from, and cluster with, this model instead of the '
                                         'starting one (its embedding the same size): the adapted unpruned model when '
                                         'adapting its pruned version. Its clusters do not change: clustered once')

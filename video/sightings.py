@@ -36,8 +36,8 @@ class Crop:
     frame: int  # frame number in the video (0-based)
     time: dt.datetime  # recording start + frame / fps (timezone-aware UTC)
     box: Box  # x, y, w, h in pixels of the frame
-    quality: float  # 0..1, higher is better (size, sharpness, not cut by the frame border nor covered by others,
-    # times the visible share where one was given)
+    # 0..1, higher is better: size, sharpness, not cut by the frame border nor covered by others (x the visible share)
+    quality: float
     visible: Optional[float] = None  # the share of the person the visibility head sees (None: not asked)
 
 
@@ -81,8 +81,9 @@ def _by_visible_share(crops: List[Crop], visible_share: Callable[[List[Image.Ima
                       keep: int) -> List[Crop]:
     """The best ``keep`` of ``crops`` (best first) once each crop's quality is multiplied by its visible share."""
     shares = np.asarray(visible_share([c.image for c in crops]), dtype=np.float64).reshape(-1)
-    if len(shares) != len(crops) or not np.isfinite(shares).all():
-        raise ValueError(f'visible_share gave {len(shares)} values (finite?) for {len(crops)} crops')
+    if len(shares) != len(crops) or not np.isfinite(shares).all() or ((shares < -1e-6) | (shares > 1 + 1e-6)).any():
+        raise ValueError(f'visible_share gave {len(shares)} values for {len(crops)} crops: expected one share in '
+                         f'0..1 each, got {np.round(shares[:8], 3).tolist()}')
     for crop, share in zip(crops, np.clip(shares, 0.0, 1.0)):
         crop.visible = float(share)
         crop.quality = float(crop.quality * share)

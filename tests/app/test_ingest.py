@@ -55,6 +55,7 @@ def test_a_video_becomes_searchable_sightings_once(tmp_path, service_model, reco
         assert job['state'] == 'succeeded', job
         made = job['metrics']
         assert made['sightings'] >= 3 and made['crops'] >= made['sightings']  # three people walk past
+        assert made['chosen_by_visibility'] is False  # the active model has no visibility head
         listed = client.get('/v1/sightings', params={'camera_id': '4', 'limit': 100}).json()
         sightings = listed['data']
         assert len(sightings) == made['sightings']
@@ -74,6 +75,18 @@ def test_a_video_becomes_searchable_sightings_once(tmp_path, service_model, reco
         assert again.status_code == 200 and again.json()['id'] == job['id']
         assert client.get('/v1/sightings', params={'limit': 100}).json()['count'] == made['sightings']
         frame_viewer(client, one, crops[0])
+
+
+@pytest.mark.slow
+def test_an_ingest_job_chooses_crops_with_the_active_models_visibility_head(tmp_path, visibility_checkpoint,
+                                                                          recording):
+    video, truth = recording
+    with make_client(tmp_path, visibility_checkpoint) as client:
+        r = upload(client, video, truth.read_bytes())
+        assert r.status_code == 202, r.text
+        job = finished(client, r.json()['id'])
+        assert job['state'] == 'succeeded', job
+        assert job['metrics']['chosen_by_visibility'] is True and job['metrics']['sightings'] >= 3
 
 
 def frame_viewer(client, sighting, crop):
