@@ -87,8 +87,11 @@ def main() -> None:
     try:
         began = time.monotonic()
         with running_server(ckpt, service, log=work / 'serve.log', **env) as server:
-            def vectors() -> int:
-                return httpx.get(server.url + '/readyz', timeout=30).json().get('gallery_vectors', -1)
+            def vectors() -> int:  # -1 until the service answers (its start fills the engine first: minutes)
+                try:
+                    return httpx.get(server.url + '/readyz', timeout=30).json().get('gallery_vectors', -1)
+                except httpx.TransportError:
+                    return -1
             deadline = time.time() + a.ready_minutes * 60
             while vectors() != a.vectors:
                 if time.time() > deadline:
