@@ -111,8 +111,6 @@ def active_visible_share(Session: Callable) -> Optional[Callable[[List], 'np.nda
     they are for a track whose batch the model fails on (logged; the ingest goes on). It runs in the ingest job's
     worker (idle priority), as AMG_BACKEND (from the environment) serves the model; only the choice depends on it,
     the vectors are the service's."""
-    from pydantic import ValidationError
-
     from .settings import Settings
     from .snapshot import open_embedder
     with Session() as s:
@@ -122,7 +120,7 @@ def active_visible_share(Session: Callable) -> Optional[Callable[[List], 'np.nda
         path, sha256 = model.path, model.sha256
     try:
         settings = Settings()
-    except ValidationError as e:
+    except ValueError as e:  # pydantic's ValidationError, pydantic-settings' SettingsError (bad JSON)
         _logger.warning('crops chosen without the visibility head: the AMG_* settings do not validate (%s)', e)
         return None
     try:
@@ -137,7 +135,7 @@ def active_visible_share(Session: Callable) -> Optional[Callable[[List], 'np.nda
         import numpy as np
         try:
             return embedder.embed_with_visibility(crops)[1].mean(1)
-        except (RuntimeError, ValueError, MemoryError) as e:  # one track's batch: its crops chosen without it
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime's errors are plain Exceptions; one track's batch only
             _logger.warning('%d crops chosen without the visibility head: %s', len(crops), e)
             return np.ones(len(crops))
     return visible_share

@@ -114,6 +114,9 @@ def test_visible_share_chooses_among_twice_as_many_candidates(short_videos):
         assert [c.visible for c in after.crops] == [shares[[c.frame for c in before.crops].index(c.frame)]
                                                     for c in after.crops]
     assert any(s.crops[0].visible == 1.0 and len(s.crops) > 1 for s in chosen)  # the favoured crop leads
+    with pytest.raises(ValueError, match='one share in 0..1'):  # a head's logits, not probabilities
+        next(sightings_from_video(videos[1], 'c1', start, given, max_crops=3,
+                                  visible_share=lambda images: np.full(len(images), 2.0)))
     with pytest.raises(ValueError, match='candidates'):
         next(sightings_from_video(videos[1], 'c1', start, given, max_crops=3, visible_share=favour_the_worst,
                                   candidates=2))
